@@ -1,0 +1,1 @@
+"""Prefect flows and the `t2v` command line: thin wiring over `tasks`."""

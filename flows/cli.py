@@ -1,0 +1,125 @@
+"""The `t2v` command line: render, check, models. Thin: it parses, runs, and reports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from tasks.errors import T2VError
+
+EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.command(args)
+    except T2VError as exc:
+        print(f"t2v: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("t2v: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="t2v", description="Batch text-to-video rendering from a prompt CSV."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    render = commands.add_parser("render", help="render every valid row of a manifest")
+    render.add_argument("manifest", metavar="MANIFEST", help="prompt CSV: a path or s3:// URI")
+    render.add_argument("--out", default="out", help="destination folder (default: out/)")
+    render.add_argument(
+        "--model", default="ms-1.7b", help="preset or save_pretrained folder (default: ms-1.7b)"
+    )
+    render.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    render.add_argument(
+        "--batch-size", type=_positive_int, default=4, help="rows per pipeline call (default: 4)"
+    )
+    render.add_argument("--force", action="store_true", help="render rows whose video exists")
+    render.add_argument("--limit", type=_positive_int, help="process only the first N rows")
+    render.set_defaults(command=_render)
+
+    check = commands.add_parser("check", help="validate a manifest and print its row errors")
+    check.add_argument("manifest", metavar="MANIFEST")
+    check.set_defaults(command=_check)
+
+    models = commands.add_parser("models", help="list the model presets")
+    models.set_defaults(command=_models)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _render(args: argparse.Namespace) -> int:
+    from flows.parameters import RenderRequest
+
+    request = RenderRequest(
+        manifest=args.manifest,
+        destination=args.out,
+        model=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        force=args.force,
+        limit=args.limit,
+    )
+    _quiet_prefect_console()
+    from flows import progress
+    from flows.progress_bar import ProgressBar
+    from flows.render_flow import RowsFailedError, render_manifest
+
+    with ProgressBar() as bar, progress.listening(bar):
+        state = render_manifest(request, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, RowsFailedError):
+        print(outcome.summary.one_line())
+        return EXIT_ROWS_FAILED
+    if isinstance(outcome, BaseException):
+        raise outcome
+    print(outcome.one_line())
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tasks.manifest import read_manifest
+
+    manifest = read_manifest(args.manifest)
+    for row in manifest.invalid:
+        print(f"line {row.line} ({row.id}): {row.error}")
+    print(f"{args.manifest}: {len(manifest.rows)} valid, {len(manifest.invalid)} invalid")
+    return EXIT_ROWS_FAILED if manifest.invalid else EXIT_OK
+
+
+def _models(args: argparse.Namespace) -> int:
+    from tasks.models import PRESETS
+
+    width = max(len(name) for name in PRESETS)
+    for preset in PRESETS.values():
+        print(f"{preset.name:<{width}}  {preset.parameters:>6} params  {preset.description}")
+        print(f"{'':<{width}}  weights: {preset.weights}")
+    print(f"{'PATH':<{width}}  a folder saved with save_pretrained (safetensors only)")
+    return EXIT_OK
+
+
+def _quiet_prefect_console() -> None:
+    """The progress bar and summary are the output; Prefect's own logs go to its API only."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

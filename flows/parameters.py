@@ -1,0 +1,37 @@
+"""The flow's parameters as one pydantic model, so the Prefect UI shows (and checks) a form."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RenderRequest(BaseModel):
+    """What to render, with which model, and where the videos go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: str = Field(
+        "examples/prompts.csv",
+        description="Prompt CSV: a local path or s3://bucket/key.csv.",
+        min_length=1,
+    )
+    destination: str = Field(
+        "out",
+        description="Where videos, results.csv, results.json and index.html go.",
+        min_length=1,
+    )
+    model: str = Field(
+        "tiny-random",
+        description="A preset (ms-1.7b, ms-1.7b-random, tiny-random) or a save_pretrained folder.",
+        min_length=1,
+    )
+    device: str = Field(
+        "auto",
+        description="auto (CUDA when present), cpu, cuda or cuda:N.",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+    )
+    batch_size: int = Field(4, description="Compatible rows rendered per pipeline call.", ge=1, le=64)
+    force: bool = Field(False, description="Render rows again even when their video exists.")
+    limit: int | None = Field(
+        None, description="Process only the first N rows of the manifest.", ge=1
+    )

@@ -1,0 +1,35 @@
+"""The one small interface every storage backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+
+class Storage(Protocol):
+    """Bytes under one root (a folder or a bucket prefix), addressed by relative keys."""
+
+    def uri(self, key: str = "") -> str:
+        """The full location of `key`, for messages and manifests."""
+        ...
+
+    def read_bytes(self, key: str) -> bytes:
+        """Return the object's bytes; `StorageError` if it is missing or unreadable."""
+        ...
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` so that readers see the old object or the whole new one, never a part."""
+        ...
+
+    def write_file(self, key: str, source: Path) -> None:
+        """Store a local file's bytes atomically, like `write_bytes`."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under `prefix`, in sorted order."""
+        ...

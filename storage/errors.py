@@ -1,0 +1,9 @@
+"""The root of t2v-batch's exception tree, and the storage branch of it."""
+
+
+class T2VError(Exception):
+    """Base of every error t2v-batch raises on purpose; the CLI prints these in one line."""
+
+
+class StorageError(T2VError):
+    """Reading or writing bytes at a location failed."""

@@ -1,0 +1,1 @@
+"""The units of work as plain functions; nothing here imports Prefect."""

@@ -1,0 +1,30 @@
+"""t2v-batch's exception tree; every error is raised `from` the library error behind it."""
+
+from storage.errors import StorageError, T2VError
+
+__all__ = [
+    "ManifestError", "ModelLoadError", "RenderError", "RowError", "StorageError", "T2VError",
+    "first_line",
+]
+
+
+class ManifestError(T2VError):
+    """The manifest as a whole cannot be used: unreadable, not CSV, no `prompt` column, no rows."""
+
+
+class RowError(T2VError):
+    """One manifest row breaks a rule; the rest of the manifest is unaffected."""
+
+
+class ModelLoadError(T2VError):
+    """The requested model or device cannot be loaded."""
+
+
+class RenderError(T2VError):
+    """A render failed for the rows it was given."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line reports."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tasks import models
+from tasks.errors import ModelLoadError
+from tasks.models import (
+    MS_17B_REVISION,
+    ModelRef,
+    build_tiny_random,
+    dtype_for,
+    get_pipeline,
+    load_model,
+    ms17b_components,
+    resolve_device,
+    resolve_model,
+)
+
+
+def _parameters(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_tiny_random_is_small_and_downsamples_8x(tiny_pipe: Any) -> None:
+    total = sum(_parameters(m) for m in (tiny_pipe.unet, tiny_pipe.vae, tiny_pipe.text_encoder))
+    assert total * 4 < 5_000_000  # a few MB of fp32 weights
+    assert tiny_pipe.vae_scale_factor == 8
+
+
+def test_tiny_random_is_the_same_every_build() -> None:
+    first, second = build_tiny_random(), build_tiny_random()
+    for a, b in zip(first.unet.parameters(), second.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_pipeline_is_cached_per_process_model_and_device(tiny_pipe: Any) -> None:
+    before = models.load_count
+    again = get_pipeline(resolve_model("tiny-random"), torch.device("cpu"))
+    assert again is tiny_pipe
+    assert models.load_count == before
+
+
+def test_load_model_returns_the_resolved_device() -> None:
+    assert load_model("tiny-random", "cpu") == "cpu"
+    assert load_model("tiny-random", "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_identity_pins_the_revision_of_the_real_model() -> None:
+    assert resolve_model("ms-1.7b").identity == f"ms-1.7b@{MS_17B_REVISION}"
+    assert resolve_model("tiny-random").identity == "tiny-random"
+
+
+@pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", ""])
+def test_bad_device_names_the_device(device: str) -> None:
+    with pytest.raises(ModelLoadError, match=f"unsupported device '{device}'"):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_load_error() -> None:
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_cpu_uses_fp32() -> None:
+    assert dtype_for(torch.device("cpu")) == torch.float32
+
+
+def test_unknown_model_lists_the_presets() -> None:
+    with pytest.raises(ModelLoadError, match="unknown model 'nope'.*tiny-random"):
+        resolve_model("nope")
+
+
+def test_missing_real_weights_say_where_and_how(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelLoadError) as caught:
+        models.load_pretrained(models.MS_17B_REPO, torch.float16, revision=MS_17B_REVISION)
+    message = str(caught.value)
+    assert str(tmp_path / "hub") in message
+    assert f"hf download {models.MS_17B_REPO} --revision {MS_17B_REVISION}" in message
+
+
+def test_saved_folder_loads_with_the_same_weights(tmp_path: Path, tiny_pipe: Any) -> None:
+    tiny_pipe.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    ref = resolve_model(str(tmp_path / "tiny"))
+    assert ref == ModelRef(str(tmp_path / "tiny"), path=(tmp_path / "tiny").resolve())
+    loaded = get_pipeline(ref, torch.device("cpu"))
+    assert type(loaded).__name__ == "TextToVideoSDPipeline"
+    for a, b in zip(loaded.unet.parameters(), tiny_pipe.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_pickle_only_folder_is_refused(tmp_path: Path, tiny_pipe: Any) -> None:
+    tiny_pipe.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    # transformers 5 writes safetensors regardless; turn the text encoder's into a pickle.
+    for weights in (tmp_path / "pickled").rglob("*.safetensors"):
+        from safetensors.torch import load_file
+
+        torch.save(load_file(weights), weights.with_name("pytorch_model.bin"))
+        weights.unlink()
+    assert list((tmp_path / "pickled").rglob("*.bin"))
+    with pytest.raises(ModelLoadError, match="cannot load a pipeline from"):
+        get_pipeline(resolve_model(str(tmp_path / "pickled")), torch.device("cpu"))
+
+
+def test_ms17b_architecture_matches_the_published_model() -> None:
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.device("meta"):
+        unet, vae, text_encoder = ms17b_components(
+            UNet3DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextConfig
+        )
+    assert round(_parameters(unet) / 1e9, 2) == 1.41
+    assert unet.config.cross_attention_dim == text_encoder.config.hidden_size == 1024
+    assert text_encoder.config.num_hidden_layers == 23
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.manifest import RenderRow
+from tasks.render import batch_shape, plan_batches, render_batch, truncation_warnings
+
+
+def _row(line: int, **changes: Any) -> RenderRow:
+    row = RenderRow(
+        line=line,
+        id=f"row-{line}",
+        prompt=f"a small test scene number {line}",
+        negative_prompt="",
+        seed=line,
+        num_frames=8,
+        height=64,
+        width=64,
+        num_inference_steps=3,
+        guidance_scale=9.0,
+        fps=8,
+    )
+    return replace(row, **changes)
+
+
+def test_plan_batches_groups_compatible_rows_in_input_order() -> None:
+    rows = [_row(1), _row(2, height=128), _row(3), _row(4), _row(5, height=128)]
+    batches = plan_batches(rows, batch_size=2)
+    assert [[row.line for row in batch] for batch in batches] == [[1, 3], [4], [2, 5]]
+    assert all(len({batch_shape(row) for row in batch}) == 1 for batch in batches)
+
+
+def test_plan_batches_refuses_a_zero_batch_size() -> None:
+    with pytest.raises(ValueError, match="`batch_size` has to be at least 1 but is 0"):
+        plan_batches([_row(1)], batch_size=0)
+
+
+def test_batch_gives_the_frames_of_rows_rendered_one_by_one(tiny_pipe: Any) -> None:
+    rows = [_row(1), _row(2, negative_prompt="blurry"), _row(3, prompt="x", seed=2**63 - 1)]
+    batched = render_batch(tiny_pipe, rows)
+    for video in batched:
+        alone = render_batch(tiny_pipe, [video.row])[0]
+        assert video.frames.shape == (8, 64, 64, 3)
+        assert video.frames.dtype == np.uint8
+        # Batched matmuls sum in another order; the frames agree to one level of 255.
+        difference = np.abs(video.frames.astype(int) - alone.frames.astype(int))
+        assert difference.max() <= 1
+        assert (difference > 0).mean() < 0.01
+
+
+def test_seeds_change_the_video_and_repeat_it(tiny_pipe: Any) -> None:
+    first, same, other = (
+        render_batch(tiny_pipe, [row])[0].frames for row in (_row(1), _row(1), _row(1, seed=9))
+    )
+    assert np.array_equal(first, same)
+    assert not np.array_equal(first, other)
+
+
+def test_render_batch_refuses_mixed_shapes(tiny_pipe: Any) -> None:
+    with pytest.raises(ValueError, match="share one batch shape"):
+        render_batch(tiny_pipe, [_row(1), _row(2, num_frames=4)])
+
+
+def test_long_prompts_get_a_truncation_warning(tiny_pipe: Any) -> None:
+    short, long = _row(1, prompt="a cat"), _row(2, prompt="word " * 40)
+    assert truncation_warnings(tiny_pipe.tokenizer, [short, long]) == [
+        "",
+        "prompt is 162 tokens; rendered from its first 77",
+    ]
