@@ -12,6 +12,10 @@ from tasks.errors import T2VError
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+class UsageError(T2VError):
+    """A command-line value that the flow's parameters refuse."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -65,17 +69,24 @@ def _positive_int(text: str) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from flows.parameters import RenderRequest
 
-    request = RenderRequest(
-        manifest=args.manifest,
-        destination=args.out,
-        model=args.model,
-        device=args.device,
-        batch_size=args.batch_size,
-        force=args.force,
-        limit=args.limit,
-    )
+    try:
+        request = RenderRequest(
+            manifest=args.manifest,
+            destination=args.out,
+            model=args.model,
+            device=args.device,
+            batch_size=args.batch_size,
+            force=args.force,
+            limit=args.limit,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = str(error["loc"][0]).replace("_", "-")
+        raise UsageError(f"--{option} {error['input']!r}: {error['msg']}") from exc
     _quiet_prefect_console()
     from flows import progress
     from flows.progress_bar import ProgressBar

@@ -30,7 +30,9 @@ class RenderRequest(BaseModel):
         description="auto (CUDA when present), cpu, cuda or cuda:N.",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
     )
-    batch_size: int = Field(4, description="Compatible rows rendered per pipeline call.", ge=1, le=64)
+    batch_size: int = Field(
+        4, description="Compatible rows rendered per pipeline call.", ge=1, le=64
+    )
     force: bool = Field(False, description="Render rows again even when their video exists.")
     limit: int | None = Field(
         None, description="Process only the first N rows of the manifest.", ge=1

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import Task, task
+from prefect import State, Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
 
 from storage.errors import StorageError
 from tasks import manifest, models, publish, render
@@ -20,44 +19,39 @@ def _is_storage_error(task: Task[..., object], task_run: TaskRun, state: State[o
 
 
 read_manifest = task(
-    manifest.read_manifest,
     name="read-manifest",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_condition_fn=_is_storage_error,
     cache_policy=NO_CACHE,
-)
-load_model = task(models.load_model, name="load-model", cache_policy=NO_CACHE)
+)(manifest.read_manifest)
+load_model = task(name="load-model", cache_policy=NO_CACHE)(models.load_model)
 plan_outputs = task(
-    publish.plan_outputs,
     name="plan-outputs",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_condition_fn=_is_storage_error,
     cache_policy=NO_CACHE,
-)
+)(publish.plan_outputs)
 # Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
 # share GPUs across workers; inside a process a per-device lock does the same.
 render_batch = task(
-    render.render_rows,
     name="render",
     tags=["gpu"],
     retries=1,
     cache_policy=NO_CACHE,
-)
+)(render.render_rows)
 publish_video = task(
-    publish.publish_rendered,
     name="encode-and-publish",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_condition_fn=_is_storage_error,
     cache_policy=NO_CACHE,
-)
+)(publish.publish_rendered)
 write_results = task(
-    publish.write_results,
     name="write-results",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_RETRY_DELAYS,
     retry_condition_fn=_is_storage_error,
     cache_policy=NO_CACHE,
-)
+)(publish.write_results)

@@ -25,6 +25,7 @@ class ProgressBar:
             TextColumn("{task.fields[problems]}"),
             console=Console(file=sys.stderr),
             transient=True,
+            disable=not sys.stderr.isatty(),
         )
         self._task = self._progress.add_task("render", total=None, problems="")
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import queue
 import time
 from collections import deque
 from collections.abc import Iterator
+from typing import Any, cast
 
 from prefect import flow
 from prefect.futures import PrefectFuture
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import prefect_tasks as steps
 from flows import progress
@@ -34,18 +37,21 @@ class RowsFailedError(T2VError):
 
 @flow(
     name="render-manifest",
-    task_runner=ThreadPoolTaskRunner(max_workers=RENDER_WINDOW + 2),
+    task_runner=cast(
+        TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner(max_workers=RENDER_WINDOW + 2)
+    ),
     validate_parameters=True,
 )
 def render_manifest(request: RenderRequest) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     started = time.time()
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
-    device = steps.load_model(request.model, request.device)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
+    # A rerun with every video in place loads no model at all.
+    device = steps.load_model(request.model, request.device) if plan.to_render else "none"
     progress.started(plan.total)
     results: list[ResultRow] = []
-    for result in [*plan.done, *render_and_publish(request, device, plan)]:
+    for result in itertools.chain(plan.done, render_and_publish(request, device, plan)):
         progress.row_finished(result)
         results.append(result)
     results.sort(key=lambda result: result.line)
@@ -56,23 +62,20 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     return summary
 
 
-Publishing = list[tuple[RenderRow, PrefectFuture[ResultRow]]]
-
-
 def render_and_publish(
     request: RenderRequest, device: str, plan: OutputPlan
 ) -> Iterator[ResultRow]:
     """Render batches one after another and publish each batch while the next renders."""
     rendering: deque[tuple[list[RenderRow], PrefectFuture[list[RenderOutcome]]]] = deque()
-    publishing: Publishing = []
+    published = Published(plan)
     for batch in plan_batches(plan.to_render, request.batch_size):
         rendering.append((batch, steps.render_batch.submit(request.model, device, batch)))
         if len(rendering) >= RENDER_WINDOW:
-            yield from _publish_rendered(*rendering.popleft(), request, plan, publishing)
-            yield from _collect_published(publishing, plan, wait=False)
+            yield from _publish_rendered(*rendering.popleft(), request, plan, published)
+            yield from published.finished(wait=False)
     while rendering:
-        yield from _publish_rendered(*rendering.popleft(), request, plan, publishing)
-    yield from _collect_published(publishing, plan, wait=True)
+        yield from _publish_rendered(*rendering.popleft(), request, plan, published)
+    yield from published.finished(wait=True)
 
 
 def _publish_rendered(
@@ -80,11 +83,10 @@ def _publish_rendered(
     future: PrefectFuture[list[RenderOutcome]],
     request: RenderRequest,
     plan: OutputPlan,
-    publishing: Publishing,
+    published: Published,
 ) -> Iterator[ResultRow]:
     """Wait for a batch's render, submit its videos for publishing, yield its failed rows."""
-    future.wait()
-    outcome = future.state.result(raise_on_failure=False)
+    outcome = future.result(raise_on_failure=False)
     outcomes: list[RenderOutcome] = (
         [FailedRender(row, first_line(outcome)) for row in batch]
         if isinstance(outcome, BaseException)
@@ -95,19 +97,30 @@ def _publish_rendered(
             yield plan.failed(rendered.row, rendered.error)
         else:
             key = plan.keys[rendered.row.line]
-            future_result = steps.publish_video.submit(request.destination, rendered, key, plan.model)
-            publishing.append((rendered.row, future_result))
+            task = steps.publish_video.submit(request.destination, rendered, key, plan.model)
+            published.track(rendered.row, task)
 
 
-def _collect_published(publishing: Publishing, plan: OutputPlan, wait: bool) -> Iterator[ResultRow]:
-    """Yield the results of finished publish tasks (all of them when `wait`), dropping them."""
-    still_running: Publishing = []
-    for row, future in publishing:
-        if wait:
-            future.wait()
-        if not future.state.is_final():
-            still_running.append((row, future))
-            continue
-        result = future.state.result(raise_on_failure=False)
-        yield plan.failed(row, first_line(result)) if isinstance(result, BaseException) else result
-    publishing[:] = still_running
+class Published:
+    """Publish tasks in flight; hands back each row's result as its task finishes."""
+
+    def __init__(self, plan: OutputPlan) -> None:
+        self._plan = plan
+        self._pending = 0
+        self._done: queue.SimpleQueue[tuple[RenderRow, PrefectFuture[ResultRow]]]
+        self._done = queue.SimpleQueue()
+
+    def track(self, row: RenderRow, future: PrefectFuture[ResultRow]) -> None:
+        self._pending += 1
+        future.add_done_callback(lambda done: self._done.put((row, done)))
+
+    def finished(self, wait: bool) -> Iterator[ResultRow]:
+        """Results of tasks that have finished; with `wait`, of every task tracked."""
+        while self._pending and (wait or not self._done.empty()):
+            row, future = self._done.get()
+            self._pending -= 1
+            result = future.result(raise_on_failure=False)
+            if isinstance(result, BaseException):
+                yield self._plan.failed(row, first_line(result))
+            else:
+                yield result

@@ -3,7 +3,12 @@
 from storage.errors import StorageError, T2VError
 
 __all__ = [
-    "ManifestError", "ModelLoadError", "RenderError", "RowError", "StorageError", "T2VError",
+    "ManifestError",
+    "ModelLoadError",
+    "RenderError",
+    "RowError",
+    "StorageError",
+    "T2VError",
     "first_line",
 ]
 

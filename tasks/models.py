@@ -39,7 +39,8 @@ PRESETS: dict[str, Preset] = {
             "ms-1.7b",
             f"{MS_17B_REPO} (TextToVideoSDPipeline), fp16 variant",
             "1.7 B",
-            f"Hugging Face cache ({MS_17B_REPO}@{MS_17B_REVISION[:10]}); never downloaded implicitly",
+            f"Hugging Face cache ({MS_17B_REPO}@{MS_17B_REVISION[:10]}); "
+            "never downloaded implicitly",
         ),
         Preset(
             "ms-1.7b-random",
@@ -177,11 +178,16 @@ def load_pretrained(source: str, dtype: torch.dtype, revision: str | None = None
             use_safetensors=True,
             local_files_only=True,
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
-        if is_hub:
-            cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    except (OSError, ValueError) as exc:
+        if revision is not None:
+            cache = (
+                os.environ.get("HF_HUB_CACHE")
+                or os.environ.get("HF_HOME")
+                or "~/.cache/huggingface"
+            )
             raise ModelLoadError(
-                f"weights of {source}@{revision[:10]} not found in the Hugging Face cache ({cache}); "
+                f"weights of {source}@{revision[:10]} not found in the Hugging Face cache "
+                f"({cache}); "
                 f"fetch them with `hf download {source} --revision {revision}` "
                 "or pass --model PATH to a folder saved with save_pretrained"
             ) from exc

@@ -53,3 +53,24 @@ def cli_env(tmp_path: Path, prefect_api_url: str) -> dict[str, str]:
         TMPDIR=str(tmp_path),
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def rendered_demo(
+    prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[Any]]:
+    """examples/prompts.csv rendered by the flow once per session: (destination, results)."""
+    import dataclasses
+    import json
+
+    from flows.parameters import RenderRequest
+    from flows.render_flow import render_manifest
+    from tasks.publish import ResultRow
+
+    out = tmp_path_factory.mktemp("demo-out")
+    render_manifest(
+        RenderRequest(manifest=str(REPO / "examples" / "prompts.csv"), destination=str(out))
+    )
+    names = {field.name for field in dataclasses.fields(ResultRow)}
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    return out, [ResultRow(**{k: v for k, v in row.items() if k in names}) for row in rows]

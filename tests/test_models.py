@@ -71,7 +71,7 @@ def test_cpu_uses_fp32() -> None:
 
 
 def test_unknown_model_lists_the_presets() -> None:
-    with pytest.raises(ModelLoadError, match="unknown model 'nope'.*tiny-random"):
+    with pytest.raises(ModelLoadError, match=r"unknown model 'nope'.*tiny-random"):
         resolve_model("nope")
 
 

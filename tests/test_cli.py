@@ -1,0 +1,140 @@
+"""The real `t2v` command in a subprocess: exit codes, messages, clean output."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+T2V = [sys.executable, "-m", "flows.cli"]
+
+
+def t2v(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*T2V, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def _assert_clean(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert "Error" not in stderr.replace("t2v: error:", "")
+
+
+def test_models_lists_the_presets(cli_env: dict[str, str]) -> None:
+    done = t2v("models", env=cli_env)
+    assert done.returncode == 0
+    for name in ("ms-1.7b", "ms-1.7b-random", "tiny-random", "PATH"):
+        assert name in done.stdout
+    assert "Hugging Face cache" in done.stdout
+
+
+def test_check_prints_every_row_error(cli_env: dict[str, str]) -> None:
+    done = t2v("check", "examples/nasty.csv", env=cli_env)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert any("`height`" in line for line in lines)
+    assert any("`id`" in line for line in lines)
+    assert "valid" in lines[-1]
+
+
+def test_check_of_a_clean_manifest_exits_0(cli_env: dict[str, str]) -> None:
+    done = t2v("check", "examples/prompts.csv", env=cli_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("8 valid, 0 invalid")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["check", "missing.csv"], "missing.csv"),
+        (["render", "missing.csv", "--model", "tiny-random"], "missing.csv"),
+        (["render", "examples/prompts.csv", "--model", "nope"], "unknown model 'nope'"),
+        (["render", "examples/prompts.csv", "--model", "ms-1.7b"], "hf download"),
+        (["render", "examples/prompts.csv", "--device", "tpu"], "--device 'tpu'"),
+        (["render", "examples/prompts.csv", "--batch-size", "0"], "--batch-size"),
+        (["render"], "MANIFEST"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    cli_env: dict[str, str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    cli_env["HF_HUB_CACHE"] = str(tmp_path / "empty-hub")
+    done = (
+        t2v(*args, "--out", str(tmp_path / "out"), env=cli_env)
+        if args[0] == "render" and len(args) > 1
+        else t2v(*args, env=cli_env)
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_nasty_manifest_renders_good_rows_and_reports_bad_ones(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = t2v(
+        "render", "examples/nasty.csv", "--model", "tiny-random", "--out", str(out), env=cli_env
+    )
+    assert done.returncode == 1, done.stderr
+    _assert_clean(done.stderr)
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    statuses = [row["status"] for row in rows]
+    assert statuses.count("ok") >= 3 and statuses.count("invalid") >= 5
+    assert len(list(out.glob("*.mp4"))) == statuses.count("ok")
+    assert all(row["error"] for row in rows if row["status"] == "invalid")
+    assert str(out / "results.csv") in done.stdout
+    assert f"{statuses.count('ok')} ok" in done.stdout
+
+
+def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = [
+        "render",
+        "examples/prompts.csv",
+        "--model",
+        "tiny-random",
+        "--out",
+        str(out),
+        "--limit",
+        "3",
+    ]
+    first = t2v(*args, env=cli_env)
+    assert first.returncode == 0, first.stderr
+    _assert_clean(first.stderr)
+    assert "3 ok" in first.stdout
+    second = t2v(*args, env=cli_env)
+    assert second.returncode == 0, second.stderr
+    assert "3 skipped" in second.stdout
+
+
+@pytest.mark.slow
+def test_render_without_a_server_starts_a_temporary_one(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    del cli_env["PREFECT_API_URL"]
+    cli_env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    out = tmp_path / "out"
+    done = t2v(
+        "render",
+        "examples/prompts.csv",
+        "--model",
+        "tiny-random",
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        env=cli_env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1
+    _assert_clean(done.stderr)
+    assert len(list(out.glob("*.mp4"))) == 2
+    assert os.path.exists(out / "index.html")

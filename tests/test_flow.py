@@ -1,0 +1,138 @@
+"""The `render_manifest` flow on the session's Prefect test server, with the tiny model."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.parameters import RenderRequest
+from flows.render_flow import RowsFailedError, render_manifest
+from tasks import models
+from tasks.publish import ResultRow
+
+pytestmark = pytest.mark.usefixtures("prefect_api_url")
+
+HEADER = "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
+
+
+def _manifest(tmp_path: Path, rows: int, name: str = "prompts.csv") -> Path:
+    path = tmp_path / name
+    lines = [f"clip-{n},a tiny scene number {n},{n},4,64,64,2,8\n" for n in range(rows)]
+    path.write_text(HEADER + "".join(lines))
+    return path
+
+
+def _task_names(state: Any) -> list[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return sorted(run.name.rsplit("-", 1)[0] for run in runs)
+
+
+def _videos(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.mp4"))}
+
+
+def test_demo_manifest_renders_every_row(rendered_demo: tuple[Path, list[ResultRow]]) -> None:
+    folder, results = rendered_demo
+    assert [r.status for r in results] == ["ok"] * 8
+    assert sorted(Path(r.output).name for r in results) == sorted(_videos(folder))
+    assert {"results.csv", "results.json", "index.html"} <= {p.name for p in folder.iterdir()}
+    summary = json.loads((folder / "results.json").read_text())["summary"]
+    assert summary["counts"]["ok"] == 8
+    assert summary["model"] == "tiny-random"
+
+
+def test_rerun_skips_everything_without_rendering(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, rows=3)
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
+    render_manifest(request)
+    before = _videos(tmp_path / "out")
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")}
+
+    state = render_manifest(request, return_state=True)
+
+    assert state.is_completed()
+    assert state.result().counts == {"ok": 0, "skipped": 3, "failed": 0, "invalid": 0}
+    assert "render" not in _task_names(state)
+    assert "encode-and-publish" not in _task_names(state)
+    assert _videos(tmp_path / "out") == before
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")} == mtimes
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert [row["status"] for row in rows] == ["skipped"] * 3
+    assert all(Path(row["output"]).name in before for row in rows)
+
+
+def test_force_renders_existing_rows_again(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, rows=2)
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
+    render_manifest(request)
+    summary = render_manifest(request.model_copy(update={"force": True}))
+    assert summary.counts["ok"] == 2
+
+
+def test_changed_parameters_render_a_new_key(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, rows=1)
+    out = tmp_path / "out"
+    render_manifest(RenderRequest(manifest=str(manifest), destination=str(out)))
+    manifest.write_text(manifest.read_text().replace(",8\n", ",12\n"))  # fps 8 -> 12
+    summary = render_manifest(RenderRequest(manifest=str(manifest), destination=str(out)))
+    assert summary.counts["ok"] == 1
+    assert len(_videos(out)) == 2
+
+
+def test_twenty_rows_load_the_model_once(tmp_path: Path, tiny_pipe: Any) -> None:
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    manifest = _manifest(tmp_path, rows=20)
+    loads = models.load_count
+    request = RenderRequest(
+        manifest=str(manifest),
+        destination=str(tmp_path / "out"),
+        model=str(tmp_path / "model"),
+        batch_size=3,
+    )
+    summary = render_manifest(request)
+    assert summary.counts["ok"] == 20
+    assert models.load_count == loads + 1
+
+
+def test_invalid_rows_fail_the_run_after_writing_results(tmp_path: Path) -> None:
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_text(
+        "id,prompt,num_frames,height,width,num_inference_steps\n"
+        "good,a cat,4,64,64,2\n"
+        "bad,a dog,4,100,64,2\n"
+        "good,a repeat,4,64,64,2\n"
+    )
+    out = tmp_path / "out"
+    state = render_manifest(
+        RenderRequest(manifest=str(manifest), destination=str(out)), return_state=True
+    )
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, RowsFailedError)
+    assert error.summary.counts == {"ok": 1, "skipped": 0, "failed": 0, "invalid": 2}
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["id"], r["status"]) for r in rows] == [
+        ("good", "ok"),
+        ("bad", "invalid"),
+        ("good", "invalid"),
+    ]
+    assert "height" in rows[1]["error"]
+
+
+def test_limit_processes_only_the_first_rows(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, rows=5)
+    out = tmp_path / "out"
+    summary = render_manifest(RenderRequest(manifest=str(manifest), destination=str(out), limit=2))
+    assert summary.counts["ok"] == 2
+    assert len(list(csv.DictReader((out / "results.csv").open()))) == 2

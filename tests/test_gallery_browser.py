@@ -1,0 +1,103 @@
+"""The gallery plays every video in a real browser: Debian's Chromium through Playwright."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.publish import ResultRow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is missing; `make browser` installs it")
+    return CHROMIUM
+
+
+@pytest.fixture
+def served(rendered_demo: tuple[Path, list[ResultRow]]) -> Iterator[str]:
+    """The destination folder over HTTP on a free loopback port, stopped afterwards."""
+    folder, _ = rendered_demo
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+PLAY_ALL = """async () => {
+  const videos = [...document.querySelectorAll('video')];
+  return Promise.all(videos.map(async (v) => {
+    if (v.readyState < 2) {
+      await new Promise((ok, fail) => {
+        v.addEventListener('loadeddata', ok, {once: true});
+        v.addEventListener('error', () => fail(new Error('cannot play ' + v.currentSrc)));
+        v.load();
+      });
+    }
+    await v.play();
+    await new Promise((ok) => setTimeout(ok, 300));
+    return {src: v.getAttribute('src'), width: v.videoWidth, height: v.videoHeight,
+            duration: v.duration, time: v.currentTime, error: v.error && v.error.code};
+  }));
+}"""
+
+
+def test_every_video_plays_in_chromium(
+    chromium: Path,
+    served: str,
+    rendered_demo: tuple[Path, list[ResultRow]],
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    _, results = rendered_demo
+    expected = {Path(r.output).name: r for r in results if r.status in ("ok", "skipped")}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(served)
+            played = page.evaluate(PLAY_ALL)
+            page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
+        finally:
+            browser.close()
+    assert {video["src"] for video in played} == set(expected)
+    for video in played:
+        row = expected[video["src"]]
+        assert (video["width"], video["height"]) == (row.width, row.height)
+        assert video["duration"] == pytest.approx(row.num_frames / row.fps, abs=0.2)
+        assert video["time"] > 0
+        assert video["error"] is None
