@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.encode import EncodeError, encode_mp4
+from tests.mp4probe import decode_frames, probe_mp4
+
+
+def gradient(frames: int, height: int, width: int) -> np.ndarray:
+    """A smooth moving gradient, which H.264 keeps close to the input."""
+    y, x = np.mgrid[0:height, 0:width]
+    video = [
+        np.stack([(x * 255 // width + t * 8) % 256, y * 255 // height, np.full_like(x, 128)], -1)
+        for t in range(frames)
+    ]
+    return np.asarray(video, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("frames", "height", "width", "fps"), [(16, 64, 96, 8), (1, 64, 64, 24)])
+def test_mp4_is_browser_playable_h264(
+    tmp_path: Path, frames: int, height: int, width: int, fps: int
+) -> None:
+    video = gradient(frames, height, width)
+    encode_mp4(video, fps, tmp_path / "clip.mp4")
+    probe = probe_mp4(tmp_path / "clip.mp4")
+    assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
+    assert (probe.width, probe.height, probe.frame_count) == (width, height, frames)
+    assert probe.fps == fps
+    assert probe.faststart
+    decoded = decode_frames(tmp_path / "clip.mp4", width, height)
+    assert np.abs(decoded.astype(int) - video.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        (np.zeros((4, 64, 64, 3), np.float32), "`frames` have to be uint8 but are float32."),
+        (np.zeros((64, 64, 3), np.uint8), "`frames` have to be (frames, height, width, 3)"),
+        (np.zeros((0, 64, 64, 3), np.uint8), "hold at least one frame"),
+        (np.zeros((2, 63, 64, 3), np.uint8), "even height and width but are 63×64."),
+    ],
+)
+def test_bad_frames_are_refused_before_ffmpeg(
+    tmp_path: Path, frames: np.ndarray, message: str
+) -> None:
+    with pytest.raises(ValueError, match=None) as caught:
+        encode_mp4(frames, 8, tmp_path / "clip.mp4")
+    assert message in str(caught.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_encode_leaves_no_file(tmp_path: Path) -> None:
+    target = tmp_path / "clip.mp4"
+    target.mkdir()  # the final rename cannot replace a folder
+    with pytest.raises(EncodeError, match=r"clip\.mp4"):
+        encode_mp4(gradient(4, 64, 64), 8, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+    assert target.is_dir() and not list(target.iterdir())
+
+
+def test_an_existing_video_is_replaced_whole(tmp_path: Path) -> None:
+    target = tmp_path / "clip.mp4"
+    encode_mp4(gradient(4, 64, 64), 8, target)
+    encode_mp4(gradient(8, 64, 64), 8, target)
+    assert probe_mp4(target).frame_count == 8
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from storage import LocalStorage
+from tasks.manifest import InvalidRow, RenderRow
+from tasks.publish import (
+    RESULT_COLUMNS,
+    ResultRow,
+    RunSummary,
+    gallery_html,
+    output_key,
+    publish_video,
+    results_csv,
+    results_json,
+)
+
+ROW = RenderRow(
+    line=1,
+    id="clip",
+    prompt="a cat",
+    negative_prompt="",
+    seed=1,
+    num_frames=8,
+    height=64,
+    width=64,
+    num_inference_steps=4,
+    guidance_scale=9.0,
+    fps=8,
+    extra={"Campaign": "spring"},
+)
+SUMMARY = RunSummary(
+    counts={"ok": 1, "skipped": 0, "failed": 0, "invalid": 1},
+    rows=2,
+    wall_s=1.0,
+    videos_per_minute=60.0,
+    model="tiny-random",
+    device="cpu",
+    destination="/out",
+    results="/out/results.csv",
+    started_at="2026-11-28T00:00:00+00:00",
+    finished_at="2026-11-28T00:00:01+00:00",
+    versions={"python": "3.11"},
+)
+
+
+def test_output_key_is_stable_and_readable() -> None:
+    key = output_key(ROW, "tiny-random")
+    assert key == output_key(ROW, "tiny-random")
+    assert key.startswith("clip-") and key.endswith(".mp4") and len(key) == len("clip-") + 16
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt": "a dog"},
+        {"negative_prompt": "blurry"},
+        {"seed": 2},
+        {"num_frames": 16},
+        {"height": 128},
+        {"width": 128},
+        {"num_inference_steps": 5},
+        {"guidance_scale": 7.5},
+        {"fps": 12},
+    ],
+)
+def test_every_render_parameter_changes_the_key(change: dict[str, object]) -> None:
+    assert output_key(replace(ROW, **change), "m") != output_key(ROW, "m")  # type: ignore[arg-type]
+
+
+def test_the_model_changes_the_key_but_position_and_extras_do_not() -> None:
+    assert output_key(ROW, "a") != output_key(ROW, "b")
+    same = replace(ROW, line=7, extra={"Campaign": "autumn"})
+    assert output_key(same, "a") == output_key(ROW, "a")
+
+
+def _results() -> list[ResultRow]:
+    ok = ResultRow.for_row(
+        replace(ROW, prompt="=HYPERLINK(1)", negative_prompt="line\nbreak, comma"),
+        "ok",
+        "tiny-random",
+        output="/out/clip-abc.mp4",
+        render_s=0.1234,
+        bytes=10,
+        sha256="ff",
+    )
+    bad = InvalidRow(
+        2, "bad", "`height` must be …", {"prompt": "@x", "height": "100", "Campaign": "-5"}
+    )
+    return [ok, ResultRow.for_invalid(bad, "tiny-random")]
+
+
+def test_results_csv_columns_order_and_values() -> None:
+    text = results_csv(_results(), ["Campaign"]).decode()
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert rows[0] == [*RESULT_COLUMNS, "Campaign"]
+    assert RESULT_COLUMNS[:5] == ("id", "status", "output", "error", "warning")
+    ok = dict(zip(rows[0], rows[1], strict=True))
+    assert ok["negative_prompt"] == "line\nbreak, comma"
+    assert (ok["seed"], ok["guidance_scale"], ok["render_s"]) == ("1", "9.0", "0.123")
+    assert ok["Campaign"] == "spring"
+    bad = dict(zip(rows[0], rows[2], strict=True))
+    assert (bad["status"], bad["height"], bad["width"]) == ("invalid", "100", "")
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
+def test_formula_looking_cells_get_a_quote(cell: str) -> None:
+    result = ResultRow.for_row(replace(ROW, prompt=cell, extra={"Campaign": cell}), "ok", "m")
+    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], ["Campaign"]).decode()))))
+    assert row["prompt"] == row["Campaign"] == "'" + cell
+
+
+def test_benign_cells_are_untouched() -> None:
+    result = ResultRow.for_row(replace(ROW, prompt="a = b"), "ok", "m")
+    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], []).decode()))))
+    assert row["prompt"] == "a = b"
+
+
+def test_results_json_keeps_raw_values_and_the_summary() -> None:
+    document = json.loads(results_json(_results(), SUMMARY))
+    assert document["summary"]["counts"] == SUMMARY.counts
+    assert document["rows"][0]["prompt"] == "=HYPERLINK(1)"
+    assert document["rows"][1]["extra"] == {"Campaign": "-5"}
+
+
+def test_gallery_escapes_prompts_and_links_videos_relatively() -> None:
+    hostile = ResultRow.for_row(
+        replace(ROW, prompt='<script>alert("x")</script>'), "ok", "m", output="/out/clip-abc.mp4"
+    )
+    page = gallery_html([hostile, *_results()[1:]], SUMMARY).decode()
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+    assert page.count("<video") == 1
+    assert 'src="clip-abc.mp4"' in page
+    assert "bad</b> (invalid)" in page
+
+
+def test_publish_video_writes_whole_file_and_reports_its_digest(tmp_path: Path) -> None:
+    source = tmp_path / "scratch.mp4"
+    source.write_bytes(b"\x00mp4 bytes" * 1000)
+    storage = LocalStorage(tmp_path / "out")
+    published = publish_video(storage, "clip-abc.mp4", source)
+    assert published.output == str(tmp_path / "out" / "clip-abc.mp4")
+    assert published.bytes == 10_000
+    assert published.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip-abc.mp4"]
