@@ -109,7 +109,7 @@ def _check(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(args.manifest)
     for row in manifest.invalid:
-        print(f"line {row.line} ({row.id}): {row.error}")
+        print(f"row {row.line} ({row.id!r}): {row.error}")
     print(f"{args.manifest}: {len(manifest.rows)} valid, {len(manifest.invalid)} invalid")
     return EXIT_ROWS_FAILED if manifest.invalid else EXIT_OK
 
@@ -126,7 +126,12 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _quiet_prefect_console() -> None:
-    """The progress bar and summary are the output; Prefect's own logs go to its API only."""
+    """The progress bar and summary are the output; Prefect's own logs go to its API only.
+
+    The temporary server sends no usage analytics (and prints no notice about them)
+    unless the user's environment says otherwise.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")

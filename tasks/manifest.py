@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from storage import open_location
@@ -17,8 +18,13 @@ MAX_ROWS = 10_000
 MAX_TEXT = 2_000
 # Frames × height × width of one video; past this a single row could exhaust a GPU.
 MAX_VOXELS_PER_ROW = 64 * 512 * 512
+# ASCII only, no separator, no leading '.': an id is a safe file name and S3 key as it is.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_SEED = 2**63 - 1
+# Plain decimal notation only: int() and float() would also take "1_0", "١٢" and "nan".
+INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+MAX_NUMBER_TEXT = 40  # longer digit strings are typos, and int() refuses past 4,300 digits
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ class InvalidRow:
 
 @dataclass(frozen=True)
 class Manifest:
+    """Every data row of a manifest, in input order, split into valid and invalid ones."""
+
     rows: list[RenderRow]
     invalid: list[InvalidRow]
     extra_columns: list[str]  # unknown columns, in manifest order, with their original names
@@ -74,6 +82,7 @@ class NumberColumn:
         return f"{noun} in {self.low}…{self.high}"
 
     def parse(self, text: str) -> int | float:
+        """The cell's value, its default when empty; `RowError` when it breaks the rule."""
         if not text:
             return self.default
         value = _parse_number(text, self.kind)
@@ -86,6 +95,7 @@ class NumberColumn:
         return value
 
 
+# In DESIGN's order, which is also the order row errors are looked for in.
 NUMBER_COLUMNS = (
     NumberColumn("seed", int, -1, 0, MAX_SEED),  # default -1: derived from the id
     NumberColumn("num_frames", int, 16, 1, 128),
@@ -95,7 +105,7 @@ NUMBER_COLUMNS = (
     NumberColumn("guidance_scale", float, 9.0, 0, 30),
     NumberColumn("fps", int, 8, 1, 60),
 )
-KNOWN_COLUMNS = ("id", "prompt", "negative_prompt", *(c.name for c in NUMBER_COLUMNS))
+KNOWN_COLUMNS = ("prompt", "id", "negative_prompt", *(c.name for c in NUMBER_COLUMNS))
 
 
 def read_manifest(uri: str, limit: int | None = None) -> Manifest:
@@ -105,57 +115,62 @@ def read_manifest(uri: str, limit: int | None = None) -> Manifest:
 
 
 def parse_manifest(data: bytes, source: str, limit: int | None = None) -> Manifest:
-    """Validate every row; only a manifest unusable as a whole raises `ManifestError`."""
-    # 1. Decode and split into records
-    records = _records(_decode(data, source), source)
+    """Validate every row (the first `limit` ones when given); `source` names it in errors.
+
+    Only a manifest unusable as a whole raises `ManifestError`; a bad row becomes an
+    `InvalidRow` whose error is one sentence about its first problem, in column order.
+    """
+    # 1. Decode, split into records, read the header
+    records = (record for record in _records(_decode(data, source), source) if _filled(record))
     header = next(records, None)
     if header is None:
-        raise ManifestError(f"{source} is empty: it needs a header row with a `prompt` column")
+        raise ManifestError(f"{source} is empty: it needs a header row with a `prompt` column.")
     columns = _columns(header, source)
     extra_columns = [name for name in columns if name.lower() not in KNOWN_COLUMNS]
-    # 2. Validate each data row on its own; remember ids to refuse repeats
+    # 2. Validate each data row on its own; an id's first row is the one that keeps it
     rows: list[RenderRow] = []
     invalid: list[InvalidRow] = []
     first_line_of: dict[str, int] = {}
     line = 0
     for record in records:
-        if not any(cell.strip() for cell in record):
-            continue
         line += 1
         if limit is not None and line > limit:
             break
         if line > MAX_ROWS:
             raise ManifestError(
-                f"{source} has more than {MAX_ROWS:,} rows; split it into smaller runs"
+                f"{source} has more than {MAX_ROWS:,} data rows: split it into smaller runs."
             )
         cells = _cells(columns, record)
         row_id = cells.get("id", "").strip() or f"row-{line}"
+        first_line = first_line_of.setdefault(row_id, line)
         try:
-            row = _parse_row(line, cells, columns, record)
-            if row.id in first_line_of:
-                raise RowError(
-                    f"`id` {_show(row.id)} repeats the id of data row {first_line_of[row.id]}."
-                )
-            first_line_of[row.id] = line
-            rows.append(row)
+            _check_width(record, columns)
+            rows.append(_parse_row(line, row_id, cells, first_line))
         except RowError as exc:
             invalid.append(InvalidRow(line, row_id, str(exc), cells))
     if line == 0:
-        raise ManifestError(f"{source} has a header but no data rows")
+        raise ManifestError(f"{source} has a header but no data rows.")
     return Manifest(rows, invalid, extra_columns)
 
 
+def derived_seed(row_id: str) -> int:
+    """A stable seed for rows that give none: the same id always renders the same video."""
+    return int.from_bytes(hashlib.sha256(row_id.encode()).digest()[:8], "big") & MAX_SEED
+
+
 def _decode(data: bytes, source: str) -> str:
+    body = data.removeprefix(codecs.BOM_UTF8)
     try:
-        text = data.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
+        offset = exc.start + len(data) - len(body)
         raise ManifestError(
-            f"{source} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
-            "save it as UTF-8 CSV"
+            f"{source} is not UTF-8 text (byte {offset} is {data[offset]:#04x}): "
+            "save it as UTF-8 CSV."
         ) from exc
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
-        raise ManifestError(f"{source} holds a NUL character on line {line}: it is not a CSV file")
+        raise ManifestError(f"{source} holds a NUL character on line {line}: it is not a CSV file.")
     return text
 
 
@@ -165,59 +180,70 @@ def _records(text: str, source: str) -> Iterator[list[str]]:
         yield from reader
     except csv.Error as exc:
         raise ManifestError(
-            f"{source} is not valid CSV near line {reader.line_num}: {exc}"
+            f"{source} is not valid CSV near line {reader.line_num}: {exc}."
         ) from exc
+
+
+def _filled(record: list[str]) -> bool:
+    """False for blank lines, and for lines of separators only as spreadsheets leave them."""
+    return any(cell.strip() for cell in record)
 
 
 def _columns(header: list[str], source: str) -> list[str]:
     columns = [name.strip() for name in header]
     lowered = [name.lower() for name in columns]
     if "prompt" not in lowered:
-        shown = ", ".join(repr(name) for name in columns[:8])
-        raise ManifestError(f"{source} has no `prompt` column (its header is {shown})")
-    repeated = sorted({name for name in lowered if name and lowered.count(name) > 1})
+        shown = ", ".join(_show(name) for name in columns[:8]) + (", …" if len(columns) > 8 else "")
+        raise ManifestError(f"{source} has no `prompt` column (its header is {shown}).")
+    if "" in columns:
+        raise ManifestError(
+            f"{source} has a column with no name (column {columns.index('') + 1} of its header): "
+            "name it or delete it."
+        )
+    repeated = [name for number, name in enumerate(lowered) if name in lowered[:number]]
     if repeated:
-        raise ManifestError(f"{source} repeats the column {repeated[0]!r} in its header")
+        raise ManifestError(f"{source} names the column {_show(repeated[0])} twice in its header.")
     return columns
 
 
 def _cells(columns: list[str], record: list[str]) -> dict[str, str]:
-    """Known columns under their lower-case name, unknown ones under their header."""
-    cells = {}
-    for name, value in zip(columns, record, strict=False):
-        key = name.lower() if name.lower() in KNOWN_COLUMNS else name
-        cells[key] = value
-    return cells
+    """Every column's raw cell ("" when the row is short): known columns under their
+    lower-case name, unknown ones under their header."""
+    padded = [*record, *[""] * (len(columns) - len(record))]
+    return {
+        name.lower() if name.lower() in KNOWN_COLUMNS else name: cell
+        for name, cell in zip(columns, padded, strict=False)
+    }
 
 
-def _parse_row(
-    line: int, cells: dict[str, str], columns: list[str], record: list[str]
-) -> RenderRow:
-    # 1. Check the shape and the text columns
+def _check_width(record: list[str], columns: list[str]) -> None:
+    # A short row is fine (its missing cells are empty); a long one has cells with no column.
     if len(record) > len(columns):
         raise RowError(
-            f"the row has {len(record)} cells but the header names {len(columns)} columns."
+            f"the row must have at most {len(columns)} cells, one per column of the header, "
+            f"got {len(record)}."
         )
+
+
+def _parse_row(line: int, row_id: str, cells: dict[str, str], first_line: int) -> RenderRow:
+    # 1. Check the text columns, in the order errors are reported
     prompt = cells.get("prompt", "").strip()
     if not prompt:
-        raise RowError("`prompt` must not be empty.")
-    _check_length("prompt", prompt)
-    row_id = cells.get("id", "").strip() or f"row-{line}"
-    if not ID_PATTERN.fullmatch(row_id):
         raise RowError(
-            f"`id` must be 1–128 letters, digits, '.', '_' or '-' starting with a letter or "
-            f"digit (a safe file name), got {_show(row_id)}."
+            f"`prompt` must not be empty after trimming, got {_show(cells.get('prompt', ''))}."
         )
+    _check_length("prompt", prompt)
+    _check_id(row_id, line, first_line)
     negative_prompt = cells.get("negative_prompt", "").strip()
     _check_length("negative_prompt", negative_prompt)
     # 2. Check the numbers, then the size of the video they describe
     numbers = {c.name: c.parse(cells.get(c.name, "").strip()) for c in NUMBER_COLUMNS}
-    voxels = int(numbers["num_frames"] * numbers["height"] * numbers["width"])
-    if voxels > MAX_VOXELS_PER_ROW:
+    num_frames, height, width = (int(numbers[name]) for name in ("num_frames", "height", "width"))
+    if num_frames * height * width > MAX_VOXELS_PER_ROW:
         raise RowError(
             f"`num_frames` × `height` × `width` must be at most {MAX_VOXELS_PER_ROW:,} "
-            f"(64 frames of 512×512), got {numbers['num_frames']}×{numbers['height']}×"
-            f"{numbers['width']} = {voxels:,}."
+            f"(64 frames of 512×512), got {num_frames}×{height}×{width} = "
+            f"{num_frames * height * width:,}."
         )
     seed = int(numbers["seed"])
     return RenderRow(
@@ -226,39 +252,48 @@ def _parse_row(
         prompt=prompt,
         negative_prompt=negative_prompt,
         seed=seed if seed >= 0 else derived_seed(row_id),
-        num_frames=int(numbers["num_frames"]),
-        height=int(numbers["height"]),
-        width=int(numbers["width"]),
+        num_frames=num_frames,
+        height=height,
+        width=width,
         num_inference_steps=int(numbers["num_inference_steps"]),
         guidance_scale=float(numbers["guidance_scale"]),
         fps=int(numbers["fps"]),
-        extra={k: v for k, v in cells.items() if k.lower() not in KNOWN_COLUMNS},
+        extra={name: cell for name, cell in cells.items() if name not in KNOWN_COLUMNS},
     )
-
-
-def derived_seed(row_id: str) -> int:
-    """A stable seed for rows that give none: the same id always renders the same video."""
-    return int.from_bytes(hashlib.sha256(row_id.encode()).digest()[:8], "big") & MAX_SEED
-
-
-def _parse_number(text: str, kind: Callable[[str], int | float]) -> int | float | None:
-    """An int column takes integers ("16", "16.0"); a float column any finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    if not math.isfinite(value):
-        return None
-    if kind is int:
-        if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)  # exact, even past float precision (seeds near 2**63)
-        return int(value) if value.is_integer() and "e" not in text.lower() else None
-    return value
 
 
 def _check_length(column: str, text: str) -> None:
     if len(text) > MAX_TEXT:
-        raise RowError(f"`{column}` must be at most {MAX_TEXT:,} characters, got {len(text):,}.")
+        raise RowError(
+            f"`{column}` must be at most {MAX_TEXT:,} characters, "
+            f"got {len(text):,} characters: {_show(text)}."
+        )
+
+
+def _check_id(row_id: str, line: int, first_line: int) -> None:
+    if not ID_PATTERN.fullmatch(row_id):
+        raise RowError(
+            "`id` must be 1–128 ASCII letters, digits, '.', '_' or '-' starting with a letter "
+            f"or digit (a safe file name), got {_show(row_id)}."
+        )
+    if first_line != line:
+        raise RowError(
+            f"`id` must be unique in the manifest, got {_show(row_id)}, "
+            f"which data row {first_line} already has."
+        )
+
+
+def _parse_number(text: str, kind: type[int] | type[float]) -> int | float | None:
+    """An integer column takes "16" and "16.0" but not "1e1"; a number column any finite
+    decimal, exponents included. None when the text is not such a number."""
+    if len(text) > MAX_NUMBER_TEXT:
+        return None
+    if kind is int:
+        return int(text.partition(".")[0]) if INTEGER.fullmatch(text) else None
+    if not DECIMAL.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None  # "1e999" is inf
 
 
 def _show(text: str) -> str:

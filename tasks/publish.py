@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
+from urllib.parse import quote
 
 from storage import Storage, open_storage
 from tasks.encode import encode_mp4
 from tasks.manifest import InvalidRow, Manifest, RenderRow
-from tasks.models import resolve_model
-from tasks.render import RenderedVideo
+
+if TYPE_CHECKING:
+    from tasks.render import RenderedVideo
 
 OUTPUT_FORMAT_VERSION = 1
 RESULTS_CSV, RESULTS_JSON, GALLERY_HTML = "results.csv", "results.json", "index.html"
-STATUSES = ("ok", "skipped", "failed", "invalid")
 Status = Literal["ok", "skipped", "failed", "invalid"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 Cell = str | int | float | None
 
 
@@ -42,7 +44,7 @@ def output_key(row: RenderRow, model_identity: str) -> str:
         "height": row.height,
         "width": row.width,
         "num_inference_steps": row.num_inference_steps,
-        "guidance_scale": row.guidance_scale,
+        "guidance_scale": float(row.guidance_scale),  # 9 and 9.0 are the same video
         "fps": row.fps,
     }
     canonical = json.dumps(parameters, sort_keys=True, ensure_ascii=False)
@@ -91,7 +93,8 @@ class ResultRow:
         return cls(
             row.id, status, output, error, warning, row.prompt, row.negative_prompt, row.seed,
             row.num_frames, row.height, row.width, row.num_inference_steps, row.guidance_scale,
-            row.fps, model, render_s, bytes, sha256, dict(row.extra), row.line,
+            row.fps, model, None if render_s is None else round(render_s, 3), bytes, sha256,
+            dict(row.extra), row.line,
         )  # fmt: skip
 
     @classmethod
@@ -116,7 +119,9 @@ class ResultRow:
         )
 
 
-RESULT_COLUMNS = tuple(f.name for f in dataclasses.fields(ResultRow))[:-2]
+RESULT_COLUMNS = tuple(
+    f.name for f in dataclasses.fields(ResultRow) if f.name not in ("extra", "line")
+)
 PARAMETER_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("seed") : RESULT_COLUMNS.index("model")]
 KNOWN_COLUMNS = frozenset({"id", "prompt", "negative_prompt", *PARAMETER_COLUMNS})
 
@@ -149,8 +154,9 @@ def summarize(
     results: list[ResultRow], model: str, device: str, destination: str, started: float
 ) -> RunSummary:
     finished = time.time()
-    counts = {status: sum(r.status == status for r in results) for status in STATUSES}
+    counts: dict[str, int] = {s: sum(r.status == s for r in results) for s in STATUSES}
     wall_s = finished - started
+    storage = open_storage(destination)
     return RunSummary(
         counts=counts,
         rows=len(results),
@@ -158,8 +164,8 @@ def summarize(
         videos_per_minute=round(counts["ok"] * 60 / wall_s, 2) if wall_s > 0 else 0.0,
         model=model,
         device=device,
-        destination=open_storage(destination).uri(),
-        results=open_storage(destination).uri(RESULTS_CSV),
+        destination=storage.uri(),
+        results=storage.uri(RESULTS_CSV),
         started_at=_iso(started),
         finished_at=_iso(finished),
         versions=package_versions(),
@@ -198,10 +204,8 @@ def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
 def _csv_cell(value: Cell) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return repr(round(value, 3))
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     # A spreadsheet runs cells starting with these as formulas (CSV injection).
     return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
@@ -222,7 +226,7 @@ def gallery_html(results: list[ResultRow], summary: RunSummary) -> bytes:
         for r in results
         if r.status in ("failed", "invalid")
     )
-    counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items())
+    counts = _e(", ".join(f"{n} {status}" for status, n in summary.counts.items()))
     page = f"""<!doctype html>
 <html lang="en">
 <head>
@@ -254,7 +258,8 @@ figcaption p {{ margin: .4rem 0; white-space: pre-wrap; overflow-wrap: anywhere;
 
 
 def _figure(result: ResultRow) -> str:
-    src = _e(result.output.rsplit("/", 1)[-1])
+    # index.html sits beside the videos in DEST, so a video's file name is its relative link.
+    src = _e(quote(result.output.rsplit("/", 1)[-1]))
     negative = (
         f'<p class="negative">not: {_e(result.negative_prompt)}</p>'
         if result.negative_prompt
@@ -285,12 +290,13 @@ class PublishedVideo:
 
 def publish_video(storage: Storage, key: str, source: Path) -> PublishedVideo:
     """Store a finished local MP4 under `key`, returning its location, size and digest."""
-    digest = hashlib.sha256()
+    digest, size = hashlib.sha256(), 0
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+            size += len(block)
     storage.write_file(key, source)
-    return PublishedVideo(storage.uri(key), source.stat().st_size, digest.hexdigest())
+    return PublishedVideo(storage.uri(key), size, digest.hexdigest())
 
 
 @dataclass(frozen=True)
@@ -309,6 +315,8 @@ class OutputPlan:
 
 def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) -> OutputPlan:
     """Key every valid row; rows whose key exists are `skipped` unless `force`."""
+    from tasks.models import resolve_model  # imports torch: only when planning a real run
+
     storage = open_storage(destination)
     identity = resolve_model(model).identity
     keys = {row.line: output_key(row, identity) for row in manifest.rows}
@@ -335,7 +343,7 @@ def publish_rendered(destination: str, video: RenderedVideo, key: str, model: st
         model,
         output=published.output,
         warning=video.warning,
-        render_s=round(video.render_s, 3),
+        render_s=video.render_s,
         bytes=published.bytes,
         sha256=published.sha256,
     )

@@ -120,6 +120,7 @@ def test_render_without_a_server_starts_a_temporary_one(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     del cli_env["PREFECT_API_URL"]
+    del cli_env["PREFECT_SERVER_ANALYTICS_ENABLED"]
     cli_env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     out = tmp_path / "out"
     done = t2v(
@@ -135,6 +136,7 @@ def test_render_without_a_server_starts_a_temporary_one(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1
+    assert "usage data" not in done.stderr
     _assert_clean(done.stderr)
     assert len(list(out.glob("*.mp4"))) == 2
     assert os.path.exists(out / "index.html")

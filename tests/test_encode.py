@@ -21,10 +21,16 @@ def gradient(frames: int, height: int, width: int) -> np.ndarray:
 
 @pytest.mark.parametrize(("frames", "height", "width", "fps"), [(16, 64, 96, 8), (1, 64, 64, 24)])
 def test_mp4_is_browser_playable_h264(
-    tmp_path: Path, frames: int, height: int, width: int, fps: int
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    frames: int,
+    height: int,
+    width: int,
+    fps: int,
 ) -> None:
     video = gradient(frames, height, width)
     encode_mp4(video, fps, tmp_path / "clip.mp4")
+    assert capfd.readouterr() == ("", "")  # ffmpeg says nothing on the terminal
     probe = probe_mp4(tmp_path / "clip.mp4")
     assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
     assert (probe.width, probe.height, probe.frame_count) == (width, height, frames)
@@ -32,27 +38,47 @@ def test_mp4_is_browser_playable_h264(
     assert probe.faststart
     decoded = decode_frames(tmp_path / "clip.mp4", width, height)
     assert np.abs(decoded.astype(int) - video.astype(int)).mean() < 4
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
 
 
 @pytest.mark.parametrize(
-    ("frames", "message"),
+    ("frames", "fps", "message"),
     [
-        (np.zeros((4, 64, 64, 3), np.float32), "`frames` have to be uint8 but are float32."),
-        (np.zeros((64, 64, 3), np.uint8), "`frames` have to be (frames, height, width, 3)"),
-        (np.zeros((0, 64, 64, 3), np.uint8), "hold at least one frame"),
-        (np.zeros((2, 63, 64, 3), np.uint8), "even height and width but are 63×64."),
+        (np.zeros((4, 64, 64, 3), np.float32), 8, "`frames` have to be uint8 but are float32."),
+        (np.zeros((64, 64, 3), np.uint8), 8, "`frames` have to be (frames, height, width, 3)"),
+        (np.zeros((4, 64, 64, 4), np.uint8), 8, "`frames` have to be (frames, height, width, 3)"),
+        (np.zeros((0, 64, 64, 3), np.uint8), 8, "hold at least one frame"),
+        (np.zeros((2, 63, 64, 3), np.uint8), 8, "even height and width but are 63×64."),
+        (np.zeros((2, 64, 64, 3), np.uint8), 0, "`fps` has to be a positive integer but is 0."),
     ],
 )
-def test_bad_frames_are_refused_before_ffmpeg(
-    tmp_path: Path, frames: np.ndarray, message: str
+def test_bad_input_is_refused_before_ffmpeg(
+    tmp_path: Path, frames: np.ndarray, fps: int, message: str
 ) -> None:
-    with pytest.raises(ValueError, match=None) as caught:
-        encode_mp4(frames, 8, tmp_path / "clip.mp4")
+    with pytest.raises(ValueError) as caught:
+        encode_mp4(frames, fps, tmp_path / "clip.mp4")
     assert message in str(caught.value)
     assert not list(tmp_path.iterdir())
 
 
-def test_a_failed_encode_leaves_no_file(tmp_path: Path) -> None:
+def test_an_ffmpeg_failure_leaves_no_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Even sizes pass our checks, but libx264 refuses frames wider than 16384.
+    frames = np.zeros((1, 8, 16392, 3), np.uint8)
+    with pytest.raises(EncodeError, match=r"invalid width x height \(16392x8\)"):
+        encode_mp4(frames, 8, tmp_path / "clip.mp4")
+    assert not list(tmp_path.iterdir())
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_missing_folder_is_an_encode_error(tmp_path: Path) -> None:
+    with pytest.raises(EncodeError, match="No such file or directory"):
+        encode_mp4(gradient(1, 64, 64), 8, tmp_path / "missing" / "clip.mp4")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "clip.mp4"
     target.mkdir()  # the final rename cannot replace a folder
     with pytest.raises(EncodeError, match=r"clip\.mp4"):

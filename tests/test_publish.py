@@ -4,6 +4,8 @@ import csv
 import hashlib
 import io
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tasks.publish import (
     RunSummary,
     gallery_html,
     output_key,
+    package_versions,
     publish_video,
     results_csv,
     results_json,
@@ -83,7 +86,7 @@ def test_the_model_changes_the_key_but_position_and_extras_do_not() -> None:
 
 def _results() -> list[ResultRow]:
     ok = ResultRow.for_row(
-        replace(ROW, prompt="=HYPERLINK(1)", negative_prompt="line\nbreak, comma"),
+        replace(ROW, prompt="=HYPERLINK(1)", negative_prompt='line\nbreak, comma "quoted" 猫 🎬'),
         "ok",
         "tiny-random",
         output="/out/clip-abc.mp4",
@@ -98,16 +101,23 @@ def _results() -> list[ResultRow]:
 
 
 def test_results_csv_columns_order_and_values() -> None:
-    text = results_csv(_results(), ["Campaign"]).decode()
+    text = results_csv(_results(), ["Campaign"]).decode("utf-8")
     rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 3
     assert rows[0] == [*RESULT_COLUMNS, "Campaign"]
-    assert RESULT_COLUMNS[:5] == ("id", "status", "output", "error", "warning")
+    assert RESULT_COLUMNS == (
+        "id", "status", "output", "error", "warning", "prompt", "negative_prompt", "seed",
+        "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "fps",
+        "model", "render_s", "bytes", "sha256",
+    )  # fmt: skip
     ok = dict(zip(rows[0], rows[1], strict=True))
-    assert ok["negative_prompt"] == "line\nbreak, comma"
+    assert ok["negative_prompt"] == 'line\nbreak, comma "quoted" 猫 🎬'
+    assert (ok["id"], ok["status"], ok["bytes"], ok["sha256"]) == ("clip", "ok", "10", "ff")
     assert (ok["seed"], ok["guidance_scale"], ok["render_s"]) == ("1", "9.0", "0.123")
     assert ok["Campaign"] == "spring"
     bad = dict(zip(rows[0], rows[2], strict=True))
     assert (bad["status"], bad["height"], bad["width"]) == ("invalid", "100", "")
+    assert (bad["prompt"], bad["Campaign"]) == ("'@x", "'-5")
 
 
 @pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
@@ -124,22 +134,41 @@ def test_benign_cells_are_untouched() -> None:
 
 
 def test_results_json_keeps_raw_values_and_the_summary() -> None:
-    document = json.loads(results_json(_results(), SUMMARY))
+    data = results_json(_results(), SUMMARY)
+    assert "猫 🎬".encode() in data  # not \\u escapes
+    document = json.loads(data)
     assert document["summary"]["counts"] == SUMMARY.counts
-    assert document["rows"][0]["prompt"] == "=HYPERLINK(1)"
-    assert document["rows"][1]["extra"] == {"Campaign": "-5"}
+    assert document["summary"]["versions"] == {"python": "3.11"}
+    ok, bad = document["rows"]
+    assert (ok["prompt"], ok["render_s"], ok["guidance_scale"]) == ("=HYPERLINK(1)", 0.123, 9.0)
+    assert ok["extra"] == {"Campaign": "spring"}
+    assert (bad["status"], bad["prompt"], bad["height"]) == ("invalid", "@x", "100")
+    assert bad["extra"] == {"Campaign": "-5"}
 
 
 def test_gallery_escapes_prompts_and_links_videos_relatively() -> None:
     hostile = ResultRow.for_row(
-        replace(ROW, prompt='<script>alert("x")</script>'), "ok", "m", output="/out/clip-abc.mp4"
+        replace(ROW, prompt='<script>alert("x")</script>', negative_prompt="<b>'猫'</b>"),
+        "ok",
+        "m",
+        output="/out/clip-abc.mp4",
     )
-    page = gallery_html([hostile, *_results()[1:]], SUMMARY).decode()
-    assert "<script>" not in page
-    assert "&lt;script&gt;" in page
-    assert page.count("<video") == 1
-    assert 'src="clip-abc.mp4"' in page
-    assert "bad</b> (invalid)" in page
+    skipped = ResultRow.for_row(
+        replace(ROW, id="old"), "skipped", "m", output="s3://bucket/runs/old-def.mp4"
+    )
+    failed = ResultRow.for_row(
+        replace(ROW, id="boom"), "failed", "m", error="<img src=x onerror=alert(1)>"
+    )
+    page = gallery_html([hostile, skipped, failed, *_results()[1:]], SUMMARY).decode()
+    assert "<script" not in page and "<img" not in page and "<b>'" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "&lt;b&gt;&#x27;猫&#x27;&lt;/b&gt;" in page
+    assert page.count("<video") == 2
+    assert 'src="clip-abc.mp4"' in page and 'src="old-def.mp4"' in page
+    assert "controls loop muted playsinline" in page
+    assert "bad</b> (invalid)" in page and "boom</b> (failed)" in page
+    assert "1 ok, 0 skipped, 0 failed, 1 invalid" in page
+    assert "http" not in page  # self-contained: nothing to fetch
 
 
 def test_publish_video_writes_whole_file_and_reports_its_digest(tmp_path: Path) -> None:
@@ -151,3 +180,16 @@ def test_publish_video_writes_whole_file_and_reports_its_digest(tmp_path: Path) 
     assert published.bytes == 10_000
     assert published.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip-abc.mp4"]
+
+
+def test_package_versions_names_python_and_only_installed_packages() -> None:
+    versions = package_versions()
+    assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert "t2v-batch" in versions
+    assert all(versions.values())
+
+
+def test_publishing_does_not_import_torch() -> None:
+    # The results manifest and uploads run where torch is not needed (and is slow to import).
+    code = "import sys, tasks.publish; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
