@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 from prefect import State, Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
@@ -9,7 +12,8 @@ from prefect.client.schemas.objects import TaskRun
 from storage.errors import StorageError
 from tasks import manifest, models, publish, render
 
-IO_RETRIES = 3
+P = ParamSpec("P")
+R = TypeVar("R")
 IO_RETRY_DELAYS = [1.0, 4.0, 16.0]
 
 
@@ -18,40 +22,24 @@ def _is_storage_error(task: Task[..., object], task_run: TaskRun, state: State[o
     return isinstance(state.result(raise_on_failure=False), StorageError)
 
 
-read_manifest = task(
-    name="read-manifest",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_condition_fn=_is_storage_error,
-    cache_policy=NO_CACHE,
-)(manifest.read_manifest)
+def _io_task(fn: Callable[P, R], name: str) -> Task[P, R]:
+    """A task that reads or writes storage: retried with backoff when storage fails."""
+    return task(
+        name=name,
+        retries=len(IO_RETRY_DELAYS),
+        retry_delay_seconds=IO_RETRY_DELAYS,
+        retry_condition_fn=_is_storage_error,
+        cache_policy=NO_CACHE,
+    )(fn)
+
+
+read_manifest = _io_task(manifest.read_manifest, "read-manifest")
+plan_outputs = _io_task(publish.plan_outputs, "plan-outputs")
+publish_video = _io_task(publish.publish_rendered, "encode-and-publish")
+write_results = _io_task(publish.write_results, "write-results")
 load_model = task(name="load-model", cache_policy=NO_CACHE)(models.load_model)
-plan_outputs = task(
-    name="plan-outputs",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_condition_fn=_is_storage_error,
-    cache_policy=NO_CACHE,
-)(publish.plan_outputs)
 # Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
 # share GPUs across workers; inside a process a per-device lock does the same.
-render_batch = task(
-    name="render",
-    tags=["gpu"],
-    retries=1,
-    cache_policy=NO_CACHE,
-)(render.render_rows)
-publish_video = task(
-    name="encode-and-publish",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_condition_fn=_is_storage_error,
-    cache_policy=NO_CACHE,
-)(publish.publish_rendered)
-write_results = task(
-    name="write-results",
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_condition_fn=_is_storage_error,
-    cache_policy=NO_CACHE,
-)(publish.write_results)
+render_batch = task(name="render", tags=["gpu"], retries=1, cache_policy=NO_CACHE)(
+    render.render_rows
+)

@@ -193,12 +193,17 @@ def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
     """One row per result, columns as DESIGN orders them, formula-looking cells defused."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow([*RESULT_COLUMNS, *extra_columns])
+    writer.writerow([*RESULT_COLUMNS, *(_extra_header(name) for name in extra_columns)])
     for result in results:
         cells = [getattr(result, column) for column in RESULT_COLUMNS]
         extras = [result.extra.get(column, "") for column in extra_columns]
         writer.writerow([_csv_cell(cell) for cell in [*cells, *extras]])
     return buffer.getvalue().encode("utf-8")
+
+
+def _extra_header(name: str) -> str:
+    """A manifest column named like a results column (a results.csv fed back in) is renamed."""
+    return f"manifest_{name}" if name.lower() in RESULT_COLUMNS else name
 
 
 def _csv_cell(value: Cell) -> str:

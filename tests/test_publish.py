@@ -193,3 +193,14 @@ def test_publishing_does_not_import_torch() -> None:
     # The results manifest and uploads run where torch is not needed (and is slow to import).
     code = "import sys, tasks.publish; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_extra_columns_named_like_results_columns_are_renamed() -> None:
+    # A results.csv fed back in as a manifest carries `status`, `output`, ... as extras.
+    row = ResultRow.for_row(ROW, "ok", "m", output="/out/new.mp4")
+    stale = replace(row, extra={"Status": "failed", "Campaign": "spring"})
+    text = results_csv([stale], ["Status", "Campaign"]).decode()
+    header, values = list(csv.reader(io.StringIO(text)))
+    assert header[-2:] == ["manifest_Status", "Campaign"]
+    assert len(set(header)) == len(header)
+    assert dict(zip(header, values, strict=True))["status"] == "ok"
