@@ -47,9 +47,9 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     started = time.time()
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
+    progress.started(plan.total)
     # A rerun with every video in place loads no model at all.
     device = steps.load_model(request.model, request.device) if plan.to_render else "none"
-    progress.started(plan.total)
     results: list[ResultRow] = []
     for result in itertools.chain(plan.done, render_and_publish(request, device, plan)):
         progress.row_finished(result)
