@@ -18,9 +18,9 @@ import torch
 from tasks.errors import ModelLoadError, first_line
 
 MS_17B_REPO = "ali-vilab/text-to-video-ms-1.7b"
-# The Hub commit the `ms-1.7b` preset loads; a new revision is a deliberate change here,
-# because output keys hash the model identity and would otherwise silently change.
-MS_17B_REVISION = "8227dddca75a8561bf858d604cc5dae52b954d01"
+# The revision the `ms-1.7b` preset takes from the Hugging Face cache. Output keys hash
+# the commit it resolves to there, so other weights never reuse an old video's key.
+MS_17B_REVISION = "main"
 CLIP_MAX_TOKENS = 77
 
 
@@ -39,7 +39,7 @@ PRESETS: dict[str, Preset] = {
             "ms-1.7b",
             f"{MS_17B_REPO} (TextToVideoSDPipeline), fp16 variant",
             "1.7 B",
-            f"Hugging Face cache ({MS_17B_REPO}@{MS_17B_REVISION[:10]}); "
+            f"the Hugging Face cache ({MS_17B_REPO}, fp16 safetensors); "
             "never downloaded implicitly",
         ),
         Preset(
@@ -64,19 +64,23 @@ class ModelRef:
 
     name: str
     path: Path | None = None
+    revision: str = ""  # the Hub commit of a preset loaded from the cache
 
     @property
     def identity(self) -> str:
-        """Stable text that output keys hash: preset plus revision, or the folder's path."""
+        """Stable text that output keys hash: preset and commit, or the folder's path."""
+        if self.revision:
+            return f"{self.name}@{self.revision}"
         if self.path is not None:
             return f"path:{self.path}"
-        if self.name == "ms-1.7b":
-            return f"{self.name}@{MS_17B_REVISION}"
         return self.name
 
 
 def resolve_model(model: str) -> ModelRef:
     """Turn `--model NAME|PATH` into a `ModelRef`, refusing names that are neither."""
+    if model == "ms-1.7b":
+        snapshot = cached_snapshot(MS_17B_REPO, MS_17B_REVISION)
+        return ModelRef(model, path=snapshot, revision=snapshot.name)
     if model in PRESETS:
         return ModelRef(model)
     path = Path(model).expanduser()
@@ -86,6 +90,33 @@ def resolve_model(model: str) -> ModelRef:
         f"unknown model {model!r}: use one of {', '.join(PRESETS)} "
         "or a folder saved with `save_pretrained`"
     )
+
+
+def cached_snapshot(repo: str, revision: str) -> Path:
+    """The folder of `repo` at `revision` in the Hugging Face cache; never downloads."""
+    from huggingface_hub import snapshot_download
+
+    cache = hub_cache()
+    try:
+        return Path(
+            snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True)
+        )
+    except Exception as exc:  # huggingface_hub raises several types for "not in the cache"
+        raise ModelLoadError(
+            f"weights of {repo} ({revision}) are not in the Hugging Face cache at {cache}; "
+            f"fetch them once with `hf download {repo}` "
+            "or pass --model PATH to a folder saved with save_pretrained"
+        ) from exc
+
+
+def hub_cache() -> Path:
+    """Where huggingface_hub keeps models, read from the environment as it reads it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -147,11 +178,11 @@ def _load(model: ModelRef, device: torch.device) -> Any:
     builders: dict[str, Callable[[torch.device, torch.dtype], Any]] = {
         "tiny-random": lambda d, t: build_tiny_random(),
         "ms-1.7b-random": build_ms17b_random,
-        "ms-1.7b": lambda d, t: load_pretrained(MS_17B_REPO, t, revision=MS_17B_REVISION),
     }
     with quiet_diffusers():
         if model.path is not None:
-            pipe = load_pretrained(str(model.path), dtype)
+            # The Hub repo of ms-1.7b publishes its half-precision weights as the fp16 variant.
+            pipe = load_pretrained(model.path, dtype, variant="fp16" if model.revision else None)
         else:
             pipe = builders[model.name](device, dtype)
         pipe = pipe.to(device=device, dtype=dtype)
@@ -164,34 +195,20 @@ def _load(model: ModelRef, device: torch.device) -> Any:
     return pipe
 
 
-def load_pretrained(source: str, dtype: torch.dtype, revision: str | None = None) -> Any:
-    """Load a saved pipeline from a folder or the Hub cache: safetensors only, no remote code."""
+def load_pretrained(folder: Path, dtype: torch.dtype, variant: str | None = None) -> Any:
+    """Load a saved pipeline from a folder: safetensors only, never remote code."""
     from diffusers import DiffusionPipeline
 
-    is_hub = revision is not None
     try:
         return DiffusionPipeline.from_pretrained(
-            source,
-            revision=revision,
-            variant="fp16" if is_hub else None,
+            str(folder),
+            variant=variant,
             torch_dtype=dtype,
             use_safetensors=True,
             local_files_only=True,
         )
     except (OSError, ValueError) as exc:
-        if revision is not None:
-            cache = (
-                os.environ.get("HF_HUB_CACHE")
-                or os.environ.get("HF_HOME")
-                or "~/.cache/huggingface"
-            )
-            raise ModelLoadError(
-                f"weights of {source}@{revision[:10]} not found in the Hugging Face cache "
-                f"({cache}); "
-                f"fetch them with `hf download {source} --revision {revision}` "
-                "or pass --model PATH to a folder saved with save_pretrained"
-            ) from exc
-        raise ModelLoadError(f"cannot load a pipeline from {source}: {first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load a pipeline from {folder}: {first_line(exc)}") from exc
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ import torch
 from tasks import models
 from tasks.errors import ModelLoadError
 from tasks.models import (
-    MS_17B_REVISION,
     ModelRef,
     build_tiny_random,
     dtype_for,
@@ -49,9 +48,9 @@ def test_load_model_returns_the_resolved_device() -> None:
     assert load_model("tiny-random", "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_identity_pins_the_revision_of_the_real_model() -> None:
-    assert resolve_model("ms-1.7b").identity == f"ms-1.7b@{MS_17B_REVISION}"
+def test_identity_of_presets_and_folders(tmp_path: Path) -> None:
     assert resolve_model("tiny-random").identity == "tiny-random"
+    assert resolve_model(str(tmp_path)).identity == f"path:{tmp_path.resolve()}"
 
 
 @pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", ""])
@@ -80,10 +79,28 @@ def test_missing_real_weights_say_where_and_how(
 ) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(ModelLoadError) as caught:
-        models.load_pretrained(models.MS_17B_REPO, torch.float16, revision=MS_17B_REVISION)
+        resolve_model("ms-1.7b")
     message = str(caught.value)
-    assert str(tmp_path / "hub") in message
-    assert f"hf download {models.MS_17B_REPO} --revision {MS_17B_REVISION}" in message
+    assert f"not in the Hugging Face cache at {tmp_path / 'hub'}" in message
+    assert f"`hf download {models.MS_17B_REPO}`" in message
+
+
+def test_real_model_loads_from_the_hub_cache_pinned_to_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_pipe: Any
+) -> None:
+    # The Hub cache's layout, holding a tiny pipeline saved as the fp16 variant.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / f"models--{models.MS_17B_REPO.replace('/', '--')}"
+    tiny_pipe.save_pretrained(repo / "snapshots" / commit, variant="fp16")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    ref = resolve_model("ms-1.7b")
+    assert ref.identity == f"ms-1.7b@{commit}"
+    pipe = get_pipeline(ref, torch.device("cpu"))
+    for a, b in zip(pipe.unet.parameters(), tiny_pipe.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_saved_folder_loads_with_the_same_weights(tmp_path: Path, tiny_pipe: Any) -> None:
