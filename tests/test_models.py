@@ -138,3 +138,11 @@ def test_ms17b_architecture_matches_the_published_model() -> None:
     assert unet.config.cross_attention_dim == text_encoder.config.hidden_size == 1024
     assert text_encoder.config.num_hidden_layers == 23
     assert 2 ** (len(vae.config.block_out_channels) - 1) == 8
+
+
+def test_ms17b_random_builds_in_half_precision_where_asked() -> None:
+    # The GPU benchmark builds it on CUDA; the meta device runs the same code in no time.
+    pipe = models.build_ms17b_random(torch.device("meta"), torch.float16)
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float16
+    assert pipe.unet.device.type == "meta"
+    assert torch.get_default_dtype() == torch.float32
