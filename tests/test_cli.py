@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import REPO
 
 T2V = [sys.executable, "-m", "flows.cli"]
+# Each test starts Python, torch and Prefect afresh: seconds apiece.
+pytestmark = pytest.mark.slow
 
 
 def t2v(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -122,7 +124,6 @@ def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert "3 skipped" in second.stdout
 
 
-@pytest.mark.slow
 def test_render_without_a_server_starts_a_temporary_one(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
