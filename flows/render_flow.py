@@ -49,7 +49,7 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
     progress.started(plan.total)
     # A rerun with every video in place loads no model at all.
-    device = steps.load_model(request.model, request.device) if plan.to_render else "none"
+    device = steps.load_model(plan.model, request.device) if plan.to_render else "none"
     results: list[ResultRow] = []
     for result in itertools.chain(plan.done, render_and_publish(request, device, plan)):
         progress.row_finished(result)
@@ -69,7 +69,7 @@ def render_and_publish(
     rendering: deque[tuple[list[RenderRow], PrefectFuture[list[RenderOutcome]]]] = deque()
     published = Published(plan)
     for batch in plan_batches(plan.to_render, request.batch_size):
-        rendering.append((batch, steps.render_batch.submit(request.model, device, batch)))
+        rendering.append((batch, steps.render_batch.submit(plan.model, device, batch)))
         if len(rendering) >= RENDER_WINDOW:
             yield from _publish_rendered(*rendering.popleft(), request, plan, published)
             yield from published.finished(wait=False)
@@ -97,7 +97,7 @@ def _publish_rendered(
             yield plan.failed(rendered.row, rendered.error)
         else:
             key = plan.keys[rendered.row.line]
-            task = steps.publish_video.submit(request.destination, rendered, key, plan.model)
+            task = steps.publish_video.submit(request.destination, rendered, key, plan.model.name)
             published.track(rendered.row, task)
 
 

@@ -8,7 +8,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,10 +149,10 @@ _device_locks: dict[str, threading.Lock] = {}
 load_count = 0  # pipelines built or loaded by this process; tests read it
 
 
-def load_model(model: str, device: str) -> str:
+def load_model(model: ModelRef, device: str) -> str:
     """Load the pipeline for `model` on `device` into this process's cache; return the device."""
     resolved = resolve_device(device)
-    get_pipeline(resolve_model(model), resolved)
+    get_pipeline(model, resolved)
     return str(resolved)
 
 
@@ -175,16 +175,14 @@ def device_lock(device: torch.device) -> threading.Lock:
 
 def _load(model: ModelRef, device: torch.device) -> Any:
     dtype = dtype_for(device)
-    builders: dict[str, Callable[[torch.device, torch.dtype], Any]] = {
-        "tiny-random": lambda d, t: build_tiny_random(),
-        "ms-1.7b-random": build_ms17b_random,
-    }
     with quiet_diffusers():
         if model.path is not None:
             # The Hub repo of ms-1.7b publishes its half-precision weights as the fp16 variant.
             pipe = load_pretrained(model.path, dtype, variant="fp16" if model.revision else None)
+        elif model.name == "ms-1.7b-random":
+            pipe = build_ms17b_random(device, dtype)
         else:
-            pipe = builders[model.name](device, dtype)
+            pipe = build_tiny_random()
         pipe = pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cuda":

@@ -23,6 +23,7 @@ from tasks.encode import encode_mp4
 from tasks.manifest import InvalidRow, Manifest, RenderRow
 
 if TYPE_CHECKING:
+    from tasks.models import ModelRef
     from tasks.render import RenderedVideo
 
 OUTPUT_FORMAT_VERSION = 1
@@ -306,16 +307,16 @@ def publish_video(storage: Storage, key: str, source: Path) -> PublishedVideo:
 
 @dataclass(frozen=True)
 class OutputPlan:
-    """Each valid row's output key, the rows left to render, and rows already settled."""
+    """The run's model, each valid row's output key, the rows left to render, the rest."""
 
-    model: str
+    model: ModelRef  # resolved once per run: the keys hash it and every render uses it
     keys: dict[int, str]  # by RenderRow.line
     to_render: list[RenderRow]
     done: list[ResultRow]  # invalid rows, and rows whose video exists
     total: int
 
     def failed(self, row: RenderRow, error: str) -> ResultRow:
-        return ResultRow.for_row(row, "failed", self.model, error=error)
+        return ResultRow.for_row(row, "failed", self.model.name, error=error)
 
 
 def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) -> OutputPlan:
@@ -323,8 +324,8 @@ def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) 
     from tasks.models import resolve_model  # imports torch: only when planning a real run
 
     storage = open_storage(destination)
-    identity = resolve_model(model).identity
-    keys = {row.line: output_key(row, identity) for row in manifest.rows}
+    ref = resolve_model(model)
+    keys = {row.line: output_key(row, ref.identity) for row in manifest.rows}
     done = [ResultRow.for_invalid(row, model) for row in manifest.invalid]
     to_render = []
     for row in manifest.rows:
@@ -333,7 +334,7 @@ def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) 
             done.append(ResultRow.for_row(row, "skipped", model, output=storage.uri(key)))
         else:
             to_render.append(row)
-    return OutputPlan(model, keys, to_render, done, len(manifest.rows) + len(manifest.invalid))
+    return OutputPlan(ref, keys, to_render, done, len(manifest.rows) + len(manifest.invalid))
 
 
 def publish_rendered(destination: str, video: RenderedVideo, key: str, model: str) -> ResultRow:

@@ -12,7 +12,7 @@ import torch
 
 from tasks.errors import RenderError, first_line
 from tasks.manifest import RenderRow
-from tasks.models import CLIP_MAX_TOKENS, device_lock, get_pipeline, quiet_diffusers, resolve_model
+from tasks.models import CLIP_MAX_TOKENS, ModelRef, device_lock, get_pipeline, quiet_diffusers
 
 BatchShape = tuple[int, int, int, int, float]
 
@@ -55,9 +55,9 @@ def plan_batches(rows: Iterable[RenderRow], batch_size: int) -> list[list[Render
     ]
 
 
-def render_rows(model: str, device: str, rows: Sequence[RenderRow]) -> list[RenderOutcome]:
+def render_rows(model: ModelRef, device: str, rows: Sequence[RenderRow]) -> list[RenderOutcome]:
     """Render one micro-batch of `model` on `device`, holding the device only while rendering."""
-    return _render_splitting_on_oom(get_pipeline(resolve_model(model), torch.device(device)), rows)
+    return _render_splitting_on_oom(get_pipeline(model, torch.device(device)), rows)
 
 
 def _render_splitting_on_oom(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderOutcome]:

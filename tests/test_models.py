@@ -44,8 +44,9 @@ def test_pipeline_is_cached_per_process_model_and_device(tiny_pipe: Any) -> None
 
 
 def test_load_model_returns_the_resolved_device() -> None:
-    assert load_model("tiny-random", "cpu") == "cpu"
-    assert load_model("tiny-random", "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    tiny = resolve_model("tiny-random")
+    assert load_model(tiny, "cpu") == "cpu"
+    assert load_model(tiny, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_identity_of_presets_and_folders(tmp_path: Path) -> None:
