@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser clean
+.PHONY: setup demo test lint browser clean server pool gpu-limit deploy worker
 
 setup: $(STAMP)
 
@@ -33,6 +33,29 @@ lint: $(STAMP)
 
 test: lint browser
 	$(VENV)/bin/pytest
+
+# Running on Prefect (README: "Running on Prefect"). The server listens on loopback only.
+PREFECT_PORT ?= 4200
+export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+PREFECT := $(VENV)/bin/prefect
+GPU_SLOTS ?= 1
+
+server: $(STAMP)
+	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+pool: $(STAMP)
+	$(PREFECT) work-pool inspect gpu >/dev/null 2>&1 || $(PREFECT) work-pool create gpu --type process
+
+# At most GPU_SLOTS `gpu`-tagged render tasks run at once across every worker.
+gpu-limit: $(STAMP)
+	$(PREFECT) concurrency-limit inspect gpu >/dev/null 2>&1 || $(PREFECT) concurrency-limit create gpu $(GPU_SLOTS)
+
+deploy: pool gpu-limit
+	$(PREFECT) --no-prompt deploy --all
+
+# One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1.
+worker: $(STAMP)
+	$(PREFECT) worker start --pool gpu
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

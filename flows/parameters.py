@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pydantic import BaseModel, ConfigDict, Field
+
+DATE_PLACEHOLDER = "{date}"
 
 
 class RenderRequest(BaseModel):
@@ -12,12 +16,18 @@ class RenderRequest(BaseModel):
 
     manifest: str = Field(
         "examples/prompts.csv",
-        description="Prompt CSV: a local path or s3://bucket/key.csv.",
+        description=(
+            "Prompt CSV: a local path or s3://bucket/key.csv. {date} becomes the run's "
+            "scheduled date (YYYY-MM-DD), e.g. s3://bucket/prompts/{date}.csv."
+        ),
         min_length=1,
     )
     destination: str = Field(
         "out",
-        description="Where videos, results.csv, results.json and index.html go.",
+        description=(
+            "Folder or s3://bucket/prefix for the videos, results.csv, results.json and "
+            "index.html. {date} becomes the run's scheduled date."
+        ),
         min_length=1,
     )
     model: str = Field(
@@ -37,3 +47,13 @@ class RenderRequest(BaseModel):
     limit: int | None = Field(
         None, description="Process only the first N rows of the manifest.", ge=1
     )
+
+    def on_date(self, day: dt.date) -> RenderRequest:
+        """This request with every {date} in the manifest and destination filled in."""
+        stamp = day.isoformat()
+        return self.model_copy(
+            update={
+                "manifest": self.manifest.replace(DATE_PLACEHOLDER, stamp),
+                "destination": self.destination.replace(DATE_PLACEHOLDER, stamp),
+            }
+        )

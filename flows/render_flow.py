@@ -13,9 +13,10 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows import artifacts, progress
 from flows import prefect_tasks as steps
-from flows import progress
 from flows.parameters import RenderRequest
+from flows.run_date import scheduled_date
 from tasks.errors import T2VError, first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan, ResultRow, RunSummary, summarize
@@ -45,8 +46,21 @@ class RowsFailedError(T2VError):
 def render_manifest(request: RenderRequest) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     started = time.time()
+    request = request.on_date(scheduled_date())
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
+    with progress.listening(artifacts.ProgressArtifact()):
+        device, results = render_rows(request, plan)
+    summary = summarize(results, request.model, device, request.destination, started)
+    steps.write_results(request.destination, results, manifest.extra_columns, summary)
+    artifacts.publish_results(results, summary)
+    if summary.counts["failed"] or summary.counts["invalid"]:
+        raise RowsFailedError(summary)
+    return summary
+
+
+def render_rows(request: RenderRequest, plan: OutputPlan) -> tuple[str, list[ResultRow]]:
+    """Every row's result in manifest order, and the device that rendered them."""
     progress.started(plan.total)
     # A rerun with every video in place loads no model at all.
     device = steps.load_model(plan.model, request.device) if plan.to_render else "none"
@@ -54,12 +68,7 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     for result in itertools.chain(plan.done, render_and_publish(request, device, plan)):
         progress.row_finished(result)
         results.append(result)
-    results.sort(key=lambda result: result.line)
-    summary = summarize(results, request.model, device, request.destination, started)
-    steps.write_results(request.destination, results, manifest.extra_columns, summary)
-    if summary.counts["failed"] or summary.counts["invalid"]:
-        raise RowsFailedError(summary)
-    return summary
+    return device, sorted(results, key=lambda result: result.line)
 
 
 def render_and_publish(

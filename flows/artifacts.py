@@ -1,0 +1,113 @@
+"""What a run shows in the Prefect UI: live progress, a table of results, a summary."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from tasks.publish import GALLERY_HTML, RESULTS_CSV, STATUSES, ResultRow, RunSummary
+
+PROGRESS_KEY, RESULTS_KEY, SUMMARY_KEY = "render-progress", "render-results", "render-summary"
+# Enough updates to look live, few enough that a 10,000-row run does not flood the API.
+PROGRESS_UPDATE_S = 2.0
+TABLE_PROMPT_CHARS = 200
+
+
+class ProgressArtifact:
+    """A progress listener that keeps the run's progress artifact up to date."""
+
+    def __init__(self) -> None:
+        self._id: UUID | None = None
+        self._total = 0
+        self._finished = 0
+        self._updated = 0.0
+
+    def started(self, total_rows: int) -> None:
+        self._total = total_rows
+        # Called from the flow's own (sync) thread, so Prefect's dispatch returns the id.
+        self._id = cast(
+            UUID,
+            create_progress_artifact(
+                0.0, key=PROGRESS_KEY, description=f"Share of the {total_rows} rows finished."
+            ),
+        )
+        self._updated = time.monotonic()
+
+    def row_finished(self, result: ResultRow) -> None:
+        self._finished += 1
+        done = self._finished >= self._total
+        if self._id is None or not (done or time.monotonic() - self._updated >= PROGRESS_UPDATE_S):
+            return
+        update_progress_artifact(self._id, 100.0 * self._finished / max(self._total, 1))
+        self._updated = time.monotonic()
+
+
+def publish_results(results: list[ResultRow], summary: RunSummary) -> None:
+    """The table of every row and the markdown summary that links the results manifest."""
+    create_table_artifact(
+        results_table(results),
+        key=RESULTS_KEY,
+        description=f"One row per manifest row; the full manifest is {summary.results}.",
+    )
+    create_markdown_artifact(
+        summary_markdown(summary),
+        key=SUMMARY_KEY,
+        description="Counts, speed, and links to results.csv and the gallery.",
+    )
+
+
+def results_table(results: list[ResultRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "status": result.status,
+            "id": result.id,
+            "prompt": _clip(result.prompt, TABLE_PROMPT_CHARS),
+            "output": result.output,
+            "error": result.error,
+        }
+        for result in results
+    ]
+
+
+def summary_markdown(summary: RunSummary) -> str:
+    counts = " · ".join(f"**{summary.counts[status]}** {status}" for status in STATUSES)
+    gallery = summary.destination.rstrip("/") + "/" + GALLERY_HTML
+    return "\n".join(
+        [
+            "# Render summary",
+            "",
+            f"{summary.rows} rows: {counts}",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| videos per minute | {summary.videos_per_minute} |",
+            f"| wall time | {summary.wall_s:.1f} s |",
+            f"| model | `{_code(summary.model)}` on `{_code(summary.device)}` |",
+            f"| destination | `{_code(summary.destination)}` |",
+            "",
+            f"- {_link(RESULTS_CSV, summary.results)}",
+            f"- {_link('gallery', gallery)}",
+        ]
+    )
+
+
+def _link(text: str, location: str) -> str:
+    # Local paths become file:// links; s3:// and http(s) locations are linked as they are.
+    target = location if "://" in location else "file://" + location
+    return f"[{text}](<{target}>): `{_code(location)}`"
+
+
+def _code(text: str) -> str:
+    return text.replace("`", "'")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,78 @@
+"""Flow parameters: the {date} placeholder and the time zone it is read in."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
+
+from flows.parameters import RenderRequest
+from flows.run_date import schedule_zone
+
+
+def test_date_fills_manifest_and_destination_only() -> None:
+    request = RenderRequest(
+        manifest="s3://bucket/prompts/{date}.csv", destination="renders/{date}", model="{date}"
+    )
+    dated = request.on_date(dt.date(2026, 11, 28))
+    assert dated.manifest == "s3://bucket/prompts/2026-11-28.csv"
+    assert dated.destination == "renders/2026-11-28"
+    assert dated.model == "{date}"
+    assert request.manifest == "s3://bucket/prompts/{date}.csv"
+
+
+def test_paths_without_a_date_are_unchanged() -> None:
+    request = RenderRequest(manifest="examples/prompts.csv")
+    assert request.on_date(dt.date(2026, 11, 28)) == request
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("batch_size", 0), ("batch_size", 65), ("limit", 0), ("device", "gpu"), ("manifest", "")],
+)
+def test_bad_values_are_refused_before_a_run(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        RenderRequest.model_validate({field: value})
+
+
+def test_runs_outside_a_deployment_use_local_time() -> None:
+    assert schedule_zone(None) is None
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+@pytest.mark.parametrize(
+    ("timezone", "expected"),
+    [("Pacific/Kiritimati", ZoneInfo("Pacific/Kiritimati")), (None, dt.UTC)],
+)
+def test_a_scheduled_deployment_uses_its_schedule_zone(
+    timezone: str | None, expected: dt.tzinfo
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("render-manifest")
+        schedule = DeploymentScheduleCreate(
+            schedule=CronSchedule(cron="0 2 * * *", timezone=timezone)
+        )
+        deployment_id = client.create_deployment(
+            flow_id, f"zone-{expected}".replace("/", "-"), schedules=[schedule], paused=True
+        )
+    zone = schedule_zone(str(deployment_id))
+    assert zone == expected
+    # 20:00 UTC on the 28th is already the 29th at 02:00 in Kiritimati (UTC+14).
+    evening = dt.datetime(2026, 11, 28, 20, tzinfo=dt.UTC)
+    assert evening.astimezone(zone).date() == dt.date(2026, 11, 28 + (zone != dt.UTC))
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_an_unscheduled_deployment_uses_local_time() -> None:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("render-manifest")
+        deployment_id = client.create_deployment(flow_id, "unscheduled")
+    assert schedule_zone(str(deployment_id)) is None
