@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,25 @@ def test_limit_processes_only_the_first_rows(tmp_path: Path) -> None:
     summary = render_manifest(RenderRequest(manifest=str(manifest), destination=str(out), limit=2))
     assert summary.counts["ok"] == 2
     assert len(list(csv.DictReader((out / "results.csv").open()))) == 2
+
+
+def test_date_in_paths_is_the_run_date(tmp_path: Path) -> None:
+    today = dt.date.today().isoformat()  # a run outside a deployment reads the local date
+    _manifest(tmp_path, rows=1, name=f"prompts-{today}.csv")
+    request = RenderRequest(
+        manifest=str(tmp_path / "prompts-{date}.csv"), destination=str(tmp_path / "{date}")
+    )
+    summary = render_manifest(request)
+    assert summary.counts["ok"] == 1
+    assert summary.results == str(tmp_path / today / "results.csv")
+
+
+def test_missing_dated_manifest_fails_naming_the_file(tmp_path: Path) -> None:
+    request = RenderRequest(manifest=str(tmp_path / "{date}.csv"), destination=str(tmp_path))
+    state = render_manifest(request, return_state=True)
+    assert state.is_failed()
+    expected = tmp_path / f"{dt.date.today().isoformat()}.csv"
+    assert str(state.result(raise_on_failure=False)) == (
+        f"cannot read {expected}: No such file or directory"
+    )
+    assert list(tmp_path.iterdir()) == []
