@@ -177,6 +177,20 @@ def _flow_runs(server: Server, deployment: str) -> list[Any]:
         )
 
 
+def _run_deployment(server: Server, name: str, parameters: dict[str, Any]) -> Any:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(server.api) as client:
+        deployment = client.read_deployment_by_name(f"render-manifest/{name}")
+        return client.create_flow_run_from_deployment(deployment.id, parameters=parameters).id
+
+
+def _bad_row_request(tmp_path: Path) -> dict[str, Any]:
+    manifest = tmp_path / "one-bad-row.csv"
+    manifest.write_text(MANIFEST.splitlines()[0] + "\ngood,a cat,4,64,64,2\nbad,a dog,4,100,64,2\n")
+    return {"request": {"manifest": str(manifest), "destination": str(tmp_path / "bad-out")}}
+
+
 def test_ui_started_run_renders_and_shows_artifacts(
     server: Server, worker: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
@@ -249,6 +263,13 @@ def test_ui_started_run_renders_and_shows_artifacts(
             page.get_by_text("render-summary").first.click()
             expect(page.get_by_text("videos per minute").first).to_be_visible()
             page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
+
+            # A run with a bad row writes its results, then shows Failed with the reason.
+            failed = _run_deployment(server, "on-demand", _bad_row_request(tmp_path))
+            page.goto(f"{server.url}/runs/flow-run/{failed}")
+            expect(state).to_have_text("Failed", timeout=240_000)
+            expect(page.get_by_text("1 ok, 1 invalid; see").first).to_be_visible()
+            page.screenshot(path=str(tmp_path / "failed-run.png"), full_page=True)
         finally:
             page.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
             browser.close()
