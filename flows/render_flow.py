@@ -50,7 +50,7 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
     with progress.listening(artifacts.ProgressArtifact()):
-        device, results = render_rows(request, plan)
+        device, results = collect_results(request, plan)
     summary = summarize(results, request.model, device, request.destination, started)
     steps.write_results(request.destination, results, manifest.extra_columns, summary)
     artifacts.publish_results(results, summary)
@@ -59,7 +59,7 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     return summary
 
 
-def render_rows(request: RenderRequest, plan: OutputPlan) -> tuple[str, list[ResultRow]]:
+def collect_results(request: RenderRequest, plan: OutputPlan) -> tuple[str, list[ResultRow]]:
     """Every row's result in manifest order, and the device that rendered them."""
     progress.started(plan.total)
     # A rerun with every video in place loads no model at all.

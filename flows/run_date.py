@@ -16,7 +16,7 @@ def scheduled_date() -> dt.date:
 
 
 def schedule_zone(deployment_id: str | None) -> dt.tzinfo | None:
-    """The deployment's schedule time zone (UTC when it names none); None means local time.
+    """The zone of the deployment's (first) schedule, UTC if it names none; None: local time.
 
     Runs without a schedule (the command line, an on-demand deployment) use the
     machine's local date, which is what a person typing `{date}` expects.
