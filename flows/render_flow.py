@@ -56,7 +56,9 @@ def render_manifest(request: RenderRequest) -> RunSummary:
         results.append(result)
     results.sort(key=lambda result: result.line)
     summary = summarize(results, request.model, device, request.destination, started)
-    steps.write_results(request.destination, results, manifest.extra_columns, summary)
+    steps.write_results(
+        request.destination, results, manifest.extra_columns, summary, request.presign_expiry
+    )
     if summary.counts["failed"] or summary.counts["invalid"]:
         raise RowsFailedError(summary)
     return summary
