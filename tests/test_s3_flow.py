@@ -17,7 +17,7 @@ from flows.parameters import RenderRequest
 from flows.render_flow import RowsFailedError, render_manifest
 from storage.s3 import s3_client
 from tests.conftest import FAKE_SECRET_ACCESS_KEY
-from tests.s3faults import dropped, injected, s3_error
+from tests.s3faults import Fault, dropped, injected, s3_error
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
@@ -54,10 +54,18 @@ def _render(request: RenderRequest) -> Any:
     return render_manifest(request, return_state=True).result(raise_on_failure=False)
 
 
+def _s3_to_s3(bucket: str) -> RenderRequest:
+    return RenderRequest(manifest=_put_manifest(bucket), destination=f"s3://{bucket}/renders")
+
+
+def _render_s3_to_s3_through(bucket: str, fault: Fault) -> tuple[Any, Counter[str]]:
+    """Render with `fault` in front of every PutObject; the outcome and attempts per path."""
+    with injected("PutObject", fault) as attempts:
+        return _render(_s3_to_s3(bucket)), attempts
+
+
 def test_s3_manifest_renders_to_s3_and_a_rerun_puts_no_video(s3_bucket: str) -> None:
-    request = RenderRequest(
-        manifest=_put_manifest(s3_bucket), destination=f"s3://{s3_bucket}/renders"
-    )
+    request = _s3_to_s3(s3_bucket)
     first = _render(request)
     assert isinstance(first, RowsFailedError)  # the invalid row
     assert first.summary.counts == {"ok": 3, "skipped": 0, "failed": 0, "invalid": 1}
@@ -129,11 +137,7 @@ def test_transient_upload_faults_are_retried_and_each_video_lands_once(s3_bucket
             raise dropped(request)
         return None
 
-    request = RenderRequest(
-        manifest=_put_manifest(s3_bucket), destination=f"s3://{s3_bucket}/renders"
-    )
-    with injected("PutObject", flaky) as attempts:
-        outcome = _render(request)
+    outcome, attempts = _render_s3_to_s3_through(s3_bucket, flaky)
     assert outcome.summary.counts == {"ok": 3, "skipped": 0, "failed": 0, "invalid": 1}
     assert sorted(n for path, n in attempts.items() if path.endswith(".mp4")) == [2, 2, 3]
     versions = _versions(s3_bucket, "renders/")
@@ -146,11 +150,7 @@ def test_access_denied_on_one_key_fails_only_that_row_at_once(s3_bucket: str) ->
             return s3_error(request, 403, "AccessDenied", "Access Denied")
         return None
 
-    request = RenderRequest(
-        manifest=_put_manifest(s3_bucket), destination=f"s3://{s3_bucket}/renders"
-    )
-    with injected("PutObject", deny_clip_1) as attempts:
-        outcome = _render(request)
+    outcome, attempts = _render_s3_to_s3_through(s3_bucket, deny_clip_1)
     assert outcome.summary.counts == {"ok": 2, "skipped": 0, "failed": 1, "invalid": 1}
     assert [n for path, n in attempts.items() if "/clip-1-" in path] == [1]  # no retries
     row = _results(s3_bucket)[1]
