@@ -77,7 +77,7 @@ class S3Storage:
         try:
             body = s3_client().get_object(Bucket=self.bucket, Key=name)["Body"]
             data: bytes = body.read()
-        except Exception as exc:
+        except _failures() as exc:
             raise self._error("read", key, exc) from exc
         return data
 
@@ -88,7 +88,7 @@ class S3Storage:
             s3_client().put_object(
                 Bucket=self.bucket, Key=name, Body=data, ContentType=_content_type(key)
             )
-        except Exception as exc:
+        except _failures() as exc:
             raise self._error("write", key, exc) from exc
 
     def write_file(self, key: str, source: Path) -> None:
@@ -105,7 +105,7 @@ class S3Storage:
         try:
             with create_transfer_manager(s3_client(), config) as manager:
                 manager.upload(str(source), self.bucket, name, extra_args).result()
-        except Exception as exc:
+        except _failures() as exc:
             raise self._error("write", key, exc) from exc
 
     def exists(self, key: str) -> bool:
@@ -119,7 +119,7 @@ class S3Storage:
         except ClientError as exc:
             if _code(exc) not in NOT_FOUND:
                 raise self._error("check", key, exc) from exc
-        except Exception as exc:
+        except _failures() as exc:
             raise self._error("check", key, exc) from exc
         else:
             return True
@@ -136,7 +136,7 @@ class S3Storage:
                 for page in pages.paginate(Bucket=self.bucket, Prefix=root + prefix)
                 for item in page.get("Contents", [])
             ]
-        except Exception as exc:
+        except _failures() as exc:
             raise self._error("list", prefix, exc) from exc
         yield from sorted(keys)
 
@@ -153,7 +153,7 @@ class S3Storage:
                 Params={"Bucket": self.bucket, "Key": name},
                 ExpiresIn=expires_in,
             )
-        except Exception as exc:
+        except _failures() as exc:
             raise self._error("presign", key, exc) from exc
         return url
 
@@ -166,7 +166,7 @@ class S3Storage:
     def _check_bucket(self) -> None:
         try:
             s3_client().head_bucket(Bucket=self.bucket)
-        except Exception as exc:
+        except _failures() as exc:
             raise self._error("open", "", exc) from exc
         self._bucket_seen = True
 
@@ -186,6 +186,13 @@ class S3Storage:
             message = exc.response.get("Error", {}).get("Message") or f"HTTP {status}"
             reason = f"{code} ({message})"
         return StorageError(f"cannot {action} {where}: {reason}", retryable=retryable)
+
+
+def _failures() -> tuple[type[Exception], ...]:
+    """What a failed request raises: botocore's errors, or OSError reading the local file."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError, OSError)
 
 
 def _code(exc: Any) -> str:
