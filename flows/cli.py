@@ -18,6 +18,9 @@ class UsageError(T2VError):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "s3_endpoint", None):
+        # Every S3 client t2v makes, in this process, reads its endpoint from here.
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
     try:
         code: int = args.command(args)
     except T2VError as exc:
@@ -34,10 +37,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="t2v", description="Batch text-to-video rendering from a prompt CSV."
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    s3 = argparse.ArgumentParser(add_help=False)
+    s3.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3-compatible server for s3:// locations (default: $AWS_ENDPOINT_URL, else AWS)",
+    )
 
-    render = commands.add_parser("render", help="render every valid row of a manifest")
+    render = commands.add_parser(
+        "render", parents=[s3], help="render every valid row of a manifest"
+    )
     render.add_argument("manifest", metavar="MANIFEST", help="prompt CSV: a path or s3:// URI")
-    render.add_argument("--out", default="out", help="destination folder (default: out/)")
+    render.add_argument(
+        "--out", default="out", help="destination folder or s3://bucket/prefix (default: out/)"
+    )
     render.add_argument(
         "--model", default="ms-1.7b", help="preset or save_pretrained folder (default: ms-1.7b)"
     )
@@ -47,9 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--force", action="store_true", help="render rows whose video exists")
     render.add_argument("--limit", type=_positive_int, help="process only the first N rows")
+    render.add_argument(
+        "--presign-expiry",
+        metavar="SECONDS",
+        default=os.environ.get("T2V_PRESIGN_EXPIRY"),
+        help="gallery links are presigned URLs valid this long (s3:// --out only, at most "
+        "604800; default: $T2V_PRESIGN_EXPIRY, else relative links)",
+    )
     render.set_defaults(command=_render)
 
-    check = commands.add_parser("check", help="validate a manifest and print its row errors")
+    check = commands.add_parser(
+        "check", parents=[s3], help="validate a manifest and print its row errors"
+    )
     check.add_argument("manifest", metavar="MANIFEST")
     check.set_defaults(command=_check)
 
@@ -82,6 +104,7 @@ def _render(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             force=args.force,
             limit=args.limit,
+            presign_expiry=args.presign_expiry,
         )
     except ValidationError as exc:
         error = exc.errors()[0]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from storage.s3 import MAX_PRESIGN_EXPIRY
 
 DATE_PLACEHOLDER = "{date}"
 
@@ -47,6 +49,22 @@ class RenderRequest(BaseModel):
     limit: int | None = Field(
         None, description="Process only the first N rows of the manifest.", ge=1
     )
+    presign_expiry: int | None = Field(
+        None,
+        description=(
+            "Link the gallery's videos by presigned URLs valid this many seconds "
+            "(s3:// destinations, at most 7 days); relative links when unset."
+        ),
+        ge=1,
+        le=MAX_PRESIGN_EXPIRY,
+    )
+
+    @field_validator("presign_expiry")
+    @classmethod
+    def _presign_needs_s3(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not str(info.data.get("destination", "")).startswith("s3://"):
+            raise ValueError("presigned links need an s3:// destination")
+        return value
 
     def on_date(self, day: dt.date) -> RenderRequest:
         """This request with every {date} in the manifest and destination filled in."""

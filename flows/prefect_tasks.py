@@ -18,8 +18,10 @@ IO_RETRY_DELAYS = [1.0, 4.0, 16.0]
 
 
 def _is_storage_error(task: Task[..., object], task_run: TaskRun, state: State[object]) -> bool:
-    """Retry I/O faults only: a bad manifest or a bug does not get better by waiting."""
-    return isinstance(state.result(raise_on_failure=False), StorageError)
+    """Retry transient I/O faults only: a bad manifest, a 403 or a bug does not get better
+    by waiting."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, StorageError) and error.retryable
 
 
 def _io_task(fn: Callable[P, R], name: str) -> Task[P, R]:

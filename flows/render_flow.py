@@ -52,7 +52,9 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     with progress.listening(artifacts.ProgressArtifact()):
         device, results = collect_results(request, plan)
     summary = summarize(results, request.model, device, request.destination, started)
-    steps.write_results(request.destination, results, manifest.extra_columns, summary)
+    steps.write_results(
+        request.destination, results, manifest.extra_columns, summary, request.presign_expiry
+    )
     artifacts.publish_results(results, summary)
     if summary.counts["failed"] or summary.counts["invalid"]:
         raise RowsFailedError(summary)

@@ -33,3 +33,7 @@ class Storage(Protocol):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under `prefix`, in sorted order."""
         ...
+
+    def presigned_url(self, key: str, expires_in: int) -> str:
+        """A URL that reads `key` without credentials for `expires_in` seconds."""
+        ...

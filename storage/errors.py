@@ -6,4 +6,8 @@ class T2VError(Exception):
 
 
 class StorageError(T2VError):
-    """Reading or writing bytes at a location failed."""
+    """Reading or writing bytes at a location failed; `retryable` when waiting may help."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

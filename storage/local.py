@@ -33,7 +33,7 @@ class LocalStorage:
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            raise _error("read", path, exc) from exc
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._write_atomically(key, lambda handle: handle.write(data))
@@ -54,6 +54,11 @@ class LocalStorage:
         keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         yield from sorted(k for k in keys if k.startswith(prefix) and not _is_temporary(k))
 
+    def presigned_url(self, key: str, expires_in: int) -> str:
+        raise StorageError(
+            f"{self.root} is a local folder: only s3:// locations have presigned URLs"
+        )
+
     def _write_atomically(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         path = self.path(key)
         try:
@@ -62,7 +67,7 @@ class LocalStorage:
             # file system and is atomic; readers see the old file or the whole new one.
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _error("write", path, exc) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 fill(handle)
@@ -72,10 +77,19 @@ class LocalStorage:
             os.replace(tmp, path)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _error("write", path, exc) from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _error(action: str, path: Path, exc: OSError) -> StorageError:
+    # A missing file or a refused permission stays so; other faults (a full disk,
+    # a network mount that hiccups) may pass.
+    permanent = isinstance(
+        exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
+    )
+    return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", retryable=not permanent)
 
 
 def _is_temporary(key: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import html
 import io
@@ -11,6 +12,7 @@ import json
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -224,9 +226,15 @@ def results_json(results: list[ResultRow], summary: RunSummary) -> bytes:
     return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def gallery_html(results: list[ResultRow], summary: RunSummary) -> bytes:
-    """A self-contained page that plays every video, with its prompt and parameters."""
-    videos = "\n".join(_figure(r) for r in results if r.status in ("ok", "skipped"))
+def gallery_html(
+    results: list[ResultRow], summary: RunSummary, link: Callable[[str], str] = quote
+) -> bytes:
+    """A self-contained page that plays every video, with its prompt and parameters.
+
+    `link` turns a key in DEST into the page's URL for it: by default the relative
+    key, which works wherever index.html is served from beside the videos.
+    """
+    videos = "\n".join(_figure(r, link) for r in results if r.status in ("ok", "skipped"))
     problems = "\n".join(
         f"<li><b>{_e(r.id)}</b> ({r.status}): {_e(r.error)}</li>"
         for r in results
@@ -252,7 +260,8 @@ figcaption p {{ margin: .4rem 0; white-space: pre-wrap; overflow-wrap: anywhere;
 <h1>t2v-batch results</h1>
 <p>{counts} &middot; model {_e(summary.model)} on {_e(summary.device)} &middot;
 {summary.videos_per_minute} videos/min &middot; finished {_e(summary.finished_at)} &middot;
-<a href="{RESULTS_CSV}">{RESULTS_CSV}</a> &middot; <a href="{RESULTS_JSON}">{RESULTS_JSON}</a></p>
+<a href="{_e(link(RESULTS_CSV))}">{RESULTS_CSV}</a> &middot;
+<a href="{_e(link(RESULTS_JSON))}">{RESULTS_JSON}</a></p>
 <div class="grid">
 {videos}
 </div>
@@ -263,9 +272,9 @@ figcaption p {{ margin: .4rem 0; white-space: pre-wrap; overflow-wrap: anywhere;
     return page.encode("utf-8")
 
 
-def _figure(result: ResultRow) -> str:
-    # index.html sits beside the videos in DEST, so a video's file name is its relative link.
-    src = _e(quote(result.output.rsplit("/", 1)[-1]))
+def _figure(result: ResultRow, link: Callable[[str], str]) -> str:
+    # Videos sit in DEST beside index.html: a video's key is its file name.
+    src = _e(link(result.output.rsplit("/", 1)[-1]))
     negative = (
         f'<p class="negative">not: {_e(result.negative_prompt)}</p>'
         if result.negative_prompt
@@ -356,10 +365,18 @@ def publish_rendered(destination: str, video: RenderedVideo, key: str, model: st
 
 
 def write_results(
-    destination: str, results: list[ResultRow], extra_columns: list[str], summary: RunSummary
+    destination: str,
+    results: list[ResultRow],
+    extra_columns: list[str],
+    summary: RunSummary,
+    presign_expiry: int | None = None,
 ) -> None:
-    """results.csv, results.json and index.html, each written atomically."""
+    """results.csv, results.json and index.html, each written atomically; with
+    `presign_expiry`, the gallery links presigned URLs valid for that many seconds."""
     storage = open_storage(destination)
+    link: Callable[[str], str] = quote
+    if presign_expiry is not None:
+        link = functools.partial(storage.presigned_url, expires_in=presign_expiry)
     storage.write_bytes(RESULTS_CSV, results_csv(results, extra_columns))
     storage.write_bytes(RESULTS_JSON, results_json(results, summary))
-    storage.write_bytes(GALLERY_HTML, gallery_html(results, summary))
+    storage.write_bytes(GALLERY_HTML, gallery_html(results, summary, link))

@@ -74,3 +74,55 @@ def rendered_demo(
     names = {field.name for field in dataclasses.fields(ResultRow)}
     rows = json.loads((out / "results.json").read_text())["rows"]
     return out, [ResultRow(**{k: v for k, v in row.items() if k in names}) for row in rows]
+
+
+# Fake credentials, distinctive enough to find if any output ever leaks them.
+FAKE_ACCESS_KEY_ID = "AKIAT2VFAKEKEYID0001"
+FAKE_SECRET_ACCESS_KEY = "t2vFAKEsecret+NeverInOutput/0123456789abc"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port for the session; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The server's endpoint and fake credentials, set here and returned for subprocesses;
+    the backend makes its client afresh from them."""
+    import storage.s3
+
+    env = {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,  # nothing from the machine's own AWS set-up
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_MAX_ATTEMPTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(storage.s3, "_clients", {})
+    return env
+
+
+@pytest.fixture
+def s3_bucket(s3_env: dict[str, str]) -> str:
+    """A new versioned bucket on the server: each version of a key is one PUT that landed."""
+    import uuid
+
+    from storage.s3 import s3_client
+
+    bucket = f"t2v-{uuid.uuid4().hex[:12]}"
+    s3_client().create_bucket(Bucket=bucket)
+    s3_client().put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return bucket

@@ -46,8 +46,14 @@ def test_keys_cannot_escape_the_root(tmp_path: Path, key: str) -> None:
 
 
 def test_reading_a_missing_object_names_it(tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match=r"cannot read .*nope\.csv: No such file"):
+    with pytest.raises(StorageError, match=r"cannot read .*nope\.csv: No such file") as error:
         LocalStorage(tmp_path).read_bytes("nope.csv")
+    assert not error.value.retryable  # a missing file does not appear by waiting
+
+
+def test_a_local_folder_has_no_presigned_urls(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="only s3:// locations have presigned URLs"):
+        LocalStorage(tmp_path).presigned_url("a.mp4", 60)
 
 
 def test_open_location_splits_a_file_path(tmp_path: Path) -> None:

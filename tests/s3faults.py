@@ -1,0 +1,62 @@
+"""Faults injected into the backend's real S3 client through botocore's event hooks."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.exceptions import ConnectionClosedError
+
+from storage.s3 import s3_client
+
+# (request, URL path, how many times this path was sent so far) → a fake response,
+# None to let the request through, or an exception as if the network failed.
+Fault = Callable[[AWSPreparedRequest, str, int], AWSResponse | None]
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def s3_error(request: AWSPreparedRequest, status: int, code: str, message: str) -> AWSResponse:
+    """The response S3 gives for an error: a status and an XML body with the code."""
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, _Body(body))
+
+
+def dropped(request: AWSPreparedRequest) -> ConnectionClosedError:
+    return ConnectionClosedError(endpoint_url=request.url)
+
+
+@contextmanager
+def injected(operation: str, fault: Fault) -> Iterator[Counter[str]]:
+    """Send every `operation` request through `fault` first; yields attempts per URL path
+    (`/bucket/key` against an endpoint on an IP address, `/key` on AWS's virtual hosts)."""
+    attempts: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def before_send(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        path = unquote(urlsplit(request.url).path)
+        with lock:
+            attempts[path] += 1
+            attempt = attempts[path]
+        return fault(request, path, attempt)
+
+    # First in line: under mock_aws, moto answers from a before-send hook of its own.
+    event, unique_id = f"before-send.s3.{operation}", uuid.uuid4().hex
+    events = s3_client().meta.events
+    events.register_first(event, before_send, unique_id=unique_id)
+    try:
+        yield attempts
+    finally:
+        events.unregister(event, unique_id=unique_id)

@@ -1,0 +1,205 @@
+"""The S3 backend under moto's in-process mock: reads, atomic writes, listing, errors."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from moto import mock_aws
+
+import storage.s3
+from storage import S3Storage, StorageError, open_location, open_storage
+from storage.s3 import MIN_PART_SIZE, s3_client
+from tests.s3faults import dropped, injected, s3_error
+
+BUCKET = "t2v-unit"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A mocked S3 with one bucket; the backend's client is made afresh for each test."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # one retry: keeps backoff sleeps short
+    monkeypatch.setattr(storage.s3, "_clients", {})
+    with mock_aws():
+        client = s3_client()
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def test_write_read_exists_and_list(s3: Any) -> None:
+    store = S3Storage(BUCKET, "runs/night/")
+    assert store.uri() == f"s3://{BUCKET}/runs/night"
+    assert store.uri("a.mp4") == f"s3://{BUCKET}/runs/night/a.mp4"
+    assert not store.exists("a.mp4")
+    assert list(store.list()) == []
+    store.write_bytes("b.csv", b"bee")
+    store.write_bytes("sub/a.mp4", b"a")
+    s3.put_object(Bucket=BUCKET, Key="runs/nightly.csv", Body=b"not under the prefix")
+    assert store.read_bytes("b.csv") == b"bee"
+    assert store.exists("sub/a.mp4")
+    assert list(store.list()) == ["b.csv", "sub/a.mp4"]
+    assert list(store.list("sub/")) == ["sub/a.mp4"]
+    # Served from the bucket, the gallery renders and its videos play.
+    head = s3.head_object(Bucket=BUCKET, Key="runs/night/sub/a.mp4")
+    assert head["ContentType"] == "video/mp4"
+    assert s3.head_object(Bucket=BUCKET, Key="runs/night/b.csv")["ContentType"].startswith(
+        "text/csv"
+    )
+
+
+def test_list_pages_past_a_thousand_keys(s3: Any) -> None:
+    keys = [f"k{n:05d}" for n in range(1_005)]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=f"many/{key}", Body=b"")
+    assert list(S3Storage(BUCKET, "many").list()) == keys
+
+
+def test_write_file_goes_up_in_parts_above_the_threshold(s3: Any, tmp_path: Path) -> None:
+    source = tmp_path / "big.mp4"
+    data = bytes(range(256)) * (MIN_PART_SIZE * 2 // 256 + 1000)  # 10 MiB + a bit: 3 parts
+    source.write_bytes(data)
+    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
+    store.write_file("big.mp4", source)
+    head = s3.head_object(Bucket=BUCKET, Key="out/big.mp4")
+    assert head["ETag"].strip('"').endswith("-3")  # S3 marks multipart ETags with their part count
+    assert hashlib.sha256(store.read_bytes("big.mp4")).digest() == hashlib.sha256(data).digest()
+    assert head["ContentType"] == "video/mp4"
+
+
+def test_a_failed_multipart_upload_is_aborted_and_keeps_the_old_object(
+    s3: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "big.mp4"
+    source.write_bytes(b"\x01" * (MIN_PART_SIZE * 2 + 10))
+    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
+    store.write_bytes("big.mp4", b"old")
+
+    def deny_part_2(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        if "partNumber=2" in request.url:
+            return s3_error(request, 403, "AccessDenied", "Access Denied")
+        return None
+
+    with injected("UploadPart", deny_part_2), pytest.raises(StorageError) as error:
+        store.write_file("big.mp4", source)
+    assert str(error.value) == (
+        f"cannot write s3://{BUCKET}/out/big.mp4: AccessDenied (Access Denied)"
+    )
+    assert not error.value.retryable
+    assert store.read_bytes("big.mp4") == b"old"
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+
+
+def test_transient_faults_are_retried_by_the_client(s3: Any) -> None:
+    def slow_down_once(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        return (
+            s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+            if (attempt == 1)
+            else None
+        )
+
+    with injected("PutObject", slow_down_once) as attempts:
+        S3Storage(BUCKET).write_bytes("a.csv", b"x")
+    assert list(attempts.values()) == [2]
+    assert S3Storage(BUCKET).read_bytes("a.csv") == b"x"
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (lambda request: s3_error(request, 503, "SlowDown", "Reduce your request rate."),
+         "SlowDown (Reduce your request rate.)"),
+        (lambda request: s3_error(request, 500, "InternalError", "Oops."), "InternalError (Oops.)"),
+    ],
+)  # fmt: skip
+def test_transient_faults_that_persist_are_retryable_errors(
+    s3: Any, fault: Any, message: str
+) -> None:
+    fail_always = injected("PutObject", lambda request, *_: fault(request))
+    with fail_always as attempts, pytest.raises(StorageError) as error:
+        S3Storage(BUCKET, "p").write_bytes("a.csv", b"x")
+    assert str(error.value) == f"cannot write s3://{BUCKET}/p/a.csv: {message}"
+    assert error.value.retryable
+    assert list(attempts.values()) == [2]  # AWS_MAX_ATTEMPTS
+
+
+def test_a_dropped_connection_is_retryable(s3: Any) -> None:
+    def drop(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        raise dropped(request)
+
+    with injected("GetObject", drop), pytest.raises(StorageError) as error:
+        S3Storage(BUCKET).read_bytes("m.csv")
+    assert str(error.value).startswith(f"cannot read s3://{BUCKET}/m.csv: Connection was closed")
+    assert error.value.retryable
+
+
+def test_access_denied_is_not_retried(s3: Any) -> None:
+    def deny(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse:
+        return s3_error(request, 403, "AccessDenied", "Access Denied")
+
+    with injected("PutObject", deny) as attempts, pytest.raises(StorageError) as error:
+        S3Storage(BUCKET).write_bytes("a.csv", b"x")
+    assert str(error.value) == f"cannot write s3://{BUCKET}/a.csv: AccessDenied (Access Denied)"
+    assert not error.value.retryable
+    assert sum(attempts.values()) == 1
+
+
+def test_a_missing_object_names_its_uri_and_code(s3: Any) -> None:
+    with pytest.raises(StorageError) as error:
+        S3Storage(BUCKET, "prompts").read_bytes("today.csv")
+    assert str(error.value) == (
+        f"cannot read s3://{BUCKET}/prompts/today.csv: "
+        "NoSuchKey (The specified key does not exist.)"
+    )
+    assert not error.value.retryable
+
+
+@pytest.mark.parametrize("use", ["exists", "read_bytes", "write_bytes"])
+def test_a_missing_bucket_is_named_as_such(s3: Any, use: str) -> None:
+    store = S3Storage("no-such-bucket", "out")
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist") as error:
+        if use == "write_bytes":
+            store.write_bytes("a.mp4", b"x")
+        else:
+            getattr(store, use)("a.mp4")
+    assert not error.value.retryable
+    assert error.value.args[0].startswith("cannot ")
+
+
+def test_exists_checks_the_bucket_once(s3: Any) -> None:
+    store = S3Storage(BUCKET, "out")
+    with injected("HeadBucket", lambda *_: None) as head_bucket:
+        assert not store.exists("a.mp4")
+        assert not store.exists("b.mp4")
+    assert sum(head_bucket.values()) == 1
+
+
+def test_presigned_urls_expire_within_seven_days(s3: Any) -> None:
+    store = S3Storage(BUCKET, "out")
+    url = store.presigned_url("a b.mp4", 3600)
+    assert url.startswith(f"https://{BUCKET}.s3.amazonaws.com/out/a%20b.mp4?")
+    assert "X-Amz-Expires=3600" in url and "X-Amz-Signature=" in url
+    with pytest.raises(StorageError, match=r"expire in 1…604800 seconds \(7 days\), got 604801"):
+        store.presigned_url("a.mp4", 7 * 24 * 3600 + 1)
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", "a/./b"])
+def test_keys_must_be_plain(key: str) -> None:
+    with pytest.raises(StorageError, match="not a plain relative key"):
+        S3Storage(BUCKET).write_bytes(key, b"x")
+
+
+def test_open_storage_and_open_location_take_s3_uris() -> None:
+    store = open_storage("s3://bucket/renders/")
+    assert isinstance(store, S3Storage) and store.uri("a.mp4") == "s3://bucket/renders/a.mp4"
+    parent, key = open_location("s3://bucket/prompts/today.csv")
+    assert (parent.uri(key), key) == ("s3://bucket/prompts/today.csv", "today.csv")
+    parent, key = open_location("s3://bucket/top.csv")
+    assert (parent.uri(), key) == ("s3://bucket", "top.csv")
+    for uri in ("s3://", "s3:///key.csv", "s3://bucket", "s3://bucket/prefix/"):
+        with pytest.raises(StorageError):
+            open_location(uri)

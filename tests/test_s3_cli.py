@@ -1,0 +1,119 @@
+"""The real `t2v` command in a subprocess against moto's S3 server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.s3 import s3_client
+from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from tests.test_cli import t2v
+from tests.test_s3_flow import MANIFEST, RESULTS, _put_manifest, _results, _versions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def s3_cli_env(cli_env: dict[str, str], s3_env: dict[str, str]) -> dict[str, str]:
+    return {**cli_env, **s3_env}
+
+
+def _prefect_records() -> list[str]:
+    """Every log line, flow run and artifact on the session's Prefect server, as JSON."""
+    from prefect import get_client
+
+    records: list[str] = []
+    with get_client(sync_client=True) as client:
+        readers: list[Callable[..., list[Any]]] = [
+            client.read_logs, client.read_flow_runs, client.read_artifacts
+        ]  # fmt: skip
+        for read in readers:
+            offset = 0
+            while page := read(limit=200, offset=offset):
+                records.extend(item.model_dump_json() for item in page)
+                offset += len(page)
+    return records
+
+
+def test_render_s3_to_s3_then_rerun_without_any_put(
+    s3_bucket: str, s3_cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    manifest, out = _put_manifest(s3_bucket), f"s3://{s3_bucket}/renders"
+    first = t2v("render", manifest, "--out", out, "--model", "tiny-random", env=s3_cli_env)
+    assert first.returncode == 1, first.stderr  # the invalid row
+    assert "3 ok, 0 skipped, 0 failed, 1 invalid" in first.stdout
+    assert f"results: {out}/results.csv" in first.stdout
+    videos = {row["output"].rsplit("/", 1)[-1] for row in _results(s3_bucket) if row["output"]}
+    assert len(videos) == 3
+    assert set(_versions(s3_bucket, "renders/")) == videos | RESULTS
+
+    # The endpoint from the option alone, this time.
+    endpoint = s3_cli_env.pop("AWS_ENDPOINT_URL")
+    second = t2v(
+        "render", manifest, "--out", out, "--model", "tiny-random", "--s3-endpoint", endpoint,
+        env=s3_cli_env,
+    )  # fmt: skip
+    assert second.returncode == 1, second.stderr
+    assert "0 ok, 3 skipped" in second.stdout
+    versions = _versions(s3_bucket, "renders/")
+    assert {key: versions[key] for key in videos} == dict.fromkeys(videos, 1)
+
+    # Neither the secret nor, without presigned links, the key id shows anywhere.
+    outputs = [first.stdout, first.stderr, second.stdout, second.stderr, *_prefect_records()]
+    for version in s3_client().list_object_versions(Bucket=s3_bucket)["Versions"]:
+        body = (
+            s3_client()
+            .get_object(Bucket=s3_bucket, Key=version["Key"], VersionId=version["VersionId"])[
+                "Body"
+            ]
+            .read()
+        )
+        outputs.append(body.decode("utf-8", errors="replace"))
+    outputs += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(outputs) > 10
+    for text in outputs:
+        assert FAKE_SECRET_ACCESS_KEY not in text
+        assert FAKE_ACCESS_KEY_ID not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [
+                "render",
+                "MANIFEST",
+                "--out",
+                "s3://no-such-bucket/renders",
+                "--model",
+                "tiny-random",
+            ],
+            "t2v: error: cannot open s3://no-such-bucket/renders: "
+            "bucket 'no-such-bucket' does not exist (NoSuchBucket)",
+        ),
+        (
+            ["check", "s3://no-such-bucket/today.csv"],
+            "t2v: error: cannot read s3://no-such-bucket/today.csv: "
+            "bucket 'no-such-bucket' does not exist (NoSuchBucket)",
+        ),
+    ],
+)
+def test_a_missing_bucket_exits_2_with_one_line(
+    s3_bucket: str, s3_cli_env: dict[str, str], args: list[str], message: str
+) -> None:
+    args = [_put_manifest(s3_bucket) if arg == "MANIFEST" else arg for arg in args]
+    done = t2v(*args, env=s3_cli_env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == message + "\n"
+    assert FAKE_SECRET_ACCESS_KEY not in done.stdout + done.stderr
+
+
+def test_check_reads_a_manifest_from_s3(s3_bucket: str, s3_cli_env: dict[str, str]) -> None:
+    endpoint = s3_cli_env.pop("AWS_ENDPOINT_URL")
+    manifest = _put_manifest(s3_bucket, text=MANIFEST)
+    done = t2v("check", manifest, "--s3-endpoint", endpoint, env=s3_cli_env)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines()[-1] == f"{manifest}: 3 valid, 1 invalid"

@@ -1,0 +1,178 @@
+"""The `render_manifest` flow in this process against moto's S3 server: S3 in, S3 out, faults."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+
+from flows.parameters import RenderRequest
+from flows.render_flow import RowsFailedError, render_manifest
+from storage.s3 import s3_client
+from tests.conftest import FAKE_SECRET_ACCESS_KEY
+from tests.s3faults import Fault, dropped, injected, s3_error
+
+pytestmark = pytest.mark.usefixtures("prefect_api_url")
+
+MANIFEST = (
+    "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
+    "clip-0,a tiny scene number 0,0,4,64,64,2,8\n"
+    "clip-1,a tiny scene number 1,1,4,64,64,2,8\n"
+    "tall,a scene too tall,2,4,100,64,2,8\n"
+    "clip-2,a tiny scene number 2,2,4,64,64,2,8\n"
+)
+RESULTS = {"results.csv", "results.json", "index.html"}
+
+
+def _put_manifest(bucket: str, key: str = "prompts/today.csv", text: str = MANIFEST) -> str:
+    s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode())
+    return f"s3://{bucket}/{key}"
+
+
+def _versions(bucket: str, prefix: str) -> Counter[str]:
+    """How many PUTs landed on each key under `prefix`."""
+    pages = s3_client().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
+    return Counter(
+        v["Key"].removeprefix(prefix) for page in pages for v in page.get("Versions", [])
+    )
+
+
+def _results(bucket: str, key: str = "renders/results.csv") -> list[dict[str, str]]:
+    body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def _render(request: RenderRequest) -> Any:
+    """The flow's outcome: its summary, or the RowsFailedError it ended with."""
+    return render_manifest(request, return_state=True).result(raise_on_failure=False)
+
+
+def _s3_to_s3(bucket: str) -> RenderRequest:
+    return RenderRequest(manifest=_put_manifest(bucket), destination=f"s3://{bucket}/renders")
+
+
+def _render_s3_to_s3_through(bucket: str, fault: Fault) -> tuple[Any, Counter[str]]:
+    """Render with `fault` in front of every PutObject; the outcome and attempts per path."""
+    with injected("PutObject", fault) as attempts:
+        return _render(_s3_to_s3(bucket)), attempts
+
+
+def test_s3_manifest_renders_to_s3_and_a_rerun_puts_no_video(s3_bucket: str) -> None:
+    request = _s3_to_s3(s3_bucket)
+    first = _render(request)
+    assert isinstance(first, RowsFailedError)  # the invalid row
+    assert first.summary.counts == {"ok": 3, "skipped": 0, "failed": 0, "invalid": 1}
+    assert first.summary.results == f"s3://{s3_bucket}/renders/results.csv"
+    rows = _results(s3_bucket)
+    videos = {row["output"].rsplit("/", 1)[-1] for row in rows if row["status"] == "ok"}
+    assert all(row["output"].startswith(f"s3://{s3_bucket}/renders/clip-") for row in rows[:2])
+    assert set(_versions(s3_bucket, "renders/")) == videos | RESULTS
+    page = s3_client().get_object(Bucket=s3_bucket, Key="renders/index.html")
+    assert page["ContentType"] == "text/html; charset=utf-8"
+    assert set(re.findall(r'<video src="([^"]+)"', page["Body"].read().decode())) == videos
+
+    second = _render(request)
+
+    assert second.summary.counts == {"ok": 0, "skipped": 3, "failed": 0, "invalid": 1}
+    statuses = [row["status"] for row in _results(s3_bucket)]
+    assert statuses == ["skipped", "skipped", "invalid", "skipped"]
+    versions = _versions(s3_bucket, "renders/")
+    assert {key: versions[key] for key in videos} == dict.fromkeys(videos, 1)
+    assert {key: versions[key] for key in RESULTS} == dict.fromkeys(RESULTS, 2)
+
+
+@pytest.mark.parametrize("direction", ["s3 to local", "local to s3"])
+def test_local_and_s3_locations_mix(s3_bucket: str, tmp_path: Path, direction: str) -> None:
+    one_row = MANIFEST.split("\n", 2)
+    text = "\n".join(one_row[:2]) + "\n"
+    if direction == "s3 to local":
+        manifest, destination = _put_manifest(s3_bucket, text=text), str(tmp_path / "out")
+    else:
+        (tmp_path / "m.csv").write_text(text)
+        manifest, destination = str(tmp_path / "m.csv"), f"s3://{s3_bucket}/renders/"
+    summary = _render(RenderRequest(manifest=manifest, destination=destination))
+    assert summary.counts["ok"] == 1
+    if direction == "s3 to local":
+        assert {p.name for p in (tmp_path / "out").iterdir()} >= RESULTS
+    else:
+        assert len(_versions(s3_bucket, "renders/")) == 4
+
+
+def test_presigned_gallery_links_fetch_the_videos(s3_bucket: str, tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("\n".join(MANIFEST.split("\n")[:2]) + "\n")
+    summary = _render(
+        RenderRequest(
+            manifest=str(tmp_path / "m.csv"),
+            destination=f"s3://{s3_bucket}/renders",
+            presign_expiry=600,
+        )
+    )
+    assert summary.counts["ok"] == 1
+    page = s3_client().get_object(Bucket=s3_bucket, Key="renders/index.html")["Body"].read()
+    links = [
+        link.replace("&amp;", "&") for link in re.findall(r'(?:src|href)="([^"]+)"', page.decode())
+    ]
+    assert len(links) == 3  # results.csv, results.json, the video
+    assert all("X-Amz-Expires=600" in link for link in links)
+    assert FAKE_SECRET_ACCESS_KEY.encode() not in page
+    video = next(link for link in links if ".mp4?" in link)
+    with urllib.request.urlopen(video, timeout=10) as response:  # no credentials sent
+        assert response.read()[4:8] == b"ftyp"
+
+
+def test_transient_upload_faults_are_retried_and_each_video_lands_once(s3_bucket: str) -> None:
+    def flaky(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        if not path.endswith(".mp4"):
+            return None
+        if attempt == 1:
+            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+        if attempt == 2 and "/clip-0-" in path:
+            raise dropped(request)
+        return None
+
+    outcome, attempts = _render_s3_to_s3_through(s3_bucket, flaky)
+    assert outcome.summary.counts == {"ok": 3, "skipped": 0, "failed": 0, "invalid": 1}
+    assert sorted(n for path, n in attempts.items() if path.endswith(".mp4")) == [2, 2, 3]
+    versions = _versions(s3_bucket, "renders/")
+    assert sorted(n for key, n in versions.items() if key.endswith(".mp4")) == [1, 1, 1]
+
+
+def test_access_denied_on_one_key_fails_only_that_row_at_once(s3_bucket: str) -> None:
+    def deny_clip_1(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        if "/clip-1-" in path:
+            return s3_error(request, 403, "AccessDenied", "Access Denied")
+        return None
+
+    outcome, attempts = _render_s3_to_s3_through(s3_bucket, deny_clip_1)
+    assert outcome.summary.counts == {"ok": 2, "skipped": 0, "failed": 1, "invalid": 1}
+    assert [n for path, n in attempts.items() if "/clip-1-" in path] == [1]  # no retries
+    row = _results(s3_bucket)[1]
+    assert (row["id"], row["status"], row["output"]) == ("clip-1", "failed", "")
+    assert re.fullmatch(
+        rf"cannot write s3://{s3_bucket}/renders/clip-1-[0-9a-f]{{12}}\.mp4: "
+        r"AccessDenied \(Access Denied\)",
+        row["error"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("destination", "expiry", "message"),
+    [
+        ("out", 600, "presigned links need an s3:// destination"),
+        ("s3://bucket/out", 7 * 24 * 3600 + 1, "less than or equal to 604800"),
+    ],
+)
+def test_presign_expiry_is_refused_before_the_run(
+    destination: str, expiry: int, message: str
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        RenderRequest(destination=destination, presign_expiry=expiry)
