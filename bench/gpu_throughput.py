@@ -9,10 +9,14 @@ architecture with random weights: no download, and the same FLOPs as the real mo
 Results go to a section of bench/RESULTS.md.
 
 On the GPU machine (Python 3.12 with torch, transformers and accelerate; no Prefect,
-diffusers or imageio-ffmpeg), carry the two missing wheels in `.whl/` (gitignored):
+diffusers or imageio-ffmpeg, and a call carries at most 64 MiB), the engine needs only
+the two missing wheels (35 MB), downloaded here into the gitignored `.whl/`:
 
-    pip download diffusers==0.42.1 imageio-ffmpeg==0.6.0 --no-deps -d .whl   # here
-    pip install --no-deps .whl/* && python -m bench.gpu_throughput --compile default
+    make bench-wheels        # here: pip download diffusers==0.42.1 imageio-ffmpeg==0.6.0
+                             #   --no-deps -d .whl
+    make bench-gpu           # there, with .whl carried along (device tool: carry [".whl"]):
+                             #   pip install --no-deps .whl/*.whl, then this module with
+                             #   --compile default (estimated 5–10 minutes on an H100)
 
 `--dry-run` runs the same code on CPU with tiny-random in seconds (what the tests run).
 """

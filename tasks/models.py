@@ -178,11 +178,12 @@ def device_lock(device: torch.device) -> threading.Lock:
 
 def _load(model: ModelRef, device: torch.device) -> Any:
     dtype = dtype_for(device)
+    mode = compile_mode()  # a bad T2V_COMPILE fails before minutes of loading
     with quiet_diffusers():
         if model.path is not None:
             # The Hub repo of ms-1.7b publishes its half-precision weights as the fp16 variant.
-            pipe = load_pretrained(model.path, dtype, variant="fp16" if model.revision else None)
-            pipe = pipe.to(device=device, dtype=dtype)
+            variant = "fp16" if model.revision else None
+            pipe = load_pretrained(model.path, dtype, variant).to(device=device, dtype=dtype)
         else:
             pipe = build_random(model.name, device, dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -191,7 +192,6 @@ def _load(model: ModelRef, device: torch.device) -> Any:
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         pipe.unet.set_attn_processor(AttnProcessor2_0())
-    mode = compile_mode()
     if mode is not None:
         compile_unet(pipe, mode)
     return pipe
@@ -222,10 +222,12 @@ def compile_unet(pipe: Any, mode: str) -> None:
 def build_random(name: str, device: torch.device, dtype: torch.dtype) -> Any:
     """A preset built in memory (`ms-1.7b-random` or `tiny-random`) on `device` in `dtype`."""
     if name == "ms-1.7b-random":
-        return build_ms17b_random(device, dtype)
-    if name == "tiny-random":
-        return build_tiny_random().to(device=device, dtype=dtype)
-    raise ModelLoadError(f"{name!r} is not a preset built in memory")
+        pipe = build_ms17b_random(device, dtype)
+    elif name == "tiny-random":
+        pipe = build_tiny_random()
+    else:
+        raise ModelLoadError(f"{name!r} is not a preset built in memory")
+    return pipe.to(device=device, dtype=dtype)
 
 
 def load_pretrained(folder: Path, dtype: torch.dtype, variant: str | None = None) -> Any:

@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bench.bare_loop import render_manifest_bare
+from bench.cpu_overhead import Fit, Shape, write_manifest
+from bench.gpu_throughput import export_like_diffusers
 from bench.report import markdown_table, write_section
 from bench.steady import covered
+from tasks.manifest import RenderRow
+from tests.mp4probe import probe_mp4
 
 REPO = Path(__file__).resolve().parent.parent
 # What the GPU machine lacks: the engine and its benchmark must run without them.
@@ -90,3 +96,27 @@ def test_markdown_table_aligns_numbers_right() -> None:
 def test_covered_counts_overlapping_and_nested_intervals_once() -> None:
     assert covered([(0, 10), (2, 3), (5, 12), (20, 25)]) == 17
     assert covered([]) == 0
+
+
+def test_fit_through_two_sizes_separates_start_up_and_per_row() -> None:
+    fit = Fit.through((8, 32), (10 + 8 * 0.5, 10 + 32 * 0.5))
+    assert fit.startup_s == pytest.approx(10)
+    assert fit.per_row_s == pytest.approx(0.5)
+
+
+def test_bare_loop_renders_every_row_of_a_benchmark_manifest(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "rows.csv", 3, Shape(size=64, frames=4, steps=2, batch_size=2))
+    written = render_manifest_bare(str(tmp_path / "rows.csv"), tmp_path / "out", 2, "cpu")
+    assert written == 3
+    videos = sorted((tmp_path / "out").glob("*.mp4"))
+    assert [video.name for video in videos] == ["clip-0.mp4", "clip-1.mp4", "clip-2.mp4"]
+    assert probe_mp4(videos[0]).frame_count == 4
+
+
+def test_baseline_writes_videos_as_export_to_video_does(tmp_path: Path) -> None:
+    frames = np.linspace(0, 1, 5 * 64 * 48 * 3, dtype=np.float32).reshape(5, 64, 48, 3)
+    row = RenderRow(1, "clip", "a prompt", "", 1, 5, 64, 48, 2, 9.0, 8)
+    export_like_diffusers(frames, row, tmp_path)
+    written = probe_mp4(tmp_path / "baseline-clip.mp4")
+    assert (written.codec, written.pix_fmt, written.fps) == ("h264", "yuv420p", 10.0)
+    assert (written.width, written.height, written.frame_count) == (48, 64, 5)
