@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser clean server pool gpu-limit deploy worker
+.PHONY: setup demo test lint browser clean server pool gpu-limit deploy worker bench-cpu bench-wheels bench-gpu
 
 setup: $(STAMP)
 
@@ -56,6 +56,18 @@ deploy: pool gpu-limit
 # One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1.
 worker: $(STAMP)
 	$(PREFECT) worker start --pool gpu
+# Benchmarks write their sections of bench/RESULTS.md (see README, "Benchmarks").
+bench-cpu: $(STAMP)
+	$(PY) -m bench.cpu_overhead
+
+# The GPU machine has torch, transformers and accelerate but no .venv: carry these
+# wheels in .whl/ (gitignored), then run `make bench-gpu` there with its own python3.
+bench-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps -d .whl diffusers==0.42.1 imageio-ffmpeg==0.6.0
+
+bench-gpu:
+	python3 -m pip install --quiet --no-deps .whl/*.whl
+	python3 -m bench.gpu_throughput --compile default
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

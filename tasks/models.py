@@ -22,6 +22,9 @@ MS_17B_REPO = "ali-vilab/text-to-video-ms-1.7b"
 # the commit it resolves to there, so other weights never reuse an old video's key.
 MS_17B_REVISION = "main"
 CLIP_MAX_TOKENS = 77
+# Off by default: compiling costs minutes on the first render of each batch size.
+COMPILE_ENV = "T2V_COMPILE"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -175,22 +178,56 @@ def device_lock(device: torch.device) -> threading.Lock:
 
 def _load(model: ModelRef, device: torch.device) -> Any:
     dtype = dtype_for(device)
+    mode = compile_mode()  # a bad T2V_COMPILE fails before minutes of loading
     with quiet_diffusers():
         if model.path is not None:
             # The Hub repo of ms-1.7b publishes its half-precision weights as the fp16 variant.
-            pipe = load_pretrained(model.path, dtype, variant="fp16" if model.revision else None)
-        elif model.name == "ms-1.7b-random":
-            pipe = build_ms17b_random(device, dtype)
+            variant = "fp16" if model.revision else None
+            pipe = load_pretrained(model.path, dtype, variant).to(device=device, dtype=dtype)
         else:
-            pipe = build_tiny_random()
-        pipe = pipe.to(device=device, dtype=dtype)
+            pipe = build_random(model.name, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cuda":
         # Only for GPU: PyTorch's fused SDPA kernels for every attention layer.
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         pipe.unet.set_attn_processor(AttnProcessor2_0())
+    if mode is not None:
+        compile_unet(pipe, mode)
     return pipe
+
+
+def compile_mode() -> str | None:
+    """The `torch.compile` mode that `T2V_COMPILE` asks for: unset or 0 is off, 1 the default."""
+    value = os.environ.get(COMPILE_ENV, "").strip()
+    if value in ("", "0"):
+        return None
+    if value == "1":
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ModelLoadError(
+            f"{COMPILE_ENV}={value!r} is not a torch.compile mode: "
+            f"use 0, 1 or one of {', '.join(COMPILE_MODES)}"
+        )
+    return value
+
+
+def compile_unet(pipe: Any, mode: str) -> None:
+    """Compile the UNet in place; it runs every step, the text encoder and VAE once a video."""
+    # Compilation happens on the first call of each new input shape (each batch size),
+    # so a compiled pipeline pays it once per batch size and process.
+    pipe.unet.compile(mode=mode)
+
+
+def build_random(name: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """A preset built in memory (`ms-1.7b-random` or `tiny-random`) on `device` in `dtype`."""
+    if name == "ms-1.7b-random":
+        pipe = build_ms17b_random(device, dtype)
+    elif name == "tiny-random":
+        pipe = build_tiny_random()
+    else:
+        raise ModelLoadError(f"{name!r} is not a preset built in memory")
+    return pipe.to(device=device, dtype=dtype)
 
 
 def load_pretrained(folder: Path, dtype: torch.dtype, variant: str | None = None) -> Any:

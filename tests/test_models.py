@@ -147,3 +147,32 @@ def test_ms17b_random_builds_in_half_precision_where_asked() -> None:
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float16
     assert pipe.unet.device.type == "meta"
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_compile_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch, tiny_pipe: Any) -> None:
+    monkeypatch.delenv(models.COMPILE_ENV, raising=False)
+    assert models.compile_mode() is None
+    monkeypatch.setenv(models.COMPILE_ENV, "0")
+    assert models.compile_mode() is None
+    # nn.Module.compile keeps the module and stores its compiled forward here.
+    assert tiny_pipe.unet._compiled_call_impl is None
+
+
+def test_compile_env_compiles_the_unet_of_a_loaded_pipeline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_pipe: Any
+) -> None:
+    # Compiling tiny-random's first render takes ~80 s on two CPU cores: check the wiring
+    # here (compilation itself is lazy) and measure compiled renders in the GPU benchmark.
+    tiny_pipe.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    monkeypatch.setenv(models.COMPILE_ENV, "1")
+    loaded = get_pipeline(resolve_model(str(tmp_path / "tiny")), torch.device("cpu"))
+    assert loaded.unet._compiled_call_impl is not None
+    assert type(loaded.unet).__name__ == "UNet3DConditionModel"
+
+
+def test_compile_env_refuses_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(models.COMPILE_ENV, "fastest")
+    with pytest.raises(ModelLoadError, match=r"T2V_COMPILE='fastest' is not a torch\.compile mode"):
+        models.compile_mode()
+    monkeypatch.setenv(models.COMPILE_ENV, "max-autotune-no-cudagraphs")
+    assert models.compile_mode() == "max-autotune-no-cudagraphs"

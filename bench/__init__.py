@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): GPU throughput and CPU orchestration overhead."""

@@ -1,0 +1,348 @@
+"""GPU throughput of t2v-batch against the model card's way of running ms-1.7b.
+
+Measures, in one process: the baseline (the model card's recipe: the pipeline in fp16,
+DPMSolverMultistepScheduler, `enable_model_cpu_offload()`, one prompt per call, each
+video written like `export_to_video`), then t2v-batch's engine (`tasks.render.render_rows`
+and `tasks.encode.encode_mp4`, encoding in the background as the flow does) at each batch
+size, and optionally with `torch.compile`. Both use `ms-1.7b-random`, the exact ms-1.7b
+architecture with random weights: no download, and the same FLOPs as the real model.
+Results go to a section of bench/RESULTS.md.
+
+On the GPU machine (Python 3.12 with torch, transformers and accelerate; no Prefect,
+diffusers or imageio-ffmpeg, and a call carries at most 64 MiB), the engine needs only
+the two missing wheels (35 MB), downloaded here into the gitignored `.whl/`:
+
+    make bench-wheels        # here: pip download diffusers==0.42.1 imageio-ffmpeg==0.6.0
+                             #   --no-deps -d .whl
+    make bench-gpu           # there, with .whl carried along (device tool: carry [".whl"]):
+                             #   pip install --no-deps .whl/*.whl, then this module with
+                             #   --compile default (estimated 5–10 minutes on an H100)
+
+`--dry-run` runs the same code on CPU with tiny-random in seconds (what the tests run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.flops import VideoFlops, count_video_flops, peak_tflops
+from bench.report import MISSING, RESULTS_MD, environment, markdown_table, number, write_section
+from bench.steady import Contender, busy_inside_render, run_loop
+from tasks.encode import encode_mp4
+from tasks.manifest import RenderRow
+from tasks.models import (
+    COMPILE_MODES,
+    ModelRef,
+    build_random,
+    compile_unet,
+    get_pipeline,
+    quiet_diffusers,
+    resolve_device,
+)
+from tasks.render import FailedRender, RenderOutcome, render_rows
+
+EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default, which the model card keeps
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str
+    model: str
+    size: int
+    frames: int
+    steps: int
+    batch_sizes: tuple[int, ...]
+    videos: int  # per engine measurement, rounded up to whole batches
+    baseline_videos: int
+    compile_modes: tuple[str, ...]
+    peak_tflops: float | None
+    out: Path
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class Measurement:
+    label: str
+    batch_size: int
+    videos: int
+    wall_s: float
+    render_s: float
+    busy_in_render: float
+    peak_memory: int | None  # bytes; None off CUDA
+
+    @property
+    def seconds_per_video(self) -> float:
+        return self.wall_s / self.videos
+
+    @property
+    def videos_per_minute(self) -> float:
+        return 60 * self.videos / self.wall_s
+
+    @property
+    def device_busy(self) -> float:
+        """Share of the wall the device computes: time in render × busy share inside it."""
+        return self.render_s / self.wall_s * self.busy_in_render
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = _settings(argv)
+    device = resolve_device(settings.device)
+    with tempfile.TemporaryDirectory(prefix="t2v-bench-") as scratch:
+        results = [measure_baseline(settings, device, Path(scratch))]
+        # The baseline's pipeline is garbage now; give its memory back before the engine's.
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        results += measure_engine(settings, device, Path(scratch))
+    with quiet_diffusers():
+        pipe = get_pipeline(ModelRef(settings.model), device)
+        flops = count_video_flops(
+            pipe, settings.size, settings.size, settings.frames, settings.steps
+        )
+    section = results_section(settings, device, flops, results)
+    write_section(settings.out, "gpu_throughput", section)
+    print(section)
+    return 0
+
+
+def measure_baseline(settings: Settings, device: torch.device, scratch: Path) -> Measurement:
+    """The model card's recipe, one prompt at a time, with a pipeline of its own."""
+    pipe = baseline_pipeline(settings.model, device)
+
+    def render(batch: Sequence[RenderRow]) -> list[np.ndarray]:
+        with quiet_diffusers():
+            output = pipe(
+                batch[0].prompt,
+                num_inference_steps=settings.steps,
+                num_frames=settings.frames,
+                height=settings.size,
+                width=settings.size,
+            )
+        return [output.frames[0]]
+
+    contender = Contender("baseline (model card)", 1, render, export_like_diffusers, False)
+    return measure(contender, _rows(settings, settings.baseline_videos), scratch, device)
+
+
+def baseline_pipeline(model: str, device: torch.device) -> Any:
+    """fp16, DPMSolverMultistepScheduler, `enable_model_cpu_offload()`, as the model card has it."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    with quiet_diffusers():
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        pipe = build_random(model, device, dtype)
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+        if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
+            pipe.enable_model_cpu_offload(device=device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def export_like_diffusers(frames: np.ndarray, row: RenderRow, folder: Path) -> None:
+    """`diffusers.utils.export_to_video` without the `imageio` package it needs.
+
+    The same steps: float frames × 255 cast to uint8, written by imageio's ffmpeg writer
+    defaults (libx264, yuv420p, quality 5, 16-pixel macro blocks) at 10 fps.
+    """
+    import imageio_ffmpeg
+
+    height, width = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(
+        str(folder / f"baseline-{row.id}.mp4"),
+        (width, height),
+        fps=EXPORT_TO_VIDEO_FPS,
+        quality=5,
+        codec="libx264",
+        pix_fmt_out="yuv420p",
+        macro_block_size=16,
+        ffmpeg_log_level="error",
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send((frame * 255).astype(np.uint8))
+    writer.close()
+
+
+def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> list[Measurement]:
+    """t2v-batch at each batch size, then compiled at the fastest one for each mode asked."""
+    model = ModelRef(settings.model)
+    results = []
+    for batch_size in settings.batch_sizes:
+        contender = _engine(f"t2v-batch b={batch_size}", model, device, batch_size)
+        results.append(measure(contender, _batched_rows(settings, batch_size), scratch, device))
+    fastest = max(results, key=lambda m: m.videos_per_minute).batch_size
+    for mode in settings.compile_modes:
+        # Module.compile wraps the UNet's original forward again, so modes do not stack.
+        compile_unet(get_pipeline(model, device), mode)
+        contender = _engine(f"t2v-batch b={fastest} compile={mode}", model, device, fastest)
+        results.append(measure(contender, _batched_rows(settings, fastest), scratch, device))
+    return results
+
+
+def _engine(label: str, model: ModelRef, device: torch.device, batch_size: int) -> Contender:
+    def render(batch: Sequence[RenderRow]) -> list[np.ndarray]:
+        return [_frames(outcome) for outcome in render_rows(model, str(device), batch)]
+
+    return Contender(label, batch_size, render, _encode, True)
+
+
+def _frames(outcome: RenderOutcome) -> np.ndarray:
+    if isinstance(outcome, FailedRender):
+        raise RuntimeError(f"row {outcome.row.id} failed: {outcome.error}")
+    return outcome.frames
+
+
+def _encode(frames: np.ndarray, row: RenderRow, folder: Path) -> None:
+    encode_mp4(frames, row.fps, folder / f"{row.id}.mp4")
+
+
+def measure(
+    contender: Contender, rows: list[RenderRow], scratch: Path, device: torch.device
+) -> Measurement:
+    """Warm up on one batch, time the steady loop, then profile one render call."""
+    first = rows[: contender.batch_size]
+    # Warm-up: cuDNN's algorithm choice, the allocator's growth, compilation.
+    contender.render(first)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = run_loop(contender, rows, scratch)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    busy = busy_inside_render(contender, first, str(device))
+    print(f"{contender.label}: {times.wall_s / len(rows):.3f} s/video", file=sys.stderr)
+    return Measurement(
+        contender.label, contender.batch_size, len(rows), times.wall_s, times.render_s, busy, peak
+    )
+
+
+def results_section(
+    settings: Settings, device: torch.device, flops: VideoFlops, results: list[Measurement]
+) -> str:
+    """The markdown section: what ran where, the table, and how each column is measured."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    peak = settings.peak_tflops or peak_tflops(name)
+    baseline = results[0]
+    header = [
+        "engine", "batch", "videos", "s/video", "videos/min", "× baseline",
+        "peak GPU GiB", "in render %", "device busy %", "TFLOP/s", "MFU %",
+    ]  # fmt: skip
+    rows = []
+    for m in results:
+        achieved = flops.total * m.videos / m.wall_s / 1e12
+        rows.append([
+            m.label, str(m.batch_size), str(m.videos), number(m.seconds_per_video, 3),
+            number(m.videos_per_minute, 1),
+            number(m.videos_per_minute / baseline.videos_per_minute),
+            number(None if m.peak_memory is None else m.peak_memory / 2**30),
+            number(100 * m.render_s / m.wall_s, 1), number(100 * m.device_busy, 1),
+            number(achieved, 1), number(None if peak is None else 100 * achieved / peak, 1),
+        ])  # fmt: skip
+    title = "## GPU throughput"
+    if settings.dry_run:
+        title += (
+            " — DRY RUN on CPU with tiny-random, not a result\n\n"
+            "**The GPU table has not been measured yet** (no GPU was lent to the session that "
+            "wrote this). This table only shows the shape of the real one; run "
+            "`make bench-gpu` on an H100 to replace this section."
+        )
+    return "\n\n".join([
+        title,
+        environment(name),
+        f"{settings.model}, {settings.size}×{settings.size}, {settings.frames} frames, "
+        f"{settings.steps} steps, guidance 9. One video: {flops.total / 1e12:.3g} TFLOP "
+        f"(UNet {flops.unet_step / 1e12:.3g} per step with guidance, VAE decode "
+        f"{flops.vae_decode / 1e12:.3g}, text encoder {flops.text_encoder / 1e12:.3g}); "
+        f"peak {MISSING if peak is None else f'{peak:g}'} TFLOP/s dense bf16.",
+        markdown_table(header, rows),
+        METHOD,
+    ])  # fmt: skip
+
+
+METHOD = """\
+How it is measured: each row warms up on one batch, then renders and encodes all its
+videos; the wall ends when the last MP4 is written. t2v-batch encodes in two background
+threads while the next batch renders (as the flow does); the baseline renders and writes
+one video after the other. *in render %*: share of the wall inside render calls (the part
+that holds the GPU). *device busy %*: that share × the share of one profiled render call
+covered by GPU kernels and copies (torch.profiler; on CPU, by torch operators). *peak
+GPU GiB*: `torch.cuda.max_memory_allocated`. *TFLOP/s*: FLOPs of one video (counted with
+`torch.utils.flop_counter.FlopCounterMode` on meta-device copies of the UNet, VAE and text
+encoder) × videos / wall; *MFU %*: that over the GPU's dense bf16 peak. The baseline
+writes with `imageio_ffmpeg.write_frames` and the settings of `export_to_video`, which
+needs the `imageio` package, not a dependency here."""
+
+
+def _rows(settings: Settings, count: int) -> list[RenderRow]:
+    return [
+        RenderRow(
+            line=n + 1,
+            id=f"bench-{n}",
+            prompt=f"a fox running through fresh snow at dawn, shot number {n}",
+            negative_prompt="",
+            seed=n,
+            num_frames=settings.frames,
+            height=settings.size,
+            width=settings.size,
+            num_inference_steps=settings.steps,
+            guidance_scale=9.0,
+            fps=8,
+        )
+        for n in range(count)
+    ]
+
+
+def _batched_rows(settings: Settings, batch_size: int) -> list[RenderRow]:
+    """`settings.videos` rows rounded up to whole batches, so every call has a full batch."""
+    return _rows(settings, -(-settings.videos // batch_size) * batch_size)
+
+
+def _settings(argv: Sequence[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gpu_throughput", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--model", default="ms-1.7b-random", choices=["ms-1.7b-random", "tiny-random"]
+    )
+    parser.add_argument("--size", type=int, default=256, help="height and width")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated")
+    parser.add_argument("--videos", type=int, default=16, help="per t2v-batch measurement")
+    parser.add_argument("--baseline-videos", type=int, default=4)
+    parser.add_argument(
+        "--compile", action="append", default=[], choices=COMPILE_MODES, metavar="MODE",
+        help=f"also measure the fastest batch size compiled in MODE ({', '.join(COMPILE_MODES)})",
+    )  # fmt: skip
+    parser.add_argument("--peak-tflops", type=float, help="override the GPU's dense bf16 peak")
+    parser.add_argument("--out", type=Path, default=RESULTS_MD, help="markdown file to update")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="CPU, tiny-random, 64×64, 8 frames, 2 steps, batch sizes 1,2: seconds, not results",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    settings = Settings(
+        args.device, args.model, args.size, args.frames, args.steps,
+        tuple(int(size) for size in args.batch_sizes.split(",")), args.videos,
+        args.baseline_videos, tuple(args.compile), args.peak_tflops, args.out, args.dry_run,
+    )  # fmt: skip
+    if args.dry_run:
+        settings = replace(
+            settings, device="cpu", model="tiny-random", size=64, frames=8, steps=2,
+            batch_sizes=(1, 2), videos=4, baseline_videos=2,
+        )  # fmt: skip
+    return settings
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The benchmarks' own code: table writing, interval union, and the GPU script's CPU dry run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.bare_loop import render_manifest_bare
+from bench.cpu_overhead import Fit, Shape, write_manifest
+from bench.gpu_throughput import export_like_diffusers
+from bench.report import markdown_table, write_section
+from bench.steady import covered
+from tasks.manifest import RenderRow
+from tests.mp4probe import probe_mp4
+
+REPO = Path(__file__).resolve().parent.parent
+# What the GPU machine lacks: the engine and its benchmark must run without them.
+NOT_ON_THE_GPU_MACHINE = ("prefect", "boto3", "pydantic", "pydantic_settings")
+
+
+def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter where the packages the GPU machine lacks fail to import."""
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in NOT_ON_THE_GPU_MACHINE)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys; {blocked}{code}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_gpu_benchmark_imports_nothing_the_gpu_machine_lacks() -> None:
+    imported = "{name.split('.')[0] for name in sys.modules}"
+    code = (
+        f"import sys, bench.gpu_throughput; assert not {imported} & {set(NOT_ON_THE_GPU_MACHINE)}"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Results\n\n<!-- cpu_overhead: begin -->\nkept\n<!-- cpu_overhead: end -->\n")
+    done = _python(
+        "from bench.gpu_throughput import main; "
+        f"main(['--dry-run', '--out', {str(out)!r}, '--peak-tflops', '1'])"
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "DRY RUN on CPU with tiny-random, not a result" in text
+    assert "The GPU table has not been measured yet" in text
+    assert "<!-- cpu_overhead: begin -->\nkept\n" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header[:5] == ["engine", "batch", "videos", "s/video", "videos/min"]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table[2:]}
+    assert list(rows) == ["baseline (model card)", "t2v-batch b=1", "t2v-batch b=2"]
+    for cells in rows.values():
+        values = [cell.strip() for cell in cells]
+        # Off CUDA only the GPU memory column has nothing to measure.
+        assert values[header.index("peak GPU GiB") - 1] == "–"
+        numeric = [v for i, v in enumerate(values) if header[i + 1] != "peak GPU GiB"]
+        assert all(re.fullmatch(r"[0-9]+(\.[0-9]+)?", v) for v in numeric), values
+        assert 0 < float(values[header.index("in render %") - 1]) <= 100
+
+
+def test_write_section_replaces_its_own_section_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    write_section(path, "one", "first")
+    write_section(path, "two", "second")
+    write_section(path, "one", "first, again")
+    assert path.read_text() == (
+        "<!-- one: begin -->\nfirst, again\n<!-- one: end -->\n\n"
+        "<!-- two: begin -->\nsecond\n<!-- two: end -->\n"
+    )
+
+
+def test_markdown_table_aligns_numbers_right() -> None:
+    assert markdown_table(["name", "s"], [["a", "1.5"], ["b", "–"]]) == (
+        "| name | s |\n| --- | ---: |\n| a | 1.5 |\n| b | – |\n"
+    )
+
+
+def test_covered_counts_overlapping_and_nested_intervals_once() -> None:
+    assert covered([(0, 10), (2, 3), (5, 12), (20, 25)]) == 17
+    assert covered([]) == 0
+
+
+def test_fit_through_two_sizes_separates_start_up_and_per_row() -> None:
+    fit = Fit.through((8, 32), (10 + 8 * 0.5, 10 + 32 * 0.5))
+    assert fit.startup_s == pytest.approx(10)
+    assert fit.per_row_s == pytest.approx(0.5)
+
+
+def test_bare_loop_renders_every_row_of_a_benchmark_manifest(tmp_path: Path) -> None:
+    write_manifest(tmp_path / "rows.csv", 3, Shape(size=64, frames=4, steps=2, batch_size=2))
+    written = render_manifest_bare(str(tmp_path / "rows.csv"), tmp_path / "out", 2, "cpu")
+    assert written == 3
+    videos = sorted((tmp_path / "out").glob("*.mp4"))
+    assert [video.name for video in videos] == ["clip-0.mp4", "clip-1.mp4", "clip-2.mp4"]
+    assert probe_mp4(videos[0]).frame_count == 4
+
+
+def test_baseline_writes_videos_as_export_to_video_does(tmp_path: Path) -> None:
+    frames = np.linspace(0, 1, 5 * 64 * 48 * 3, dtype=np.float32).reshape(5, 64, 48, 3)
+    row = RenderRow(1, "clip", "a prompt", "", 1, 5, 64, 48, 2, 9.0, 8)
+    export_like_diffusers(frames, row, tmp_path)
+    written = probe_mp4(tmp_path / "baseline-clip.mp4")
+    assert (written.codec, written.pix_fmt, written.fps) == ("h264", "yuv420p", 10.0)
+    assert (written.width, written.height, written.frame_count) == (48, 64, 5)
