@@ -24,20 +24,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import CHROMIUM_FLAGS, REPO
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MANIFEST = "id,prompt,num_frames,height,width,num_inference_steps\n" + "".join(
     f"ui-{n},a small paper boat number {n},4,64,64,2\n" for n in range(3)
 )
@@ -192,12 +182,8 @@ def _bad_row_request(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_ui_started_run_renders_and_shows_artifacts(
-    server: Server, worker: subprocess.Popen[bytes], tmp_path: Path
+    server: Server, worker: subprocess.Popen[bytes], chromium: Path, tmp_path: Path
 ) -> None:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing: `make browser` installs it")
-        pytest.skip(f"{CHROMIUM} is missing: run `make browser`")
     from playwright.sync_api import expect, sync_playwright
 
     # The nightly deployment holds its upcoming runs at 02:00 UTC.
@@ -212,7 +198,7 @@ def test_ui_started_run_renders_and_shows_artifacts(
     (tmp_path / f"prompts-{today}.csv").write_text(MANIFEST)
     destination = tmp_path / "renders" / today
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
         problems: list[str] = []
