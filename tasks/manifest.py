@@ -14,20 +14,24 @@ from dataclasses import dataclass, field
 from storage import open_location
 from tasks.errors import ManifestError, RowError
 
-MAX_ROWS = 10_000
+# Validation reads at most this many rows; how many a run may render is its budget.
+MAX_ROWS = 100_000
 MAX_TEXT = 2_000
 # Frames × height × width of one video; past this a single row could exhaust a GPU.
 MAX_VOXELS_PER_ROW = 64 * 512 * 512
 # ASCII only, no separator, no leading '.': an id is a safe file name and S3 key as it is.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_SEED = 2**63 - 1
+# NUL, or a byte that is not UTF-8 (decoded with surrogateescape to U+DC80…U+DCFF).
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+_NOT_TEXT = re.compile("[\x00\udc80-\udcff]")
 # Plain decimal notation only: int() and float() would also take "1_0", "١٢" and "nan".
 INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 MAX_NUMBER_TEXT = 40  # longer digit strings are typos, and int() refuses past 4,300 digits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderRow:
     """One valid manifest row with every default filled in."""
 
@@ -45,7 +49,7 @@ class RenderRow:
     extra: dict[str, str] = field(default_factory=dict)  # unknown columns, by header
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvalidRow:
     """A row that breaks a rule: its raw cells and one sentence saying why."""
 
@@ -121,10 +125,11 @@ def parse_manifest(data: bytes, source: str, limit: int | None = None) -> Manife
     `InvalidRow` whose error is one sentence about its first problem, in column order.
     """
     # 1. Decode, split into records, read the header
-    records = (record for record in _records(_decode(data, source), source) if _filled(record))
+    records = (record for record in _records(_decode(data), source) if _filled(record))
     header = next(records, None)
     if header is None:
         raise ManifestError(f"{source} is empty: it needs a header row with a `prompt` column.")
+    _check_header_text(header, data, source)
     columns = _columns(header, source)
     extra_columns = [name for name in columns if name.lower() not in KNOWN_COLUMNS]
     # 2. Validate each data row on its own; an id's first row is the one that keeps it
@@ -145,9 +150,11 @@ def parse_manifest(data: bytes, source: str, limit: int | None = None) -> Manife
         first_line = first_line_of.setdefault(row_id, line)
         try:
             _check_width(record, columns)
+            _check_text(cells)
             rows.append(_parse_row(line, row_id, cells, first_line))
         except RowError as exc:
-            invalid.append(InvalidRow(line, row_id, str(exc), cells))
+            shown = {name: _printable(cell) for name, cell in cells.items()}
+            invalid.append(InvalidRow(line, _printable(row_id), str(exc), shown))
     if line == 0:
         raise ManifestError(f"{source} has a header but no data rows.")
     return Manifest(rows, invalid, extra_columns)
@@ -158,20 +165,30 @@ def derived_seed(row_id: str) -> int:
     return int.from_bytes(hashlib.sha256(row_id.encode()).digest()[:8], "big") & MAX_SEED
 
 
-def _decode(data: bytes, source: str) -> str:
+def _decode(data: bytes) -> str:
+    """The text of a manifest. Bytes that are not UTF-8 become lone surrogates, so that
+    only the rows holding them are refused (`_check_text`), or the whole file when its
+    header holds them (`_check_header_text`)."""
+    return data.removeprefix(codecs.BOM_UTF8).decode("utf-8", "surrogateescape")
+
+
+def _check_header_text(header: list[str], data: bytes, source: str) -> None:
+    """A header that is not UTF-8 text, or holds NUL, means the file is not a UTF-8 CSV."""
+    found = _NOT_TEXT.search("".join(header))
+    if found is None:
+        return
     body = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        offset = exc.start + len(data) - len(body)
-        raise ManifestError(
-            f"{source} is not UTF-8 text (byte {offset} is {data[offset]:#04x}): "
-            "save it as UTF-8 CSV."
-        ) from exc
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
+    if found.group() == "\x00":
+        line = body[: body.index(b"\x00")].count(b"\n") + 1
         raise ManifestError(f"{source} holds a NUL character on line {line}: it is not a CSV file.")
-    return text
+    # Nothing before the header holds a bad byte, so the file's first one is in it.
+    text = body.decode("utf-8", "surrogateescape")
+    first = _BAD_BYTE.search(text)
+    assert first is not None
+    offset = len(data) - len(body) + len(text[: first.start()].encode("utf-8", "surrogateescape"))
+    raise ManifestError(
+        f"{source} is not UTF-8 text (byte {offset} is {data[offset]:#04x}): save it as UTF-8 CSV."
+    )
 
 
 def _records(text: str, source: str) -> Iterator[list[str]]:
@@ -214,6 +231,27 @@ def _cells(columns: list[str], record: list[str]) -> dict[str, str]:
         name.lower() if name.lower() in KNOWN_COLUMNS else name: cell
         for name, cell in zip(columns, padded, strict=False)
     }
+
+
+def _check_text(cells: dict[str, str]) -> None:
+    """Every cell must be UTF-8 text without NUL; the first one that is not names its column."""
+    for name, cell in cells.items():
+        found = _NOT_TEXT.search(cell)
+        if found is None:
+            continue
+        where = f"at character {found.start() + 1}"
+        if found.group() == "\x00":
+            raise RowError(f"`{name}` must not hold a NUL character, got one {where}.")
+        byte = ord(found.group()) - 0xDC00
+        raise RowError(
+            f"`{name}` must be UTF-8 text, got the byte {byte:#04x} {where}: "
+            "save the manifest as UTF-8 CSV."
+        )
+
+
+def _printable(text: str) -> str:
+    """A raw cell as the results manifest shows it: U+FFFD for each bad byte or NUL."""
+    return _NOT_TEXT.sub("\ufffd", text)
 
 
 def _check_width(record: list[str], columns: list[str]) -> None:

@@ -349,6 +349,41 @@ def test_unicode_prompts_and_formula_looking_cells_are_kept_as_written() -> None
     assert (row.prompt, row.negative_prompt) == ("=1+1 雪の中のキツネ 🦊", "@SUM(A1)")
 
 
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (
+            b"prompt\ncaf\xe9 at night\n",
+            "`prompt` must be UTF-8 text, got the byte 0xe9 at character 4: "
+            "save the manifest as UTF-8 CSV.",
+        ),
+        (
+            b"prompt,campaign\na cat,\xff\xfe spring\n",
+            "`campaign` must be UTF-8 text, got the byte 0xff at character 1: "
+            "save the manifest as UTF-8 CSV.",
+        ),
+        (b"prompt\na\x00b\n", "`prompt` must not hold a NUL character, got one at character 2."),
+        (
+            b"prompt,seed\na cat,1\x002\n",
+            "`seed` must not hold a NUL character, got one at character 2.",
+        ),
+    ],
+)
+def test_a_row_with_bad_bytes_or_nul_is_invalid_alone(data: bytes, error: str) -> None:
+    manifest = parse_manifest(data + b"a good dog\n", "test.csv")
+    assert [row.prompt for row in manifest.rows] == ["a good dog"]
+    (bad,) = manifest.invalid
+    assert (bad.line, bad.error) == (1, error)
+    # Its raw cells stay writable as UTF-8, with U+FFFD where each bad byte or NUL was.
+    assert "\ufffd" in "".join(bad.cells.values())
+    "".join(bad.cells.values()).encode("utf-8")
+
+
+def test_an_id_with_a_bad_byte_is_shown_with_a_replacement_character() -> None:
+    manifest = parse_manifest(b"id,prompt\nclip\xe9,a cat\n", "test.csv")
+    assert manifest.invalid[0].id == "clip\ufffd"
+
+
 # Manifests unusable as a whole
 
 
@@ -368,11 +403,11 @@ def test_unicode_prompts_and_formula_looking_cells_are_kept_as_written() -> None
             "bad.csv has a column with no name (column 2 of its header): name it or delete it.",
         ),
         (
-            b"prompt\n\xff\xfe cat\n",
-            "bad.csv is not UTF-8 text (byte 7 is 0xff): save it as UTF-8 CSV.",
+            b"pr\xf6mpt\na cat\n",
+            "bad.csv is not UTF-8 text (byte 2 is 0xf6): save it as UTF-8 CSV.",
         ),
         (  # the offset counts the BOM's three bytes
-            b"\xef\xbb\xbfprompt\ncaf\xe9\n",
+            b"\xef\xbb\xbfprompt,caf\xe9\na,b\n",
             "bad.csv is not UTF-8 text (byte 13 is 0xe9): save it as UTF-8 CSV.",
         ),
         (
@@ -380,7 +415,7 @@ def test_unicode_prompts_and_formula_looking_cells_are_kept_as_written() -> None
             "bad.csv is not UTF-8 text (byte 0 is 0xff): save it as UTF-8 CSV.",
         ),
         (
-            b"prompt\na\x00b\n",
+            b"\nprompt,\x00\na,b\n",
             "bad.csv holds a NUL character on line 2: it is not a CSV file.",
         ),
         (
@@ -424,7 +459,7 @@ def test_too_many_rows_are_refused_while_reading() -> None:
     with pytest.raises(ManifestError) as caught:
         parse("prompt\n" + rows + 'one more\n"unclosed\n')
     assert (
-        str(caught.value) == "test.csv has more than 10,000 data rows: split it into smaller runs."
+        str(caught.value) == "test.csv has more than 100,000 data rows: split it into smaller runs."
     )
 
 
