@@ -196,7 +196,8 @@ def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
     """One row per result, columns as DESIGN orders them, formula-looking cells defused."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow([*RESULT_COLUMNS, *(_extra_header(name) for name in extra_columns)])
+    header = [*RESULT_COLUMNS, *(_extra_header(name) for name in extra_columns)]
+    writer.writerow([_csv_cell(name) for name in header])
     for result in results:
         cells = [getattr(result, column) for column in RESULT_COLUMNS]
         extras = [result.extra.get(column, "") for column in extra_columns]

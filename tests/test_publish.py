@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from storage import LocalStorage
-from tasks.manifest import InvalidRow, RenderRow
+from tasks.manifest import InvalidRow, RenderRow, parse_manifest
 from tasks.publish import (
     RESULT_COLUMNS,
     ResultRow,
@@ -125,6 +125,30 @@ def test_formula_looking_cells_get_a_quote(cell: str) -> None:
     result = ResultRow.for_row(replace(ROW, prompt=cell, extra={"Campaign": cell}), "ok", "m")
     row = next(iter(csv.DictReader(io.StringIO(results_csv([result], ["Campaign"]).decode()))))
     assert row["prompt"] == row["Campaign"] == "'" + cell
+
+
+def test_no_cell_or_header_of_results_csv_starts_a_formula() -> None:
+    data = "\n".join(
+        [
+            'id,prompt,negative_prompt,seed,=HYPERLINK("x"),@Tab',
+            "=ok,=1+1,+cmd|' /C calc'!A0,1,@SUM(A1),-2",
+            "fine,\ra cat,-dog,@seed,\tx,\r=y",
+            "good,a cat,,7,=x,+y",
+        ]
+    ).encode()
+    manifest = parse_manifest(data, "m.csv")
+    results = [ResultRow.for_invalid(row, "=model") for row in manifest.invalid]
+    results += [
+        ResultRow.for_row(
+            row, "failed", "=model", output="+out", error="-boom", warning="@warn", sha256="=h"
+        )
+        for row in manifest.rows
+    ]
+    assert {r.status for r in results} == {"invalid", "failed"}
+    rows = list(csv.reader(io.StringIO(results_csv(results, manifest.extra_columns).decode())))
+    cells = [cell for row in rows for cell in row if cell]
+    assert all(cell[0] not in "=+-@\t\r" for cell in cells), cells
+    assert rows[0][-2:] == ['\'=HYPERLINK("x")', "'@Tab"]
 
 
 def test_benign_cells_are_untouched() -> None:
