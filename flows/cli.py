@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK
 from tasks.errors import T2VError
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
@@ -61,6 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--force", action="store_true", help="render rows whose video exists")
     render.add_argument("--limit", type=_positive_int, help="process only the first N rows")
     render.add_argument(
+        "--max-rows",
+        type=_positive_int,
+        default=DEFAULT_MAX_ROWS,
+        help=f"refuse manifests with more valid rows (default: {DEFAULT_MAX_ROWS:,})",
+    )
+    render.add_argument(
+        "--max-work",
+        type=_positive_int,
+        default=DEFAULT_MAX_WORK,
+        help="refuse runs whose rows add up to more frames × height × width × steps "
+        f"(default: {DEFAULT_MAX_WORK:,}, {DEFAULT_MAX_ROWS:,} videos of 16×256×256, 25 steps)",
+    )
+    render.add_argument(
         "--presign-expiry",
         metavar="SECONDS",
         default=os.environ.get("T2V_PRESIGN_EXPIRY"),
@@ -104,6 +118,8 @@ def _render(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             force=args.force,
             limit=args.limit,
+            max_rows=args.max_rows,
+            max_work=args.max_work,
             presign_expiry=args.presign_expiry,
         )
     except ValidationError as exc:

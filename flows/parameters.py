@@ -7,6 +7,8 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from storage.s3 import MAX_PRESIGN_EXPIRY
+from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
+from tasks.manifest import MAX_ROWS
 
 DATE_PLACEHOLDER = "{date}"
 
@@ -48,6 +50,20 @@ class RenderRequest(BaseModel):
     force: bool = Field(False, description="Render rows again even when their video exists.")
     limit: int | None = Field(
         None, description="Process only the first N rows of the manifest.", ge=1
+    )
+    max_rows: int = Field(
+        DEFAULT_MAX_ROWS,
+        description="Refuse the run, before any model loads, if the manifest has more valid rows.",
+        ge=1,
+        le=MAX_ROWS,
+    )
+    max_work: int = Field(
+        DEFAULT_MAX_WORK,
+        description=(
+            "Refuse the run, before any model loads, if its rows add up to more frames × height "
+            f"× width × steps (a 16-frame 256×256 video with 25 steps is {REFERENCE_WORK:,})."
+        ),
+        ge=1,
     )
     presign_expiry: int | None = Field(
         None,

@@ -17,6 +17,7 @@ from flows import artifacts, progress
 from flows import prefect_tasks as steps
 from flows.parameters import RenderRequest
 from flows.run_date import scheduled_date
+from tasks.budget import check_budget
 from tasks.errors import T2VError, first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan, ResultRow, RunSummary, summarize
@@ -48,6 +49,7 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     started = time.time()
     request = request.on_date(scheduled_date())
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
+    check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
     with progress.listening(artifacts.ProgressArtifact()):
         device, results = collect_results(request, plan)

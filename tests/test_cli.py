@@ -67,6 +67,11 @@ def test_check_of_a_clean_manifest_exits_0(cli_env: dict[str, str]) -> None:
         (["render", "examples/prompts.csv", "--model", "ms-1.7b"], "hf download"),
         (["render", "examples/prompts.csv", "--device", "tpu"], "--device 'tpu'"),
         (["render", "examples/prompts.csv", "--out", "gs://bucket/x"], "unsupported location"),
+        (
+            ["render", "examples/prompts.csv", "--model", "tiny-random", "--max-rows", "5"],
+            "asks for 8 videos but a run may render at most 5",
+        ),
+        (["render", "examples/prompts.csv", "--max-rows", "100001"], "--max-rows 100001"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
