@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser clean server pool gpu-limit deploy worker bench-cpu bench-wheels bench-gpu
+.PHONY: setup demo test lint browser clean server pool gpu-limit deploy worker bench-cpu bench-manifest bench-wheels bench-gpu
 
 setup: $(STAMP)
 
@@ -59,6 +59,9 @@ worker: $(STAMP)
 # Benchmarks write their sections of bench/RESULTS.md (see README, "Benchmarks").
 bench-cpu: $(STAMP)
 	$(PY) -m bench.cpu_overhead
+
+bench-manifest: $(STAMP)
+	$(PY) -m bench.manifest_scale
 
 # The GPU machine has torch, transformers and accelerate but no .venv: carry these
 # wheels in .whl/ (gitignored), then run `make bench-gpu` there with its own python3.

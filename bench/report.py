@@ -51,4 +51,4 @@ def environment(device_name: str) -> str:
 
 
 def _numeric(cell: str) -> bool:
-    return cell == MISSING or re.fullmatch(r"[-+]?[0-9.]+[%×]?", cell) is not None
+    return cell == MISSING or re.fullmatch(r"[-+]?[0-9.,]+[%×]?", cell) is not None

@@ -14,6 +14,7 @@ import pytest
 from bench.bare_loop import render_manifest_bare
 from bench.cpu_overhead import Fit, Shape, write_manifest
 from bench.gpu_throughput import export_like_diffusers
+from bench.manifest_scale import baseline_mib, measure, section
 from bench.report import markdown_table, write_section
 from bench.steady import covered
 from tasks.manifest import RenderRow
@@ -120,3 +121,11 @@ def test_baseline_writes_videos_as_export_to_video_does(tmp_path: Path) -> None:
     written = probe_mp4(tmp_path / "baseline-clip.mp4")
     assert (written.codec, written.pix_fmt, written.fps) == ("h264", "yuv420p", 10.0)
     assert (written.width, written.height, written.frame_count) == (48, 64, 5)
+
+
+def test_manifest_scale_measures_validation_of_a_generated_manifest(tmp_path: Path) -> None:
+    measured = measure(500, tmp_path, repeats=1)
+    assert (measured.rows, measured.valid, measured.invalid) == (500, 450, 50)
+    assert measured.peak_mib > 0 and measured.validate_s > 0 and measured.check_wall_s > 0
+    text = section([measured], baseline_mib())
+    assert "| 500 | " in text and "`t2v check` wall s" in text

@@ -1,0 +1,144 @@
+"""How long validating a big manifest takes and how much memory it holds: `t2v check` of a
+100,000-row CSV (one row in ten invalid, an extra column) in a fresh process.
+
+    python -m bench.manifest_scale      # updates its section of bench/RESULTS.md
+    python -m bench.manifest_scale --rows 1000 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.report import RESULTS_MD, environment, markdown_table, write_section
+
+# Reads and validates a manifest; prints its counts, the seconds it took and the peak RSS.
+PROBE = """
+import resource, sys, time
+from tasks.manifest import read_manifest
+started = time.perf_counter()
+manifest = read_manifest(sys.argv[1])
+elapsed = time.perf_counter() - started
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(len(manifest.rows), len(manifest.invalid), elapsed, peak_kib)
+"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    rows: int
+    file_mb: float
+    valid: int
+    invalid: int
+    validate_s: float
+    peak_mib: float
+    check_wall_s: float  # the whole `t2v check` command: start-up, read, validate, print
+
+
+def write_manifest(path: Path, rows: int) -> None:
+    """A spreadsheet-like manifest: every optional column, one row in ten out of bounds."""
+    with path.open("w", encoding="utf-8") as out:
+        out.write("id,prompt,negative_prompt,seed,num_frames,height,width,fps,campaign\n")
+        for n in range(rows):
+            height = 100 if n % 10 == 9 else 256  # not a multiple of 8: invalid
+            out.write(
+                f"clip-{n},a red fox running through fresh snow at dawn number {n},"
+                f"blurry,{n},16,{height},256,8,winter-{n % 7}\n"
+            )
+
+
+def measure(rows: int, folder: Path, repeats: int) -> Measured:
+    """The fastest of `repeats` fresh processes for each time; the largest peak memory."""
+    manifest = folder / f"manifest-{rows}.csv"
+    write_manifest(manifest, rows)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    probes, walls = [], []
+    for _ in range(repeats):
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE, str(manifest)],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        probes.append(probe.stdout.split())
+        started = time.perf_counter()
+        check = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "check", str(manifest)],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        walls.append(time.perf_counter() - started)
+        if check.returncode not in (0, 1) or "valid" not in check.stdout.splitlines()[-1]:
+            raise RuntimeError(f"t2v check failed: {check.stderr.strip()}")
+    valid, invalid = probes[0][:2]
+    return Measured(
+        rows=rows,
+        file_mb=manifest.stat().st_size / 1e6,
+        valid=int(valid),
+        invalid=int(invalid),
+        validate_s=min(float(p[2]) for p in probes),
+        peak_mib=max(int(p[3]) for p in probes) / 1024,
+        check_wall_s=min(walls),
+    )
+
+
+def baseline_mib() -> float:
+    """Peak memory of a process that imports the manifest reader and reads nothing."""
+    code = (
+        "import resource, tasks.manifest; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(done.stdout) / 1024
+
+
+def section(results: Sequence[Measured], base_mib: float) -> str:
+    rows = [
+        [
+            f"{m.rows:,}", f"{m.file_mb:.1f}", f"{m.valid:,}", f"{m.invalid:,}",
+            f"{m.validate_s:.2f}", f"{m.peak_mib:.0f}", f"{m.peak_mib - base_mib:.0f}",
+            f"{(m.peak_mib - base_mib) * 1024 / m.rows:.2f}", f"{m.check_wall_s:.2f}",
+        ]
+        for m in results
+    ]  # fmt: skip
+    table = markdown_table(
+        [
+            "rows", "file MB", "valid", "invalid", "validate s", "peak RSS MiB",
+            "above imports MiB", "KiB per row", "`t2v check` wall s",
+        ],
+        rows,
+    )  # fmt: skip
+    return (
+        "## Validating big manifests (measured)\n\n"
+        f"{environment('CPU')}\n\n{table}\n"
+        "Each size runs as fresh processes: one that reads and validates the whole file "
+        "(`tasks.manifest.read_manifest`), then `t2v check` of the same file, start-up "
+        "included; times are the fastest of the repeats, memory the largest peak. A process "
+        f"that imports the reader and reads nothing peaks at {base_mib:.0f} MiB. Memory grows "
+        "with the rows kept (the KiB per row column) and is "
+        "bounded by the 100,000-row cap on one manifest; how many rows a run renders is "
+        "bounded separately by its budget (`--max-rows`, `--max-work`).\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each size (fastest kept)")
+    parser.add_argument("--no-write", action="store_true", help="print instead of updating")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="t2v-bench-manifest-") as scratch:
+        results = [measure(rows, Path(scratch), args.repeats) for rows in args.rows]
+    text = section(results, baseline_mib())
+    if args.no_write:
+        print(text)
+    else:
+        write_section(RESULTS_MD, "manifest_scale", text)
+        print(f"wrote the manifest_scale section of {RESULTS_MD}")
+
+
+if __name__ == "__main__":
+    main()
