@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -24,6 +25,10 @@ MS_17B_REVISION = "main"
 CLIP_MAX_TOKENS = 77
 # Off by default: compiling costs minutes on the first render of each batch size.
 COMPILE_ENV = "T2V_COMPILE"
+# A model folder may name components of these libraries only (model_index.json), and
+# holds weights as safetensors: pickles run code when they load.
+COMPONENT_LIBRARIES = frozenset({"diffusers", "transformers", None})
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -231,9 +236,10 @@ def build_random(name: str, device: torch.device, dtype: torch.dtype) -> Any:
 
 
 def load_pretrained(folder: Path, dtype: torch.dtype, variant: str | None = None) -> Any:
-    """Load a saved pipeline from a folder: safetensors only, never remote code."""
+    """Load a saved pipeline from a folder: safetensors only, never code from the folder."""
     from diffusers import DiffusionPipeline
 
+    check_pipeline_folder(folder)
     try:
         return DiffusionPipeline.from_pretrained(
             str(folder),
@@ -241,9 +247,43 @@ def load_pretrained(folder: Path, dtype: torch.dtype, variant: str | None = None
             torch_dtype=dtype,
             use_safetensors=True,
             local_files_only=True,
+            trust_remote_code=False,
         )
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load a pipeline from {folder}: {first_line(exc)}") from exc
+
+
+def check_pipeline_folder(folder: Path) -> None:
+    """Refuse, before loading anything, what loading would have to trust: Python code,
+    pickle weights, or components from libraries other than diffusers and transformers."""
+    code = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.py"))
+    if code:
+        raise ModelLoadError(
+            f"{folder} holds Python code ({', '.join(code[:3])}): t2v-batch never runs code "
+            "from a model folder; use a folder saved with save_pretrained by diffusers itself"
+        )
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{folder} has no model_index.json that can be read ({first_line(exc)}): "
+            "pass a folder saved with save_pretrained"
+        ) from exc
+    for name, entry in sorted(index.items()):
+        if isinstance(entry, list) and entry and entry[0] not in COMPONENT_LIBRARIES:
+            raise ModelLoadError(
+                f"{folder}/model_index.json takes `{name}` from {entry[0]!r}: t2v-batch loads "
+                "components from diffusers and transformers only"
+            )
+    for component in sorted(path for path in folder.iterdir() if path.is_dir()):
+        files = sorted(path.name for path in component.iterdir() if path.is_file())
+        pickles = [file for file in files if file.endswith(PICKLE_SUFFIXES)]
+        if pickles and not any(file.endswith(".safetensors") for file in files):
+            raise ModelLoadError(
+                f"{component} holds only pickle weights ({', '.join(pickles)}): t2v-batch "
+                "loads safetensors only; re-save the pipeline with "
+                "save_pretrained(safe_serialization=True)"
+            )
 
 
 @contextlib.contextmanager

@@ -6,10 +6,12 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import REPO
+from tests.unsafe_models import custom_code_folder, pickle_only_folder
 
 T2V = [sys.executable, "-m", "flows.cli"]
 # Each test starts Python, torch and Prefect afresh: seconds apiece.
@@ -143,3 +145,24 @@ def test_render_without_a_server_starts_a_temporary_one(
     _assert_clean(done.stderr)
     assert len(list(out.glob("*.mp4"))) == 2
     assert (out / "index.html").exists()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "code"])
+def test_an_unsafe_model_folder_exits_2_before_rendering(
+    cli_env: dict[str, str], tmp_path: Path, tiny_pipe: Any, kind: str
+) -> None:
+    marker = tmp_path / "code-ran"
+    folder = (
+        pickle_only_folder(tmp_path / "model", tiny_pipe)
+        if kind == "pickle"
+        else custom_code_folder(tmp_path / "model", tiny_pipe, marker)
+    )
+    out = tmp_path / "out"
+    done = t2v(
+        "render", "examples/prompts.csv", "--model", str(folder), "--out", str(out), env=cli_env
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"t2v: error: {folder}")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not marker.exists()
+    assert not list(out.glob("*.mp4"))

@@ -18,6 +18,7 @@ from tasks.models import (
     resolve_device,
     resolve_model,
 )
+from tests.unsafe_models import custom_code_folder, pickle_only_folder
 
 
 def _parameters(module: Any) -> int:
@@ -114,17 +115,43 @@ def test_saved_folder_loads_with_the_same_weights(tmp_path: Path, tiny_pipe: Any
         assert torch.equal(a, b)
 
 
-def test_pickle_only_folder_is_refused(tmp_path: Path, tiny_pipe: Any) -> None:
-    tiny_pipe.save_pretrained(tmp_path / "pickled", safe_serialization=False)
-    # transformers 5 writes safetensors regardless; turn the text encoder's into a pickle.
-    for weights in (tmp_path / "pickled").rglob("*.safetensors"):
-        from safetensors.torch import load_file
+def test_pickle_only_folder_is_refused_by_name(tmp_path: Path, tiny_pipe: Any) -> None:
+    folder = pickle_only_folder(tmp_path / "pickled", tiny_pipe)
+    with pytest.raises(ModelLoadError) as caught:
+        get_pipeline(resolve_model(str(folder)), torch.device("cpu"))
+    assert str(caught.value) == (
+        f"{folder}/text_encoder holds only pickle weights (model.bin): t2v-batch loads "
+        "safetensors only; re-save the pipeline with save_pretrained(safe_serialization=True)"
+    )
 
-        torch.save(load_file(weights), weights.with_name("pytorch_model.bin"))
-        weights.unlink()
-    assert list((tmp_path / "pickled").rglob("*.bin"))
-    with pytest.raises(ModelLoadError, match="cannot load a pipeline from"):
-        get_pipeline(resolve_model(str(tmp_path / "pickled")), torch.device("cpu"))
+
+def test_code_in_a_model_folder_is_refused_and_never_runs(tmp_path: Path, tiny_pipe: Any) -> None:
+    marker = tmp_path / "code-ran"
+    folder = custom_code_folder(tmp_path / "custom", tiny_pipe, marker)
+    with pytest.raises(ModelLoadError) as caught:
+        get_pipeline(resolve_model(str(folder)), torch.device("cpu"))
+    assert str(caught.value) == (
+        f"{folder} holds Python code (unet/evil.py): t2v-batch never runs code from a model "
+        "folder; use a folder saved with save_pretrained by diffusers itself"
+    )
+    assert not marker.exists()
+
+
+def test_a_component_from_another_library_is_refused(tmp_path: Path, tiny_pipe: Any) -> None:
+    import json
+
+    tiny_pipe.save_pretrained(tmp_path / "odd")
+    index = json.loads((tmp_path / "odd" / "model_index.json").read_text())
+    index["scheduler"] = ["subprocess", "Popen"]
+    (tmp_path / "odd" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match=r"takes `scheduler` from 'subprocess'"):
+        get_pipeline(resolve_model(str(tmp_path / "odd")), torch.device("cpu"))
+
+
+def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(ModelLoadError, match=r"has no model_index\.json"):
+        get_pipeline(resolve_model(str(tmp_path / "weights")), torch.device("cpu"))
 
 
 def test_ms17b_architecture_matches_the_published_model() -> None:
