@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_MAX_WORK:,}, {DEFAULT_MAX_ROWS:,} videos of 16×256×256, 25 steps)",
     )
     render.add_argument(
+        "--aws-credentials-block",
+        metavar="NAME",
+        help="Prefect Secret block holding AWS keys as JSON for s3:// locations "
+        "(default: the standard AWS chain)",
+    )
+    render.add_argument(
         "--presign-expiry",
         metavar="SECONDS",
         default=os.environ.get("T2V_PRESIGN_EXPIRY"),
@@ -120,6 +126,7 @@ def _render(args: argparse.Namespace) -> int:
             limit=args.limit,
             max_rows=args.max_rows,
             max_work=args.max_work,
+            aws_credentials_block=args.aws_credentials_block,
             presign_expiry=args.presign_expiry,
         )
     except ValidationError as exc:

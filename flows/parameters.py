@@ -65,6 +65,15 @@ class RenderRequest(BaseModel):
         ),
         ge=1,
     )
+    aws_credentials_block: str | None = Field(
+        None,
+        description=(
+            "Name of a Prefect Secret block whose JSON value holds aws_access_key_id and "
+            "aws_secret_access_key (optionally aws_session_token) for s3:// locations; "
+            "when unset, the worker's standard AWS chain (environment, ~/.aws, instance role)."
+        ),
+        min_length=1,
+    )
     presign_expiry: int | None = Field(
         None,
         description=(

@@ -15,6 +15,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import artifacts, progress
 from flows import prefect_tasks as steps
+from flows.credentials import use_aws_credentials_block
 from flows.parameters import RenderRequest
 from flows.run_date import scheduled_date
 from tasks.budget import check_budget
@@ -48,6 +49,7 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     started = time.time()
     request = request.on_date(scheduled_date())
+    use_aws_credentials_block(request.aws_credentials_block)
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)

@@ -6,6 +6,7 @@ import mimetypes
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +23,57 @@ RETRYABLE_CODES = frozenset(
 )
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
-_clients: dict[str | None, Any] = {}
+
+@dataclass(frozen=True)
+class Credentials:
+    """AWS keys handed over by the caller (a Prefect Secret block); never shown by repr."""
+
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+_clients: dict[tuple[str | None, Credentials | None], Any] = {}
 _clients_lock = threading.Lock()
+_credentials: Credentials | None = None
+
+
+def use_credentials(credentials: Credentials | None) -> None:
+    """Sign this process's later S3 requests with `credentials`; None: the standard AWS chain."""
+    global _credentials
+    _credentials = credentials
 
 
 def s3_client() -> Any:
     """The process's S3 client for the endpoint in `AWS_ENDPOINT_URL` (AWS when unset).
 
-    One client per endpoint, shared by every thread (boto3 clients are thread-safe);
-    credentials come from the standard AWS chain, never from t2v-batch's own inputs.
+    One client per endpoint and credentials, shared by every thread (boto3 clients are
+    thread-safe). Credentials come from `use_credentials`, else the standard AWS chain
+    (environment, shared files, instance role), never from manifests or parameters.
     """
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    key = (endpoint, _credentials)
     with _clients_lock:
-        if endpoint not in _clients:
+        if key not in _clients:
             import boto3
             from botocore.config import Config
 
             # Standard retries: 5xx, throttling and dropped connections, with backoff, 3 tries
             # unless AWS_MAX_ATTEMPTS or the AWS config file says otherwise.
             config = Config(retries={"mode": "standard"}, signature_version="s3v4")
+            keys = _credentials
             # A session per client: boto3's default session is not thread-safe.
-            _clients[endpoint] = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint, config=config
+            session = (
+                boto3.session.Session()
+                if keys is None
+                else boto3.session.Session(
+                    aws_access_key_id=keys.access_key_id,
+                    aws_secret_access_key=keys.secret_access_key,
+                    aws_session_token=keys.session_token,
+                )
             )
-        return _clients[endpoint]
+            _clients[key] = session.client("s3", endpoint_url=endpoint, config=config)
+        return _clients[key]
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
