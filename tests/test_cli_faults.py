@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import re
+import resource
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import imageio_ffmpeg
 import pytest
 
 from flows.parameters import RenderRequest
@@ -254,3 +256,67 @@ def test_two_runs_at_once_write_every_video_once(
         f"ok={counts[0]['ok']}+{counts[1]['ok']} lost={lost} duplicates={duplicates} "
         f"lost_races_in_last_manifest={raced}"
     )
+
+
+FILE_SIZE_LIMIT = 40_000  # bytes: above the small videos and the results, below the big ones
+
+
+def _limit_file_size() -> None:
+    # Soft limit only: a child may lift it again, as the ffmpeg wrapper below does.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, resource.RLIM_INFINITY))
+
+
+def test_an_encode_or_a_copy_that_dies_mid_file_fails_only_its_row(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Under RLIMIT_FSIZE the kernel kills ffmpeg (SIGXFSZ) when its output outgrows the
+    # limit; for `upload-dies` a wrapper lifts the limit for ffmpeg only, so the encode
+    # succeeds and the copy into the destination fails mid-file (EFBIG) instead.
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *upload-dies-*) ulimit -f unlimited ;; esac\n'
+        f'exec {imageio_ffmpeg.get_ffmpeg_exe()} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        HEADER
+        + "clip-0,a tiny scene,0,4,64,64,2,8\n"
+        + "encode-dies,a bigger scene,1,8,128,128,2,8\n"
+        + "upload-dies,a bigger scene,2,8,128,128,2,8\n"
+        + "clip-1,a tiny scene,3,4,64,64,2,8\n"
+    )
+    out = LocalDestination(tmp_path / "out")
+    run = _start_render(
+        manifest, out, {**cli_env, "IMAGEIO_FFMPEG_EXE": str(wrapper)},
+        preexec_fn=_limit_file_size,
+    )  # fmt: skip
+    stdout, stderr = _finish(run)
+
+    assert run.returncode == 1, stderr
+    assert _counts(stdout) == {"ok": 2, "skipped": 0, "failed": 2, "invalid": 0}
+    [results] = out.results()
+    by_id = {row["id"]: row for row in results}
+    assert [by_id[id]["status"] for id in ("clip-0", "clip-1")] == ["ok", "ok"]
+    encode, upload = by_id["encode-dies"], by_id["upload-dies"]
+    assert (encode["status"], encode["output"]) == ("failed", "")
+    assert re.fullmatch(
+        r"ffmpeg could not encode 128×128 frames to .*/encode-dies-[0-9a-f]{12}\.mp4: "
+        r"ffmpeg was killed by SIGXFSZ \(its output outgrew the file size limit\)",
+        encode["error"],
+    ), encode["error"]
+    assert (upload["status"], upload["output"]) == ("failed", "")
+    assert re.fullmatch(
+        rf"cannot write {out.root}/upload-dies-[0-9a-f]{{12}}\.mp4: File too large",
+        upload["error"],
+    ), upload["error"]
+    # Nothing partial under a final key, and no temporary left behind.
+    assert sorted(out.videos()) == sorted(
+        Path(by_id[id]["output"]).name for id in ("clip-0", "clip-1")
+    )
+    assert out.temporaries() == []
+    assert sorted(p.name for p in out.root.iterdir() if not p.name.endswith(".mp4")) == [
+        "index.html", "results.csv", "results.json"
+    ]  # fmt: skip
+    print("\nRELIABILITY write-dies-mid-file: n=4 failed=2 lost=0 duplicates=0")
