@@ -33,6 +33,9 @@ RESULTS_CSV, RESULTS_JSON, GALLERY_HTML = "results.csv", "results.json", "index.
 Status = Literal["ok", "skipped", "failed", "invalid"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 Cell = str | int | float | None
+# A create-only write found the key taken: by another run over the same destination, or
+# by an earlier try of this upload whose answer the network lost.
+ALREADY_STORED = "already stored while this run rendered it"
 
 
 def output_key(row: RenderRow, model_identity: str) -> str:
@@ -373,7 +376,7 @@ def publish_rendered(
             "skipped",
             model,
             output=storage.uri(key),
-            warning="another run stored this video first",
+            warning=ALREADY_STORED,
         )
     return ResultRow.for_row(
         video.row,

@@ -25,6 +25,7 @@ import pytest
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
 from storage.s3 import s3_client
+from tasks.publish import ALREADY_STORED
 from tests.conftest import REPO
 from tests.mp4probe import probe_mp4
 from tests.test_cli import T2V
@@ -246,7 +247,7 @@ def test_two_runs_at_once_write_every_video_once(
         assert [row["id"] for row in results] == [f"clip-{n}" for n in range(rows)]
         assert {row["status"] for row in results} <= {"ok", "skipped"}
         assert {row["output"].rsplit("/", 1)[-1] for row in results} == set(videos)
-    raced = sum(row["warning"] == "another run stored this video first" for row in manifests[-1])
+    raced = sum(row["warning"] == ALREADY_STORED for row in manifests[-1])
     if isinstance(destination, LocalDestination):
         assert destination.temporaries() == []
         assert all(nlink == 1 for _, _, nlink in videos.values())

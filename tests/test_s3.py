@@ -283,3 +283,27 @@ def test_a_connection_lost_for_good_mid_parts_leaves_no_object_and_no_upload(
     assert sum(attempts.values()) == 1 + 2  # part 1, then part 2 twice (AWS_MAX_ATTEMPTS)
     assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_an_upload_aborted_by_someone_else_fails_at_once(s3: Any, tmp_path: Path) -> None:
+    # A lifecycle rule, or a clean-up script, aborted the upload between two parts: S3
+    # answers 404 NoSuchUpload, which no retry mends.
+    source = tmp_path / "big.mp4"
+    source.write_bytes(b"\x01" * (MIN_PART_SIZE * 2 + 10))
+    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
+
+    def gone(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        if "partNumber=2" in request.url:
+            return s3_error(request, 404, "NoSuchUpload", "The specified upload does not exist.")
+        return None
+
+    with injected("UploadPart", gone) as attempts, pytest.raises(StorageError) as error:
+        store.write_file("big.mp4", source, exclusive=True)
+    assert str(error.value) == (
+        f"cannot write s3://{BUCKET}/out/big.mp4: "
+        "NoSuchUpload (The specified upload does not exist.)"
+    )
+    assert not error.value.retryable
+    assert sum(attempts.values()) == 2  # part 1, part 2 once
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
