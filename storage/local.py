@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -100,7 +101,9 @@ class LocalStorage:
         try:
             with os.fdopen(fd, "wb") as handle:
                 # Held until the file is in place: `remove_dead_temporaries` leaves it alone.
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                # Where the file system has no locks, that sweep cannot lock it either.
+                with contextlib.suppress(OSError):
+                    fcntl.flock(handle, fcntl.LOCK_EX)
                 fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -310,7 +310,7 @@ def publish_video(
     storage: Storage, key: str, source: Path, *, exclusive: bool = False
 ) -> PublishedVideo | None:
     """Store a finished local MP4 under `key`, returning its location, size and digest;
-    None when `exclusive` and the key already holds a video (another run stored it)."""
+    None when `exclusive` and the key already holds a video."""
     digest, size = hashlib.sha256(), 0
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -358,12 +358,12 @@ def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) 
 
 
 def publish_rendered(
-    destination: str, video: RenderedVideo, key: str, model: str, *, exclusive: bool = True
+    destination: str, video: RenderedVideo, key: str, model: str, *, exclusive: bool
 ) -> ResultRow:
     """Encode a rendered row to MP4 in a scratch folder, store it under `key`, report it.
 
-    `exclusive` (every run but `--force`) only creates the key: when another run over
-    the same destination stored it first, this row is `skipped` and points at that video.
+    `exclusive` (every run but `--force`) only creates the key: when it was stored while
+    this row rendered, the row is `skipped` and points at the video already there.
     """
     storage = open_storage(destination)
     with tempfile.TemporaryDirectory(prefix="t2v-encode-") as scratch:
