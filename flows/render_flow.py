@@ -112,7 +112,9 @@ def _publish_rendered(
             yield plan.failed(rendered.row, rendered.error)
         else:
             key = plan.keys[rendered.row.line]
-            task = steps.publish_video.submit(request.destination, rendered, key, plan.model.name)
+            task = steps.publish_video.submit(
+                request.destination, rendered, key, plan.model.name, exclusive=not request.force
+            )
             published.track(rendered.row, task)
 
 

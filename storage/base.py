@@ -22,8 +22,13 @@ class Storage(Protocol):
         """Store `data` so that readers see the old object or the whole new one, never a part."""
         ...
 
-    def write_file(self, key: str, source: Path) -> None:
-        """Store a local file's bytes atomically, like `write_bytes`."""
+    def write_file(self, key: str, source: Path, *, exclusive: bool = False) -> bool:
+        """Store a local file's bytes atomically, like `write_bytes`; True when stored.
+
+        With `exclusive` the write only creates: when `key` already holds an object,
+        even one another writer stored a moment ago, it is left as it is and the
+        answer is False. Of writers racing for one key, exactly one gets True.
+        """
         ...
 
     def exists(self, key: str) -> bool:

@@ -1,15 +1,23 @@
-"""The local-folder backend: atomic writes by temporary name and rename."""
+"""The local-folder backend: atomic writes by temporary name and rename (or link)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from storage.errors import StorageError
+
+# A temporary file this old whose writer holds no lock on it was left by a killed writer.
+# The age covers the instant between creating a temporary and locking it.
+STALE_AFTER_S = 60.0
 
 
 class LocalStorage:
@@ -38,12 +46,12 @@ class LocalStorage:
     def write_bytes(self, key: str, data: bytes) -> None:
         self._write_atomically(key, lambda handle: handle.write(data))
 
-    def write_file(self, key: str, source: Path) -> None:
+    def write_file(self, key: str, source: Path, *, exclusive: bool = False) -> bool:
         def copy(handle: BinaryIO) -> None:
             with source.open("rb") as src:
                 shutil.copyfileobj(src, handle, length=1 << 20)
 
-        self._write_atomically(key, copy)
+        return self._write_atomically(key, copy, exclusive)
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -59,7 +67,29 @@ class LocalStorage:
             f"{self.root} is a local folder: only s3:// locations have presigned URLs"
         )
 
-    def _write_atomically(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+    def remove_dead_temporaries(self, older_than: float = STALE_AFTER_S) -> tuple[str, ...]:
+        """Delete the temporary files that writers killed mid-write left under the root.
+
+        A live writer holds a lock on its temporary file until it is renamed, so a
+        temporary that can be locked, and is older than `older_than` seconds, is dead,
+        even with another run writing into the same folder. Returns the keys removed.
+        """
+        removed: set[str] = set()
+        for path in self.root.rglob(".*.tmp") if self.root.is_dir() else ():
+            try:
+                with path.open("rb") as handle:
+                    if time.time() - os.fstat(handle.fileno()).st_mtime < older_than:
+                        continue
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink()
+            except OSError:
+                continue  # locked by a live writer, or gone already
+            removed.add(path.relative_to(self.root).as_posix())
+        return tuple(sorted(removed))
+
+    def _write_atomically(
+        self, key: str, fill: Callable[[BinaryIO], object], exclusive: bool = False
+    ) -> bool:
         path = self.path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,17 +100,28 @@ class LocalStorage:
             raise _error("write", path, exc) from exc
         try:
             with os.fdopen(fd, "wb") as handle:
+                # Held until the file is in place: `remove_dead_temporaries` leaves it alone.
+                # Where the file system has no locks, that sweep cannot lock it either.
+                with contextlib.suppress(OSError):
+                    fcntl.flock(handle, fcntl.LOCK_EX)
                 fill(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+                os.chmod(tmp, 0o644)
+                if not exclusive:
+                    os.replace(tmp, path)
+                    return True
+                # A hard link is created whole or not at all, and never over an existing
+                # file: of two writers racing for one key, exactly one wins.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                return True
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise _error("write", path, exc) from exc
-        except BaseException:
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def _error(action: str, path: Path, exc: OSError) -> StorageError:
@@ -88,7 +129,7 @@ def _error(action: str, path: Path, exc: OSError) -> StorageError:
     # a network mount that hiccups) may pass.
     permanent = isinstance(
         exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
-    )
+    ) or exc.errno in (errno.EFBIG, errno.EROFS)  # too big for a limit, or a read-only mount
     return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", retryable=not permanent)
 
 

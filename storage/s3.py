@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import threading
@@ -119,22 +120,66 @@ class S3Storage:
         except _failures() as exc:
             raise self._error("write", key, exc) from exc
 
-    def write_file(self, key: str, source: Path) -> None:
-        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+    def write_file(self, key: str, source: Path, *, exclusive: bool = False) -> bool:
+        """One PUT, or a multipart upload above the threshold; `exclusive` sends
+        `If-None-Match: *`, which S3 refuses (412) when the key holds an object."""
+        from botocore.exceptions import ClientError
 
-        config = TransferConfig(
-            multipart_threshold=self.multipart_threshold,
-            multipart_chunksize=max(self.multipart_threshold, MIN_PART_SIZE),
-        )
-        name, extra_args = self._key(key), {"ContentType": _content_type(key)}
-        # A multipart upload becomes visible only when it completes; on any failure
-        # s3transfer aborts it, so neither half an object nor its parts stay behind.
-        # The transfer manager (not client.upload_file) keeps botocore's error, and its code.
+        conditions = {"IfNoneMatch": "*"} if exclusive else {}
         try:
-            with create_transfer_manager(s3_client(), config) as manager:
-                manager.upload(str(source), self.bucket, name, extra_args).result()
+            if source.stat().st_size <= self.multipart_threshold:
+                s3_client().put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=source.read_bytes(),
+                    ContentType=_content_type(key),
+                    **conditions,
+                )
+            else:
+                self._upload_in_parts(key, source, conditions)
+        except ClientError as exc:
+            if exclusive and _code(exc) == "PreconditionFailed":
+                return False
+            # Another conditional write on the key was in flight: whichever landed decides.
+            if exclusive and _code(exc) == "ConditionalRequestConflict" and self.exists(key):
+                return False
+            raise self._error("write", key, exc) from exc
         except _failures() as exc:
             raise self._error("write", key, exc) from exc
+        return True
+
+    def _upload_in_parts(self, key: str, source: Path, conditions: dict[str, str]) -> None:
+        """A multipart upload, visible only once it completes; aborted on any failure, so
+        neither half an object nor its parts stay behind. (s3transfer would not pass
+        `IfNoneMatch` to CompleteMultipartUpload.)"""
+        client, name = s3_client(), self._key(key)
+        where = {"Bucket": self.bucket, "Key": name}
+        upload = client.create_multipart_upload(
+            **where, ContentType=_content_type(key), ChecksumAlgorithm="CRC32"
+        )
+        where["UploadId"] = upload["UploadId"]
+        part_size = max(self.multipart_threshold, MIN_PART_SIZE)
+        try:
+            parts = []
+            with source.open("rb") as handle:
+                for number, chunk in enumerate(iter(lambda: handle.read(part_size), b""), 1):
+                    sent = client.upload_part(
+                        **where, PartNumber=number, Body=chunk, ChecksumAlgorithm="CRC32"
+                    )
+                    parts.append(
+                        {
+                            "PartNumber": number,
+                            "ETag": sent["ETag"],
+                            "ChecksumCRC32": sent["ChecksumCRC32"],
+                        }
+                    )
+            client.complete_multipart_upload(
+                **where, MultipartUpload={"Parts": parts}, **conditions
+            )
+        except BaseException:
+            with contextlib.suppress(*_failures()):
+                client.abort_multipart_upload(**where)
+            raise
 
     def exists(self, key: str) -> bool:
         """A HEAD on the key; the first miss also checks the bucket, whose absence a HEAD

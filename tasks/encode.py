@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from tasks.errors import T2VError
 # Constant quality, visually lossless for these small clips; `fast` keeps encoding far
 # below the render time of a video.
 X264_QUALITY = ("-preset", "fast", "-crf", "18")
+SIGNAL_REASONS = {"SIGXFSZ": " (its output outgrew the file size limit)"}
 
 
 class EncodeError(T2VError):
@@ -86,7 +88,11 @@ def check_frames(frames: np.ndarray) -> None:
 
 
 def _ffmpeg_error(stderr: bytes, returncode: int) -> str:
-    """ffmpeg's first error line, without its `[libx264 @ 0x…]` prefix."""
+    """The signal that killed ffmpeg, or its first error line without its `[libx264 @ 0x…]`
+    prefix."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return f"ffmpeg was killed by {name}{SIGNAL_REASONS.get(name, '')}"
     lines = stderr.decode("utf-8", "replace").strip().splitlines()
     if not lines:
         return f"ffmpeg exited with status {returncode}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 from urllib.parse import quote
 
-from storage import Storage, open_storage
+from storage import LocalStorage, Storage, open_storage
 from tasks.encode import encode_mp4
 from tasks.manifest import InvalidRow, Manifest, RenderRow
 
@@ -33,6 +33,9 @@ RESULTS_CSV, RESULTS_JSON, GALLERY_HTML = "results.csv", "results.json", "index.
 Status = Literal["ok", "skipped", "failed", "invalid"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 Cell = str | int | float | None
+# A create-only write found the key taken: by another run over the same destination, or
+# by an earlier try of this upload whose answer the network lost.
+ALREADY_STORED = "already stored while this run rendered it"
 
 
 def output_key(row: RenderRow, model_identity: str) -> str:
@@ -304,14 +307,18 @@ class PublishedVideo:
     sha256: str
 
 
-def publish_video(storage: Storage, key: str, source: Path) -> PublishedVideo:
-    """Store a finished local MP4 under `key`, returning its location, size and digest."""
+def publish_video(
+    storage: Storage, key: str, source: Path, *, exclusive: bool = False
+) -> PublishedVideo | None:
+    """Store a finished local MP4 under `key`, returning its location, size and digest;
+    None when `exclusive` and the key already holds a video."""
     digest, size = hashlib.sha256(), 0
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
             size += len(block)
-    storage.write_file(key, source)
+    if not storage.write_file(key, source, exclusive=exclusive):
+        return None
     return PublishedVideo(storage.uri(key), size, digest.hexdigest())
 
 
@@ -334,6 +341,10 @@ def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) 
     from tasks.models import resolve_model  # imports torch: only when planning a real run
 
     storage = open_storage(destination)
+    if isinstance(storage, LocalStorage):
+        # What a run killed mid-write left; S3 has no such files (an upload never
+        # completed is invisible, and a bucket lifecycle rule aborts it).
+        storage.remove_dead_temporaries()
     ref = resolve_model(model)
     keys = {row.line: output_key(row, ref.identity) for row in manifest.rows}
     done = [ResultRow.for_invalid(row, model) for row in manifest.invalid]
@@ -347,12 +358,27 @@ def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) 
     return OutputPlan(ref, keys, to_render, done, len(manifest.rows) + len(manifest.invalid))
 
 
-def publish_rendered(destination: str, video: RenderedVideo, key: str, model: str) -> ResultRow:
-    """Encode a rendered row to MP4 in a scratch folder, store it under `key`, report it."""
+def publish_rendered(
+    destination: str, video: RenderedVideo, key: str, model: str, *, exclusive: bool
+) -> ResultRow:
+    """Encode a rendered row to MP4 in a scratch folder, store it under `key`, report it.
+
+    `exclusive` (every run but `--force`) only creates the key: when it was stored while
+    this row rendered, the row is `skipped` and points at the video already there.
+    """
+    storage = open_storage(destination)
     with tempfile.TemporaryDirectory(prefix="t2v-encode-") as scratch:
         path = Path(scratch) / key
         encode_mp4(video.frames, video.row.fps, path)
-        published = publish_video(open_storage(destination), key, path)
+        published = publish_video(storage, key, path, exclusive=exclusive)
+    if published is None:
+        return ResultRow.for_row(
+            video.row,
+            "skipped",
+            model,
+            output=storage.uri(key),
+            warning=ALREADY_STORED,
+        )
     return ResultRow.for_row(
         video.row,
         "ok",

@@ -52,7 +52,10 @@ def injected(operation: str, fault: Fault) -> Iterator[Counter[str]]:
             attempt = attempts[path]
         return fault(request, path, attempt)
 
-    # First in line: under mock_aws, moto answers from a before-send hook of its own.
+    # First in line: under mock_aws, moto answers from a before-send hook of its own. botocore
+    # still calls that hook after a fake response here (and keeps the first response), so
+    # under mock_aws the faked request lands in moto all the same; against moto's server
+    # it is never sent. A raised exception stops it in both.
     event, unique_id = f"before-send.s3.{operation}", uuid.uuid4().hex
     events = s3_client().meta.events
     events.register_first(event, before_send, unique_id=unique_id)

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tasks.encode import EncodeError, encode_mp4
+from tests.conftest import REPO
 from tests.mp4probe import decode_frames, probe_mp4
 
 
@@ -93,3 +97,29 @@ def test_an_existing_video_is_replaced_whole(tmp_path: Path) -> None:
     encode_mp4(gradient(8, 64, 64), 8, target)
     assert probe_mp4(target).frame_count == 8
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_ffmpeg_killed_mid_write_leaves_no_file(tmp_path: Path) -> None:
+    # In a child whose files may not outgrow 20 kB, the kernel kills ffmpeg with SIGXFSZ
+    # once its output reaches that size.
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from tasks.encode import EncodeError, encode_mp4\n"
+        "from tests.test_encode import gradient\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    encode_mp4(gradient(32, 256, 256) ^ 0x55, 8, Path(sys.argv[1]))\n"
+        "except EncodeError as exc:\n"
+        "    print(exc)\n"
+    )
+    target = tmp_path / "clip.mp4"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert done.stdout == (
+        f"ffmpeg could not encode 256×256 frames to {target}: "
+        "ffmpeg was killed by SIGXFSZ (its output outgrew the file size limit)\n"
+    ), done.stderr
+    assert not list(tmp_path.iterdir())

@@ -77,8 +77,12 @@ def test_force_renders_existing_rows_again(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, rows=2)
     request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
     render_manifest(request)
+    inodes = {p.name: p.stat().st_ino for p in (tmp_path / "out").glob("*.mp4")}
     summary = render_manifest(request.model_copy(update={"force": True}))
     assert summary.counts["ok"] == 2
+    # Replaced, not kept: `--force` writes are not create-only.
+    replaced = {p.name: p.stat().st_ino for p in (tmp_path / "out").glob("*.mp4")}
+    assert replaced.keys() == inodes.keys() and all(replaced[k] != inodes[k] for k in inodes)
 
 
 def test_changed_parameters_render_a_new_key(tmp_path: Path) -> None:

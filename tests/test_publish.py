@@ -206,6 +206,17 @@ def test_publish_video_writes_whole_file_and_reports_its_digest(tmp_path: Path) 
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip-abc.mp4"]
 
 
+def test_an_exclusive_publish_keeps_the_video_already_there(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    storage = LocalStorage(tmp_path / "out")
+    published = publish_video(storage, "clip-abc.mp4", first, exclusive=True)
+    assert published is not None and published.sha256 == hashlib.sha256(b"first").hexdigest()
+    assert publish_video(storage, "clip-abc.mp4", second, exclusive=True) is None
+    assert storage.read_bytes("clip-abc.mp4") == b"first"
+
+
 def test_package_versions_names_python_and_only_installed_packages() -> None:
     versions = package_versions()
     assert versions["python"] == ".".join(map(str, sys.version_info[:3]))

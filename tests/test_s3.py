@@ -13,7 +13,7 @@ from moto import mock_aws
 
 import storage.s3
 from storage import S3Storage, StorageError, open_location, open_storage
-from storage.s3 import MIN_PART_SIZE, s3_client
+from storage.s3 import MIN_PART_SIZE, MULTIPART_THRESHOLD, s3_client
 from tests.s3faults import dropped, injected, s3_error
 
 BUCKET = "t2v-unit"
@@ -203,3 +203,107 @@ def test_open_storage_and_open_location_take_s3_uris() -> None:
     for uri in ("s3://", "s3:///key.csv", "s3://bucket", "s3://bucket/prefix/"):
         with pytest.raises(StorageError):
             open_location(uri)
+
+
+def _versions(s3: Any, key: str) -> list[dict[str, Any]]:
+    return [
+        v for v in s3.list_object_versions(Bucket=BUCKET).get("Versions", []) if v["Key"] == key
+    ]
+
+
+@pytest.mark.parametrize(
+    "threshold", [MULTIPART_THRESHOLD, MIN_PART_SIZE], ids=["put", "multipart"]
+)
+def test_an_exclusive_write_creates_once_and_keeps_the_first(
+    s3: Any, tmp_path: Path, threshold: int
+) -> None:
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    first.write_bytes(b"\x01" * (MIN_PART_SIZE + 10))  # two parts with the lower threshold
+    second.write_bytes(b"\x02" * (MIN_PART_SIZE + 20))
+    store = S3Storage(BUCKET, "out", multipart_threshold=threshold)
+    assert store.write_file("a.mp4", first, exclusive=True)
+    with injected("CompleteMultipartUpload", lambda *_: None) as completes:
+        assert not store.write_file("a.mp4", second, exclusive=True)
+    assert sum(completes.values()) == (threshold == MIN_PART_SIZE)  # 412 on completing
+    assert store.read_bytes("a.mp4") == first.read_bytes()
+    assert len(_versions(s3, "out/a.mp4")) == 1
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)  # the loser's parts too
+    # Without `exclusive` (`--force`) the video is replaced.
+    assert store.write_file("a.mp4", second)
+    assert store.read_bytes("a.mp4") == second.read_bytes()
+    etag = s3.head_object(Bucket=BUCKET, Key="out/a.mp4")["ETag"].strip('"')
+    assert etag.endswith("-2") == (threshold == MIN_PART_SIZE)
+
+
+def test_a_conditional_write_conflict_is_lost_when_the_key_exists(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    # AWS answers 409 when another conditional write on the key is in flight. On moto's
+    # server (not under mock_aws, whose own hook would store the PUT anyway) the fake
+    # answer replaces the request.
+    source = tmp_path / "a.mp4"
+    source.write_bytes(b"mine")
+    store = S3Storage(s3_bucket)
+
+    def conflict(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse:
+        return s3_error(request, 409, "ConditionalRequestConflict", "A conflicting operation.")
+
+    with injected("PutObject", conflict), pytest.raises(StorageError) as error:
+        store.write_file("a.mp4", source, exclusive=True)
+    assert str(error.value) == (
+        f"cannot write s3://{s3_bucket}/a.mp4: "
+        "ConditionalRequestConflict (A conflicting operation.)"
+    )
+    assert not store.exists("a.mp4")
+    s3_client().put_object(Bucket=s3_bucket, Key="a.mp4", Body=b"theirs")  # the other landed
+    with injected("PutObject", conflict):
+        assert not store.write_file("a.mp4", source, exclusive=True)
+    assert store.read_bytes("a.mp4") == b"theirs"
+
+
+def test_a_connection_lost_for_good_mid_parts_leaves_no_object_and_no_upload(
+    s3: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "big.mp4"
+    source.write_bytes(b"\x01" * (MIN_PART_SIZE * 2 + 10))
+    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
+
+    def drop_part_2(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        if "partNumber=2" in request.url:
+            raise dropped(request)
+        return None
+
+    with injected("UploadPart", drop_part_2) as attempts, pytest.raises(StorageError) as error:
+        store.write_file("big.mp4", source, exclusive=True)
+    assert str(error.value).startswith(
+        f"cannot write s3://{BUCKET}/out/big.mp4: Connection was closed"
+    )
+    assert error.value.retryable
+    assert sum(attempts.values()) == 1 + 2  # part 1, then part 2 twice (AWS_MAX_ATTEMPTS)
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+def test_an_upload_aborted_by_someone_else_fails_at_once(s3: Any, tmp_path: Path) -> None:
+    # A lifecycle rule, or a clean-up script, aborted the upload between two parts: S3
+    # answers 404 NoSuchUpload, which no retry mends.
+    source = tmp_path / "big.mp4"
+    source.write_bytes(b"\x01" * (MIN_PART_SIZE * 2 + 10))
+    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
+
+    def gone(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        if "partNumber=2" in request.url:
+            return s3_error(request, 404, "NoSuchUpload", "The specified upload does not exist.")
+        return None
+
+    with injected("UploadPart", gone) as attempts, pytest.raises(StorageError) as error:
+        store.write_file("big.mp4", source, exclusive=True)
+    assert str(error.value) == (
+        f"cannot write s3://{BUCKET}/out/big.mp4: "
+        "NoSuchUpload (The specified upload does not exist.)"
+    )
+    assert not error.value.retryable
+    assert sum(attempts.values()) == 2  # part 1, part 2 once
+    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
+import time
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.httpsession import URLLib3Session
 
 from flows.parameters import RenderRequest
+from flows.prefect_tasks import IO_RETRY_DELAYS
 from flows.render_flow import RowsFailedError, render_manifest
 from storage.s3 import s3_client
+from tasks.publish import ALREADY_STORED
 from tests.conftest import FAKE_SECRET_ACCESS_KEY
 from tests.s3faults import Fault, dropped, injected, s3_error
 
@@ -176,3 +182,73 @@ def test_presign_expiry_is_refused_before_the_run(
 
     with pytest.raises(ValidationError, match=message):
         RenderRequest(destination=destination, presign_expiry=expiry)
+
+
+def test_faults_outlasting_the_client_retries_are_retried_by_the_task_after_a_pause(
+    s3_bucket: str,
+) -> None:
+    # Each video's first three PUTs (the client's three attempts) fail in its own way; the
+    # task tries again IO_RETRY_DELAYS[0] seconds later, and the fourth PUT lands.
+    faults: dict[str, Callable[[AWSPreparedRequest], AWSResponse]] = {
+        "/clip-0-": lambda request: s3_error(request, 500, "InternalError", "Internal error."),
+        "/clip-1-": lambda request: s3_error(request, 503, "SlowDown", "Reduce your rate."),
+        "/clip-2-": lambda request: raise_(dropped(request)),
+    }
+    sent: dict[str, list[float]] = defaultdict(list)
+
+    def fail_three_times(
+        request: AWSPreparedRequest, path: str, attempt: int
+    ) -> AWSResponse | None:
+        if not path.endswith(".mp4"):
+            return None
+        sent[path].append(time.monotonic())
+        fault = next(fault for prefix, fault in faults.items() if prefix in path)
+        return fault(request) if attempt <= 3 else None
+
+    started = time.monotonic()
+    outcome, attempts = _render_s3_to_s3_through(s3_bucket, fail_three_times)
+    wall_s = time.monotonic() - started
+
+    assert outcome.summary.counts == {"ok": 3, "skipped": 0, "failed": 0, "invalid": 1}
+    assert sorted(n for path, n in attempts.items() if path.endswith(".mp4")) == [4, 4, 4]
+    pauses = {path.rsplit("/", 1)[-1][:6]: _pauses(times) for path, times in sent.items()}
+    for client_1, client_2, task in pauses.values():
+        assert client_1 > 0 and client_2 > 0  # botocore's jittered exponential backoff
+        assert task >= IO_RETRY_DELAYS[0]  # then the task's own retry delay
+    versions = _versions(s3_bucket, "renders/")
+    assert sorted(n for key, n in versions.items() if key.endswith(".mp4")) == [1, 1, 1]
+    shown = ", ".join(
+        f"{k}: {'/'.join(f'{p:.2f}' for p in v)} s" for k, v in sorted(pauses.items())
+    )
+    print(f"\nRELIABILITY transient-5xx-throttle-drop: attempts 4 per video; pauses {shown}; "
+          f"run {wall_s:.1f} s; lost=0 duplicates=0")  # fmt: skip
+
+
+def test_a_put_that_landed_but_whose_answer_was_lost_is_not_stored_twice(
+    s3_bucket: str,
+) -> None:
+    # The first PUT of clip-0 reaches the server, then the connection drops before the
+    # answer: the client's retry is refused (412), as a create-only write should be.
+    def land_then_drop(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
+        if "/clip-0-" in path and attempt == 1:
+            URLLib3Session().send(request)
+            raise dropped(request)
+        return None
+
+    outcome, attempts = _render_s3_to_s3_through(s3_bucket, land_then_drop)
+
+    assert outcome.summary.counts == {"ok": 2, "skipped": 1, "failed": 0, "invalid": 1}
+    assert [n for path, n in attempts.items() if "/clip-0-" in path] == [2]
+    row = _results(s3_bucket)[0]
+    assert (row["id"], row["status"], row["warning"]) == ("clip-0", "skipped", ALREADY_STORED)
+    assert row["output"].startswith(f"s3://{s3_bucket}/renders/clip-0-")
+    versions = _versions(s3_bucket, "renders/")
+    assert sorted(n for key, n in versions.items() if key.endswith(".mp4")) == [1, 1, 1]
+
+
+def _pauses(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def raise_(error: Exception) -> AWSResponse:
+    raise error

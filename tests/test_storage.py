@@ -1,10 +1,19 @@
+"""The local backend: atomic, create-only writes, and the temporaries killed writers leave."""
+
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from storage import LocalStorage, StorageError, open_location, open_storage
+from tests.conftest import REPO
 
 
 def test_write_read_exists_and_list(tmp_path: Path) -> None:
@@ -65,3 +74,121 @@ def test_open_location_splits_a_file_path(tmp_path: Path) -> None:
 def test_unknown_schemes_are_refused() -> None:
     with pytest.raises(StorageError, match="unsupported location 'gs://b/k'"):
         open_storage("gs://b/k")
+
+
+def test_an_exclusive_write_creates_once_and_keeps_the_first(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    first.write_bytes(b"first" * 1000)
+    second.write_bytes(b"second")
+    storage = LocalStorage(tmp_path / "dest")
+    assert storage.write_file("a.mp4", first, exclusive=True)
+    before = (tmp_path / "dest" / "a.mp4").stat()
+    assert not storage.write_file("a.mp4", second, exclusive=True)
+    after = (tmp_path / "dest" / "a.mp4").stat()
+    assert storage.read_bytes("a.mp4") == b"first" * 1000
+    assert (after.st_ino, after.st_mtime_ns, after.st_nlink) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        1,
+    )
+    assert oct(after.st_mode & 0o777) == oct(0o644)
+    # Without `exclusive` (`--force`) the video is replaced.
+    assert storage.write_file("a.mp4", second)
+    assert storage.read_bytes("a.mp4") == b"second"
+    assert [p.name for p in (tmp_path / "dest").iterdir()] == ["a.mp4"]
+
+
+def test_of_writers_racing_for_one_key_exactly_one_creates_it(tmp_path: Path) -> None:
+    sources = []
+    for n in range(8):
+        sources.append(tmp_path / f"src-{n}.bin")
+        sources[-1].write_bytes(bytes([n]) * 200_000)
+    storage = LocalStorage(tmp_path / "dest")
+    start = threading.Barrier(len(sources))
+
+    def write(source: Path) -> bool:
+        start.wait()
+        return storage.write_file("a.mp4", source, exclusive=True)
+
+    with ThreadPoolExecutor(len(sources)) as pool:
+        created = list(pool.map(write, sources))
+    assert created.count(True) == 1
+    winner = sources[created.index(True)]
+    assert storage.read_bytes("a.mp4") == winner.read_bytes()
+    assert [p.name for p in (tmp_path / "dest").iterdir()] == ["a.mp4"]
+
+
+# A child that writes `size` bytes from a pipe into LocalStorage; `limit` caps the size of
+# any file it writes (RLIMIT_FSIZE), and it reports the outcome on stdout.
+WRITER = """
+import resource, sys
+from pathlib import Path
+from storage import LocalStorage, StorageError
+limit = int(sys.argv[3])
+if limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+try:
+    print(LocalStorage(sys.argv[1]).write_file("v.mp4", Path(sys.argv[2]), exclusive=True))
+except StorageError as exc:
+    print(f"{exc} | retryable={exc.retryable}")
+"""
+
+
+def _writer(dest: Path, source: Path, limit: int = 0) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(dest), str(source), str(limit)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def test_a_copy_that_fails_mid_file_leaves_no_file_and_no_temporary(tmp_path: Path) -> None:
+    source = tmp_path / "big.mp4"
+    source.write_bytes(b"\x07" * 3_000_000)
+    writer = _writer(tmp_path / "dest", source, limit=1_000_000)  # fails after 1 MB
+    out, _ = writer.communicate(timeout=60)
+    assert out.strip() == f"cannot write {tmp_path}/dest/v.mp4: File too large | retryable=False"
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    pipes, writers = [], []
+    for name in ("killed", "alive"):
+        pipes.append(tmp_path / name)
+        os.mkfifo(pipes[-1])
+        writers.append(_writer(dest / name, pipes[-1]))
+    feeds = [open(pipe, "wb") for pipe in pipes]  # noqa: SIM115 - closed below
+    for feed in feeds:
+        feed.write(b"\x01" * 100_000)  # half a video: each writer now waits for more
+        feed.flush()
+    temporaries = [_wait_for_one(dest / name, ".v.mp4.*.tmp") for name in ("killed", "alive")]
+    writers[0].kill()
+    writers[0].wait()
+    feeds[0].close()
+    for temporary in temporaries:  # as if both were left an hour ago
+        os.utime(temporary, (time.time() - 3600,) * 2)
+
+    assert LocalStorage(dest).remove_dead_temporaries() == ("killed/" + temporaries[0].name,)
+    assert not temporaries[0].exists() and temporaries[1].exists()
+    feeds[1].close()  # the live writer finishes and publishes its whole file
+    out, _ = writers[1].communicate(timeout=60)
+    assert out.strip() == "True"
+    assert (dest / "alive" / "v.mp4").read_bytes() == b"\x01" * 100_000
+    assert sorted(p.name for p in (dest / "alive").iterdir()) == ["v.mp4"]
+
+
+def test_fresh_temporaries_are_kept_whoever_holds_them(tmp_path: Path) -> None:
+    (tmp_path / ".v.mp4.abcd1234.tmp").write_bytes(b"just created, not yet locked")
+    assert LocalStorage(tmp_path).remove_dead_temporaries() == ()
+    assert LocalStorage(tmp_path).remove_dead_temporaries(older_than=0) == (".v.mp4.abcd1234.tmp",)
+
+
+def _wait_for_one(folder: Path, pattern: str, timeout: float = 30) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(folder.glob(pattern)) if folder.is_dir() else []
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError(f"nothing matched {pattern} in {folder} within {timeout} s")
