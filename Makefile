@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser clean server pool gpu-limit deploy worker bench-cpu bench-wheels bench-gpu
+.PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy worker bench-cpu bench-wheels bench-gpu
 
 setup: $(STAMP)
 
@@ -39,6 +39,7 @@ PREFECT_PORT ?= 4200
 export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 PREFECT := $(VENV)/bin/prefect
 GPU_SLOTS ?= 1
+CRASH_AFTER_S ?= 90
 
 server: $(STAMP)
 	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
@@ -50,7 +51,12 @@ pool: $(STAMP)
 gpu-limit: $(STAMP)
 	$(PREFECT) concurrency-limit inspect gpu >/dev/null 2>&1 || $(PREFECT) concurrency-limit create gpu $(GPU_SLOTS)
 
-deploy: pool gpu-limit
+# A run whose heartbeats stop for CRASH_AFTER_S seconds (its machine died) is marked Crashed;
+# its `gpu` slot comes back when the slot's lease expires, within about 75 s.
+crash-detection: $(STAMP)
+	$(PY) -m flows.crash_detection --silent-for $(CRASH_AFTER_S)
+
+deploy: pool gpu-limit crash-detection
 	$(PREFECT) --no-prompt deploy --all
 
 # One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1.
