@@ -41,8 +41,15 @@ PREFECT := $(VENV)/bin/prefect
 GPU_SLOTS ?= 1
 CRASH_AFTER_S ?= 90
 
+# A render waiting for a `gpu` slot asks again after about the average time a slot is held,
+# but at most SLOT_WAIT_S (Prefect's default, 10 s, leaves a GPU idle for most of that; after
+# a crash the dead run's slot, held until its lease expired, inflates that average).
+SLOT_WAIT_S ?= 1
+
 server: $(STAMP)
-	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_UI_API_URL=$(PREFECT_API_URL) \
+	PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=$(SLOT_WAIT_S) \
+	$(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 pool: $(STAMP)
 	$(PREFECT) work-pool inspect gpu >/dev/null 2>&1 || $(PREFECT) work-pool create gpu --type process
