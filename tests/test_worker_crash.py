@@ -45,7 +45,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with the README's set-up: the `gpu` pool, limit, crash detection, deployments."""
     with running_server(tmp_path_factory.mktemp("prefect")) as server:
         command = make(server.project, "deploy", f"CRASH_AFTER_S={CRASH_AFTER_S}")
-        subprocess.run(command, env=server.env, check=True, capture_output=True)
+        subprocess.run(command, env=server.env, check=True)
         yield server
 
 
@@ -94,15 +94,19 @@ def _videos(destination: Path) -> dict[str, tuple[int, int]]:
 def _kill_machine(server: Server, sessions: set[int], run_id: Any) -> None:
     """SIGKILL every process in `sessions`, as when the machine dies, at a moment the run holds
     the `gpu` slot. Frozen first (twice: an encoder may be starting), so none can react."""
-    while True:
+
+    def frozen_holding_the_slot() -> bool:
         signal_sessions(sessions, signal.SIGSTOP)
         signal_sessions(sessions, signal.SIGSTOP)
-        if {run.id for run in _task_runs(server, run_id, "render")} & _gpu_slot_holders(server):
-            signal_sessions(sessions, signal.SIGKILL)
-            wait_for(lambda: not alive_in(sessions), 10, "the killed processes to end")
-            return
+        renders = {run.id for run in _task_runs(server, run_id, "render")}
+        if renders & _gpu_slot_holders(server):
+            return True
         signal_sessions(sessions, signal.SIGCONT)
-        time.sleep(0.2)
+        return False
+
+    wait_for(frozen_holding_the_slot, 60, "a moment the run holds the gpu slot")
+    signal_sessions(sessions, signal.SIGKILL)
+    wait_for(lambda: not alive_in(sessions), 10, "the killed processes to end")
 
 
 def test_run_on_a_dead_machine_crashes_frees_its_gpu_slot_and_resumes(
