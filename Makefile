@@ -5,7 +5,8 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser clean server pool gpu-limit deploy worker bench-cpu bench-manifest bench-wheels bench-gpu
+.PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy worker \
+	bench-cpu bench-manifest bench-wheels bench-gpu
 
 setup: $(STAMP)
 
@@ -39,9 +40,17 @@ PREFECT_PORT ?= 4200
 export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 PREFECT := $(VENV)/bin/prefect
 GPU_SLOTS ?= 1
+CRASH_AFTER_S ?= 90
+
+# A render waiting for a `gpu` slot asks again after about the average time a slot is held,
+# but at most SLOT_WAIT_S (Prefect's default, 10 s, leaves a GPU idle for most of that; after
+# a crash the dead run's slot, held until its lease expired, inflates that average).
+SLOT_WAIT_S ?= 1
 
 server: $(STAMP)
-	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_UI_API_URL=$(PREFECT_API_URL) \
+	PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=$(SLOT_WAIT_S) \
+	$(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 pool: $(STAMP)
 	$(PREFECT) work-pool inspect gpu >/dev/null 2>&1 || $(PREFECT) work-pool create gpu --type process
@@ -50,7 +59,12 @@ pool: $(STAMP)
 gpu-limit: $(STAMP)
 	$(PREFECT) concurrency-limit inspect gpu >/dev/null 2>&1 || $(PREFECT) concurrency-limit create gpu $(GPU_SLOTS)
 
-deploy: pool gpu-limit
+# A run whose heartbeats stop for CRASH_AFTER_S seconds (its machine died) is marked Crashed;
+# its `gpu` slot comes back when the slot's lease expires, within about 75 s.
+crash-detection: $(STAMP)
+	$(PY) -m flows.crash_detection --silent-for $(CRASH_AFTER_S)
+
+deploy: pool gpu-limit crash-detection
 	$(PREFECT) --no-prompt deploy --all
 
 # One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1.

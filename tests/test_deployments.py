@@ -6,25 +6,25 @@ against a copy of the project, as if freshly cloned; the browser is Debian's Chr
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import CHROMIUM_FLAGS, REPO
+from tests.conftest import CHROMIUM_FLAGS
+from tests.prefect_stack import (
+    Server,
+    flow_runs,
+    make,
+    run_deployment,
+    running_server,
+    running_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -33,146 +33,17 @@ MANIFEST = "id,prompt,num_frames,height,width,num_inference_steps\n" + "".join(
 )
 
 
-@dataclass
-class Server:
-    url: str  # the UI; the API is under /api
-    env: dict[str, str]
-    project: Path
-
-    @property
-    def api(self) -> str:
-        return f"{self.url}/api"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _make(project: Path, *arguments: str) -> list[str]:
-    """`make TARGET` in the copied project, using this test run's installed .venv as is."""
-    venv = Path(sys.executable).parent.parent
-    return ["make", "-C", str(project), "-o", str(venv / ".installed"), f"VENV={venv}", *arguments]
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    # A session of its own, so stopping it stops every process it started.
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process's whole session: politely, then for sure."""
-    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        deadline = time.monotonic() + grace
-        while _session(process) and time.monotonic() < deadline:
-            process.poll()  # reaps the leader once it exits
-            time.sleep(0.2)
-
-
-def _session(process: subprocess.Popen[bytes]) -> list[str]:
-    """The processes still in the session the command was started in."""
-    listing = subprocess.run(
-        ["ps", "-eo", "sid=,pid=,stat=,args="], capture_output=True, text=True, check=True
-    ).stdout
-    return [
-        line.strip()
-        for line in listing.splitlines()
-        if line.split()[0] == str(process.pid) and "Z" not in line.split()[2]
-    ]
-
-
-def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _copy_project(destination: Path) -> Path:
-    """The files a fresh clone would have (tracked, plus new files not yet committed)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            target = destination / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    return destination
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    """`make server` on a free loopback port with its own PREFECT_HOME (SQLite)."""
-    port = _free_port()
-    env = dict(os.environ)
-    env.update(
-        PREFECT_HOME=str(tmp_path / "prefect-home"),
-        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        OMP_NUM_THREADS="1",
-        HF_HUB_OFFLINE="1",
-    )
-    project = _copy_project(tmp_path / "project")
-    process = _start(_make(project, "server", f"PREFECT_PORT={port}"), env, tmp_path / "s.log")
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_for(lambda: _healthy(url), 120, f"the Prefect server at {url}")
-        yield Server(url, env, project)
-    finally:
-        _stop(process)
-        assert not _session(process), "the Prefect server left processes behind"
+    with running_server(tmp_path) as server:
+        yield server
 
 
 @pytest.fixture
 def worker(server: Server, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    subprocess.run(_make(server.project, "deploy"), env=server.env, check=True)
-    process = _start(_make(server.project, "worker"), server.env, tmp_path / "w.log")
-    try:
+    subprocess.run(make(server.project, "deploy"), env=server.env, check=True)
+    with running_worker(server, tmp_path / "w.log") as process:
         yield process
-    finally:
-        _stop(process)
-        assert not _session(process), "the worker left processes behind"
-
-
-def _flow_runs(server: Server, deployment: str) -> list[Any]:
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-
-    with SyncPrefectClient(server.api) as client:
-        return client.read_flow_runs(
-            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
-        )
-
-
-def _run_deployment(server: Server, name: str, parameters: dict[str, Any]) -> Any:
-    from prefect.client.orchestration import SyncPrefectClient
-
-    with SyncPrefectClient(server.api) as client:
-        deployment = client.read_deployment_by_name(f"render-manifest/{name}")
-        return client.create_flow_run_from_deployment(deployment.id, parameters=parameters).id
 
 
 def _bad_row_request(tmp_path: Path) -> dict[str, Any]:
@@ -187,8 +58,8 @@ def test_ui_started_run_renders_and_shows_artifacts(
     from playwright.sync_api import expect, sync_playwright
 
     # The nightly deployment holds its upcoming runs at 02:00 UTC.
-    _wait_for(lambda: bool(_flow_runs(server, "nightly")), 90, "the nightly schedule's runs")
-    nightly = _flow_runs(server, "nightly")
+    wait_for(lambda: bool(flow_runs(server, "nightly")), 90, "the nightly schedule's runs")
+    nightly = flow_runs(server, "nightly")
     for run in nightly:
         start = run.expected_start_time.astimezone(UTC)
         assert (run.state_type.value, start.hour, start.minute) == ("SCHEDULED", 2, 0)
@@ -226,7 +97,7 @@ def test_ui_started_run_renders_and_shows_artifacts(
             field("Batch Size (Optional)").fill("0")
             page.get_by_role("button", name="Submit").click()
             expect(page.get_by_text("0 is less than the minimum of 1").first).to_be_visible()
-            assert _flow_runs(server, "on-demand") == []
+            assert flow_runs(server, "on-demand") == []
 
             # A fresh form for the real run: the UI can fail to resubmit after a refusal.
             page.reload()
@@ -234,10 +105,8 @@ def test_ui_started_run_renders_and_shows_artifacts(
             field("Manifest (Optional)").fill(str(tmp_path / "prompts-{date}.csv"))
             field("Destination (Optional)").fill(str(tmp_path / "renders" / "{date}"))
             page.get_by_role("button", name="Submit").click()
-            _wait_for(
-                lambda: bool(_flow_runs(server, "on-demand")), 30, f"the UI's run: {problems}"
-            )
-            (run,) = _flow_runs(server, "on-demand")
+            wait_for(lambda: bool(flow_runs(server, "on-demand")), 30, f"the UI's run: {problems}")
+            (run,) = flow_runs(server, "on-demand")
 
             page.goto(f"{server.url}/runs/flow-run/{run.id}")
             state = page.locator(".page-heading-flow-run__meta .state-badge")
@@ -251,7 +120,7 @@ def test_ui_started_run_renders_and_shows_artifacts(
             page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
 
             # A run with a bad row writes its results, then shows Failed with the reason.
-            failed = _run_deployment(server, "on-demand", _bad_row_request(tmp_path))
+            failed = run_deployment(server, "on-demand", _bad_row_request(tmp_path))
             page.goto(f"{server.url}/runs/flow-run/{failed}")
             expect(state).to_have_text("Failed", timeout=240_000)
             expect(page.get_by_text("1 ok, 1 invalid; see").first).to_be_visible()

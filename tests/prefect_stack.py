@@ -1,0 +1,198 @@
+"""A real Prefect set-up for end-to-end tests: the README's make targets on a copy of the project.
+
+`running_server` is `make server` on a free loopback port with its own PREFECT_HOME (SQLite);
+`running_worker` is `make worker`. Each command runs in a session of its own, and stopping it
+stops every session it started (a process worker starts each flow run in a new session).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO
+
+
+@dataclass
+class Server:
+    url: str  # the UI; the API is under /api
+    env: dict[str, str]
+    project: Path
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def make(project: Path, *arguments: str) -> list[str]:
+    """`make TARGET` in the copied project, using this test run's installed .venv as is."""
+    venv = Path(sys.executable).parent.parent
+    return ["make", "-C", str(project), "-o", str(venv / ".installed"), f"VENV={venv}", *arguments]
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    # A session of its own, so stopping it stops every process it started.
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> set[int]:
+    """Stop the command's session and the sessions its processes started: politely, then for
+    sure. Returns the sessions, collected first: orphans of a stopped process lose their parent."""
+    sessions = sessions_of(process.pid)
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
+        signal_sessions(sessions, sig)
+        deadline = time.monotonic() + grace
+        while alive_in(sessions) and time.monotonic() < deadline:
+            process.poll()  # reaps the leader once it exits
+            time.sleep(0.2)
+    return sessions
+
+
+def _processes() -> list[tuple[int, int, int, str, str]]:
+    """(pid, ppid, sid, stat, args) of every process on the machine."""
+    listing = subprocess.run(
+        ["ps", "-eo", "pid=,ppid=,sid=,stat=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    rows = []
+    for line in listing.splitlines():
+        pid, ppid, sid, stat, *args = line.split(maxsplit=4)
+        rows.append((int(pid), int(ppid), int(sid), stat, " ".join(args)))
+    return rows
+
+
+def sessions_of(pid: int) -> set[int]:
+    """The session `pid` leads, and every session one of its descendants is in."""
+    processes = _processes()
+    children: dict[int, list[int]] = {}
+    for child, parent, *_ in processes:
+        children.setdefault(parent, []).append(child)
+    session = {row[0]: row[2] for row in processes}
+    found, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return {pid} | {session[p] for p in found if p in session}
+
+
+def alive_in(sessions: set[int]) -> list[str]:
+    """The processes still running (not zombies) in these sessions."""
+    return [
+        f"{pid} {args}"
+        for pid, _, sid, stat, args in _processes()
+        if sid in sessions and "Z" not in stat
+    ]
+
+
+def signal_sessions(sessions: set[int], sig: signal.Signals) -> None:
+    for pid, _, sid, stat, _ in _processes():
+        if sid in sessions and "Z" not in stat:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def copy_project(destination: Path) -> Path:
+    """The files a fresh clone would have (tracked, plus new files not yet committed)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+@contextlib.contextmanager
+def running_server(tmp_path: Path) -> Iterator[Server]:
+    """`make server` on a free loopback port with its own PREFECT_HOME (SQLite)."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+    )
+    project = copy_project(tmp_path / "project")
+    process = start(make(project, "server", f"PREFECT_PORT={port}"), env, tmp_path / "s.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: healthy(url), 120, f"the Prefect server at {url}")
+        yield Server(url, env, project)
+    finally:
+        assert not alive_in(stop(process)), "the Prefect server left processes behind"
+
+
+@contextlib.contextmanager
+def running_worker(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`make worker`; the flow runs it started are stopped with it."""
+    process = start(make(server.project, "worker"), server.env, log)
+    try:
+        yield process
+    finally:
+        assert not alive_in(stop(process)), "the worker left processes behind"
+
+
+def flow_runs(server: Server, deployment: str) -> list[Any]:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with SyncPrefectClient(server.api) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
+        )
+
+
+def run_deployment(server: Server, name: str, parameters: dict[str, Any]) -> Any:
+    """Start a run of `render-manifest/NAME`, as the UI's Run button does; returns its id."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(server.api) as client:
+        deployment = client.read_deployment_by_name(f"render-manifest/{name}")
+        return client.create_flow_run_from_deployment(deployment.id, parameters=parameters).id
