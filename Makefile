@@ -70,6 +70,7 @@ deploy: pool gpu-limit crash-detection
 # One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1.
 worker: $(STAMP)
 	$(PREFECT) worker start --pool gpu
+
 # Benchmarks write their sections of bench/RESULTS.md (see README, "Benchmarks").
 bench-cpu: $(STAMP)
 	$(PY) -m bench.cpu_overhead
