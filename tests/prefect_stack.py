@@ -8,6 +8,7 @@ stops every session it started (a process worker starts each flow run in a new s
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -146,6 +147,22 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of every socket listening on `port`, from the kernel's tables."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    raw = bytes.fromhex(address)
+                    # The kernel writes each 32-bit word in host (little-endian) order.
+                    words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+                    addresses.add(str(ipaddress.ip_address(b"".join(words))))
+    return addresses
+
+
 @contextlib.contextmanager
 def running_server(tmp_path: Path) -> Iterator[Server]:
     """`make server` on a free loopback port with its own PREFECT_HOME (SQLite)."""
@@ -164,6 +181,8 @@ def running_server(tmp_path: Path) -> Iterator[Server]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: healthy(url), 120, f"the Prefect server at {url}")
+        # `make server` listens on loopback only: nobody else can reach the API.
+        assert listening_addresses(port) == {"127.0.0.1"}
         yield Server(url, env, project)
     finally:
         assert not alive_in(stop(process)), "the Prefect server left processes behind"
