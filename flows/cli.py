@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--force", action="store_true", help="render rows whose video exists")
     render.add_argument("--limit", type=_positive_int, help="process only the first N rows")
     render.add_argument(
+        "--render-timeout-scale",
+        metavar="FACTOR",
+        default=os.environ.get("T2V_RENDER_TIMEOUT_SCALE", "1"),
+        help="multiply each render's timeout, after which it counts as hung; raise it on slow "
+        "hardware (default: $T2V_RENDER_TIMEOUT_SCALE, else 1)",
+    )
+    render.add_argument(
         "--presign-expiry",
         metavar="SECONDS",
         default=os.environ.get("T2V_PRESIGN_EXPIRY"),
@@ -104,6 +111,7 @@ def _render(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             force=args.force,
             limit=args.limit,
+            render_timeout_scale=args.render_timeout_scale,
             presign_expiry=args.presign_expiry,
         )
     except ValidationError as exc:
@@ -120,6 +128,13 @@ def _render(args: argparse.Namespace) -> int:
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, RowsFailedError):
         print(outcome.summary.one_line())
+        if outcome.device_failure:
+            # This process cannot use the device again; the next command starts afresh.
+            print(
+                f"t2v: {outcome.device_failure}; rendering stopped, "
+                "rerun the same command to resume",
+                file=sys.stderr,
+            )
         return EXIT_ROWS_FAILED
     if isinstance(outcome, BaseException):
         raise outcome
