@@ -64,31 +64,32 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     request = request.on_date(scheduled_date())
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
-    stop = DeviceStop()
     with progress.listening(artifacts.ProgressArtifact()):
-        device, results = collect_results(request, plan, stop)
+        device, results, device_failure = collect_results(request, plan)
     summary = summarize(results, request.model, device, request.destination, started)
     steps.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
     artifacts.publish_results(results, summary)
     if summary.counts["failed"] or summary.counts["invalid"]:
-        raise RowsFailedError(summary, stop.reason)
+        raise RowsFailedError(summary, device_failure)
     return summary
 
 
 def collect_results(
-    request: RenderRequest, plan: OutputPlan, stop: DeviceStop
-) -> tuple[str, list[ResultRow]]:
-    """Every row's result in manifest order, and the device that rendered them."""
+    request: RenderRequest, plan: OutputPlan
+) -> tuple[str, list[ResultRow], str | None]:
+    """Every row's result in manifest order, the device that rendered them, and why the
+    device stopped rendering, if it did."""
     progress.started(plan.total)
     # A rerun with every video in place loads no model at all.
     device = steps.load_model(plan.model, request.device) if plan.to_render else "none"
     results: list[ResultRow] = []
+    stop = DeviceStop()
     for result in itertools.chain(plan.done, render_and_publish(request, device, plan, stop)):
         progress.row_finished(result)
         results.append(result)
-    return device, sorted(results, key=lambda result: result.line)
+    return device, sorted(results, key=lambda result: result.line), stop.reason
 
 
 def render_and_publish(
