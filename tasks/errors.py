@@ -51,6 +51,7 @@ class DeviceFailedError(RenderError):
         self.reason = reason
         self.outcomes = list(outcomes)
 
+    # Prefect pickles a failed task's exception when it persists results.
     def __reduce__(self) -> tuple[type[DeviceFailedError], tuple[str, str, list[RenderOutcome]]]:
         return type(self), (str(self), self.reason, self.outcomes)
 
