@@ -65,13 +65,20 @@ def busy_inside_render(contender: Contender, batch: Sequence[RenderRow], device:
     On CUDA that is the union of kernel and copy intervals; on CPU, of torch operator
     intervals (there, time outside operators is Python and pipeline overhead).
     """
+    from torch._C._profiler import _ExperimentalConfig
     from torch.profiler import DeviceType, ProfilerActivity, profile
 
     cuda = torch.device(device).type == "cuda"
     activity, kind = (
         (ProfilerActivity.CUDA, DeviceType.CUDA) if cuda else (ProfilerActivity.CPU, DeviceType.CPU)
     )
-    with profile(activities=[activity]) as profiler:
+    # The engine renders in a thread of its own (tasks.render's watchdog); the profiler
+    # records operators of the calling thread only unless told otherwise (torch >= 2.7).
+    try:
+        config = _ExperimentalConfig(profile_all_threads=True)
+    except TypeError:
+        config = _ExperimentalConfig()
+    with profile(activities=[activity], experimental_config=config) as profiler:
         started = perf_counter()
         contender.render(batch)
         wall_us = (perf_counter() - started) * 1e6

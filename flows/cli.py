@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the standard AWS chain)",
     )
     render.add_argument(
+        "--render-timeout-scale",
+        metavar="FACTOR",
+        default=os.environ.get("T2V_RENDER_TIMEOUT_SCALE", "1"),
+        help="multiply each render's timeout, after which it counts as hung; raise it on slow "
+        "hardware (default: $T2V_RENDER_TIMEOUT_SCALE, else 1)",
+    )
+    render.add_argument(
         "--presign-expiry",
         metavar="SECONDS",
         default=os.environ.get("T2V_PRESIGN_EXPIRY"),
@@ -127,6 +134,7 @@ def _render(args: argparse.Namespace) -> int:
             max_rows=args.max_rows,
             max_work=args.max_work,
             aws_credentials_block=args.aws_credentials_block,
+            render_timeout_scale=args.render_timeout_scale,
             presign_expiry=args.presign_expiry,
         )
     except ValidationError as exc:
@@ -143,6 +151,13 @@ def _render(args: argparse.Namespace) -> int:
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, RowsFailedError):
         print(outcome.summary.one_line())
+        if outcome.device_failure:
+            # This process cannot use the device again; the next command starts afresh.
+            print(
+                f"t2v: {outcome.device_failure}; rendering stopped, "
+                "rerun the same command to resume",
+                file=sys.stderr,
+            )
         return EXIT_ROWS_FAILED
     if isinstance(outcome, BaseException):
         raise outcome

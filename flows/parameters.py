@@ -74,6 +74,15 @@ class RenderRequest(BaseModel):
         ),
         min_length=1,
     )
+    render_timeout_scale: float = Field(
+        1.0,
+        description=(
+            "Multiplies each render's timeout, which grows with its rows, frames, size and "
+            "steps; raise it on slow hardware. A render past it counts as hung."
+        ),
+        gt=0,
+        le=1000,
+    )
     presign_expiry: int | None = Field(
         None,
         description=(

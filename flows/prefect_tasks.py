@@ -11,6 +11,7 @@ from prefect.client.schemas.objects import TaskRun
 
 from storage.errors import StorageError
 from tasks import manifest, models, publish, render
+from tasks.errors import DeviceFailedError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -22,6 +23,12 @@ def _is_storage_error(task: Task[..., object], task_run: TaskRun, state: State[o
     by waiting."""
     error = state.result(raise_on_failure=False)
     return isinstance(error, StorageError) and error.retryable
+
+
+def _device_still_usable(task: Task[..., object], task_run: TaskRun, state: State[object]) -> bool:
+    """Retry a render once, unless its device is unusable in this process (a fatal CUDA
+    error, a hung render): then only a fresh process, a rerun, can render the rows."""
+    return not isinstance(state.result(raise_on_failure=False), DeviceFailedError)
 
 
 def _io_task(fn: Callable[P, R], name: str) -> Task[P, R]:
@@ -42,6 +49,12 @@ write_results = _io_task(publish.write_results, "write-results")
 load_model = task(name="load-model", cache_policy=NO_CACHE)(models.load_model)
 # Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
 # share GPUs across workers; inside a process a per-device lock does the same.
-render_batch = task(name="render", tags=["gpu"], retries=1, cache_policy=NO_CACHE)(
-    render.render_rows
-)
+# The render's own timeout (tasks.render.render_timeout), not Prefect's timeout_seconds,
+# ends a hung render: Prefect's cannot interrupt a worker thread blocked in C code.
+render_batch = task(
+    name="render",
+    tags=["gpu"],
+    retries=1,
+    retry_condition_fn=_device_still_usable,
+    cache_policy=NO_CACHE,
+)(render.render_rows)

@@ -7,6 +7,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 from prefect import flow
@@ -19,10 +20,10 @@ from flows.credentials import use_aws_credentials_block
 from flows.parameters import RenderRequest
 from flows.run_date import scheduled_date
 from tasks.budget import check_budget
-from tasks.errors import T2VError, first_line
+from tasks.errors import DeviceFailedError, T2VError, first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan, ResultRow, RunSummary, summarize
-from tasks.render import FailedRender, RenderOutcome, plan_batches
+from tasks.render import FailedRender, RenderOutcome, not_rendered, plan_batches
 
 # Batches rendered ahead of publishing: the GPU works on batch k+1 while batch k
 # is encoded and uploaded, and at most this many batches of frames sit in memory.
@@ -30,12 +31,26 @@ RENDER_WINDOW = 2
 
 
 class RowsFailedError(T2VError):
-    """Some rows ended `failed` or `invalid`; raised after the results manifest is written."""
+    """Some rows ended `failed` or `invalid`; raised after the results manifest is written.
 
-    def __init__(self, summary: RunSummary) -> None:
+    `device_failure` says why the device stopped rendering, when it did.
+    """
+
+    def __init__(self, summary: RunSummary, device_failure: str | None = None) -> None:
         counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
-        super().__init__(f"{counts}; see {summary.results}")
+        message = f"{counts}; see {summary.results}"
+        if device_failure:
+            message = f"{device_failure}; rendering stopped, rerun to resume; {message}"
+        super().__init__(message)
         self.summary = summary
+        self.device_failure = device_failure
+
+
+@dataclass
+class DeviceStop:
+    """Why the device rendered no more batches in this run, once a render left it unusable."""
+
+    reason: str | None = None
 
 
 @flow(
@@ -54,42 +69,51 @@ def render_manifest(request: RenderRequest) -> RunSummary:
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
     with progress.listening(artifacts.ProgressArtifact()):
-        device, results = collect_results(request, plan)
+        device, results, device_failure = collect_results(request, plan)
     summary = summarize(results, request.model, device, request.destination, started)
     steps.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
     artifacts.publish_results(results, summary)
     if summary.counts["failed"] or summary.counts["invalid"]:
-        raise RowsFailedError(summary)
+        raise RowsFailedError(summary, device_failure)
     return summary
 
 
-def collect_results(request: RenderRequest, plan: OutputPlan) -> tuple[str, list[ResultRow]]:
-    """Every row's result in manifest order, and the device that rendered them."""
+def collect_results(
+    request: RenderRequest, plan: OutputPlan
+) -> tuple[str, list[ResultRow], str | None]:
+    """Every row's result in manifest order, the device that rendered them, and why the
+    device stopped rendering, if it did."""
     progress.started(plan.total)
     # A rerun with every video in place loads no model at all.
     device = steps.load_model(plan.model, request.device) if plan.to_render else "none"
     results: list[ResultRow] = []
-    for result in itertools.chain(plan.done, render_and_publish(request, device, plan)):
+    stop = DeviceStop()
+    for result in itertools.chain(plan.done, render_and_publish(request, device, plan, stop)):
         progress.row_finished(result)
         results.append(result)
-    return device, sorted(results, key=lambda result: result.line)
+    return device, sorted(results, key=lambda result: result.line), stop.reason
 
 
 def render_and_publish(
-    request: RenderRequest, device: str, plan: OutputPlan
+    request: RenderRequest, device: str, plan: OutputPlan, stop: DeviceStop
 ) -> Iterator[ResultRow]:
-    """Render batches one after another and publish each batch while the next renders."""
+    """Render batches one after another and publish each batch while the next renders;
+    once the device is unusable, fail the batches left and publish what was rendered."""
     rendering: deque[tuple[list[RenderRow], PrefectFuture[list[RenderOutcome]]]] = deque()
     published = Published(plan)
     for batch in plan_batches(plan.to_render, request.batch_size):
-        rendering.append((batch, steps.render_batch.submit(plan.model, device, batch)))
+        if stop.reason is not None:
+            yield from (plan.failed(row, not_rendered(stop.reason)) for row in batch)
+            continue
+        future = steps.render_batch.submit(plan.model, device, batch, request.render_timeout_scale)
+        rendering.append((batch, future))
         if len(rendering) >= RENDER_WINDOW:
-            yield from _publish_rendered(*rendering.popleft(), request, plan, published)
+            yield from _publish_rendered(*rendering.popleft(), request, plan, published, stop)
             yield from published.finished(wait=False)
     while rendering:
-        yield from _publish_rendered(*rendering.popleft(), request, plan, published)
+        yield from _publish_rendered(*rendering.popleft(), request, plan, published, stop)
     yield from published.finished(wait=True)
 
 
@@ -99,14 +123,18 @@ def _publish_rendered(
     request: RenderRequest,
     plan: OutputPlan,
     published: Published,
+    stop: DeviceStop,
 ) -> Iterator[ResultRow]:
     """Wait for a batch's render, submit its videos for publishing, yield its failed rows."""
     outcome = future.result(raise_on_failure=False)
-    outcomes: list[RenderOutcome] = (
-        [FailedRender(row, first_line(outcome)) for row in batch]
-        if isinstance(outcome, BaseException)
-        else outcome
-    )
+    outcomes: list[RenderOutcome]
+    if isinstance(outcome, DeviceFailedError):
+        stop.reason = stop.reason or outcome.reason
+        outcomes = outcome.outcomes
+    elif isinstance(outcome, BaseException):
+        outcomes = [FailedRender(row, first_line(outcome)) for row in batch]
+    else:
+        outcomes = outcome
     for rendered in outcomes:
         if isinstance(rendered, FailedRender):
             yield plan.failed(rendered.row, rendered.error)

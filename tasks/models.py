@@ -154,6 +154,7 @@ def dtype_for(device: torch.device) -> torch.dtype:
 _cache: dict[tuple[str, str], Any] = {}
 _cache_lock = threading.Lock()
 _device_locks: dict[str, threading.Lock] = {}
+_device_failures: dict[str, str] = {}
 load_count = 0  # pipelines built or loaded by this process; tests read it
 
 
@@ -179,6 +180,18 @@ def device_lock(device: torch.device) -> threading.Lock:
     """One lock per device, so only one render at a time holds a GPU in this process."""
     with _cache_lock:
         return _device_locks.setdefault(str(device), threading.Lock())
+
+
+def device_failure(device: torch.device) -> str | None:
+    """Why `device` cannot be used again by this process, if it cannot."""
+    with _cache_lock:
+        return _device_failures.get(str(device))
+
+
+def mark_device_failed(device: torch.device, reason: str) -> None:
+    """After a fatal CUDA error or a hung render: nothing else in this process may use it."""
+    with _cache_lock:
+        _device_failures.setdefault(str(device), reason)
 
 
 def _load(model: ModelRef, device: torch.device) -> Any:

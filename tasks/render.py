@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -10,9 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.errors import RenderError, first_line
+from tasks.errors import DeviceFailedError, RenderError, first_line
 from tasks.manifest import RenderRow
-from tasks.models import CLIP_MAX_TOKENS, ModelRef, device_lock, get_pipeline, quiet_diffusers
+from tasks.models import (
+    CLIP_MAX_TOKENS,
+    ModelRef,
+    device_failure,
+    device_lock,
+    get_pipeline,
+    mark_device_failed,
+    quiet_diffusers,
+)
 
 BatchShape = tuple[int, int, int, int, float]
 
@@ -55,24 +64,122 @@ def plan_batches(rows: Iterable[RenderRow], batch_size: int) -> list[list[Render
     ]
 
 
-def render_rows(model: ModelRef, device: str, rows: Sequence[RenderRow]) -> list[RenderOutcome]:
-    """Render one micro-batch of `model` on `device`, holding the device only while rendering."""
-    return _render_splitting_on_oom(get_pipeline(model, torch.device(device)), rows)
+# A render that runs longer than its timeout is taken as hung. The timeout grows with the
+# work, rows × frames × height × width × steps (in megapixel-steps), at a rate per device
+# type, and never goes under a floor. The rates are ten times what the largest preset
+# (ms-1.7b, ≈ 9.5 TFLOP per megapixel-step with guidance) needs on slow hardware of the
+# type: a T4-class GPU (≈ 25 TFLOP/s achieved), a CPU at ≈ 0.5 TFLOP/s. The CUDA floor also
+# covers a first render that compiles the UNet (T2V_COMPILE). Slow hardware, or
+# max-autotune compiling, raises them all with the flow's `render_timeout_scale`
+# (`t2v render --render-timeout-scale`, default $T2V_RENDER_TIMEOUT_SCALE).
+@dataclass(frozen=True)
+class TimeoutRule:
+    floor_s: float
+    s_per_megapixel_step: float
 
 
-def _render_splitting_on_oom(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderOutcome]:
-    """On CUDA out-of-memory, render each half alone; a single row that still fails is failed."""
+RENDER_TIMEOUTS = {"cuda": TimeoutRule(900.0, 4.0), "cpu": TimeoutRule(600.0, 200.0)}
+
+
+def render_timeout(rows: Sequence[RenderRow], device_type: str, scale: float = 1.0) -> float:
+    """Seconds after which a render of `rows` on a device of `device_type` counts as hung."""
+    rule = RENDER_TIMEOUTS[device_type]
+    work = sum(row.num_frames * row.height * row.width * row.num_inference_steps for row in rows)
+    return scale * max(rule.floor_s, rule.s_per_megapixel_step * work / 1e6)
+
+
+def not_rendered(reason: str) -> str:
+    """The error of a row left unrendered because its device failed earlier in the process."""
+    return f"not rendered: the device failed earlier in this process ({reason}); rerun to resume"
+
+
+def render_rows(
+    model: ModelRef, device: str, rows: Sequence[RenderRow], timeout_scale: float = 1.0
+) -> list[RenderOutcome]:
+    """Render one micro-batch of `model` on `device`, holding the device only while rendering.
+
+    Raises DeviceFailedError, with every row's outcome, when a fatal CUDA error or a hung
+    render leaves the device unusable by this process, and from then on at once.
+    """
+    pipe = get_pipeline(model, torch.device(device))
+    target = pipe.unet.device
+    timeout_s = render_timeout(rows, target.type, timeout_scale)
+    with device_lock(target):
+        reason = device_failure(target)
+        if reason is not None:
+            raise _device_failed(not_rendered(reason), reason, rows, [])
+        return _render_watched(pipe, rows, timeout_s)
+
+
+def _render_watched(pipe: Any, rows: Sequence[RenderRow], timeout_s: float) -> list[RenderOutcome]:
+    """Render in a thread of its own, and give up on it after `timeout_s`.
+
+    A thread stuck in a CUDA call can be neither interrupted nor joined: it is a daemon, so
+    that it does not keep the process from exiting, and the device is marked failed, so
+    that nothing else in the process waits behind it or shares the pipeline with it.
+    """
+    outcomes: list[RenderOutcome] = []
+    errors: list[BaseException] = []
+
+    def render() -> None:
+        try:
+            _render_splitting_on_oom(pipe, rows, outcomes)
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            errors.append(exc)
+
+    worker = threading.Thread(target=render, name="t2v-render", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    device = pipe.unet.device
+    if worker.is_alive():
+        reason = f"render timed out after {timeout_s:g} s"
+        mark_device_failed(device, reason)
+        raise _device_failed(reason, reason, rows, list(outcomes))
+    if not errors:
+        return outcomes
+    error = errors[0]
+    if isinstance(error, DeviceFailedError):
+        mark_device_failed(device, error.reason)
+        raise _device_failed(str(error), error.reason, rows, outcomes) from error
+    raise error
+
+
+def _device_failed(
+    error: str, reason: str, rows: Sequence[RenderRow], finished: Sequence[RenderOutcome]
+) -> DeviceFailedError:
+    """The failure with every row's outcome: those finished before it, the rest failed."""
+    done = {outcome.row.line for outcome in finished}
+    failed = [FailedRender(row, error) for row in rows if row.line not in done]
+    return DeviceFailedError(error, reason, [*finished, *failed])
+
+
+def _render_splitting_on_oom(
+    pipe: Any, rows: Sequence[RenderRow], outcomes: list[RenderOutcome], split: bool = False
+) -> None:
+    """Append each row's outcome. On CUDA out-of-memory, render each half alone; a single
+    row that still runs out is failed. Once split, another render error fails only its own
+    rows, so that the task's retry never renders rows again."""
     try:
-        with device_lock(pipe.unet.device):
-            return list(render_batch(pipe, rows))
+        outcomes.extend(render_batch(pipe, rows))
+        return
     except torch.cuda.OutOfMemoryError as exc:
-        torch.cuda.empty_cache()
-        if len(rows) == 1:
-            return [FailedRender(rows[0], f"out of GPU memory: {first_line(exc)}")]
-        half = len(rows) // 2
-        return _render_splitting_on_oom(pipe, rows[:half]) + _render_splitting_on_oom(
-            pipe, rows[half:]
-        )
+        error = f"out of GPU memory: {first_line(exc)}"
+    except DeviceFailedError:
+        raise
+    except RenderError as exc:
+        if not split:
+            raise
+        outcomes.extend(FailedRender(row, str(exc)) for row in rows)
+        return
+    # Only past the except block are the failed attempt's traceback, and the activations
+    # its frames hold, gone, so that the allocator can give their memory back.
+    torch.cuda.empty_cache()
+    if len(rows) == 1:
+        outcomes.append(FailedRender(rows[0], error))
+        return
+    half = len(rows) // 2
+    _render_splitting_on_oom(pipe, rows[:half], outcomes, split=True)
+    _render_splitting_on_oom(pipe, rows[half:], outcomes, split=True)
 
 
 def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
@@ -105,7 +212,16 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError) as exc:
-        raise RenderError(f"render of {len(rows)} row(s) failed: {first_line(exc)}") from exc
+        message = first_line(exc)
+        if "CUDA error" in message and "out of memory" in message:
+            # cudaMalloc outside PyTorch's allocator (cuBLAS or cuDNN workspaces) says so.
+            raise torch.cuda.OutOfMemoryError(message) from exc
+        if "CUDA error" in message:
+            # An illegal access, a device-side assert, a launch failure...: the process's
+            # CUDA context is unusable afterwards; only a fresh process can go on.
+            reason = f"the GPU hit a fatal error: {message}"
+            raise DeviceFailedError(reason, reason, []) from exc
+        raise RenderError(f"render of {len(rows)} row(s) failed: {message}") from exc
     elapsed = (time.perf_counter() - started) / len(rows)
     warnings = truncation_warnings(pipe.tokenizer, rows)
     return [
