@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +146,24 @@ def s3_bucket(s3_env: dict[str, str]) -> str:
     s3_client().create_bucket(Bucket=bucket)
     s3_client().put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     return bucket
+
+
+def prefect_records() -> list[str]:
+    """Everything the session's Prefect server shows about runs, as JSON: every log line,
+    flow run (parameters included) and artifact, and every block as the API shows it to
+    anyone who does not ask for secrets. Tests scan it for credentials."""
+    from prefect import get_client
+
+    records: list[str] = []
+    with get_client(sync_client=True) as client:
+        readers: list[Callable[..., list[Any]]] = [
+            client.read_logs, client.read_flow_runs, client.read_artifacts
+        ]  # fmt: skip
+        for read in readers:
+            offset = 0
+            while page := read(limit=200, offset=offset):
+                records.extend(item.model_dump_json() for item in page)
+                offset += len(page)
+        documents = client.read_block_documents(include_secrets=False)
+        records.extend(document.model_dump_json() for document in documents)
+    return records

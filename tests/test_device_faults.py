@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from flows.parameters import RenderRequest
 from flows.render_flow import RowsFailedError, render_manifest
 from tasks import models
 from tasks.errors import DeviceFailedError
-from tasks.manifest import RenderRow
 from tasks.render import (
     RENDER_TIMEOUTS,
     FailedRender,
@@ -43,10 +41,11 @@ from tests.devicefaults import (
     out_of_memory,
     unet_faults,
 )
+from tests.test_flow import tiny_manifest
+from tests.test_render import small_row
 
 TINY = models.resolve_model("tiny-random")
 FATAL = f"the GPU hit a fatal error: {ILLEGAL_ACCESS.splitlines()[0]}"
-HEADER = "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
 # Renders here take a fraction of a second: this scale times a hung one out after ~2.4 s.
 TIMEOUT_SCALE = 0.004
 
@@ -55,30 +54,6 @@ TIMEOUT_SCALE = 0.004
 def usable_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     """A device that a test marks failed is usable again by the tests after it."""
     monkeypatch.setattr(models, "_device_failures", {})
-
-
-def _row(line: int, **changes: Any) -> RenderRow:
-    row = RenderRow(
-        line=line,
-        id=f"row-{line}",
-        prompt=f"a small test scene number {line}",
-        negative_prompt="",
-        seed=line,
-        num_frames=8,
-        height=64,
-        width=64,
-        num_inference_steps=3,
-        guidance_scale=9.0,
-        fps=8,
-    )
-    return replace(row, **changes)
-
-
-def _manifest(tmp_path: Path, rows: int) -> Path:
-    path = tmp_path / "prompts.csv"
-    lines = [f"clip-{n},a tiny scene number {n},{n},4,64,64,2,8\n" for n in range(rows)]
-    path.write_text(HEADER + "".join(lines))
-    return path
 
 
 def _prompt(n: int) -> str:
@@ -110,7 +85,7 @@ def _assert_frames_match(video: RenderedVideo, reference: RenderedVideo) -> None
 
 
 def test_out_of_memory_splits_a_batch_until_its_rows_fit(tiny_pipe: Any) -> None:
-    rows = [_row(n) for n in range(1, 5)]
+    rows = [small_row(n) for n in range(1, 5)]
     unsplit = render_batch(tiny_pipe, rows)
     failed_inputs: list[Any] = []
     alive_at_next_attempt: list[int] = []
@@ -149,7 +124,7 @@ def test_out_of_memory_splits_a_batch_until_its_rows_fit(tiny_pipe: Any) -> None
 def test_a_row_out_of_memory_even_alone_fails_alone(
     tiny_pipe: Any, error: Callable[[], Exception]
 ) -> None:
-    rows = [_row(n) for n in range(1, 5)]
+    rows = [small_row(n) for n in range(1, 5)]
     greedy = rows[1].prompt
 
     def greedy_row(call: UnetCall) -> None:
@@ -181,7 +156,7 @@ def test_flow_renders_around_out_of_memory_and_retries_no_row(
 
     with unet_faults(tiny_pipe, faults) as calls:
         state = render_manifest(
-            RenderRequest(manifest=str(_manifest(tmp_path, rows=5)), destination=str(out)),
+            RenderRequest(manifest=str(tiny_manifest(tmp_path, rows=5)), destination=str(out)),
             return_state=True,
         )
 
@@ -218,7 +193,7 @@ def test_flow_renders_around_out_of_memory_and_retries_no_row(
     ids=["illegal-access", "device-side-assert", "launch-failure"],
 )
 def test_fatal_cuda_errors_fail_the_batch_and_the_device(tiny_pipe: Any, error: Exception) -> None:
-    rows = [_row(1), _row(2)]
+    rows = [small_row(1), small_row(2)]
 
     def fatal(call: UnetCall) -> None:
         raise error
@@ -236,7 +211,7 @@ def test_fatal_cuda_errors_fail_the_batch_and_the_device(tiny_pipe: Any, error: 
 
 
 def test_rows_rendered_before_a_fatal_error_are_kept(tiny_pipe: Any) -> None:
-    rows = [_row(n) for n in range(1, 5)]
+    rows = [small_row(n) for n in range(1, 5)]
 
     def split_then_fatal(call: UnetCall) -> None:
         if call.batch > 4:
@@ -259,7 +234,7 @@ def test_fatal_cuda_error_stops_the_run_and_keeps_what_rendered(
 ) -> None:
     out = tmp_path / "out"
     request = RenderRequest(
-        manifest=str(_manifest(tmp_path, rows=8)), destination=str(out), batch_size=2
+        manifest=str(tiny_manifest(tmp_path, rows=8)), destination=str(out), batch_size=2
     )
 
     with unet_faults(tiny_pipe, on_pipeline_call(2, fatal_cuda_error)) as calls:
@@ -277,12 +252,12 @@ def test_fatal_cuda_error_stops_the_run_and_keeps_what_rendered(
     assert all(run.run_count == 1 for run in _render_task_runs(state))
     # Nothing else in this process renders on the device again.
     with pytest.raises(DeviceFailedError, match="not rendered: the device failed earlier"):
-        render_rows(TINY, "cpu", [_row(1)])
+        render_rows(TINY, "cpu", [small_row(1)])
 
 
 @pytest.mark.slow
 def test_t2v_render_exits_after_a_fatal_cuda_error(cli_env: dict[str, str], tmp_path: Path) -> None:
-    out, manifest = tmp_path / "out", _manifest(tmp_path, rows=6)
+    out, manifest = tmp_path / "out", tiny_manifest(tmp_path, rows=6)
     done = _t2v_with_fault("fatal", manifest, out, cli_env)
 
     assert done.returncode == 1, done.stderr
@@ -331,13 +306,13 @@ def test_hung_render_times_out_frees_the_gpu_slot_and_stops_the_run(
 ) -> None:
     out = tmp_path / "out"
     request = RenderRequest(
-        manifest=str(_manifest(tmp_path, rows=8)),
+        manifest=str(tiny_manifest(tmp_path, rows=8)),
         destination=str(out),
         batch_size=2,
         render_timeout_scale=TIMEOUT_SCALE,
     )
     timeout_s = render_timeout(
-        [_row(1, num_frames=4, num_inference_steps=2)] * 2, "cpu", TIMEOUT_SCALE
+        [small_row(1, num_frames=4, num_inference_steps=2)] * 2, "cpu", TIMEOUT_SCALE
     )
     timed_out = f"render timed out after {timeout_s:g} s"
 
@@ -371,10 +346,10 @@ def test_t2v_render_exits_after_a_hung_render(cli_env: dict[str, str], tmp_path:
     out = tmp_path / "out"
     cli_env["T2V_RENDER_TIMEOUT_SCALE"] = str(TIMEOUT_SCALE)
     timeout_s = render_timeout(
-        [_row(1, num_frames=4, num_inference_steps=2)] * 2, "cpu", TIMEOUT_SCALE
+        [small_row(1, num_frames=4, num_inference_steps=2)] * 2, "cpu", TIMEOUT_SCALE
     )
 
-    done = _t2v_with_fault("hang", _manifest(tmp_path, rows=6), out, cli_env)
+    done = _t2v_with_fault("hang", tiny_manifest(tmp_path, rows=6), out, cli_env)
     exited = time.time()
 
     assert done.returncode == 1, done.stderr
@@ -400,7 +375,10 @@ def _t2v_with_fault(
 
 
 def test_render_timeout_grows_with_the_work_above_a_floor() -> None:
-    small, large = [_row(1)], [_row(n, num_frames=64, height=512, width=512) for n in range(8)]
+    small, large = (
+        [small_row(1)],
+        [small_row(n, num_frames=64, height=512, width=512) for n in range(8)],
+    )
     for device_type, rule in RENDER_TIMEOUTS.items():
         assert render_timeout(small, device_type) == rule.floor_s
         work = 8 * 64 * 512 * 512 * 3 / 1e6

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.usefixtures("prefect_api_url")
 HEADER = "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
 
 
-def _manifest(tmp_path: Path, rows: int, name: str = "prompts.csv") -> Path:
+def tiny_manifest(tmp_path: Path, rows: int, name: str = "prompts.csv") -> Path:
+    """A manifest of `rows` tiny rows (4 frames of 64×64, 2 steps) in `tmp_path`."""
     path = tmp_path / name
     lines = [f"clip-{n},a tiny scene number {n},{n},4,64,64,2,8\n" for n in range(rows)]
     path.write_text(HEADER + "".join(lines))
@@ -54,7 +55,7 @@ def test_demo_manifest_renders_every_row(rendered_demo: tuple[Path, list[ResultR
 
 
 def test_rerun_skips_everything_without_rendering(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, rows=3)
+    manifest = tiny_manifest(tmp_path, rows=3)
     request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
     render_manifest(request)
     before = _videos(tmp_path / "out")
@@ -74,7 +75,7 @@ def test_rerun_skips_everything_without_rendering(tmp_path: Path) -> None:
 
 
 def test_force_renders_existing_rows_again(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, rows=2)
+    manifest = tiny_manifest(tmp_path, rows=2)
     request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
     render_manifest(request)
     inodes = {p.name: p.stat().st_ino for p in (tmp_path / "out").glob("*.mp4")}
@@ -86,7 +87,7 @@ def test_force_renders_existing_rows_again(tmp_path: Path) -> None:
 
 
 def test_changed_parameters_render_a_new_key(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, rows=1)
+    manifest = tiny_manifest(tmp_path, rows=1)
     out = tmp_path / "out"
     render_manifest(RenderRequest(manifest=str(manifest), destination=str(out)))
     manifest.write_text(manifest.read_text().replace(",8\n", ",12\n"))  # fps 8 -> 12
@@ -97,7 +98,7 @@ def test_changed_parameters_render_a_new_key(tmp_path: Path) -> None:
 
 def test_twenty_rows_load_the_model_once(tmp_path: Path, tiny_pipe: Any) -> None:
     tiny_pipe.save_pretrained(tmp_path / "model")
-    manifest = _manifest(tmp_path, rows=20)
+    manifest = tiny_manifest(tmp_path, rows=20)
     loads = models.load_count
     request = RenderRequest(
         manifest=str(manifest),
@@ -136,7 +137,7 @@ def test_invalid_rows_fail_the_run_after_writing_results(tmp_path: Path) -> None
 
 
 def test_limit_processes_only_the_first_rows(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, rows=5)
+    manifest = tiny_manifest(tmp_path, rows=5)
     out = tmp_path / "out"
     summary = render_manifest(RenderRequest(manifest=str(manifest), destination=str(out), limit=2))
     assert summary.counts["ok"] == 2
@@ -145,7 +146,7 @@ def test_limit_processes_only_the_first_rows(tmp_path: Path) -> None:
 
 def test_date_in_paths_is_the_run_date(tmp_path: Path) -> None:
     today = dt.date.today().isoformat()  # a run outside a deployment reads the local date
-    _manifest(tmp_path, rows=1, name=f"prompts-{today}.csv")
+    tiny_manifest(tmp_path, rows=1, name=f"prompts-{today}.csv")
     request = RenderRequest(
         manifest=str(tmp_path / "prompts-{date}.csv"), destination=str(tmp_path / "{date}")
     )

@@ -10,7 +10,8 @@ from tasks.manifest import RenderRow
 from tasks.render import batch_shape, plan_batches, render_batch, truncation_warnings
 
 
-def _row(line: int, **changes: Any) -> RenderRow:
+def small_row(line: int, **changes: Any) -> RenderRow:
+    """A tiny valid row (8 frames of 64×64, 3 steps) numbered `line`, with `changes`."""
     row = RenderRow(
         line=line,
         id=f"row-{line}",
@@ -28,7 +29,13 @@ def _row(line: int, **changes: Any) -> RenderRow:
 
 
 def test_plan_batches_groups_compatible_rows_in_input_order() -> None:
-    rows = [_row(1), _row(2, height=128), _row(3), _row(4), _row(5, height=128)]
+    rows = [
+        small_row(1),
+        small_row(2, height=128),
+        small_row(3),
+        small_row(4),
+        small_row(5, height=128),
+    ]
     batches = plan_batches(rows, batch_size=2)
     assert [[row.line for row in batch] for batch in batches] == [[1, 3], [4], [2, 5]]
     assert all(len({batch_shape(row) for row in batch}) == 1 for batch in batches)
@@ -36,11 +43,15 @@ def test_plan_batches_groups_compatible_rows_in_input_order() -> None:
 
 def test_plan_batches_refuses_a_zero_batch_size() -> None:
     with pytest.raises(ValueError, match="`batch_size` has to be at least 1 but is 0"):
-        plan_batches([_row(1)], batch_size=0)
+        plan_batches([small_row(1)], batch_size=0)
 
 
 def test_batch_gives_the_frames_of_rows_rendered_one_by_one(tiny_pipe: Any) -> None:
-    rows = [_row(1), _row(2, negative_prompt="blurry"), _row(3, prompt="x", seed=2**63 - 1)]
+    rows = [
+        small_row(1),
+        small_row(2, negative_prompt="blurry"),
+        small_row(3, prompt="x", seed=2**63 - 1),
+    ]
     batched = render_batch(tiny_pipe, rows)
     for video in batched:
         alone = render_batch(tiny_pipe, [video.row])[0]
@@ -54,7 +65,8 @@ def test_batch_gives_the_frames_of_rows_rendered_one_by_one(tiny_pipe: Any) -> N
 
 def test_seeds_change_the_video_and_repeat_it(tiny_pipe: Any) -> None:
     first, same, other = (
-        render_batch(tiny_pipe, [row])[0].frames for row in (_row(1), _row(1), _row(1, seed=9))
+        render_batch(tiny_pipe, [row])[0].frames
+        for row in (small_row(1), small_row(1), small_row(1, seed=9))
     )
     assert np.array_equal(first, same)
     assert not np.array_equal(first, other)
@@ -62,11 +74,11 @@ def test_seeds_change_the_video_and_repeat_it(tiny_pipe: Any) -> None:
 
 def test_render_batch_refuses_mixed_shapes(tiny_pipe: Any) -> None:
     with pytest.raises(ValueError, match="share one batch shape"):
-        render_batch(tiny_pipe, [_row(1), _row(2, num_frames=4)])
+        render_batch(tiny_pipe, [small_row(1), small_row(2, num_frames=4)])
 
 
 def test_long_prompts_get_a_truncation_warning(tiny_pipe: Any) -> None:
-    short, long = _row(1, prompt="a cat"), _row(2, prompt="word " * 40)
+    short, long = small_row(1, prompt="a cat"), small_row(2, prompt="word " * 40)
     assert truncation_warnings(tiny_pipe.tokenizer, [short, long]) == [
         "",
         "prompt is 162 tokens; rendered from its first 77",

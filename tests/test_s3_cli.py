@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from storage.s3 import s3_client
-from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
 from tests.test_cli import t2v
 from tests.test_s3_flow import MANIFEST, RESULTS, _put_manifest, _results, _versions
 
@@ -19,23 +17,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def s3_cli_env(cli_env: dict[str, str], s3_env: dict[str, str]) -> dict[str, str]:
     return {**cli_env, **s3_env}
-
-
-def _prefect_records() -> list[str]:
-    """Every log line, flow run and artifact on the session's Prefect server, as JSON."""
-    from prefect import get_client
-
-    records: list[str] = []
-    with get_client(sync_client=True) as client:
-        readers: list[Callable[..., list[Any]]] = [
-            client.read_logs, client.read_flow_runs, client.read_artifacts
-        ]  # fmt: skip
-        for read in readers:
-            offset = 0
-            while page := read(limit=200, offset=offset):
-                records.extend(item.model_dump_json() for item in page)
-                offset += len(page)
-    return records
 
 
 def test_render_s3_to_s3_then_rerun_without_any_put(
@@ -62,7 +43,7 @@ def test_render_s3_to_s3_then_rerun_without_any_put(
     assert {key: versions[key] for key in videos} == dict.fromkeys(videos, 1)
 
     # Neither the secret nor, without presigned links, the key id shows anywhere.
-    outputs = [first.stdout, first.stderr, second.stdout, second.stderr, *_prefect_records()]
+    outputs = [first.stdout, first.stderr, second.stdout, second.stderr, *prefect_records()]
     for version in s3_client().list_object_versions(Bucket=s3_bucket)["Versions"]:
         body = (
             s3_client()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from flows.credentials import CredentialsError
 from flows.parameters import RenderRequest
 from flows.render_flow import RowsFailedError, render_manifest
 from storage.s3 import s3_client, use_credentials
-from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
 from tests.test_s3_flow import _put_manifest, _results
 
 pytestmark = [pytest.mark.usefixtures("prefect_api_url"), pytest.mark.slow]
@@ -46,26 +46,6 @@ def _block(value: Any) -> str:
     return name
 
 
-def _everything_prefect_holds() -> list[str]:
-    """Every log line, flow run (parameters included), artifact and block, as JSON."""
-    from prefect import get_client
-
-    records: list[str] = []
-    with get_client(sync_client=True) as client:
-        readers: list[Callable[..., list[Any]]] = [
-            client.read_logs, client.read_flow_runs, client.read_artifacts
-        ]  # fmt: skip
-        for read in readers:
-            offset = 0
-            while page := read(limit=200, offset=offset):
-                records.extend(item.model_dump_json() for item in page)
-                offset += len(page)
-        # As the UI and API show blocks to anyone who asks without `include_secrets`.
-        documents = client.read_block_documents(include_secrets=False)
-        records.extend(document.model_dump_json() for document in documents)
-    return records
-
-
 def test_a_secret_block_signs_s3_requests_and_shows_nowhere(
     no_chain_keys: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -85,7 +65,7 @@ def test_a_secret_block_signs_s3_requests_and_shows_nowhere(
     statuses = [row["status"] for row in _results(bucket)]
     assert statuses == ["ok", "ok", "invalid", "ok"]
 
-    outputs = [*_everything_prefect_holds(), *capsys.readouterr()]
+    outputs = [*prefect_records(), *capsys.readouterr()]
     for version in s3_client().list_object_versions(Bucket=bucket)["Versions"]:
         body = s3_client().get_object(
             Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"]
