@@ -6,7 +6,7 @@ CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy worker \
-	bench-cpu bench-manifest bench-wheels bench-gpu
+	bench-cpu bench-manifest bench-slots bench-wheels bench-gpu
 
 setup: $(STAMP)
 
@@ -67,9 +67,12 @@ crash-detection: $(STAMP)
 deploy: pool gpu-limit crash-detection
 	$(PREFECT) --no-prompt deploy --all
 
-# One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1.
+# One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1. It runs
+# WORKER_RUNS flow runs at a time: two runs in two processes on one GPU would share its memory.
+WORKER_RUNS ?= 1
+
 worker: $(STAMP)
-	$(PREFECT) worker start --pool gpu
+	$(PREFECT) worker start --pool gpu --limit $(WORKER_RUNS)
 
 # Benchmarks write their sections of bench/RESULTS.md (see README, "Benchmarks").
 bench-cpu: $(STAMP)
@@ -77,6 +80,9 @@ bench-cpu: $(STAMP)
 
 bench-manifest: $(STAMP)
 	$(PY) -m bench.manifest_scale
+
+bench-slots: $(STAMP)
+	$(PY) -m bench.slot_handoff
 
 # The GPU machine has torch, transformers and accelerate but no .venv: carry these
 # wheels in .whl/ (gitignored), then run `make bench-gpu` there with its own python3.

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import slot_handoff
 from bench.bare_loop import render_manifest_bare
 from bench.cpu_overhead import Fit, Shape, write_manifest
 from bench.gpu_throughput import export_like_diffusers
@@ -129,3 +130,11 @@ def test_manifest_scale_measures_validation_of_a_generated_manifest(tmp_path: Pa
     assert measured.peak_mib > 0 and measured.validate_s > 0 and measured.check_wall_s > 0
     text = section([measured], baseline_mib())
     assert "| 500 | " in text and "`t2v check` wall s" in text
+
+
+@pytest.mark.slow
+def test_slot_handoff_times_a_run_without_and_with_a_gpu_limit() -> None:
+    free, limited = slot_handoff.measure(slot_wait=1.0, rows=4, batch_size=2)
+    assert free > 0 and limited > 0
+    text = slot_handoff.section([(1.0, free, limited)], rows=4, batch_size=2)
+    assert "in 2 batches of 2" in text and "| 1 | " in text
