@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.report import RESULTS_MD, environment, markdown_table, write_section
+from bench.report import environment, markdown_table, publish_section
 
 # Reads and validates a manifest; prints its counts, the seconds it took and the peak RSS.
 PROBE = """
@@ -133,11 +133,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="t2v-bench-manifest-") as scratch:
         results = [measure(rows, Path(scratch), args.repeats) for rows in args.rows]
     text = section(results, baseline_mib())
-    if args.no_write:
-        print(text)
-    else:
-        write_section(RESULTS_MD, "manifest_scale", text)
-        print(f"wrote the manifest_scale section of {RESULTS_MD}")
+    publish_section("manifest_scale", text, print_only=args.no_write)
 
 
 if __name__ == "__main__":

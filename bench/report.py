@@ -38,6 +38,15 @@ def write_section(path: Path, name: str, text: str) -> None:
     path.write_text(new)
 
 
+def publish_section(name: str, text: str, print_only: bool) -> None:
+    """Print a benchmark's section, or replace its section `name` of bench/RESULTS.md."""
+    if print_only:
+        print(text)
+    else:
+        write_section(RESULTS_MD, name, text)
+        print(f"wrote the {name} section of {RESULTS_MD}")
+
+
 def environment(device_name: str) -> str:
     """One line naming the device, the versions that matter and the date."""
     versions = [f"Python {platform.python_version()}"]

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from bench.report import RESULTS_MD, environment, markdown_table, write_section
+from bench.report import environment, markdown_table, publish_section
 
 # One fresh process per slot wait: the server reads its settings when it starts.
 RUN = """
@@ -100,11 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = [(wait, *measure(wait, args.rows, args.batch_size)) for wait in args.slot_wait]
     text = section(results, args.rows, args.batch_size)
-    if args.no_write:
-        print(text)
-    else:
-        write_section(RESULTS_MD, "slot_handoff", text)
-        print(f"wrote the slot_handoff section of {RESULTS_MD}")
+    publish_section("slot_handoff", text, print_only=args.no_write)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ MAX_VOXELS_PER_ROW = 64 * 512 * 512
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_SEED = 2**63 - 1
 # NUL, or a byte that is not UTF-8 (decoded with surrogateescape to U+DC80…U+DCFF).
-_BAD_BYTE = re.compile("[\udc80-\udcff]")
 _NOT_TEXT = re.compile("[\x00\udc80-\udcff]")
 # Plain decimal notation only: int() and float() would also take "1_0", "١٢" and "nan".
 INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
@@ -125,11 +124,12 @@ def parse_manifest(data: bytes, source: str, limit: int | None = None) -> Manife
     `InvalidRow` whose error is one sentence about its first problem, in column order.
     """
     # 1. Decode, split into records, read the header
-    records = (record for record in _records(_decode(data), source) if _filled(record))
+    text = _decode(data)
+    records = (record for record in _records(text, source) if _filled(record))
     header = next(records, None)
     if header is None:
         raise ManifestError(f"{source} is empty: it needs a header row with a `prompt` column.")
-    _check_header_text(header, data, source)
+    _check_header_text(header, text, len(data) - len(data.removeprefix(codecs.BOM_UTF8)), source)
     columns = _columns(header, source)
     extra_columns = [name for name in columns if name.lower() not in KNOWN_COLUMNS]
     # 2. Validate each data row on its own; an id's first row is the one that keeps it
@@ -172,22 +172,21 @@ def _decode(data: bytes) -> str:
     return data.removeprefix(codecs.BOM_UTF8).decode("utf-8", "surrogateescape")
 
 
-def _check_header_text(header: list[str], data: bytes, source: str) -> None:
-    """A header that is not UTF-8 text, or holds NUL, means the file is not a UTF-8 CSV."""
+def _check_header_text(header: list[str], text: str, bom: int, source: str) -> None:
+    """A header that is not UTF-8 text, or holds NUL, means the file is not a UTF-8 CSV.
+    `text` is the whole decoded file, which began with a `bom` bytes long BOM."""
     found = _NOT_TEXT.search("".join(header))
     if found is None:
         return
-    body = data.removeprefix(codecs.BOM_UTF8)
     if found.group() == "\x00":
-        line = body[: body.index(b"\x00")].count(b"\n") + 1
+        line = text.count("\n", 0, text.index("\x00")) + 1
         raise ManifestError(f"{source} holds a NUL character on line {line}: it is not a CSV file.")
     # Nothing before the header holds a bad byte, so the file's first one is in it.
-    text = body.decode("utf-8", "surrogateescape")
-    first = _BAD_BYTE.search(text)
-    assert first is not None
-    offset = len(data) - len(body) + len(text[: first.start()].encode("utf-8", "surrogateescape"))
+    first = text.index(found.group())
+    offset = bom + len(text[:first].encode("utf-8", "surrogateescape"))
     raise ManifestError(
-        f"{source} is not UTF-8 text (byte {offset} is {data[offset]:#04x}): save it as UTF-8 CSV."
+        f"{source} is not UTF-8 text (byte {offset} is {ord(found.group()) - 0xDC00:#04x}): "
+        "save it as UTF-8 CSV."
     )
 
 

@@ -25,11 +25,11 @@ MS_17B_REVISION = "main"
 CLIP_MAX_TOKENS = 77
 # Off by default: compiling costs minutes on the first render of each batch size.
 COMPILE_ENV = "T2V_COMPILE"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # A model folder may name components of these libraries only (model_index.json), and
 # holds weights as safetensors: pickles run code when they load.
 COMPONENT_LIBRARIES = frozenset({"diffusers", "transformers", None})
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)

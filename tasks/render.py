@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tasks.budget import work
 from tasks.errors import DeviceFailedError, RenderError, first_line
 from tasks.manifest import RenderRow
 from tasks.models import (
@@ -84,8 +85,8 @@ RENDER_TIMEOUTS = {"cuda": TimeoutRule(900.0, 4.0), "cpu": TimeoutRule(600.0, 20
 def render_timeout(rows: Sequence[RenderRow], device_type: str, scale: float = 1.0) -> float:
     """Seconds after which a render of `rows` on a device of `device_type` counts as hung."""
     rule = RENDER_TIMEOUTS[device_type]
-    work = sum(row.num_frames * row.height * row.width * row.num_inference_steps for row in rows)
-    return scale * max(rule.floor_s, rule.s_per_megapixel_step * work / 1e6)
+    megapixel_steps = sum(work(row) for row in rows) / 1e6
+    return scale * max(rule.floor_s, rule.s_per_megapixel_step * megapixel_steps)
 
 
 def not_rendered(reason: str) -> str:
