@@ -98,6 +98,33 @@ class NumberColumn:
         return value
 
 
+@dataclass(frozen=True)
+class ManifestRules:
+    """What a model family accepts in a manifest row, and the values its empty cells take.
+
+    `frame_step` k means `num_frames` must be k·n + 1 (Wan and CogVideoX 4, LTX 8); 1 takes
+    any count. `max_voxels` caps frames × height × width of one row.
+    """
+
+    family: str = "ModelScope"
+    num_frames: int = 16
+    height: int = 256
+    width: int = 256
+    num_inference_steps: int = 25
+    guidance_scale: float = 9.0
+    fps: int = 8
+    negative_prompt: str = ""
+    max_frames: int = 128
+    min_size: int = 64
+    max_size: int = 1024
+    size_multiple: int = 8
+    frame_step: int = 1
+    max_voxels: int = 64 * 512 * 512
+
+
+MODELSCOPE_RULES = ManifestRules()
+
+
 # In DESIGN's order, which is also the order row errors are looked for in.
 NUMBER_COLUMNS = (
     NumberColumn("seed", int, -1, 0, MAX_SEED),  # default -1: derived from the id
