@@ -36,8 +36,11 @@ test: lint browser
 	$(VENV)/bin/pytest
 
 # Running on Prefect (README: "Running on Prefect"). The server listens on loopback only.
+# PREFECT_API_URL is exported to these targets only: `make demo` must not look for a server
+# (a fresh machine has none; `t2v render` then starts a temporary one of its own).
 PREFECT_PORT ?= 4200
-export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+PREFECT_TARGETS := server pool gpu-limit crash-detection deploy worker
+$(PREFECT_TARGETS): export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 PREFECT := $(VENV)/bin/prefect
 GPU_SLOTS ?= 1
 CRASH_AFTER_S ?= 90

@@ -37,7 +37,7 @@ with prefect_test_harness(server_startup_timeout=60):
         request = RenderRequest(
             manifest=str(manifest), destination=str(folder / name), batch_size=batch_size)
         started = time.perf_counter()
-        summary = render_manifest(request)
+        summary = render_manifest(**request.parameters())
         assert summary.counts["ok"] == rows, summary.counts
         return time.perf_counter() - started
     run("warm-up")  # loads the model and the engine

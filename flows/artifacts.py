@@ -30,6 +30,9 @@ class ProgressArtifact:
         self._finished = 0
         self._updated = 0.0
 
+    def phase(self, text: str) -> None:
+        """Phases go to the run's logs; this artifact shows the share of rows finished."""
+
     def started(self, total_rows: int) -> None:
         self._total = total_rows
         # Called from the flow's own (sync) thread, so Prefect's dispatch returns the id.

@@ -4,39 +4,80 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import metadata
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK
 from tasks.errors import T2VError
 
+if TYPE_CHECKING:
+    from flows.prefect_api import TemporaryServer
+    from flows.progress_bar import ProgressBar
+
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
+# After a first Ctrl-C or SIGTERM, the run gets this long to publish what it rendered and
+# write its results; containers send SIGKILL 10-30 s after SIGTERM.
+STOP_GRACE_S = 4.0
+SUPERVISE_EVERY_S = 0.2
 
+EPILOG = """\
+example:
+  t2v render examples/prompts.csv --model tiny-random --out out
+  t2v check prompts.csv --model wan2.1-1.3b
 
-class UsageError(T2VError):
-    """A command-line value that the flow's parameters refuse."""
+manifest columns (UTF-8 CSV with a header; only `prompt` is required):
+  prompt, id, negative_prompt, seed, num_frames, height, width,
+  num_inference_steps, guidance_scale, fps; other columns are carried to the results
+
+exit codes:
+  0  every row ok or skipped
+  1  at least one row failed or invalid (results.csv is still complete)
+  2  nothing rendered: a usage error, an unreadable manifest or destination, an
+     unreachable Prefect API, or a model that cannot be loaded
+  130, 143  interrupted by Ctrl-C or SIGTERM; finished videos are kept: rerun to resume
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if getattr(args, "s3_endpoint", None):
-        # Every S3 client t2v makes, in this process, reads its endpoint from here.
-        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
     try:
+        args = _parser().parse_args(argv)
+        if getattr(args, "s3_endpoint", None):
+            # Every S3 client t2v makes, in this process, reads its endpoint from here.
+            os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
         code: int = args.command(args)
     except T2VError as exc:
         print(f"t2v: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("t2v: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        print("t2v: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     return code
 
 
 def _parser() -> argparse.ArgumentParser:
+    from flows.parameters import RenderRequest, defaults
+
+    fields = RenderRequest.model_fields
+    defaults_now = defaults()
+
+    def described(name: str) -> str:
+        default = getattr(defaults_now, name)
+        shown = "" if default is None else f" (default: {default}; ${_env(name)})"
+        return f"{fields[name].description}{shown}"
+
     parser = argparse.ArgumentParser(
-        prog="t2v", description="Batch text-to-video rendering from a prompt CSV."
+        prog="t2v",
+        description="Batch text-to-video rendering from a prompt CSV, orchestrated by Prefect.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     s3 = argparse.ArgumentParser(add_help=False)
     s3.add_argument(
@@ -44,60 +85,39 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="S3-compatible server for s3:// locations (default: $AWS_ENDPOINT_URL, else AWS)",
     )
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", metavar="NAME|PATH|ORG/REPO", help=described("model"))
 
     render = commands.add_parser(
-        "render", parents=[s3], help="render every valid row of a manifest"
+        "render",
+        parents=[s3, model],
+        help="render every valid row of a manifest",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     render.add_argument("manifest", metavar="MANIFEST", help="prompt CSV: a path or s3:// URI")
+    render.add_argument("--out", dest="destination", metavar="DEST", help=described("destination"))
+    render.add_argument("--device", help=described("device"))
+    render.add_argument("--batch-size", metavar="N", help=described("batch_size"))
     render.add_argument(
-        "--out", default="out", help="destination folder or s3://bucket/prefix (default: out/)"
+        "--force", action="store_const", const=True, help=fields["force"].description
+    )
+    render.add_argument("--limit", metavar="N", help=described("limit"))
+    render.add_argument("--max-rows", metavar="N", help=described("max_rows"))
+    render.add_argument("--max-work", metavar="N", help=described("max_work"))
+    render.add_argument(
+        "--aws-credentials-block", metavar="NAME", help=described("aws_credentials_block")
     )
     render.add_argument(
-        "--model", default="ms-1.7b", help="preset or save_pretrained folder (default: ms-1.7b)"
+        "--render-timeout-scale", metavar="FACTOR", help=described("render_timeout_scale")
     )
-    render.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    render.add_argument(
-        "--batch-size", type=_positive_int, default=4, help="rows per pipeline call (default: 4)"
-    )
-    render.add_argument("--force", action="store_true", help="render rows whose video exists")
-    render.add_argument("--limit", type=_positive_int, help="process only the first N rows")
-    render.add_argument(
-        "--max-rows",
-        type=_positive_int,
-        default=DEFAULT_MAX_ROWS,
-        help=f"refuse manifests with more valid rows (default: {DEFAULT_MAX_ROWS:,})",
-    )
-    render.add_argument(
-        "--max-work",
-        type=_positive_int,
-        default=DEFAULT_MAX_WORK,
-        help="refuse runs whose rows add up to more frames × height × width × steps "
-        f"(default: {DEFAULT_MAX_WORK:,}, {DEFAULT_MAX_ROWS:,} videos of 16×256×256, 25 steps)",
-    )
-    render.add_argument(
-        "--aws-credentials-block",
-        metavar="NAME",
-        help="Prefect Secret block holding AWS keys as JSON for s3:// locations "
-        "(default: the standard AWS chain)",
-    )
-    render.add_argument(
-        "--render-timeout-scale",
-        metavar="FACTOR",
-        default=os.environ.get("T2V_RENDER_TIMEOUT_SCALE", "1"),
-        help="multiply each render's timeout, after which it counts as hung; raise it on slow "
-        "hardware (default: $T2V_RENDER_TIMEOUT_SCALE, else 1)",
-    )
-    render.add_argument(
-        "--presign-expiry",
-        metavar="SECONDS",
-        default=os.environ.get("T2V_PRESIGN_EXPIRY"),
-        help="gallery links are presigned URLs valid this long (s3:// --out only, at most "
-        "604800; default: $T2V_PRESIGN_EXPIRY, else relative links)",
-    )
+    render.add_argument("--presign-expiry", metavar="SECONDS", help=described("presign_expiry"))
     render.set_defaults(command=_render)
 
     check = commands.add_parser(
-        "check", parents=[s3], help="validate a manifest and print its row errors"
+        "check",
+        parents=[s3, model],
+        help="validate a manifest against a model's rules and print its row errors",
     )
     check.add_argument("manifest", metavar="MANIFEST")
     check.set_defaults(command=_check)
@@ -107,62 +127,175 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
+def _env(name: str) -> str:
+    from flows.parameters import ENV_PREFIX
+
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def _version() -> str:
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+        return metadata.version("t2v-batch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _request(args: argparse.Namespace) -> Any:
+    """The run's parameters: the options given, else `T2V_*`, else the defaults."""
+    from flows.parameters import RenderRequest, build_request
+
+    given = {
+        name: getattr(args, name)
+        for name in RenderRequest.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return build_request(lambda name: "--" + name.replace("_", "-"), **given)
 
 
 def _render(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from flows.parameters import RenderRequest
-
-    try:
-        request = RenderRequest(
-            manifest=args.manifest,
-            destination=args.out,
-            model=args.model,
-            device=args.device,
-            batch_size=args.batch_size,
-            force=args.force,
-            limit=args.limit,
-            max_rows=args.max_rows,
-            max_work=args.max_work,
-            aws_credentials_block=args.aws_credentials_block,
-            render_timeout_scale=args.render_timeout_scale,
-            presign_expiry=args.presign_expiry,
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        option = str(error["loc"][0]).replace("_", "-")
-        raise UsageError(f"--{option} {error['input']!r}: {error['msg']}") from exc
-    _quiet_prefect_console()
     from flows import progress
     from flows.progress_bar import ProgressBar
-    from flows.render_flow import RowsFailedError, render_manifest
 
-    with ProgressBar() as bar, progress.listening(bar):
-        state = render_manifest(request, return_state=True)
-    outcome = state.result(raise_on_failure=False)
+    request = _request(args)
+    _preflight(request)
+    _quiet_prefect_console()
+    with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
+        outcome, stopped_by = _run_supervised(request, api_url, server, bar)
+    return _report(outcome, stopped_by)
+
+
+def _preflight(request: Any) -> None:
+    """What can be refused in a second is refused before Prefect starts: the manifest's
+    header and rows, the model's name or folder."""
+    from tasks.manifest import read_manifest
+    from tasks.models import resolve_model
+
+    read_manifest(request.manifest, limit=request.limit)
+    resolve_model(request.model)
+
+
+@contextmanager
+def _api() -> Iterator[tuple[str, TemporaryServer | None]]:
+    """The configured Prefect API, checked; else a temporary server for this run."""
+    from flows import progress
+    from flows.prefect_api import check_api, temporary_server
+
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        check_api(configured)
+        yield configured, None
+        return
+    progress.phase("starting a temporary Prefect server")
+    with temporary_server() as server:
+        yield server.url, server
+
+
+def _run_supervised(
+    request: Any, api_url: str, server: TemporaryServer | None, bar: ProgressBar
+) -> tuple[Any, int | None]:
+    """Run the flow in a thread while this (main) thread handles signals and watches the
+    temporary server. Returns the flow's outcome and the signal that stopped it, if any."""
+    from tasks import interrupt
+
+    outcome: list[Any] = []
+    thread = threading.Thread(
+        target=_run_flow, args=(request, api_url, outcome), name="t2v-flow", daemon=True
+    )
+    received: list[int] = []
+    stopping_since: list[float] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if received:
+            bar.stop()
+            _exit_now(f"stopped at once by a second {signal.Signals(signum).name}", signum)
+        received.append(signum)
+        stopping_since.append(time.monotonic())
+        interrupt.request_stop(f"interrupted by {signal.Signals(signum).name}")
+        bar.phase("stopping: publishing finished videos, writing results")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(SUPERVISE_EVERY_S)
+            if server is not None and server.died():
+                bar.stop()
+                _exit_now(
+                    f"the temporary Prefect server exited (status {server.exit_code()}) during "
+                    "the run; videos already stored are kept: rerun the same command to resume",
+                    None,
+                )
+            if stopping_since and time.monotonic() - stopping_since[0] > STOP_GRACE_S:
+                bar.stop()
+                _exit_now(
+                    f"interrupted; the run did not finish its results within {STOP_GRACE_S:g} s. "
+                    "Videos already stored are kept: rerun the same command to resume",
+                    received[0],
+                )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return outcome[0], received[0] if received else None
+
+
+def _run_flow(request: Any, api_url: str, outcome: list[Any]) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.render_flow import render_manifest
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        try:
+            state = render_manifest(**request.parameters(), return_state=True)
+            outcome.append(state.result(raise_on_failure=False))
+        except BaseException as exc:  # handed to the main thread, which reports it
+            outcome.append(exc)
+        finally:
+            _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Send the run's last logs and events before the server they go to stops."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=5)
+        except RuntimeError:
+            continue  # never started
+
+
+def _exit_now(message: str, signum: int | None) -> None:
+    """Leave at once: a second signal, a dead server. Stored videos stay; a rerun resumes."""
+    print(f"t2v: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_ROWS_FAILED if signum is None else 128 + signum)
+
+
+def _report(outcome: Any, stopped_by: int | None) -> int:
+    from flows.render_flow import RowsFailedError
+
     if isinstance(outcome, RowsFailedError):
         print(outcome.summary.one_line())
-        if outcome.device_failure:
+        if outcome.stopped and stopped_by is None:
             # This process cannot use the device again; the next command starts afresh.
-            print(
-                f"t2v: {outcome.device_failure}; rendering stopped, "
-                "rerun the same command to resume",
-                file=sys.stderr,
-            )
-        return EXIT_ROWS_FAILED
-    if isinstance(outcome, BaseException):
+            print(f"t2v: {outcome.stopped}; rendering stopped, rerun to resume", file=sys.stderr)
+    elif isinstance(outcome, T2VError):
+        if stopped_by is None:
+            raise outcome
+    elif isinstance(outcome, BaseException):
         raise outcome
-    print(outcome.one_line())
-    return EXIT_OK
+    else:
+        print(outcome.one_line())
+    if stopped_by is not None:
+        name = signal.Signals(stopped_by).name
+        print(
+            f"t2v: interrupted by {name}; videos already stored are kept: "
+            "rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 128 + stopped_by
+    return EXIT_ROWS_FAILED if isinstance(outcome, RowsFailedError) else EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:

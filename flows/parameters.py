@@ -1,97 +1,163 @@
-"""The flow's parameters as one pydantic model, so the Prefect UI shows (and checks) a form."""
+"""The run's parameters, defined once: types, bounds, descriptions and defaults.
+
+The flow's signature (so the Prefect UI shows one form field per parameter, and a
+deployment overrides them one by one), the `t2v render` options and the `T2V_*`
+environment variables that change the defaults all come from here.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage.s3 import MAX_PRESIGN_EXPIRY
 from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
+from tasks.errors import T2VError, first_line
 from tasks.manifest import MAX_ROWS
+from tasks.models import PRESETS
 
 DATE_PLACEHOLDER = "{date}"
+ENV_PREFIX = "T2V_"
 
-
-class RenderRequest(BaseModel):
-    """What to render, with which model, and where the videos go."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    manifest: str = Field(
-        "examples/prompts.csv",
+ManifestUri = Annotated[
+    str,
+    Field(
+        min_length=1,
         description=(
             "Prompt CSV: a local path or s3://bucket/key.csv. {date} becomes the run's "
             "scheduled date (YYYY-MM-DD), e.g. s3://bucket/prompts/{date}.csv."
         ),
+    ),
+]
+Destination = Annotated[
+    str,
+    Field(
         min_length=1,
-    )
-    destination: str = Field(
-        "out",
         description=(
             "Folder or s3://bucket/prefix for the videos, results.csv, results.json and "
             "index.html. {date} becomes the run's scheduled date."
         ),
-        min_length=1,
-    )
-    model: str = Field(
-        "tiny-random",
-        description="A preset (ms-1.7b, ms-1.7b-random, tiny-random) or a save_pretrained folder.",
-        min_length=1,
-    )
-    device: str = Field(
+    ),
+]
+# Any string validates (a folder, a Hub repo id); the form offers the presets in a dropdown.
+ModelName = Annotated[
+    str,
+    Field(min_length=1, description="A preset, a folder saved with save_pretrained, or org/repo."),
+    WithJsonSchema(
+        {
+            "title": "model",
+            "description": "A preset, a folder saved with save_pretrained, or a Hub repo org/name.",
+            "anyOf": [
+                {"title": "preset", "enum": list(PRESETS)},
+                {"title": "folder or Hub repo", "type": "string", "minLength": 1},
+            ],
+        }
+    ),
+]
+Device = Annotated[
+    Literal[
         "auto",
-        description="auto (CUDA when present), cpu, cuda or cuda:N.",
-        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
-    )
-    batch_size: int = Field(
-        4, description="Compatible rows rendered per pipeline call.", ge=1, le=64
-    )
-    force: bool = Field(False, description="Render rows again even when their video exists.")
-    limit: int | None = Field(
-        None, description="Process only the first N rows of the manifest.", ge=1
-    )
-    max_rows: int = Field(
-        DEFAULT_MAX_ROWS,
-        description="Refuse the run, before any model loads, if the manifest has more valid rows.",
+        "cpu",
+        "cuda",
+        "cuda:0",
+        "cuda:1",
+        "cuda:2",
+        "cuda:3",
+        "cuda:4",
+        "cuda:5",
+        "cuda:6",
+        "cuda:7",
+    ],
+    Field(description="auto (CUDA when present), cpu, cuda (the first visible GPU) or cuda:N."),
+]
+BatchSize = Annotated[
+    int, Field(ge=1, le=64, description="Compatible rows rendered per pipeline call.")
+]
+Force = Annotated[bool, Field(description="Render rows again even when their video exists.")]
+Limit = Annotated[
+    int | None, Field(ge=1, description="Process only the first N rows of the manifest.")
+]
+MaxRows = Annotated[
+    int,
+    Field(
         ge=1,
         le=MAX_ROWS,
-    )
-    max_work: int = Field(
-        DEFAULT_MAX_WORK,
+        description="Refuse the run, before any model loads, if the manifest has more valid rows.",
+    ),
+]
+MaxWork = Annotated[
+    int,
+    Field(
+        ge=1,
         description=(
             "Refuse the run, before any model loads, if its rows add up to more frames × height "
             f"× width × steps (a 16-frame 256×256 video with 25 steps is {REFERENCE_WORK:,})."
         ),
-        ge=1,
-    )
-    aws_credentials_block: str | None = Field(
-        None,
+    ),
+]
+AwsCredentialsBlock = Annotated[
+    str | None,
+    Field(
+        min_length=1,
         description=(
             "Name of a Prefect Secret block whose JSON value holds aws_access_key_id and "
             "aws_secret_access_key (optionally aws_session_token) for s3:// locations; "
             "when unset, the worker's standard AWS chain (environment, ~/.aws, instance role)."
         ),
-        min_length=1,
-    )
-    render_timeout_scale: float = Field(
-        1.0,
+    ),
+]
+RenderTimeoutScale = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=1000,
         description=(
             "Multiplies each render's timeout, which grows with its rows, frames, size and "
             "steps; raise it on slow hardware. A render past it counts as hung."
         ),
-        gt=0,
-        le=1000,
-    )
-    presign_expiry: int | None = Field(
-        None,
+    ),
+]
+PresignExpiry = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=MAX_PRESIGN_EXPIRY,
         description=(
             "Link the gallery's videos by presigned URLs valid this many seconds "
             "(s3:// destinations, at most 7 days); relative links when unset."
         ),
-        ge=1,
-        le=MAX_PRESIGN_EXPIRY,
-    )
+    ),
+]
+
+
+class ParameterError(T2VError):
+    """A parameter, or a `T2V_*` environment variable, breaks its rule."""
+
+
+class RenderRequest(BaseSettings):
+    """What to render, with which model, and where the videos go.
+
+    Fields left out take their `T2V_<NAME>` environment variable, else the default here.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    manifest: ManifestUri = "examples/prompts.csv"
+    destination: Destination = "out"
+    model: ModelName = "ms-1.7b"
+    device: Device = "auto"
+    batch_size: BatchSize = 4
+    force: Force = False
+    limit: Limit = None
+    max_rows: MaxRows = DEFAULT_MAX_ROWS
+    max_work: MaxWork = DEFAULT_MAX_WORK
+    aws_credentials_block: AwsCredentialsBlock = None
+    render_timeout_scale: RenderTimeoutScale = 1.0
+    presign_expiry: PresignExpiry = None
 
     @field_validator("presign_expiry")
     @classmethod
@@ -109,3 +175,26 @@ class RenderRequest(BaseModel):
                 "destination": self.destination.replace(DATE_PLACEHOLDER, stamp),
             }
         )
+
+    def parameters(self) -> dict[str, Any]:
+        """The flow's keyword arguments for this request."""
+        return self.model_dump()
+
+
+def build_request(option: Callable[[str], str] = str, **values: Any) -> RenderRequest:
+    """A validated request; one sentence naming the parameter (as `option` spells it) or
+    the `T2V_*` variable that breaks its rule."""
+    try:
+        return RenderRequest(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        given = values.get(name, error.get("input"))
+        source = option(name) if name in values else f"{ENV_PREFIX}{name.upper()}"
+        message = first_line(ValueError(error["msg"])).removeprefix("Value error, ")
+        raise ParameterError(f"{source}={given!r}: {message}") from exc
+
+
+def defaults() -> RenderRequest:
+    """The defaults in force: the `T2V_*` environment variables over the built-in ones."""
+    return build_request()

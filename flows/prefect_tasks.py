@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
-from prefect import State, Task, task
+from prefect import State, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
 from storage.errors import StorageError
 from tasks import manifest, models, publish, render
 from tasks.errors import DeviceFailedError
+from tasks.manifest import RenderRow
+from tasks.models import ModelRef
+from tasks.render import FailedRender, RenderOutcome
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,14 +51,36 @@ plan_outputs = _io_task(publish.plan_outputs, "plan-outputs")
 publish_video = _io_task(publish.publish_rendered, "encode-and-publish")
 write_results = _io_task(publish.write_results, "write-results")
 load_model = task(name="load-model", cache_policy=NO_CACHE)(models.load_model)
+
+
 # Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
 # share GPUs across workers; inside a process a per-device lock does the same.
 # The render's own timeout (tasks.render.render_timeout), not Prefect's timeout_seconds,
 # ends a hung render: Prefect's cannot interrupt a worker thread blocked in C code.
-render_batch = task(
+@task(
     name="render",
     tags=["gpu"],
     retries=1,
     retry_condition_fn=_device_still_usable,
     cache_policy=NO_CACHE,
-)(render.render_rows)
+)
+def render_batch(
+    model: ModelRef, device: str, rows: Sequence[RenderRow], timeout_scale: float = 1.0
+) -> list[RenderOutcome]:
+    """`render.render_rows`, and one log line that says what the batch was and cost."""
+    started = time.perf_counter()
+    outcomes = render.render_rows(model, device, rows, timeout_scale)
+    first, failed = rows[0], sum(isinstance(o, FailedRender) for o in outcomes)
+    get_run_logger().info(
+        "rendered %d of %d rows (%d frames of %d×%d, %d steps) with %s on %s in %.1f s",
+        len(outcomes) - failed,
+        len(rows),
+        first.num_frames,
+        first.width,
+        first.height,
+        first.num_inference_steps,
+        model.name,
+        device,
+        time.perf_counter() - started,
+    )
+    return outcomes

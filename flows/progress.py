@@ -1,4 +1,5 @@
-"""Row-level progress events from a running flow to whoever listens (the CLI's bar)."""
+"""Progress events from a running flow (its phase, each row finished) to whoever listens:
+the CLI's bar, the run's progress artifact."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from tasks.publish import ResultRow
 
 
 class ProgressListener(Protocol):
+    def phase(self, text: str) -> None: ...
+
     def started(self, total_rows: int) -> None: ...
 
     def row_finished(self, result: ResultRow) -> None: ...
@@ -30,6 +33,12 @@ def listening(listener: ProgressListener) -> Iterator[None]:
     finally:
         with _lock:
             _listeners.remove(listener)
+
+
+def phase(text: str) -> None:
+    """What the run is doing now, e.g. "loading tiny-random on cpu"."""
+    for listener in list(_listeners):
+        listener.phase(text)
 
 
 def started(total_rows: int) -> None:

@@ -12,12 +12,13 @@ from tasks.publish import ResultRow
 
 
 class ProgressBar:
-    """Rows finished out of rows in the manifest, with the count that failed so far."""
+    """What the run is doing, rows finished out of rows in the manifest, and the count that
+    failed so far; from the moment the command starts, not only once Prefect is up."""
 
     def __init__(self) -> None:
         self._problems = 0
         self._progress = Progress(
-            TextColumn("rendering"),
+            TextColumn("{task.description:<40}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("rows"),
@@ -27,7 +28,7 @@ class ProgressBar:
             transient=True,
             disable=not sys.stderr.isatty(),
         )
-        self._task = self._progress.add_task("render", total=None, problems="")
+        self._task = self._progress.add_task("starting", total=None, problems="")
 
     def __enter__(self) -> ProgressBar:
         self._progress.start()
@@ -39,7 +40,14 @@ class ProgressBar:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Clear the bar from the terminal, so that a last message stands alone."""
         self._progress.stop()
+
+    def phase(self, text: str) -> None:
+        self._progress.update(self._task, description=text)
 
     def started(self, total_rows: int) -> None:
         self._progress.update(self._task, total=total_rows)

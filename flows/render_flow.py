@@ -10,15 +10,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows import artifacts, progress
+from flows import artifacts, progress, run_logs
 from flows import prefect_tasks as steps
 from flows.credentials import use_aws_credentials_block
-from flows.parameters import RenderRequest
+from flows.parameters import (
+    AwsCredentialsBlock,
+    BatchSize,
+    Destination,
+    Device,
+    Force,
+    Limit,
+    ManifestUri,
+    MaxRows,
+    MaxWork,
+    ModelName,
+    PresignExpiry,
+    RenderRequest,
+    RenderTimeoutScale,
+    build_request,
+    defaults,
+)
 from flows.run_date import scheduled_date
+from tasks import interrupt
 from tasks.budget import check_budget
 from tasks.errors import DeviceFailedError, T2VError, first_line
 from tasks.manifest import RenderRow
@@ -28,29 +45,43 @@ from tasks.render import FailedRender, RenderOutcome, not_rendered, plan_batches
 # Batches rendered ahead of publishing: the GPU works on batch k+1 while batch k
 # is encoded and uploaded, and at most this many batches of frames sit in memory.
 RENDER_WINDOW = 2
+DEFAULTS = defaults()
+run_logs.keep_expected_failures_to_one_line()
 
 
 class RowsFailedError(T2VError):
     """Some rows ended `failed` or `invalid`; raised after the results manifest is written.
 
-    `device_failure` says why the device stopped rendering, when it did.
+    `stopped` says why rendering stopped early (a failed device, an interrupt), when it did.
     """
 
-    def __init__(self, summary: RunSummary, device_failure: str | None = None) -> None:
+    def __init__(self, summary: RunSummary, stopped: str | None = None) -> None:
         counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
         message = f"{counts}; see {summary.results}"
-        if device_failure:
-            message = f"{device_failure}; rendering stopped, rerun to resume; {message}"
+        if stopped:
+            message = f"{stopped}; rendering stopped, rerun to resume; {message}"
         super().__init__(message)
         self.summary = summary
-        self.device_failure = device_failure
+        self.stopped = stopped
 
 
 @dataclass
-class DeviceStop:
-    """Why the device rendered no more batches in this run, once a render left it unusable."""
+class RenderingStop:
+    """Why no more batches render in this run: the device became unusable, or a stop was
+    requested (Ctrl-C, SIGTERM)."""
 
     reason: str | None = None
+    interrupted: bool = False
+
+    def check(self) -> str | None:
+        if self.reason is None and (requested := interrupt.stop_requested()):
+            self.reason, self.interrupted = requested, True
+        return self.reason
+
+    def row_error(self) -> str:
+        """The error of a row left unrendered because of this stop."""
+        assert self.reason is not None
+        return interrupt.INTERRUPTED if self.interrupted else not_rendered(self.reason)
 
 
 @flow(
@@ -60,61 +91,110 @@ class DeviceStop:
     ),
     validate_parameters=True,
 )
-def render_manifest(request: RenderRequest) -> RunSummary:
+def render_manifest(
+    manifest: ManifestUri = DEFAULTS.manifest,
+    destination: Destination = DEFAULTS.destination,
+    model: ModelName = DEFAULTS.model,
+    device: Device = DEFAULTS.device,
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    force: Force = DEFAULTS.force,
+    limit: Limit = DEFAULTS.limit,
+    max_rows: MaxRows = DEFAULTS.max_rows,
+    max_work: MaxWork = DEFAULTS.max_work,
+    aws_credentials_block: AwsCredentialsBlock = DEFAULTS.aws_credentials_block,
+    render_timeout_scale: RenderTimeoutScale = DEFAULTS.render_timeout_scale,
+    presign_expiry: PresignExpiry = DEFAULTS.presign_expiry,
+) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
+    request = build_request(
+        manifest=manifest,
+        destination=destination,
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        force=force,
+        limit=limit,
+        max_rows=max_rows,
+        max_work=max_work,
+        aws_credentials_block=aws_credentials_block,
+        render_timeout_scale=render_timeout_scale,
+        presign_expiry=presign_expiry,
+    ).on_date(scheduled_date())
+    return render_request(request)
+
+
+def render_request(request: RenderRequest) -> RunSummary:
+    """The flow's body, for a validated request whose {date} is filled in."""
     started = time.time()
-    request = request.on_date(scheduled_date())
+    logger = get_run_logger()
     use_aws_credentials_block(request.aws_credentials_block)
+    progress.phase("reading the manifest")
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
+    logger.info(
+        "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",
+        request.manifest,
+        plan.total,
+        len(plan.to_render),
+        len(plan.done),
+        plan.model.name,
+        request.destination,
+    )
     with progress.listening(artifacts.ProgressArtifact()):
-        device, results, device_failure = collect_results(request, plan)
+        device, results, stopped = collect_results(request, plan)
     summary = summarize(results, request.model, device, request.destination, started)
     steps.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
     artifacts.publish_results(results, summary)
+    logger.info(summary.one_line())
     if summary.counts["failed"] or summary.counts["invalid"]:
-        raise RowsFailedError(summary, device_failure)
+        raise RowsFailedError(summary, stopped)
     return summary
 
 
 def collect_results(
     request: RenderRequest, plan: OutputPlan
 ) -> tuple[str, list[ResultRow], str | None]:
-    """Every row's result in manifest order, the device that rendered them, and why the
-    device stopped rendering, if it did."""
+    """Every row's result in manifest order, the device that rendered them, and why
+    rendering stopped early, if it did."""
     progress.started(plan.total)
-    # A rerun with every video in place loads no model at all.
-    device = steps.load_model(plan.model, request.device) if plan.to_render else "none"
+    stop = RenderingStop()
+    device = "none"
+    if plan.to_render and stop.check() is None:
+        # A rerun with every video in place loads no model at all.
+        progress.phase(f"loading {plan.model.name} on {request.device}")
+        device = steps.load_model(plan.model, request.device)
     results: list[ResultRow] = []
-    stop = DeviceStop()
-    for result in itertools.chain(plan.done, render_and_publish(request, device, plan, stop)):
+    rows = itertools.chain(plan.done, render_and_publish(request, device, plan, stop))
+    for result in rows:
         progress.row_finished(result)
         results.append(result)
     return device, sorted(results, key=lambda result: result.line), stop.reason
 
 
 def render_and_publish(
-    request: RenderRequest, device: str, plan: OutputPlan, stop: DeviceStop
+    request: RenderRequest, device: str, plan: OutputPlan, stop: RenderingStop
 ) -> Iterator[ResultRow]:
     """Render batches one after another and publish each batch while the next renders;
-    once the device is unusable, fail the batches left and publish what was rendered."""
+    once rendering has to stop, fail the batches left and publish what was rendered."""
     rendering: deque[tuple[list[RenderRow], PrefectFuture[list[RenderOutcome]]]] = deque()
-    published = Published(plan)
-    for batch in plan_batches(plan.to_render, request.batch_size):
-        if stop.reason is not None:
-            yield from (plan.failed(row, not_rendered(stop.reason)) for row in batch)
+    publishing = PublishQueue(plan)
+    batches = plan_batches(plan.to_render, request.batch_size)
+    for number, batch in enumerate(batches, 1):
+        if stop.check() is not None:
+            yield from (plan.failed(row, stop.row_error()) for row in batch)
             continue
+        progress.phase(f"rendering batch {number} of {len(batches)} on {device}")
         future = steps.render_batch.submit(plan.model, device, batch, request.render_timeout_scale)
         rendering.append((batch, future))
         if len(rendering) >= RENDER_WINDOW:
-            yield from _publish_rendered(*rendering.popleft(), request, plan, published, stop)
-            yield from published.finished(wait=False)
+            yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
+            yield from publishing.finished(wait=False)
     while rendering:
-        yield from _publish_rendered(*rendering.popleft(), request, plan, published, stop)
-    yield from published.finished(wait=True)
+        yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
+    yield from publishing.finished(wait=True)
 
 
 def _publish_rendered(
@@ -122,8 +202,8 @@ def _publish_rendered(
     future: PrefectFuture[list[RenderOutcome]],
     request: RenderRequest,
     plan: OutputPlan,
-    published: Published,
-    stop: DeviceStop,
+    publishing: PublishQueue,
+    stop: RenderingStop,
 ) -> Iterator[ResultRow]:
     """Wait for a batch's render, submit its videos for publishing, yield its failed rows."""
     outcome = future.result(raise_on_failure=False)
@@ -143,10 +223,10 @@ def _publish_rendered(
             task = steps.publish_video.submit(
                 request.destination, rendered, key, plan.model.name, exclusive=not request.force
             )
-            published.track(rendered.row, task)
+            publishing.track(rendered.row, task)
 
 
-class Published:
+class PublishQueue:
     """Publish tasks in flight; hands back each row's result as its task finishes."""
 
     def __init__(self, plan: OutputPlan) -> None:

@@ -69,7 +69,7 @@ def test_a_run_with_an_invalid_row_leaves_all_three_artifacts(tmp_path: Path) ->
         "bad,a dog,4,100,64,2\n"
     )
     request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
-    state = render_manifest(request, return_state=True)
+    state = render_manifest(**request.parameters(), return_state=True)
     assert state.is_failed()
 
     found = _artifacts(state.state_details.flow_run_id)

@@ -60,7 +60,7 @@ def test_the_flow_refuses_before_loading_a_model_or_writing(
         model=str(tmp_path / "model"),
         max_rows=2,
     )
-    state: State[Any] = render_manifest(request, return_state=True)
+    state: State[Any] = render_manifest(**request.parameters(), return_state=True)
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert isinstance(error, BudgetError)

@@ -67,13 +67,14 @@ def test_check_of_a_clean_manifest_exits_0(cli_env: dict[str, str]) -> None:
         (["render", "missing.csv", "--model", "tiny-random"], "missing.csv"),
         (["render", "examples/prompts.csv", "--model", "nope"], "unknown model 'nope'"),
         (["render", "examples/prompts.csv", "--model", "ms-1.7b"], "hf download"),
-        (["render", "examples/prompts.csv", "--device", "tpu"], "--device 'tpu'"),
+        (["render", "examples/prompts.csv", "--device", "tpu"], "--device='tpu'"),
+        (["render", "m.csv", "--batch-size", "0"], "--batch-size='0'"),
         (["render", "examples/prompts.csv", "--out", "gs://bucket/x"], "unsupported location"),
         (
             ["render", "examples/prompts.csv", "--model", "tiny-random", "--max-rows", "5"],
             "asks for 8 videos but a run may render at most 5",
         ),
-        (["render", "examples/prompts.csv", "--max-rows", "100001"], "--max-rows 100001"),
+        (["render", "examples/prompts.csv", "--max-rows", "100001"], "--max-rows='100001'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
@@ -92,7 +93,7 @@ def test_usage_errors_exit_2_with_one_line(
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["render", "m.csv", "--batch-size", "0"], "--batch-size"), (["render"], "MANIFEST")],
+    [(["render", "m.csv", "--frobnicate"], "--frobnicate"), (["render"], "MANIFEST")],
 )
 def test_bad_arguments_exit_2_with_usage(
     cli_env: dict[str, str], args: list[str], message: str

@@ -202,7 +202,9 @@ def test_a_run_killed_mid_way_resumes_without_rewriting_a_video(
     # The rerun is the same flow in this process: its wall time is the time to recover,
     # without the seconds a fresh interpreter spends importing torch and Prefect.
     started = time.monotonic()
-    summary = render_manifest(RenderRequest(manifest=str(manifest), destination=destination.uri))
+    summary = render_manifest(
+        **RenderRequest(manifest=str(manifest), destination=destination.uri).parameters()
+    )
     recover_s = time.monotonic() - started
 
     kept = len(survivors)

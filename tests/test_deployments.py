@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -49,7 +50,7 @@ def worker(server: Server, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 def _bad_row_request(tmp_path: Path) -> dict[str, Any]:
     manifest = tmp_path / "one-bad-row.csv"
     manifest.write_text(MANIFEST.splitlines()[0] + "\ngood,a cat,4,64,64,2\nbad,a dog,4,100,64,2\n")
-    return {"request": {"manifest": str(manifest), "destination": str(tmp_path / "bad-out")}}
+    return {"manifest": str(manifest), "destination": str(tmp_path / "bad-out")}
 
 
 def test_ui_started_run_renders_and_shows_artifacts(
@@ -89,7 +90,6 @@ def test_ui_started_run_renders_and_shows_artifacts(
             page.get_by_text("Custom run").click()
 
             def field(label: str) -> Any:
-                # Labels nest (the `request` model holds every field): take the innermost.
                 labelled = page.locator(".p-label", has=page.get_by_text(label, exact=True))
                 return labelled.last.locator("textarea, input").first
 
@@ -129,7 +129,29 @@ def test_ui_started_run_renders_and_shows_artifacts(
             page.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
             browser.close()
 
+    # One parameter overridden from the command line; the deployment's others are kept.
+    prefect = str(Path(sys.executable).parent / "prefect")
+    command = [prefect, "deployment", "run", "render-manifest/on-demand", "--param", "batch_size=3"]
+    subprocess.run(command, env=server.env, cwd=server.project, check=True, capture_output=True)
+    (by_cli,) = [r for r in flow_runs(server, "on-demand") if r.parameters.get("batch_size") == 3]
+    assert by_cli.parameters == {
+        "manifest": "examples/prompts.csv",
+        "destination": "out",
+        "model": "tiny-random",
+        "batch_size": 3,
+    }
+    wait_for(lambda: _state(server, by_cli.id) == "COMPLETED", 240, "the --param run")
+    assert len(list((server.project / "out").glob("*.mp4"))) == 8
+
     videos = sorted(path.name.split("-")[0:2] for path in destination.glob("*.mp4"))
     assert videos == [["ui", str(n)] for n in range(3)]
     assert {"results.csv", "results.json", "index.html"} <= {p.name for p in destination.iterdir()}
     assert (tmp_path / "flow-run.png").stat().st_size > 10_000
+
+
+def _state(server: Server, run_id: Any) -> str:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(server.api) as client:
+        state = client.read_flow_run(run_id).state
+    return state.type.value if state else ""

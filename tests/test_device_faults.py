@@ -156,7 +156,9 @@ def test_flow_renders_around_out_of_memory_and_retries_no_row(
 
     with unet_faults(tiny_pipe, faults) as calls:
         state = render_manifest(
-            RenderRequest(manifest=str(tiny_manifest(tmp_path, rows=5)), destination=str(out)),
+            **RenderRequest(
+                manifest=str(tiny_manifest(tmp_path, rows=5)), destination=str(out)
+            ).parameters(),
             return_state=True,
         )
 
@@ -238,12 +240,12 @@ def test_fatal_cuda_error_stops_the_run_and_keeps_what_rendered(
     )
 
     with unet_faults(tiny_pipe, on_pipeline_call(2, fatal_cuda_error)) as calls:
-        state = render_manifest(request, return_state=True)
+        state = render_manifest(**request.parameters(), return_state=True)
 
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert isinstance(error, RowsFailedError)
-    assert error.device_failure == FATAL
+    assert error.stopped == FATAL
     assert str(error).startswith(f"{FATAL}; rendering stopped, rerun to resume; 2 ok, 6 failed")
     errors = sorted(row["error"] for row in _results(out).values())
     assert errors == sorted(["", ""] + [FATAL] * 2 + [not_rendered(FATAL)] * 4)
@@ -266,7 +268,9 @@ def test_t2v_render_exits_after_a_fatal_cuda_error(cli_env: dict[str, str], tmp_
     statuses = [row["status"] for row in _results(out).values()]
     assert statuses.count("ok") == 2 == len(list(out.glob("*.mp4")))
     # A rerun, in another process (this one), resumes: it renders only the rows left.
-    rerun = render_manifest(RenderRequest(manifest=str(manifest), destination=str(out)))
+    rerun = render_manifest(
+        **RenderRequest(manifest=str(manifest), destination=str(out)).parameters()
+    )
     assert rerun.counts == {"ok": 4, "skipped": 2, "failed": 0, "invalid": 0}
 
 
@@ -325,13 +329,13 @@ def test_hung_render_times_out_frees_the_gpu_slot_and_stops_the_run(
 
     started = time.monotonic()
     with unet_faults(tiny_pipe, on_pipeline_call(2, note_slots_and_hang)) as calls:
-        state = render_manifest(request, return_state=True)
+        state = render_manifest(**request.parameters(), return_state=True)
     elapsed = time.monotonic() - started
 
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert isinstance(error, RowsFailedError)
-    assert error.device_failure == timed_out
+    assert error.stopped == timed_out
     errors = sorted(row["error"] for row in _results(out).values())
     assert errors == sorted(["", ""] + [timed_out] * 2 + [not_rendered(timed_out)] * 4)
     assert len(list(out.glob("*.mp4"))) == 2

@@ -57,11 +57,11 @@ def test_demo_manifest_renders_every_row(rendered_demo: tuple[Path, list[ResultR
 def test_rerun_skips_everything_without_rendering(tmp_path: Path) -> None:
     manifest = tiny_manifest(tmp_path, rows=3)
     request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
-    render_manifest(request)
+    render_manifest(**request.parameters())
     before = _videos(tmp_path / "out")
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")}
 
-    state = render_manifest(request, return_state=True)
+    state = render_manifest(**request.parameters(), return_state=True)
 
     assert state.is_completed()
     assert state.result().counts == {"ok": 0, "skipped": 3, "failed": 0, "invalid": 0}
@@ -77,9 +77,9 @@ def test_rerun_skips_everything_without_rendering(tmp_path: Path) -> None:
 def test_force_renders_existing_rows_again(tmp_path: Path) -> None:
     manifest = tiny_manifest(tmp_path, rows=2)
     request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
-    render_manifest(request)
+    render_manifest(**request.parameters())
     inodes = {p.name: p.stat().st_ino for p in (tmp_path / "out").glob("*.mp4")}
-    summary = render_manifest(request.model_copy(update={"force": True}))
+    summary = render_manifest(**request.model_copy(update={"force": True}).parameters())
     assert summary.counts["ok"] == 2
     # Replaced, not kept: `--force` writes are not create-only.
     replaced = {p.name: p.stat().st_ino for p in (tmp_path / "out").glob("*.mp4")}
@@ -89,9 +89,11 @@ def test_force_renders_existing_rows_again(tmp_path: Path) -> None:
 def test_changed_parameters_render_a_new_key(tmp_path: Path) -> None:
     manifest = tiny_manifest(tmp_path, rows=1)
     out = tmp_path / "out"
-    render_manifest(RenderRequest(manifest=str(manifest), destination=str(out)))
+    render_manifest(**RenderRequest(manifest=str(manifest), destination=str(out)).parameters())
     manifest.write_text(manifest.read_text().replace(",8\n", ",12\n"))  # fps 8 -> 12
-    summary = render_manifest(RenderRequest(manifest=str(manifest), destination=str(out)))
+    summary = render_manifest(
+        **RenderRequest(manifest=str(manifest), destination=str(out)).parameters()
+    )
     assert summary.counts["ok"] == 1
     assert len(_videos(out)) == 2
 
@@ -106,7 +108,7 @@ def test_twenty_rows_load_the_model_once(tmp_path: Path, tiny_pipe: Any) -> None
         model=str(tmp_path / "model"),
         batch_size=3,
     )
-    summary = render_manifest(request)
+    summary = render_manifest(**request.parameters())
     assert summary.counts["ok"] == 20
     assert models.load_count == loads + 1
 
@@ -121,7 +123,8 @@ def test_invalid_rows_fail_the_run_after_writing_results(tmp_path: Path) -> None
     )
     out = tmp_path / "out"
     state = render_manifest(
-        RenderRequest(manifest=str(manifest), destination=str(out)), return_state=True
+        **RenderRequest(manifest=str(manifest), destination=str(out)).parameters(),
+        return_state=True,
     )
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
@@ -139,7 +142,9 @@ def test_invalid_rows_fail_the_run_after_writing_results(tmp_path: Path) -> None
 def test_limit_processes_only_the_first_rows(tmp_path: Path) -> None:
     manifest = tiny_manifest(tmp_path, rows=5)
     out = tmp_path / "out"
-    summary = render_manifest(RenderRequest(manifest=str(manifest), destination=str(out), limit=2))
+    summary = render_manifest(
+        **RenderRequest(manifest=str(manifest), destination=str(out), limit=2).parameters()
+    )
     assert summary.counts["ok"] == 2
     assert len(list(csv.DictReader((out / "results.csv").open()))) == 2
 
@@ -150,14 +155,14 @@ def test_date_in_paths_is_the_run_date(tmp_path: Path) -> None:
     request = RenderRequest(
         manifest=str(tmp_path / "prompts-{date}.csv"), destination=str(tmp_path / "{date}")
     )
-    summary = render_manifest(request)
+    summary = render_manifest(**request.parameters())
     assert summary.counts["ok"] == 1
     assert summary.results == str(tmp_path / today / "results.csv")
 
 
 def test_missing_dated_manifest_fails_naming_the_file(tmp_path: Path) -> None:
     request = RenderRequest(manifest=str(tmp_path / "{date}.csv"), destination=str(tmp_path))
-    state = render_manifest(request, return_state=True)
+    state = render_manifest(**request.parameters(), return_state=True)
     assert state.is_failed()
     expected = tmp_path / f"{dt.date.today().isoformat()}.csv"
     assert str(state.result(raise_on_failure=False)) == (

@@ -57,7 +57,7 @@ def _results(bucket: str, key: str = "renders/results.csv") -> list[dict[str, st
 
 def _render(request: RenderRequest) -> Any:
     """The flow's outcome: its summary, or the RowsFailedError it ended with."""
-    return render_manifest(request, return_state=True).result(raise_on_failure=False)
+    return render_manifest(**request.parameters(), return_state=True).result(raise_on_failure=False)
 
 
 def _s3_to_s3(bucket: str) -> RenderRequest:

@@ -57,7 +57,7 @@ def test_a_secret_block_signs_s3_requests_and_shows_nowhere(
         destination=f"s3://{bucket}/renders",
         aws_credentials_block=_block(json.dumps(keys)),
     )
-    state = render_manifest(request, return_state=True)
+    state = render_manifest(**request.parameters(), return_state=True)
     assert isinstance(state.result(raise_on_failure=False), RowsFailedError)  # its bad row
     use_credentials(None)  # the session's keys again, to look at what the run wrote
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
@@ -83,7 +83,9 @@ def test_without_keys_the_run_fails_naming_the_location(no_chain_keys: str) -> N
     request = RenderRequest(
         manifest=f"s3://{no_chain_keys}/prompts/today.csv", destination=str(Path("unused"))
     )
-    error = render_manifest(request, return_state=True).result(raise_on_failure=False)
+    error = render_manifest(**request.parameters(), return_state=True).result(
+        raise_on_failure=False
+    )
     assert f"cannot read s3://{no_chain_keys}/prompts/today.csv" in str(error)
     assert "credentials" in str(error).lower()
 
@@ -103,7 +105,9 @@ def test_a_malformed_block_is_refused_without_echoing_it(no_chain_keys: str, val
         destination="unused",
         aws_credentials_block=name,
     )
-    error = render_manifest(request, return_state=True).result(raise_on_failure=False)
+    error = render_manifest(**request.parameters(), return_state=True).result(
+        raise_on_failure=False
+    )
     assert isinstance(error, CredentialsError)
     assert str(error) == (
         f"the Secret block {name!r} must hold a JSON object with the strings "
@@ -118,6 +122,8 @@ def test_a_missing_block_is_named(no_chain_keys: str) -> None:
         destination="unused",
         aws_credentials_block="no-such-block",
     )
-    error = render_manifest(request, return_state=True).result(raise_on_failure=False)
+    error = render_manifest(**request.parameters(), return_state=True).result(
+        raise_on_failure=False
+    )
     assert isinstance(error, CredentialsError)
     assert str(error).startswith("cannot load the Secret block 'no-such-block': ")

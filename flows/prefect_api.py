@@ -1,0 +1,186 @@
+"""The Prefect API a `t2v render` talks to: the configured server, checked before anything
+runs, or a temporary local one that lives and dies with this process."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from tasks.errors import T2VError
+
+HEALTH_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+class PrefectApiError(T2VError):
+    """The Prefect API cannot be used: unreachable, not a Prefect API, or refusing us."""
+
+
+def check_api(url: str) -> None:
+    """Refuse, in one sentence, an API URL that does not answer as a Prefect server."""
+    fix = "start it with `make server`, or unset PREFECT_API_URL to use a temporary local server"
+    health = url.rstrip("/") + "/health"
+    try:
+        response = httpx.get(health, headers=_auth_headers(), timeout=HEALTH_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        raise PrefectApiError(
+            f"cannot reach the Prefect API at PREFECT_API_URL={url} ({_reason(exc)}): {fix}"
+        ) from exc
+    if response.status_code in (401, 403):
+        raise PrefectApiError(
+            f"the Prefect API at PREFECT_API_URL={url} refused t2v (HTTP "
+            f"{response.status_code}): set PREFECT_API_AUTH_STRING (or PREFECT_API_KEY) as the "
+            "server expects"
+        )
+    if response.status_code != 200:
+        raise PrefectApiError(
+            f"PREFECT_API_URL={url} is not a Prefect API ({health} answered HTTP "
+            f"{response.status_code}; the URL usually ends in /api): {fix}"
+        )
+
+
+def _auth_headers() -> dict[str, str]:
+    if auth := os.environ.get("PREFECT_API_AUTH_STRING"):
+        return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    if key := os.environ.get("PREFECT_API_KEY"):
+        return {"Authorization": f"Bearer {key}"}
+    return {}
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unknown"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {HEALTH_TIMEOUT_S:g} s"
+    return type(exc).__name__
+
+
+class TemporaryServer:
+    """A Prefect server on a free loopback port, for one `t2v render` with no configured API.
+
+    Unlike Prefect's own temporary server, it runs in a session of its own, so the
+    terminal's Ctrl-C reaches t2v alone (which then finishes the run through the server),
+    and the kernel ends it when t2v dies, even by SIGKILL: no run leaves a server behind.
+    """
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self._process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: nobody reads a pipe while the server runs, and a full one
+        # would block it.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
+        self._stopping = False
+
+    def start(self) -> None:
+        import prefect
+
+        command = [
+            sys.executable, "-m", "uvicorn",
+            "--app-dir", str(Path(prefect.__file__).parent.parent),
+            "--factory", "prefect.server.api.server:create_app",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--log-level", "error", "--lifespan", "on",
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": os.environ.get(
+                "PREFECT_SERVER_ANALYTICS_ENABLED", "false"
+            ),
+        }
+        parent = os.getpid()
+        self._process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            start_new_session=True,
+            preexec_fn=lambda: _die_with(parent),
+        )
+        self._wait_until_healthy()
+
+    def _wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.exit_code() is not None:
+                    raise PrefectApiError(
+                        f"the temporary Prefect server exited with status {self.exit_code()} "
+                        f"while starting: {self._stderr_tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(self.url + "/health").status_code == 200:
+                        return
+                time.sleep(0.1)
+        self.stop()
+        raise PrefectApiError(
+            f"the temporary Prefect server did not start within {START_TIMEOUT_S:g} s"
+        )
+
+    def exit_code(self) -> int | None:
+        """The server's exit status once it has ended, else None."""
+        return None if self._process is None else self._process.poll()
+
+    def died(self) -> bool:
+        """True when the server ended without t2v asking it to."""
+        return not self._stopping and self.exit_code() is not None
+
+    def stop(self) -> None:
+        self._stopping = True
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._stderr.close()
+
+    def _stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+
+@contextlib.contextmanager
+def temporary_server() -> Iterator[TemporaryServer]:
+    server = TemporaryServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def _die_with(parent: int) -> None:
+    """In the server's process, before it runs: end with SIGTERM when t2v ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # t2v died before the line above took effect
+        os._exit(1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

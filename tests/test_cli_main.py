@@ -1,0 +1,110 @@
+"""`t2v` in-process through `main([...])`: what a user sees before any run starts."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from tests.conftest import REPO
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_shows_an_example_the_columns_and_the_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["render", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "t2v render examples/prompts.csv --model tiny-random" in text
+    for column in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale"):
+        assert column in text
+    for code in ("0  every row", "1  at least one row", "2  nothing rendered", "130"):
+        assert code in text
+    assert "$T2V_BATCH_SIZE" in text
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("t2v 0.")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_an_unreachable_prefect_api_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    code, stdout, stderr = run(
+        capsys, "render", str(REPO / "examples/prompts.csv"), "--model", "tiny-random",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 2
+    assert stdout == ""
+    assert stderr.count("\n") == 1, stderr
+    assert f"cannot reach the Prefect API at PREFECT_API_URL={url}" in stderr
+    assert "make server" in stderr and "unset PREFECT_API_URL" in stderr
+    assert not out.exists()
+    assert time.monotonic() - started < 30
+
+
+def test_a_url_that_is_not_a_prefect_api_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefect_api_url: str,
+) -> None:
+    wrong = prefect_api_url.removesuffix("/api") + "/nothing-here"
+    monkeypatch.setenv("PREFECT_API_URL", wrong)
+    code, _, stderr = run(
+        capsys, "render", str(REPO / "examples/prompts.csv"), "--model", "tiny-random",
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2
+    assert stderr.count("\n") == 1, stderr
+    assert f"PREFECT_API_URL={wrong} is not a Prefect API" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_t2v_variable_is_named_in_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T2V_BATCH_SIZE", "lots")
+    code, _, stderr = run(capsys, "render", str(REPO / "examples/prompts.csv"))
+    assert code == 2
+    assert stderr.startswith("t2v: error: T2V_BATCH_SIZE='lots': ")
+    assert stderr.count("\n") == 1
+
+
+def test_t2v_variables_set_the_defaults_and_options_override_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import argparse
+
+    from flows.cli import _request
+
+    monkeypatch.setenv("T2V_BATCH_SIZE", "3")
+    monkeypatch.setenv("T2V_DESTINATION", "s3://bucket/nightly")
+    from_env = _request(argparse.Namespace(manifest="m.csv"))
+    assert (from_env.batch_size, from_env.destination) == (3, "s3://bucket/nightly")
+    given = _request(argparse.Namespace(manifest="m.csv", batch_size="5"))
+    assert (given.batch_size, given.destination) == (5, "s3://bucket/nightly")

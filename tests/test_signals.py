@@ -1,0 +1,149 @@
+"""Ctrl-C, SIGTERM and SIGKILL of a real `t2v render` with its temporary Prefect server.
+
+Each test starts `t2v` in a process group of its own and signals the whole group, as a
+terminal's Ctrl-C does; the temporary server must survive that, finish the run, and die
+with t2v however t2v ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+T2V = [sys.executable, "-m", "flows.cli"]
+# Rows slow enough on CPU that a signal lands while some are still rendering.
+SLOW_ROWS = 10
+
+
+def _manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.csv"
+    rows = [f"slow-{n},a slow scene {n},16,128,128,40" for n in range(SLOW_ROWS)]
+    path.write_text("id,prompt,num_frames,height,width,num_inference_steps\n" + "\n".join(rows))
+    return path
+
+
+def _start(tmp_path: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"
+    )
+    command = [*T2V, "render", str(_manifest(tmp_path)), "--model", "tiny-random",
+               "--batch-size", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    return subprocess.Popen(
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _server_pid(t2v: int) -> int:
+    """The temporary server: the child of t2v that runs uvicorn."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == t2v and b"uvicorn" in cmdline:
+            return int(entry.name)
+    raise AssertionError(f"t2v {t2v} has no temporary server")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _rendering(tmp_path: Path) -> bool:
+    return any((tmp_path / "out").glob("*.mp4"))
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_run_promptly_keeps_videos_and_writes_results(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    t2v = _start(tmp_path)
+    try:
+        _wait_for(lambda: _rendering(tmp_path), 300, "the first video")
+        server = _server_pid(t2v.pid)
+        signalled = time.monotonic()
+        os.killpg(t2v.pid, signum)
+        stdout, stderr = t2v.communicate(timeout=60)
+        took = time.monotonic() - signalled
+    finally:
+        if t2v.poll() is None:
+            os.killpg(t2v.pid, signal.SIGKILL)
+    assert t2v.returncode == code, stderr
+    assert took < 20, f"{took:.1f} s to stop"  # about 2-5 s on an idle machine
+    assert "Traceback" not in stderr, stderr
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"t2v: interrupted by {signal.Signals(signum).name}")
+    )
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open(encoding="utf-8-sig")))
+    assert len(rows) == SLOW_ROWS
+    ok = [row for row in rows if row["status"] == "ok"]
+    interrupted = [row for row in rows if row["status"] == "failed"]
+    assert ok and interrupted
+    assert all(row["error"] == "interrupted; rerun to resume" for row in interrupted)
+    assert {Path(row["output"]).name for row in ok} == {
+        p.name for p in (tmp_path / "out").glob("*.mp4")
+    }
+    assert f"{len(ok)} ok" in stdout
+    _wait_for(lambda: not _alive(server), 10, "the temporary server to end")
+
+
+def test_sigkill_of_t2v_takes_its_temporary_server_with_it(tmp_path: Path) -> None:
+    t2v = _start(tmp_path)
+    try:
+        _wait_for(lambda: _rendering(tmp_path), 300, "the first video")
+        server = _server_pid(t2v.pid)
+        t2v.kill()
+        t2v.wait(timeout=30)
+        _wait_for(lambda: not _alive(server), 10, "the orphaned server to end")
+    finally:
+        if t2v.poll() is None:
+            os.killpg(t2v.pid, signal.SIGKILL)
+
+
+def test_a_dead_temporary_server_ends_the_run_in_seconds_with_one_line(tmp_path: Path) -> None:
+    t2v = _start(tmp_path)
+    try:
+        _wait_for(lambda: _rendering(tmp_path), 300, "the first video")
+        os.kill(_server_pid(t2v.pid), signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = t2v.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        if t2v.poll() is None:
+            os.killpg(t2v.pid, signal.SIGKILL)
+    assert t2v.returncode == 1
+    assert took < 15, f"{took:.1f} s to notice"
+    assert (
+        stderr.strip().splitlines() == [stderr.strip().splitlines()[-1]]
+        and "temporary Prefect server exited" in stderr
+    ), stderr
