@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tasks.families.ltx import LTXVideo
+from tasks.manifest import RenderRow
+from tests.factories import render_row
+
+FAMILY = LTXVideo()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Any:
+    pipe = FAMILY.build_tiny(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def render(pipe: Any, rows: list[RenderRow]) -> torch.Tensor:
+    generators = [torch.Generator().manual_seed(row.seed) for row in rows]
+    return FAMILY.generate(pipe, rows, generators)
+
+
+def test_a_batch_gives_the_frames_of_each_row_rendered_alone(tiny: Any) -> None:
+    rows = [render_row(1, height=64, width=64), render_row(2, height=64, width=64)]
+    rows[1] = replace(rows[1], negative_prompt="blurry")
+    batched = render(tiny, rows)
+    assert batched.dtype == torch.uint8
+    assert batched.shape == (2, 9, 64, 64, 3)
+    assert not torch.equal(batched[0], batched[1])
+    for video, row in zip(batched, rows, strict=True):
+        alone = render(tiny, [row])[0]
+        # Batched matmuls sum in another order; measured: at most one level of 255, on
+        # fewer than 0.01 % of the values.
+        difference = (video.int() - alone.int()).abs()
+        assert difference.max() <= 1
+        assert (difference > 0).float().mean() < 0.001
+
+
+def test_the_rows_fps_conditions_the_video(tiny: Any) -> None:
+    at_25, at_8 = (render(tiny, [render_row(1, fps=fps)]) for fps in (25, 8))
+    assert not torch.equal(at_25, at_8)
+    with pytest.raises(ValueError, match=r"share one fps for LTX-Video but have \[8, 25\]"):
+        render(tiny, [render_row(1, fps=25), render_row(2, fps=8)])
+
+
+def test_a_frame_count_off_the_rule_renders_fewer_frames(tiny: Any) -> None:
+    rules = FAMILY.rules
+    assert render(tiny, [render_row(1, num_frames=12)]).shape[1] == 9
+    assert 12 % rules.frame_step != 1
+    assert (9 - 1) % rules.frame_step == 0
+
+
+def test_the_rules_default_to_the_pipelines_own_defaults_and_let_them_through() -> None:
+    from diffusers import LTXPipeline
+
+    defaults = inspect.signature(LTXPipeline.__call__).parameters
+    rules = FAMILY.rules
+    for column, argument in [
+        ("height", "height"),
+        ("width", "width"),
+        ("num_frames", "num_frames"),
+        ("fps", "frame_rate"),
+        ("num_inference_steps", "num_inference_steps"),
+        ("guidance_scale", "guidance_scale"),
+    ]:
+        assert getattr(rules, column) == defaults[argument].default, column
+    assert FAMILY.token_limit == defaults["max_sequence_length"].default
+    assert (rules.num_frames - 1) % rules.frame_step == 0
+    for size in (rules.height, rules.width):
+        assert size % rules.size_multiple == 0 and rules.min_size <= size <= rules.max_size
+    assert rules.num_frames <= rules.max_frames
+    assert rules.num_frames * rules.height * rules.width <= rules.max_voxels
+
+
+def test_a_saved_tiny_pipeline_reloads_and_renders_the_same(tiny: Any, tmp_path: Path) -> None:
+    from diffusers import DiffusionPipeline
+
+    tiny.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] in FAMILY.pipeline_classes
+    loaded = DiffusionPipeline.from_pretrained(
+        tmp_path, use_safetensors=True, local_files_only=True
+    )
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded) is type(tiny)
+    assert torch.equal(render(loaded, [render_row(1)]), render(tiny, [render_row(1)]))
+
+
+def test_two_tiny_builds_with_one_seed_are_identical() -> None:
+    first, second = FAMILY.build_tiny(seed=3), FAMILY.build_tiny(seed=3)
+    for (name, a), (_, b) in zip(
+        first.transformer.state_dict().items(), second.transformer.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert torch.equal(
+        next(iter(first.text_encoder.parameters())), next(iter(second.text_encoder.parameters()))
+    )
+
+
+def test_long_prompts_count_more_tokens_than_the_limit(tiny: Any) -> None:
+    assert tiny.tokenizer.model_max_length == FAMILY.token_limit == 128
+    assert FAMILY.count_tokens(tiny, "a cat runs") == 4  # three words and </s>
+    assert FAMILY.count_tokens(tiny, "cat " * 200) == 201 > FAMILY.token_limit
+
+
+def test_the_random_preset_has_the_full_size_architecture() -> None:
+    pipe = FAMILY.build_random("ltx-video", torch.device("meta"), torch.bfloat16)
+
+    def billions(module: torch.nn.Module) -> float:
+        return sum(parameter.numel() for parameter in module.parameters()) / 1e9
+
+    assert 1.9 < billions(FAMILY.denoiser(pipe)) < 2.0
+    assert 4.7 < billions(pipe.text_encoder) < 4.8  # T5-XXL's encoder
+    assert pipe.vae.spatial_compression_ratio == 32
+    assert pipe.vae.temporal_compression_ratio == 8
+    assert pipe.transformer.dtype == torch.bfloat16
+    assert pipe.transformer.device.type == "meta"
