@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from tasks.contenthash import folder_digest
 from tasks.errors import ModelLoadError, first_line
 
 MS_17B_REPO = "ali-vilab/text-to-video-ms-1.7b"
@@ -73,14 +74,16 @@ class ModelRef:
     name: str
     path: Path | None = None
     revision: str = ""  # the Hub commit of a preset loaded from the cache
+    content: str = ""  # a folder's digest (tasks.contenthash), computed once when resolved
 
     @property
     def identity(self) -> str:
-        """Stable text that output keys hash: preset and commit, or the folder's path."""
+        """Stable text that output keys hash: preset and commit, or the folder's content;
+        never a folder's path, which new weights can be saved into."""
         if self.revision:
             return f"{self.name}@{self.revision}"
-        if self.path is not None:
-            return f"path:{self.path}"
+        if self.content:
+            return f"content:{self.content}"
         return self.name
 
 
@@ -93,7 +96,7 @@ def resolve_model(model: str) -> ModelRef:
         return ModelRef(model)
     path = Path(model).expanduser()
     if path.is_dir():
-        return ModelRef(str(path), path=path.resolve())
+        return ModelRef(str(path), path=path.resolve(), content=folder_digest(path))
     raise ModelLoadError(
         f"unknown model {model!r}: use one of {', '.join(PRESETS)} "
         "or a folder saved with `save_pretrained`"

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tasks import models
+from tasks import contenthash, models
 from tasks.errors import ModelLoadError
 from tasks.models import (
-    ModelRef,
     build_tiny_random,
     dtype_for,
     get_pipeline,
@@ -50,9 +53,55 @@ def test_load_model_returns_the_resolved_device() -> None:
     assert load_model(tiny, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_identity_of_presets_and_folders(tmp_path: Path) -> None:
+def test_identity_of_presets_is_their_name() -> None:
+    # Output keys hash it: a golden key test pins what it hashes to.
     assert resolve_model("tiny-random").identity == "tiny-random"
-    assert resolve_model(str(tmp_path)).identity == f"path:{tmp_path.resolve()}"
+
+
+@pytest.fixture
+def digest_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private t2v cache folder, so tests never read or write the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "t2v" / contenthash.DIGESTS_FILE
+
+
+@pytest.mark.usefixtures("digest_cache")
+def test_a_folder_is_known_by_its_content_not_its_path(tmp_path: Path, tiny_pipe: Any) -> None:
+    folder = tmp_path / "model"
+    tiny_pipe.save_pretrained(folder)
+    first = resolve_model(str(folder)).identity
+    assert first.startswith("content:") and str(tmp_path) not in first
+
+    # The same content elsewhere is the same model; documentation does not count.
+    shutil.copytree(folder, tmp_path / "copy")
+    (tmp_path / "copy" / "README.md").write_text("notes")
+    assert resolve_model(str(tmp_path / "copy")).identity == first
+
+    # Other weights saved into the same folder are another model.
+    build_tiny_random(seed=1).save_pretrained(folder)
+    assert resolve_model(str(folder)).identity not in (first, "")
+    assert resolve_model(str(tmp_path / "copy")).identity == first
+
+
+def test_folder_digests_are_remembered_until_a_file_changes(
+    tmp_path: Path, digest_cache: Path
+) -> None:
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    weights = folder / "unet" / "weights.safetensors"
+    weights.write_bytes(b"first weights")
+    first = contenthash.folder_digest(folder)
+    known = json.loads(digest_cache.read_text())
+    assert known[str(weights.resolve())][3] == hashlib.sha256(b"first weights").hexdigest()
+
+    # Served from the cache while the file's size, mtime and inode are unchanged...
+    known[str(weights.resolve())][3] = "0" * 64
+    digest_cache.write_text(json.dumps(known))
+    assert contenthash.folder_digest(folder) != first
+    # ...and hashed again once the file is rewritten.
+    weights.write_bytes(b"first weights")
+    os.utime(weights, ns=(1, 1))
+    assert contenthash.folder_digest(folder) == first
 
 
 @pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", ""])
@@ -108,7 +157,7 @@ def test_real_model_loads_from_the_hub_cache_pinned_to_its_commit(
 def test_saved_folder_loads_with_the_same_weights(tmp_path: Path, tiny_pipe: Any) -> None:
     tiny_pipe.save_pretrained(tmp_path / "tiny", safe_serialization=True)
     ref = resolve_model(str(tmp_path / "tiny"))
-    assert ref == ModelRef(str(tmp_path / "tiny"), path=(tmp_path / "tiny").resolve())
+    assert ref.path == (tmp_path / "tiny").resolve()
     loaded = get_pipeline(ref, torch.device("cpu"))
     assert type(loaded).__name__ == "TextToVideoSDPipeline"
     for a, b in zip(loaded.unet.parameters(), tiny_pipe.unet.parameters(), strict=True):
@@ -186,11 +235,12 @@ def test_compile_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch, tiny_pipe:
 
 
 def test_compile_env_compiles_the_unet_of_a_loaded_pipeline(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_pipe: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Compiling tiny-random's first render takes ~80 s on two CPU cores: check the wiring
     # here (compilation itself is lazy) and measure compiled renders in the GPU benchmark.
-    tiny_pipe.save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    # Weights no other test loads: the process caches pipelines by content.
+    build_tiny_random(seed=3).save_pretrained(tmp_path / "tiny", safe_serialization=True)
     monkeypatch.setenv(models.COMPILE_ENV, "1")
     loaded = get_pipeline(resolve_model(str(tmp_path / "tiny")), torch.device("cpu"))
     assert loaded.unet._compiled_call_impl is not None
