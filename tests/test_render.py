@@ -57,10 +57,10 @@ def test_batch_gives_the_frames_of_rows_rendered_one_by_one(tiny_pipe: Any) -> N
         alone = render_batch(tiny_pipe, [video.row])[0]
         assert video.frames.shape == (8, 64, 64, 3)
         assert video.frames.dtype == np.uint8
-        # Batched matmuls sum in another order; the frames agree to one level of 255.
+        # tasks/render.py's contract: measured 1 level on < 0.01 % of values.
         difference = np.abs(video.frames.astype(int) - alone.frames.astype(int))
         assert difference.max() <= 1
-        assert (difference > 0).mean() < 0.01
+        assert (difference > 0).mean() < 0.001
 
 
 def test_seeds_change_the_video_and_repeat_it(tiny_pipe: Any) -> None:
