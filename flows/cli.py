@@ -176,7 +176,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from tasks.models import PRESETS
+    from tasks.presets import PRESETS
 
     width = max(len(name) for name in PRESETS)
     for preset in PRESETS.values():

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
 from storage.errors import StorageError
-from tasks import manifest, models, publish, render
+from tasks import devices, manifest, publish, render
 from tasks.errors import DeviceFailedError
 
 P = ParamSpec("P")
@@ -46,7 +46,7 @@ read_manifest = _io_task(manifest.read_manifest, "read-manifest")
 plan_outputs = _io_task(publish.plan_outputs, "plan-outputs")
 publish_video = _io_task(publish.publish_rendered, "encode-and-publish")
 write_results = _io_task(publish.write_results, "write-results")
-load_model = task(name="load-model", cache_policy=NO_CACHE)(models.load_model)
+load_model = task(name="load-model", cache_policy=NO_CACHE)(devices.load_model)
 # Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
 # share GPUs across workers; inside a process a per-device lock does the same.
 # The render's own timeout (tasks.render.render_timeout), not Prefect's timeout_seconds,
