@@ -271,3 +271,49 @@ def test_compile_env_refuses_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) ->
         loading.compile_mode()
     monkeypatch.setenv(loading.COMPILE_ENV, "max-autotune-no-cudagraphs")
     assert loading.compile_mode() == "max-autotune-no-cudagraphs"
+
+
+# Wan
+
+
+def test_a_saved_wan_folder_is_recognised_and_renders(tmp_path: Path) -> None:
+    from tasks.families.wan import Wan
+    from tasks.render import render_batch
+    from tests.test_render import small_row
+
+    Wan().build_tiny(seed=7).save_pretrained(tmp_path / "wan")
+    ref = resolve_model(str(tmp_path / "wan"))
+    assert ref.family_name == "Wan"
+    pipe = get_pipeline(ref, torch.device("cpu"))
+    assert pipe.vae.dtype == torch.float32
+    row = small_row(1, num_frames=5, height=32, width=48, guidance_scale=5.0)
+    (video,) = render_batch(pipe, [row])
+    assert video.frames.shape == (5, 32, 48, 3)
+
+
+def test_an_unsupported_pipeline_class_names_the_supported_ones(
+    tmp_path: Path, tiny_pipe: Any
+) -> None:
+    tiny_pipe.save_pretrained(tmp_path / "other")
+    index = json.loads((tmp_path / "other" / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusionPipeline"
+    (tmp_path / "other" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_model(str(tmp_path / "other"))
+    assert str(caught.value) == (
+        f"{tmp_path / 'other'}/model_index.json is a 'StableDiffusionPipeline', which "
+        "t2v-batch does not render: it renders TextToVideoSDPipeline, WanPipeline"
+    )
+
+
+@pytest.mark.parametrize(
+    ("preset", "billions"), [("wan2.1-1.3b", 1.42), ("wan2.1-14b", 14.29), ("wan2.2-5b", 5.0)]
+)
+def test_wan_random_architectures_match_the_published_sizes(preset: str, billions: float) -> None:
+    from tasks.families.wan import Wan
+
+    pipe = Wan().build_random(preset, torch.device("meta"), torch.bfloat16)
+    assert pipe.transformer.device.type == "meta"
+    assert pipe.transformer.dtype == torch.bfloat16
+    assert round(_parameters(pipe.transformer) / 1e9, 2) == billions
+    assert pipe.text_encoder.config.d_model == pipe.transformer.config.text_dim == 4096

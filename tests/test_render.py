@@ -97,3 +97,12 @@ def test_long_prompts_get_a_truncation_warning(tiny_pipe: Any) -> None:
         "",
         "prompt is 162 tokens; rendered from its first 77",
     ]
+
+
+def test_wan_prompts_past_umt5s_window_get_a_truncation_warning() -> None:
+    pipe = get_pipeline(resolve_model("tiny-wan"), torch.device("cpu"))
+    short, long = small_row(1, prompt="a cat"), small_row(2, prompt="word " * 110)
+    assert truncation_warnings(pipe, [short, long]) == [
+        "",
+        "prompt is 551 tokens; rendered from its first 512",
+    ]
