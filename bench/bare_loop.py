@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
+from tasks.devices import get_pipeline
 from tasks.encode import encode_mp4
 from tasks.manifest import read_manifest
-from tasks.models import get_pipeline, resolve_model
+from tasks.presets import resolve_model
 from tasks.render import plan_batches, render_batch
 
 

@@ -38,17 +38,12 @@ import torch
 from bench.flops import VideoFlops, count_video_flops, peak_tflops
 from bench.report import MISSING, RESULTS_MD, environment, markdown_table, number, write_section
 from bench.steady import Contender, busy_inside_render, run_loop
+from tasks.devices import get_pipeline, resolve_device
 from tasks.encode import encode_mp4
+from tasks.families import family_of
+from tasks.loading import COMPILE_MODES, compile_denoiser, quiet_diffusers
 from tasks.manifest import RenderRow
-from tasks.models import (
-    COMPILE_MODES,
-    ModelRef,
-    build_random,
-    compile_unet,
-    get_pipeline,
-    quiet_diffusers,
-    resolve_device,
-)
+from tasks.presets import ModelRef, build_in_memory, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
 
 EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default, which the model card keeps
@@ -105,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.cuda.empty_cache()
         results += measure_engine(settings, device, Path(scratch))
     with quiet_diffusers():
-        pipe = get_pipeline(ModelRef(settings.model), device)
+        pipe = get_pipeline(resolve_model(settings.model), device)
         flops = count_video_flops(
             pipe, settings.size, settings.size, settings.frames, settings.steps
         )
@@ -140,7 +135,7 @@ def baseline_pipeline(model: str, device: torch.device) -> Any:
 
     with quiet_diffusers():
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        pipe = build_random(model, device, dtype)
+        pipe = build_in_memory(resolve_model(model), device, dtype).to(device=device, dtype=dtype)
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
             pipe.enable_model_cpu_offload(device=device)
@@ -175,15 +170,16 @@ def export_like_diffusers(frames: np.ndarray, row: RenderRow, folder: Path) -> N
 
 def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> list[Measurement]:
     """t2v-batch at each batch size, then compiled at the fastest one for each mode asked."""
-    model = ModelRef(settings.model)
+    model = resolve_model(settings.model)
     results = []
     for batch_size in settings.batch_sizes:
         contender = _engine(f"t2v-batch b={batch_size}", model, device, batch_size)
         results.append(measure(contender, _batched_rows(settings, batch_size), scratch, device))
     fastest = max(results, key=lambda m: m.videos_per_minute).batch_size
     for mode in settings.compile_modes:
-        # Module.compile wraps the UNet's original forward again, so modes do not stack.
-        compile_unet(get_pipeline(model, device), mode)
+        # Module.compile wraps the denoiser's original forward again, so modes do not stack.
+        pipe = get_pipeline(model, device)
+        compile_denoiser(pipe, family_of(pipe), mode)
         contender = _engine(f"t2v-batch b={fastest} compile={mode}", model, device, fastest)
         results.append(measure(contender, _batched_rows(settings, fastest), scratch, device))
     return results
@@ -191,7 +187,7 @@ def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> l
 
 def _engine(label: str, model: ModelRef, device: torch.device, batch_size: int) -> Contender:
     def render(batch: Sequence[RenderRow]) -> list[np.ndarray]:
-        return [_frames(outcome) for outcome in render_rows(model, str(device), batch)]
+        return [_frames(outcome) for outcome in render_rows(model, str(device), batch).outcomes]
 
     return Contender(label, batch_size, render, _encode, True)
 

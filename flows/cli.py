@@ -168,7 +168,7 @@ def _preflight(request: Any) -> None:
     """What can be refused in a second is refused before Prefect starts: the manifest's
     header and rows, the model's name or folder."""
     from tasks.manifest import read_manifest
-    from tasks.models import resolve_model
+    from tasks.presets import resolve_model
 
     read_manifest(request.manifest, limit=request.limit)
     resolve_model(request.model)
@@ -309,7 +309,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from tasks.models import PRESETS
+    from tasks.presets import PRESETS
 
     width = max(len(name) for name in PRESETS)
     for preset in PRESETS.values():

@@ -18,7 +18,7 @@ from storage.s3 import MAX_PRESIGN_EXPIRY
 from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
 from tasks.errors import T2VError, first_line
 from tasks.manifest import MAX_ROWS
-from tasks.models import PRESETS
+from tasks.presets import PRESETS
 
 DATE_PLACEHOLDER = "{date}"
 ENV_PREFIX = "T2V_"

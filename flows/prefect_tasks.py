@@ -11,11 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
 from storage.errors import StorageError
-from tasks import manifest, models, publish, render
-from tasks.errors import DeviceFailedError
+from tasks import devices, manifest, publish, render
 from tasks.manifest import RenderRow
-from tasks.models import ModelRef
-from tasks.render import FailedRender, RenderOutcome
+from tasks.presets import ModelRef
+from tasks.render import BatchResult, FailedRender
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,12 +26,6 @@ def _is_storage_error(task: Task[..., object], task_run: TaskRun, state: State[o
     by waiting."""
     error = state.result(raise_on_failure=False)
     return isinstance(error, StorageError) and error.retryable
-
-
-def _device_still_usable(task: Task[..., object], task_run: TaskRun, state: State[object]) -> bool:
-    """Retry a render once, unless its device is unusable in this process (a fatal CUDA
-    error, a hung render): then only a fresh process, a rerun, can render the rows."""
-    return not isinstance(state.result(raise_on_failure=False), DeviceFailedError)
 
 
 def _io_task(fn: Callable[P, R], name: str) -> Task[P, R]:
@@ -50,7 +43,7 @@ read_manifest = _io_task(manifest.read_manifest, "read-manifest")
 plan_outputs = _io_task(publish.plan_outputs, "plan-outputs")
 publish_video = _io_task(publish.publish_rendered, "encode-and-publish")
 write_results = _io_task(publish.write_results, "write-results")
-load_model = task(name="load-model", cache_policy=NO_CACHE)(models.load_model)
+load_model = task(name="load-model", cache_policy=NO_CACHE)(devices.load_model)
 
 
 # Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
@@ -61,19 +54,22 @@ load_model = task(name="load-model", cache_policy=NO_CACHE)(models.load_model)
     name="render",
     tags=["gpu"],
     retries=1,
-    retry_condition_fn=_device_still_usable,
     cache_policy=NO_CACHE,
 )
 def render_batch(
     model: ModelRef, device: str, rows: Sequence[RenderRow], timeout_scale: float = 1.0
-) -> list[RenderOutcome]:
-    """`render.render_rows`, and one log line that says what the batch was and cost."""
+) -> BatchResult:
+    """`render.render_rows`, and one log line that says what the batch was and cost.
+
+    A device that fails (a fatal CUDA error, a hung render) is in the result, not raised:
+    retrying in this process is futile, only a rerun in a fresh one can render the rows."""
     started = time.perf_counter()
-    outcomes = render.render_rows(model, device, rows, timeout_scale)
-    first, failed = rows[0], sum(isinstance(o, FailedRender) for o in outcomes)
+    result = render.render_rows(model, device, rows, timeout_scale)
+    first = rows[0]
+    failed = sum(isinstance(outcome, FailedRender) for outcome in result.outcomes)
     get_run_logger().info(
         "rendered %d of %d rows (%d frames of %d×%d, %d steps) with %s on %s in %.1f s",
-        len(outcomes) - failed,
+        len(rows) - failed,
         len(rows),
         first.num_frames,
         first.width,
@@ -83,4 +79,4 @@ def render_batch(
         device,
         time.perf_counter() - started,
     )
-    return outcomes
+    return result

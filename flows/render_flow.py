@@ -37,10 +37,10 @@ from flows.parameters import (
 from flows.run_date import scheduled_date
 from tasks import interrupt
 from tasks.budget import check_budget
-from tasks.errors import DeviceFailedError, T2VError, first_line
+from tasks.errors import T2VError, first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan, ResultRow, RunSummary, summarize
-from tasks.render import FailedRender, RenderOutcome, not_rendered, plan_batches
+from tasks.render import BatchResult, FailedRender, RenderOutcome, not_rendered, plan_batches
 
 # Batches rendered ahead of publishing: the GPU works on batch k+1 while batch k
 # is encoded and uploaded, and at most this many batches of frames sit in memory.
@@ -179,7 +179,7 @@ def render_and_publish(
 ) -> Iterator[ResultRow]:
     """Render batches one after another and publish each batch while the next renders;
     once rendering has to stop, fail the batches left and publish what was rendered."""
-    rendering: deque[tuple[list[RenderRow], PrefectFuture[list[RenderOutcome]]]] = deque()
+    rendering: deque[tuple[list[RenderRow], PrefectFuture[BatchResult]]] = deque()
     publishing = PublishQueue(plan)
     batches = plan_batches(plan.to_render, request.batch_size)
     for number, batch in enumerate(batches, 1):
@@ -199,7 +199,7 @@ def render_and_publish(
 
 def _publish_rendered(
     batch: list[RenderRow],
-    future: PrefectFuture[list[RenderOutcome]],
+    future: PrefectFuture[BatchResult],
     request: RenderRequest,
     plan: OutputPlan,
     publishing: PublishQueue,
@@ -208,13 +208,11 @@ def _publish_rendered(
     """Wait for a batch's render, submit its videos for publishing, yield its failed rows."""
     outcome = future.result(raise_on_failure=False)
     outcomes: list[RenderOutcome]
-    if isinstance(outcome, DeviceFailedError):
-        stop.reason = stop.reason or outcome.reason
-        outcomes = outcome.outcomes
-    elif isinstance(outcome, BaseException):
+    if isinstance(outcome, BaseException):
         outcomes = [FailedRender(row, first_line(outcome)) for row in batch]
     else:
-        outcomes = outcome
+        stop.reason = stop.reason or outcome.device_failure
+        outcomes = outcome.outcomes
     for rendered in outcomes:
         if isinstance(rendered, FailedRender):
             yield plan.failed(rendered.row, rendered.error)

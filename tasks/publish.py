@@ -25,7 +25,7 @@ from tasks.encode import encode_mp4
 from tasks.manifest import InvalidRow, Manifest, RenderRow
 
 if TYPE_CHECKING:
-    from tasks.models import ModelRef
+    from tasks.presets import ModelRef
     from tasks.render import RenderedVideo
 
 OUTPUT_FORMAT_VERSION = 1
@@ -338,7 +338,7 @@ class OutputPlan:
 
 def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) -> OutputPlan:
     """Key every valid row; rows whose key exists are `skipped` unless `force`."""
-    from tasks.models import resolve_model  # imports torch: only when planning a real run
+    from tasks.presets import resolve_model  # imports torch: only when planning a real run
 
     storage = open_storage(destination)
     if isinstance(storage, LocalStorage):

@@ -60,7 +60,8 @@ def tiny_pipe() -> Any:
     """The process's cached tiny-random pipeline on CPU."""
     import torch
 
-    from tasks.models import get_pipeline, resolve_model
+    from tasks.devices import get_pipeline
+    from tasks.presets import resolve_model
 
     return get_pipeline(resolve_model("tiny-random"), torch.device("cpu"))
 

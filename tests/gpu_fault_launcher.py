@@ -15,7 +15,8 @@ import threading
 import torch
 
 from flows import cli
-from tasks.models import get_pipeline, resolve_model
+from tasks.devices import get_pipeline
+from tasks.presets import resolve_model
 from tests.devicefaults import fatal_cuda_error, hang_until, on_pipeline_call, unet_faults
 
 

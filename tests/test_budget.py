@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ from prefect.states import State
 
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
-from tasks import models
 from tasks.budget import DEFAULT_MAX_WORK, REFERENCE_WORK, BudgetError, check_budget, work
+from tasks.families.modelscope import ModelScope
 from tasks.manifest import RenderRow
 
 ROW = RenderRow(
@@ -48,12 +49,12 @@ def test_too_much_work_is_refused_in_reference_videos() -> None:
 
 
 def test_the_flow_refuses_before_loading_a_model_or_writing(
-    tmp_path: Path, tiny_pipe: Any, prefect_api_url: str
+    tmp_path: Path, prefect_api_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tiny_pipe.save_pretrained(tmp_path / "model")  # a model this process has never loaded
+    ModelScope().build_tiny(seed=21).save_pretrained(tmp_path / "model")  # never loaded
     manifest = tmp_path / "m.csv"
     manifest.write_text("prompt,num_frames,height,width\n" + "a cat,4,64,64\n" * 3)
-    loads = models.load_count
+    caplog.set_level(logging.INFO, logger="t2v")
     request = RenderRequest(
         manifest=str(manifest),
         destination=str(tmp_path / "out"),
@@ -65,5 +66,5 @@ def test_the_flow_refuses_before_loading_a_model_or_writing(
     error = state.result(raise_on_failure=False)
     assert isinstance(error, BudgetError)
     assert "asks for 3 videos but a run may render at most 2" in str(error)
-    assert models.load_count == loads
+    assert not [r for r in caplog.records if r.getMessage().startswith("loaded ")]
     assert not (tmp_path / "out").exists()

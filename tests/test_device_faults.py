@@ -19,8 +19,9 @@ import torch
 
 from flows.parameters import RenderRequest
 from flows.render_flow import RowsFailedError, render_manifest
-from tasks import models
-from tasks.errors import DeviceFailedError
+from tasks import devices, interrupt
+from tasks.interrupt import INTERRUPTED
+from tasks.presets import resolve_model
 from tasks.render import (
     RENDER_TIMEOUTS,
     FailedRender,
@@ -44,7 +45,7 @@ from tests.devicefaults import (
 from tests.test_flow import tiny_manifest
 from tests.test_render import small_row
 
-TINY = models.resolve_model("tiny-random")
+TINY = resolve_model("tiny-random")
 FATAL = f"the GPU hit a fatal error: {ILLEGAL_ACCESS.splitlines()[0]}"
 # Renders here take a fraction of a second: this scale times a hung one out after ~2.4 s.
 TIMEOUT_SCALE = 0.004
@@ -53,7 +54,7 @@ TIMEOUT_SCALE = 0.004
 @pytest.fixture(autouse=True)
 def usable_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     """A device that a test marks failed is usable again by the tests after it."""
-    monkeypatch.setattr(models, "_device_failures", {})
+    monkeypatch.setattr(devices, "_device_failures", {})
 
 
 def _prompt(n: int) -> str:
@@ -98,7 +99,7 @@ def test_out_of_memory_splits_a_batch_until_its_rows_fit(tiny_pipe: Any) -> None
             raise out_of_memory()
 
     with unet_faults(tiny_pipe, fits_one_row) as calls:
-        outcomes = render_rows(TINY, "cpu", rows)
+        outcomes = render_rows(TINY, "cpu", rows).outcomes
 
     assert [type(outcome) for outcome in outcomes] == [RenderedVideo] * 4
     assert [outcome.row for outcome in outcomes] == rows
@@ -132,7 +133,8 @@ def test_a_row_out_of_memory_even_alone_fails_alone(
             raise error()
 
     with unet_faults(tiny_pipe, greedy_row) as calls:
-        outcomes = {outcome.row.line: outcome for outcome in render_rows(TINY, "cpu", rows)}
+        result = render_rows(TINY, "cpu", rows)
+        outcomes = {outcome.row.line: outcome for outcome in result.outcomes}
 
     failed = outcomes.pop(2)
     assert isinstance(failed, FailedRender)
@@ -200,15 +202,15 @@ def test_fatal_cuda_errors_fail_the_batch_and_the_device(tiny_pipe: Any, error: 
     def fatal(call: UnetCall) -> None:
         raise error
 
-    with unet_faults(tiny_pipe, fatal) as calls, pytest.raises(DeviceFailedError) as failed:
-        render_rows(TINY, "cpu", rows)
+    with unet_faults(tiny_pipe, fatal) as calls:
+        result = render_rows(TINY, "cpu", rows)
 
     reason = f"the GPU hit a fatal error: {str(error).splitlines()[0]}"
-    assert failed.value.reason == str(failed.value) == reason
-    assert [(o.row, getattr(o, "error", "")) for o in failed.value.outcomes] == [
+    assert result.device_failure == reason
+    assert [(o.row, getattr(o, "error", "")) for o in result.outcomes] == [
         (row, reason) for row in rows
     ]
-    assert models.device_failure(torch.device("cpu")) == reason
+    assert devices.device_failure(torch.device("cpu")) == reason
     assert len(attempts(calls)) == 1
 
 
@@ -221,10 +223,11 @@ def test_rows_rendered_before_a_fatal_error_are_kept(tiny_pipe: Any) -> None:
         if rows[2].prompt in call.prompts:
             raise RuntimeError(ILLEGAL_ACCESS)
 
-    with unet_faults(tiny_pipe, split_then_fatal), pytest.raises(DeviceFailedError) as failed:
-        render_rows(TINY, "cpu", rows)
+    with unet_faults(tiny_pipe, split_then_fatal):
+        result = render_rows(TINY, "cpu", rows)
 
-    outcomes = failed.value.outcomes
+    assert result.device_failure == FATAL
+    outcomes = result.outcomes
     assert [type(outcome) for outcome in outcomes] == [RenderedVideo] * 2 + [FailedRender] * 2
     assert [outcome.row for outcome in outcomes] == rows
     assert {getattr(outcome, "error", "") for outcome in outcomes[2:]} == {FATAL}
@@ -253,8 +256,9 @@ def test_fatal_cuda_error_stops_the_run_and_keeps_what_rendered(
     assert len(attempts(calls)) == 2  # nothing rendered after the fault, nothing retried
     assert all(run.run_count == 1 for run in _render_task_runs(state))
     # Nothing else in this process renders on the device again.
-    with pytest.raises(DeviceFailedError, match="not rendered: the device failed earlier"):
-        render_rows(TINY, "cpu", [small_row(1)])
+    later = render_rows(TINY, "cpu", [small_row(1)])
+    assert later.device_failure == FATAL
+    assert [getattr(outcome, "error", "") for outcome in later.outcomes] == [not_rendered(FATAL)]
 
 
 @pytest.mark.slow
@@ -389,3 +393,58 @@ def test_render_timeout_grows_with_the_work_above_a_floor() -> None:
         assert render_timeout(large, device_type) == pytest.approx(rule.s_per_megapixel_step * work)
         assert render_timeout(large, device_type, 0.5) == render_timeout(large, device_type) / 2
     assert render_timeout(large, "cuda") < render_timeout(large, "cpu")
+
+
+# A stop request (Ctrl-C, SIGTERM): abandon the render at once, keep what finished.
+
+
+@pytest.fixture
+def stop() -> Any:
+    """Forgets the process's stop request after the test."""
+    yield interrupt.request_stop
+    interrupt.clear()
+
+
+def test_a_stop_request_abandons_the_render_and_keeps_finished_rows(
+    tiny_pipe: Any, stop: Callable[[str], None], release: threading.Event
+) -> None:
+    rows = [small_row(n) for n in range(1, 5)]
+    second_row_started = threading.Event()
+
+    def one_row_at_a_time(call: UnetCall) -> None:
+        if call.batch > 2:
+            raise out_of_memory()
+        if call.step == 0 and rows[1].prompt in call.prompts:
+            second_row_started.set()
+            hang_until(release)()
+
+    def request_stop_once_rendering() -> None:
+        second_row_started.wait(60)
+        stop("SIGINT")
+
+    asker = threading.Thread(target=request_stop_once_rendering)
+    with unet_faults(tiny_pipe, one_row_at_a_time):
+        asker.start()
+        started = time.monotonic()
+        result = render_rows(TINY, "cpu", rows)
+        elapsed = time.monotonic() - started
+    asker.join()
+
+    assert [type(outcome) for outcome in result.outcomes] == [RenderedVideo] + [FailedRender] * 3
+    assert [outcome.row for outcome in result.outcomes] == rows
+    assert {getattr(outcome, "error", "") for outcome in result.outcomes[1:]} == {INTERRUPTED}
+    assert result.device_failure is None  # an interrupted render leaves the device usable
+    assert elapsed < render_timeout(rows, "cpu") / 10  # not waited out
+
+
+def test_a_render_after_a_stop_request_renders_nothing(
+    tiny_pipe: Any, stop: Callable[[str], None]
+) -> None:
+    rows = [small_row(1), small_row(2)]
+    stop("SIGTERM")
+    with unet_faults(tiny_pipe, lambda call: None) as calls:
+        result = render_rows(TINY, "cpu", rows)
+    assert [(outcome.row, getattr(outcome, "error", "")) for outcome in result.outcomes] == [
+        (row, INTERRUPTED) for row in rows
+    ]
+    assert calls == []

@@ -1,23 +1,22 @@
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tasks import models
+from tasks import contenthash, loading
+from tasks.devices import dtype_for, get_pipeline, load_model, resolve_device
 from tasks.errors import ModelLoadError
-from tasks.models import (
-    ModelRef,
-    build_tiny_random,
-    dtype_for,
-    get_pipeline,
-    load_model,
-    ms17b_components,
-    resolve_device,
-    resolve_model,
-)
+from tasks.families.modelscope import MS_17B_REPO, ModelScope, ms17b_components
+from tasks.presets import ModelRef, resolve_model
 from tests.unsafe_models import custom_code_folder, pickle_only_folder
 
 
@@ -32,16 +31,43 @@ def test_tiny_random_is_small_and_downsamples_8x(tiny_pipe: Any) -> None:
 
 
 def test_tiny_random_is_the_same_every_build() -> None:
-    first, second = build_tiny_random(), build_tiny_random()
+    first, second = ModelScope().build_tiny(), ModelScope().build_tiny()
     for a, b in zip(first.unet.parameters(), second.unet.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
 def test_pipeline_is_cached_per_process_model_and_device(tiny_pipe: Any) -> None:
-    before = models.load_count
-    again = get_pipeline(resolve_model("tiny-random"), torch.device("cpu"))
-    assert again is tiny_pipe
-    assert models.load_count == before
+    assert get_pipeline(resolve_model("tiny-random"), torch.device("cpu")) is tiny_pipe
+
+
+def test_a_load_in_progress_does_not_block_other_models(tmp_path: Path, tiny_pipe: Any) -> None:
+    # A folder whose model_index.json is a FIFO: its load blocks reading it until written.
+    ModelScope().build_tiny(seed=4).save_pretrained(tmp_path / "slow")
+    index = (tmp_path / "slow" / "model_index.json").read_text()
+    (tmp_path / "slow" / "model_index.json").unlink()
+    os.mkfifo(tmp_path / "slow" / "model_index.json")
+    slow = ModelRef("slow", "ModelScope", path=tmp_path / "slow", content="slow-test")
+    loaded: list[Any] = []
+    loader = threading.Thread(target=lambda: loaded.append(get_pipeline(slow, torch.device("cpu"))))
+    loader.start()
+    try:
+        assert get_pipeline(resolve_model("tiny-random"), torch.device("cpu")) is tiny_pipe
+        assert loader.is_alive() and not loaded
+    finally:
+        # Answer the blocked read, and leave a plain file for diffusers to read after it.
+        fifo = tmp_path / "slow" / "model_index.json"
+        while True:
+            try:  # succeeds once the loader waits on the FIFO
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                time.sleep(0.05)
+        (tmp_path / "index.json").write_text(index)
+        os.replace(tmp_path / "index.json", fifo)
+        os.write(fd, index.encode())
+        os.close(fd)
+        loader.join(60)
+    assert len(loaded) == 1 and type(loaded[0]).__name__ == "TextToVideoSDPipeline"
 
 
 def test_load_model_returns_the_resolved_device() -> None:
@@ -50,9 +76,55 @@ def test_load_model_returns_the_resolved_device() -> None:
     assert load_model(tiny, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def test_identity_of_presets_and_folders(tmp_path: Path) -> None:
+def test_identity_of_presets_is_their_name() -> None:
+    # Output keys hash it: a golden key test pins what it hashes to.
     assert resolve_model("tiny-random").identity == "tiny-random"
-    assert resolve_model(str(tmp_path)).identity == f"path:{tmp_path.resolve()}"
+
+
+@pytest.fixture
+def digest_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private t2v cache folder, so tests never read or write the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "t2v" / contenthash.DIGESTS_FILE
+
+
+@pytest.mark.usefixtures("digest_cache")
+def test_a_folder_is_known_by_its_content_not_its_path(tmp_path: Path, tiny_pipe: Any) -> None:
+    folder = tmp_path / "model"
+    tiny_pipe.save_pretrained(folder)
+    first = resolve_model(str(folder)).identity
+    assert first.startswith("content:") and str(tmp_path) not in first
+
+    # The same content elsewhere is the same model; documentation does not count.
+    shutil.copytree(folder, tmp_path / "copy")
+    (tmp_path / "copy" / "README.md").write_text("notes")
+    assert resolve_model(str(tmp_path / "copy")).identity == first
+
+    # Other weights saved into the same folder are another model.
+    ModelScope().build_tiny(seed=1).save_pretrained(folder)
+    assert resolve_model(str(folder)).identity not in (first, "")
+    assert resolve_model(str(tmp_path / "copy")).identity == first
+
+
+def test_folder_digests_are_remembered_until_a_file_changes(
+    tmp_path: Path, digest_cache: Path
+) -> None:
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    weights = folder / "unet" / "weights.safetensors"
+    weights.write_bytes(b"first weights")
+    first = contenthash.folder_digest(folder)
+    known = json.loads(digest_cache.read_text())
+    assert known[str(weights.resolve())][3] == hashlib.sha256(b"first weights").hexdigest()
+
+    # Served from the cache while the file's size, mtime and inode are unchanged...
+    known[str(weights.resolve())][3] = "0" * 64
+    digest_cache.write_text(json.dumps(known))
+    assert contenthash.folder_digest(folder) != first
+    # ...and hashed again once the file is rewritten.
+    weights.write_bytes(b"first weights")
+    os.utime(weights, ns=(1, 1))
+    assert contenthash.folder_digest(folder) == first
 
 
 @pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x", ""])
@@ -84,7 +156,7 @@ def test_missing_real_weights_say_where_and_how(
         resolve_model("ms-1.7b")
     message = str(caught.value)
     assert f"not in the Hugging Face cache at {tmp_path / 'hub'}" in message
-    assert f"`hf download {models.MS_17B_REPO}`" in message
+    assert "HF_HUB_OFFLINE is set: fetch them once with `t2v models pull ms-1.7b`" in message
 
 
 def test_real_model_loads_from_the_hub_cache_pinned_to_its_commit(
@@ -92,7 +164,7 @@ def test_real_model_loads_from_the_hub_cache_pinned_to_its_commit(
 ) -> None:
     # The Hub cache's layout, holding a tiny pipeline saved as the fp16 variant.
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / f"models--{models.MS_17B_REPO.replace('/', '--')}"
+    repo = tmp_path / "hub" / f"models--{MS_17B_REPO.replace('/', '--')}"
     tiny_pipe.save_pretrained(repo / "snapshots" / commit, variant="fp16")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
@@ -108,7 +180,7 @@ def test_real_model_loads_from_the_hub_cache_pinned_to_its_commit(
 def test_saved_folder_loads_with_the_same_weights(tmp_path: Path, tiny_pipe: Any) -> None:
     tiny_pipe.save_pretrained(tmp_path / "tiny", safe_serialization=True)
     ref = resolve_model(str(tmp_path / "tiny"))
-    assert ref == ModelRef(str(tmp_path / "tiny"), path=(tmp_path / "tiny").resolve())
+    assert ref.path == (tmp_path / "tiny").resolve()
     loaded = get_pipeline(ref, torch.device("cpu"))
     assert type(loaded).__name__ == "TextToVideoSDPipeline"
     for a, b in zip(loaded.unet.parameters(), tiny_pipe.unet.parameters(), strict=True):
@@ -155,13 +227,8 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path: Path) -> None:
 
 
 def test_ms17b_architecture_matches_the_published_model() -> None:
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     with torch.device("meta"):
-        unet, vae, text_encoder = ms17b_components(
-            UNet3DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextConfig
-        )
+        unet, vae, text_encoder = ms17b_components()
     assert round(_parameters(unet) / 1e9, 2) == 1.41
     assert unet.config.cross_attention_dim == text_encoder.config.hidden_size == 1024
     assert text_encoder.config.num_hidden_layers == 23
@@ -170,36 +237,83 @@ def test_ms17b_architecture_matches_the_published_model() -> None:
 
 def test_ms17b_random_builds_in_half_precision_where_asked() -> None:
     # The GPU benchmark builds it on CUDA; the meta device runs the same code in no time.
-    pipe = models.build_ms17b_random(torch.device("meta"), torch.float16)
+    pipe = ModelScope().build_random("ms-1.7b", torch.device("meta"), torch.float16)
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float16
     assert pipe.unet.device.type == "meta"
     assert torch.get_default_dtype() == torch.float32
 
 
 def test_compile_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch, tiny_pipe: Any) -> None:
-    monkeypatch.delenv(models.COMPILE_ENV, raising=False)
-    assert models.compile_mode() is None
-    monkeypatch.setenv(models.COMPILE_ENV, "0")
-    assert models.compile_mode() is None
+    monkeypatch.delenv(loading.COMPILE_ENV, raising=False)
+    assert loading.compile_mode() is None
+    monkeypatch.setenv(loading.COMPILE_ENV, "0")
+    assert loading.compile_mode() is None
     # nn.Module.compile keeps the module and stores its compiled forward here.
     assert tiny_pipe.unet._compiled_call_impl is None
 
 
 def test_compile_env_compiles_the_unet_of_a_loaded_pipeline(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_pipe: Any
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # Compiling tiny-random's first render takes ~80 s on two CPU cores: check the wiring
     # here (compilation itself is lazy) and measure compiled renders in the GPU benchmark.
-    tiny_pipe.save_pretrained(tmp_path / "tiny", safe_serialization=True)
-    monkeypatch.setenv(models.COMPILE_ENV, "1")
+    # Weights no other test loads: the process caches pipelines by content.
+    ModelScope().build_tiny(seed=3).save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    monkeypatch.setenv(loading.COMPILE_ENV, "1")
     loaded = get_pipeline(resolve_model(str(tmp_path / "tiny")), torch.device("cpu"))
     assert loaded.unet._compiled_call_impl is not None
     assert type(loaded.unet).__name__ == "UNet3DConditionModel"
 
 
 def test_compile_env_refuses_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(models.COMPILE_ENV, "fastest")
+    monkeypatch.setenv(loading.COMPILE_ENV, "fastest")
     with pytest.raises(ModelLoadError, match=r"T2V_COMPILE='fastest' is not a torch\.compile mode"):
-        models.compile_mode()
-    monkeypatch.setenv(models.COMPILE_ENV, "max-autotune-no-cudagraphs")
-    assert models.compile_mode() == "max-autotune-no-cudagraphs"
+        loading.compile_mode()
+    monkeypatch.setenv(loading.COMPILE_ENV, "max-autotune-no-cudagraphs")
+    assert loading.compile_mode() == "max-autotune-no-cudagraphs"
+
+
+# Wan
+
+
+def test_a_saved_wan_folder_is_recognised_and_renders(tmp_path: Path) -> None:
+    from tasks.families.wan import Wan
+    from tasks.render import render_batch
+    from tests.test_render import small_row
+
+    Wan().build_tiny(seed=7).save_pretrained(tmp_path / "wan")
+    ref = resolve_model(str(tmp_path / "wan"))
+    assert ref.family_name == "Wan"
+    pipe = get_pipeline(ref, torch.device("cpu"))
+    assert pipe.vae.dtype == torch.float32
+    row = small_row(1, num_frames=5, height=32, width=48, guidance_scale=5.0)
+    (video,) = render_batch(pipe, [row])
+    assert video.frames.shape == (5, 32, 48, 3)
+
+
+def test_an_unsupported_pipeline_class_names_the_supported_ones(
+    tmp_path: Path, tiny_pipe: Any
+) -> None:
+    tiny_pipe.save_pretrained(tmp_path / "other")
+    index = json.loads((tmp_path / "other" / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusionPipeline"
+    (tmp_path / "other" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_model(str(tmp_path / "other"))
+    assert str(caught.value) == (
+        f"{tmp_path / 'other'}/model_index.json is a 'StableDiffusionPipeline', which "
+        "t2v-batch does not render: it renders TextToVideoSDPipeline, WanPipeline"
+    )
+
+
+@pytest.mark.parametrize(
+    ("preset", "billions"), [("wan2.1-1.3b", 1.42), ("wan2.1-14b", 14.29), ("wan2.2-5b", 5.0)]
+)
+def test_wan_random_architectures_match_the_published_sizes(preset: str, billions: float) -> None:
+    from tasks.families.wan import Wan
+
+    pipe = Wan().build_random(preset, torch.device("meta"), torch.bfloat16)
+    assert pipe.transformer.device.type == "meta"
+    assert pipe.transformer.dtype == torch.bfloat16
+    assert round(_parameters(pipe.transformer) / 1e9, 2) == billions
+    assert pipe.text_encoder.config.d_model == pipe.transformer.config.text_dim == 4096

@@ -48,6 +48,10 @@ class Family(ABC):
         """Components that must load in another dtype than `dtype` (e.g. Wan's VAE in fp32)."""
         return {}
 
+    def prepare(self, pipe: Any, device: torch.device) -> None:
+        """Set-up a loaded pipeline needs on `device` before rendering (attention kernels)."""
+        return  # most families' pipelines are ready as loaded
+
     @abstractmethod
     def build_tiny(self, seed: int = 0) -> Any:
         """A few-MB pipeline of real diffusers/transformers classes, on CPU in fp32."""

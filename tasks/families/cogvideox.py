@@ -1,5 +1,3 @@
-# mypy: disallow-untyped-calls=False
-# (diffusers' model and pipeline constructors carry no type hints.)
 """CogVideoX 1.0 (THUDM): a DiT over a VAE that compresses 8× in space and 4× in time,
 prompted through T5-XXL; trained on 49 frames of 480×720 at 8 fps."""
 

@@ -1,5 +1,3 @@
-# mypy: disallow-untyped-calls=False
-# (diffusers' model and pipeline constructors carry no type hints.)
 """LTX-Video (Lightricks): a 2 B DiT over a VAE that compresses 32× in space and 8× in
 time, prompted through T5-XXL."""
 

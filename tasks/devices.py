@@ -1,0 +1,112 @@
+"""Device and dtype choice, the process's pipelines (loaded once each), and per-device
+locks and failure marks."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import torch
+
+from tasks.errors import ModelLoadError
+from tasks.loading import compile_denoiser, compile_mode, load_pretrained, place, quiet_diffusers
+from tasks.presets import ModelRef, build_in_memory
+
+logger = logging.getLogger("t2v")
+
+CacheKey = tuple[str, str]  # (model identity, device)
+
+# `_lock` guards the dicts only, never a load: a minutes-long load holds its own key's lock,
+# so that other models can be read, and loaded, meanwhile.
+_lock = threading.Lock()
+_pipelines: dict[CacheKey, Any] = {}
+_loading: dict[CacheKey, threading.Lock] = {}
+_device_locks: dict[str, threading.Lock] = {}
+_device_failures: dict[str, str] = {}
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present; an explicit CUDA device must exist."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ModelLoadError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} requested but CUDA is not available here")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    return resolved
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    """Half precision on GPUs (bf16 where supported), fp32 on CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_model(model: ModelRef, device: str) -> str:
+    """Load the pipeline for `model` on `device` into this process's cache; return the device."""
+    resolved = resolve_device(device)
+    get_pipeline(model, resolved)
+    return str(resolved)
+
+
+def get_pipeline(model: ModelRef, device: torch.device) -> Any:
+    """The process's one pipeline for (model, device), loaded on first use."""
+    key = (model.identity, str(device))
+    with _lock:
+        if key in _pipelines:
+            return _pipelines[key]
+        loading = _loading.setdefault(key, threading.Lock())
+    with loading:  # a second caller for the same key waits here for the first's load
+        with _lock:
+            if key in _pipelines:
+                return _pipelines[key]
+        pipe = _load(model, device)
+        with _lock:
+            _pipelines[key] = pipe
+    return pipe
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    """One lock per device, so only one render at a time holds a GPU in this process."""
+    with _lock:
+        return _device_locks.setdefault(str(device), threading.Lock())
+
+
+def device_failure(device: torch.device) -> str | None:
+    """Why `device` cannot be used again by this process, if it cannot."""
+    with _lock:
+        return _device_failures.get(str(device))
+
+
+def mark_device_failed(device: torch.device, reason: str) -> None:
+    """After a fatal CUDA error or a hung render: nothing else in this process may use it."""
+    with _lock:
+        _device_failures.setdefault(str(device), reason)
+
+
+def _load(model: ModelRef, device: torch.device) -> Any:
+    started = time.perf_counter()
+    dtype = dtype_for(device)
+    mode = compile_mode()  # a bad T2V_COMPILE fails before minutes of loading
+    family = model.family
+    with quiet_diffusers():
+        if model.path is not None:
+            pipe = load_pretrained(model.path, family, dtype, model.variant)
+        else:
+            pipe = build_in_memory(model, device, dtype)
+        place(pipe, family, device, dtype)
+    if mode is not None:
+        compile_denoiser(pipe, family, mode)
+    # Loads take minutes at full size: worth a line in the worker's log.
+    logger.info("loaded %s on %s in %.1f s", model.name, device, time.perf_counter() - started)
+    return pipe

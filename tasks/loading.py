@@ -1,0 +1,200 @@
+"""Loading a pipeline safely: safetensors only, never code from a model folder, and from the
+Hub only the files a pipeline needs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.errors import ModelLoadError, first_line
+from tasks.families import Family, family_for_class
+
+# Off by default: compiling costs minutes on the first render of each batch size.
+COMPILE_ENV = "T2V_COMPILE"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# A model folder may name components of these libraries only (model_index.json), and
+# holds weights as safetensors: pickles run code when they load.
+COMPONENT_LIBRARIES = frozenset({"diffusers", "transformers", None})
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# What from_pretrained reads besides weights: configs, tokenizer vocabularies.
+HUB_CONFIG_PATTERNS = ["*.json", "*.txt", "*.model"]
+HALF_VARIANTS = ("fp16", "bf16")
+
+
+def folder_family(folder: Path) -> Family:
+    """The family of a saved pipeline, from model_index.json alone, after checking that
+    loading it would trust nothing it should not."""
+    index = check_pipeline_folder(folder)
+    return family_for_class(str(index.get("_class_name")), f"{folder}/model_index.json")
+
+
+def check_pipeline_folder(folder: Path) -> dict[str, Any]:
+    """Refuse, before loading anything, what loading would have to trust: Python code,
+    pickle weights, or components from libraries other than diffusers and transformers.
+    Returns the folder's model_index.json."""
+    code = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.py"))
+    if code:
+        raise ModelLoadError(
+            f"{folder} holds Python code ({', '.join(code[:3])}): t2v-batch never runs code "
+            "from a model folder; use a folder saved with save_pretrained by diffusers itself"
+        )
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{folder} has no model_index.json that can be read ({first_line(exc)}): "
+            "pass a folder saved with save_pretrained"
+        ) from exc
+    for name, entry in sorted(index.items()):
+        if isinstance(entry, list) and entry and entry[0] not in COMPONENT_LIBRARIES:
+            raise ModelLoadError(
+                f"{folder}/model_index.json takes `{name}` from {entry[0]!r}: t2v-batch loads "
+                "components from diffusers and transformers only"
+            )
+    for component in sorted(path for path in folder.iterdir() if path.is_dir()):
+        files = sorted(path.name for path in component.iterdir() if path.is_file())
+        pickles = [file for file in files if file.endswith(PICKLE_SUFFIXES)]
+        if pickles and not any(file.endswith(".safetensors") for file in files):
+            raise ModelLoadError(
+                f"{component} holds only pickle weights ({', '.join(pickles)}): t2v-batch "
+                "loads safetensors only; re-save the pipeline with "
+                "save_pretrained(safe_serialization=True)"
+            )
+    return dict(index)
+
+
+def load_pretrained(folder: Path, family: Family, dtype: torch.dtype, variant: str | None) -> Any:
+    """Load a saved pipeline from a folder: safetensors only, never code from the folder,
+    each component in the dtype its family asks for."""
+    from diffusers import DiffusionPipeline
+
+    check_pipeline_folder(folder)
+    try:
+        return DiffusionPipeline.from_pretrained(
+            str(folder),
+            variant=variant,
+            torch_dtype={"default": dtype, **family.component_dtypes(dtype)},
+            use_safetensors=True,
+            local_files_only=True,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a pipeline from {folder}: {first_line(exc)}") from exc
+
+
+def place(pipe: Any, family: Family, device: torch.device, dtype: torch.dtype) -> None:
+    """Move `pipe` to `device`, each component in its family's dtype, ready to render."""
+    pipe.to(device=device, dtype=dtype)
+    for name, component_dtype in family.component_dtypes(dtype).items():
+        getattr(pipe, name).to(dtype=component_dtype)
+    pipe.set_progress_bar_config(disable=True)
+    family.prepare(pipe, device)
+
+
+def hub_snapshot(repo: str, revision: str, variant: str | None, name: str) -> Path:
+    """The folder of `repo` at `revision` in the Hugging Face cache; the files a pipeline
+    needs are downloaded first if missing, unless HF_HUB_OFFLINE is set. `name` is what
+    the user called the model, for `t2v models pull`."""
+    from huggingface_hub import snapshot_download
+
+    cache = hub_cache()
+    try:
+        return Path(
+            snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True)
+        )
+    except Exception as exc:  # huggingface_hub raises several types for "not in the cache"
+        if hub_offline():
+            raise ModelLoadError(
+                f"weights of {repo} ({revision}) are not in the Hugging Face cache at {cache} "
+                f"and HF_HUB_OFFLINE is set: fetch them once with `t2v models pull {name}` "
+                "or pass --model PATH to a folder saved with save_pretrained"
+            ) from exc
+    return pull(repo, revision, variant)
+
+
+def pull(repo: str, revision: str, variant: str | None) -> Path:
+    """Download the files of `repo` that a pipeline of `variant` needs into the Hugging Face
+    cache: configs, tokenizers and safetensors of that variant; never pickles."""
+    from huggingface_hub import snapshot_download
+
+    if variant:
+        weights, ignored = [f"*.{variant}.safetensors", f"*.{variant}-*.safetensors"], []
+    else:
+        weights = ["*.safetensors"]
+        ignored = [f"*.{half}{end}" for half in HALF_VARIANTS for end in (".*", "-*")]
+    try:
+        return Path(
+            snapshot_download(
+                repo,
+                revision=revision,
+                cache_dir=hub_cache(),
+                allow_patterns=[*HUB_CONFIG_PATTERNS, *weights],
+                ignore_patterns=ignored,
+            )
+        )
+    except Exception as exc:  # network, authentication, a repo that does not exist...
+        raise ModelLoadError(f"cannot download {repo} ({revision}): {first_line(exc)}") from exc
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids downloads, read as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_cache() -> Path:
+    """Where huggingface_hub keeps models, read from the environment as it reads it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def compile_mode() -> str | None:
+    """The `torch.compile` mode that `T2V_COMPILE` asks for: unset or 0 is off, 1 the default."""
+    value = os.environ.get(COMPILE_ENV, "").strip()
+    if value in ("", "0"):
+        return None
+    if value == "1":
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ModelLoadError(
+            f"{COMPILE_ENV}={value!r} is not a torch.compile mode: "
+            f"use 0, 1 or one of {', '.join(COMPILE_MODES)}"
+        )
+    return value
+
+
+def compile_denoiser(pipe: Any, family: Family, mode: str) -> None:
+    """Compile the denoiser in place; it runs every step, the text encoder and VAE once."""
+    # Compilation happens on the first call of each new input shape (each batch size),
+    # so a compiled pipeline pays it once per batch size and process.
+    family.denoiser(pipe).compile(mode=mode)
+
+
+@contextlib.contextmanager
+def quiet_diffusers() -> Iterator[None]:
+    """Keep diffusers' deprecation notices (e.g. for ModelScope's pipeline) and its info
+    logs out of users' output."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
