@@ -122,8 +122,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("manifest", metavar="MANIFEST")
     check.set_defaults(command=_check)
 
-    models = commands.add_parser("models", help="list the model presets")
+    models = commands.add_parser("models", help="list the model presets, or pull one's weights")
     models.set_defaults(command=_models)
+    pulls = models.add_subparsers(metavar="pull")
+    pull = pulls.add_parser(
+        "pull", help="fetch only the files a preset or Hub repo needs into the Hugging Face cache"
+    )
+    pull.add_argument("model", metavar="NAME|ORG/REPO")
+    pull.set_defaults(command=_pull)
     return parser
 
 
@@ -313,9 +319,23 @@ def _models(args: argparse.Namespace) -> int:
 
     width = max(len(name) for name in PRESETS)
     for preset in PRESETS.values():
-        print(f"{preset.name:<{width}}  {preset.parameters:>6} params  {preset.description}")
+        rules, info = preset.family.rules, preset.info
+        memory = f"~{info.vram_gb:g} GB GPU" if info.vram_gb else "any GPU or CPU"
+        print(f"{preset.name:<{width}}  {preset.family.name}, {preset.parameters} params, {memory}")
+        print(
+            f"{'':<{width}}  native {rules.width}×{rules.height}, {rules.num_frames} frames "
+            f"at {rules.fps} fps; {preset.description}"
+        )
         print(f"{'':<{width}}  weights: {preset.weights}")
     print(f"{'PATH':<{width}}  a folder saved with save_pretrained (safetensors only)")
+    print(f"{'ORG/REPO':<{width}}  a Hub repo of a supported pipeline class (`t2v models pull`)")
+    return EXIT_OK
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from tasks.presets import pull_model
+
+    print(f"{args.model}: {pull_model(args.model)}")
     return EXIT_OK
 
 

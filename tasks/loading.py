@@ -111,13 +111,17 @@ def hub_snapshot(repo: str, revision: str, variant: str | None, name: str) -> Pa
             snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True)
         )
     except Exception as exc:  # huggingface_hub raises several types for "not in the cache"
+        missing = f"weights of {repo} ({revision}) are not in the Hugging Face cache at {cache}"
+        fetch = (
+            f"fetch them once with `t2v models pull {name}` (only the files it needs), "
+            "or try `--model tiny-random` offline"
+        )
         if hub_offline():
-            raise ModelLoadError(
-                f"weights of {repo} ({revision}) are not in the Hugging Face cache at {cache} "
-                f"and HF_HUB_OFFLINE is set: fetch them once with `t2v models pull {name}` "
-                "or pass --model PATH to a folder saved with save_pretrained"
-            ) from exc
-    return pull(repo, revision, variant)
+            raise ModelLoadError(f"{missing} and HF_HUB_OFFLINE is set: {fetch}") from exc
+    try:
+        return pull(repo, revision, variant)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{missing} and {exc}: {fetch}") from exc
 
 
 def pull(repo: str, revision: str, variant: str | None) -> Path:
@@ -125,6 +129,8 @@ def pull(repo: str, revision: str, variant: str | None) -> Path:
     cache: configs, tokenizers and safetensors of that variant; never pickles."""
     from huggingface_hub import snapshot_download
 
+    if hub_offline():
+        raise ModelLoadError(f"cannot download {repo}: HF_HUB_OFFLINE is set")
     if variant:
         weights, ignored = [f"*.{variant}.safetensors", f"*.{variant}-*.safetensors"], []
     else:

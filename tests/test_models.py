@@ -302,7 +302,8 @@ def test_an_unsupported_pipeline_class_names_the_supported_ones(
         resolve_model(str(tmp_path / "other"))
     assert str(caught.value) == (
         f"{tmp_path / 'other'}/model_index.json is a 'StableDiffusionPipeline', which "
-        "t2v-batch does not render: it renders TextToVideoSDPipeline, WanPipeline"
+        "t2v-batch does not render: it renders CogVideoXPipeline, LTXPipeline, "
+        "TextToVideoSDPipeline, WanPipeline"
     )
 
 
