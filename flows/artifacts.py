@@ -13,7 +13,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from tasks.publish import GALLERY_HTML, RESULTS_CSV, STATUSES, ResultRow, RunSummary
+from tasks.gallery import GALLERY_HTML
+from tasks.results import RESULTS_CSV, STATUSES, ResultRow, RunSummary
 
 PROGRESS_KEY, RESULTS_KEY, SUMMARY_KEY = "render-progress", "render-results", "render-summary"
 # Enough updates to look live, few enough that a 10,000-row run does not flood the API.

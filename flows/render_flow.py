@@ -22,8 +22,9 @@ from flows.run_date import scheduled_date
 from tasks.budget import check_budget
 from tasks.errors import DeviceFailedError, T2VError, first_line
 from tasks.manifest import RenderRow
-from tasks.publish import OutputPlan, ResultRow, RunSummary, summarize
+from tasks.publish import OutputPlan
 from tasks.render import FailedRender, RenderOutcome, not_rendered, plan_batches
+from tasks.results import ResultRow, RunSummary, summarize
 
 # Batches rendered ahead of publishing: the GPU works on batch k+1 while batch k
 # is encoded and uploaded, and at most this many batches of frames sit in memory.

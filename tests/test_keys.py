@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
+
+from tasks.keys import output_key
 from tasks.manifest import RenderRow
-from tasks.publish import output_key
+from tests.factories import ROW
 
 # Literal keys computed by the release that introduced this test. A change here renames
 # every video already rendered: each would be rendered again on the next nightly run.
@@ -39,3 +44,33 @@ GOLDEN = [
 
 def test_output_keys_of_earlier_releases_stay_byte_for_byte() -> None:
     assert [output_key(row, model) for row, model, _ in GOLDEN] == [key for *_, key in GOLDEN]
+
+
+def test_output_key_is_stable_and_readable() -> None:
+    key = output_key(ROW, "tiny-random")
+    assert key == output_key(ROW, "tiny-random")
+    assert key.startswith("clip-") and key.endswith(".mp4") and len(key) == len("clip-") + 16
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt": "a dog"},
+        {"negative_prompt": "blurry"},
+        {"seed": 2},
+        {"num_frames": 16},
+        {"height": 128},
+        {"width": 128},
+        {"num_inference_steps": 5},
+        {"guidance_scale": 7.5},
+        {"fps": 12},
+    ],
+)
+def test_every_render_parameter_changes_the_key(change: dict[str, object]) -> None:
+    assert output_key(replace(ROW, **change), "m") != output_key(ROW, "m")  # type: ignore[arg-type]
+
+
+def test_the_model_changes_the_key_but_position_and_extras_do_not() -> None:
+    assert output_key(ROW, "a") != output_key(ROW, "b")
+    same = replace(ROW, line=7, extra={"Campaign": "autumn"})
+    assert output_key(same, "a") == output_key(ROW, "a")
