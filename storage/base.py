@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -33,10 +32,6 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool:
         """Whether an object is stored under `key`."""
-        ...
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under `prefix`, in sorted order."""
         ...
 
     def presigned_url(self, key: str, expires_in: int) -> str:

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,12 +55,6 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        if not self.root.is_dir():
-            return
-        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        yield from sorted(k for k in keys if k.startswith(prefix) and not _is_temporary(k))
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         raise StorageError(
@@ -131,8 +125,3 @@ def _error(action: str, path: Path, exc: OSError) -> StorageError:
         exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
     ) or exc.errno in (errno.EFBIG, errno.EROFS)  # too big for a limit, or a read-only mount
     return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", retryable=not permanent)
-
-
-def _is_temporary(key: str) -> bool:
-    name = key.rsplit("/", 1)[-1]
-    return name.startswith(".") and name.endswith(".tmp")

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import mimetypes
 import os
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from storage.errors import StorageError
 
-# s3transfer's default; every part but the last must be at least 5 MiB in S3.
-MULTIPART_THRESHOLD = 8 * 1024 * 1024
-MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
 # What botocore's standard retry mode also treats as transient or throttled.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -88,12 +83,9 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 class S3Storage:
     """Objects under `s3://bucket/prefix`; the client is made on first use."""
 
-    def __init__(
-        self, bucket: str, prefix: str = "", *, multipart_threshold: int = MULTIPART_THRESHOLD
-    ) -> None:
+    def __init__(self, bucket: str, prefix: str = "") -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.multipart_threshold = multipart_threshold
         self._bucket_seen = False
 
     def uri(self, key: str = "") -> str:
@@ -121,22 +113,19 @@ class S3Storage:
             raise self._error("write", key, exc) from exc
 
     def write_file(self, key: str, source: Path, *, exclusive: bool = False) -> bool:
-        """One PUT, or a multipart upload above the threshold; `exclusive` sends
+        """One PUT (a video is a few MB; one PUT takes up to 5 GiB); `exclusive` sends
         `If-None-Match: *`, which S3 refuses (412) when the key holds an object."""
         from botocore.exceptions import ClientError
 
         conditions = {"IfNoneMatch": "*"} if exclusive else {}
         try:
-            if source.stat().st_size <= self.multipart_threshold:
-                s3_client().put_object(
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Body=source.read_bytes(),
-                    ContentType=_content_type(key),
-                    **conditions,
-                )
-            else:
-                self._upload_in_parts(key, source, conditions)
+            s3_client().put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=source.read_bytes(),
+                ContentType=_content_type(key),
+                **conditions,
+            )
         except ClientError as exc:
             if exclusive and _code(exc) == "PreconditionFailed":
                 return False
@@ -147,39 +136,6 @@ class S3Storage:
         except _failures() as exc:
             raise self._error("write", key, exc) from exc
         return True
-
-    def _upload_in_parts(self, key: str, source: Path, conditions: dict[str, str]) -> None:
-        """A multipart upload, visible only once it completes; aborted on any failure, so
-        neither half an object nor its parts stay behind. (s3transfer would not pass
-        `IfNoneMatch` to CompleteMultipartUpload.)"""
-        client, name = s3_client(), self._key(key)
-        where = {"Bucket": self.bucket, "Key": name}
-        upload = client.create_multipart_upload(
-            **where, ContentType=_content_type(key), ChecksumAlgorithm="CRC32"
-        )
-        where["UploadId"] = upload["UploadId"]
-        part_size = max(self.multipart_threshold, MIN_PART_SIZE)
-        try:
-            parts = []
-            with source.open("rb") as handle:
-                for number, chunk in enumerate(iter(lambda: handle.read(part_size), b""), 1):
-                    sent = client.upload_part(
-                        **where, PartNumber=number, Body=chunk, ChecksumAlgorithm="CRC32"
-                    )
-                    parts.append(
-                        {
-                            "PartNumber": number,
-                            "ETag": sent["ETag"],
-                            "ChecksumCRC32": sent["ChecksumCRC32"],
-                        }
-                    )
-            client.complete_multipart_upload(
-                **where, MultipartUpload={"Parts": parts}, **conditions
-            )
-        except BaseException:
-            with contextlib.suppress(*_failures()):
-                client.abort_multipart_upload(**where)
-            raise
 
     def exists(self, key: str) -> bool:
         """A HEAD on the key; the first miss also checks the bucket, whose absence a HEAD
@@ -199,19 +155,6 @@ class S3Storage:
         if not self._bucket_seen:
             self._check_bucket()
         return False
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        root = f"{self.prefix}/" if self.prefix else ""
-        try:
-            pages = s3_client().get_paginator("list_objects_v2")
-            keys = [
-                item["Key"].removeprefix(root)
-                for page in pages.paginate(Bucket=self.bucket, Prefix=root + prefix)
-                for item in page.get("Contents", [])
-            ]
-        except _failures() as exc:
-            raise self._error("list", prefix, exc) from exc
-        yield from sorted(keys)
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         if not 1 <= expires_in <= MAX_PRESIGN_EXPIRY:
