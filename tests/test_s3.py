@@ -11,7 +11,7 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from moto import mock_aws
 
 import storage.s3
-from storage import S3Storage, StorageError, open_location, open_storage
+from storage import S3Storage, StorageError, StoredObject, open_location, open_storage
 from storage.s3 import s3_client
 from tests.s3faults import dropped, injected, s3_error
 
@@ -207,3 +207,51 @@ def test_a_conditional_write_conflict_is_lost_when_the_key_exists(
     with injected("PutObject", conflict):
         assert not store.write_file("a.mp4", source, exclusive=True)
     assert store.read_bytes("a.mp4") == b"theirs"
+
+
+def test_stat_reads_size_and_metadata_from_one_head(s3: Any, tmp_path: Path) -> None:
+    source = tmp_path / "a.mp4"
+    source.write_bytes(b"video bytes")
+    store = S3Storage(BUCKET, "out")
+    assert store.stat("a.mp4") is None
+    meta = {"t2v-sha256": "ab" * 32, "t2v-bytes": "11"}
+    assert store.write_file("a.mp4", source, exclusive=True, metadata=meta)
+    with injected("HeadObject", lambda *_: None) as heads:
+        assert store.stat("a.mp4") == StoredObject(11, True, meta)
+    assert sum(heads.values()) == 1
+    store.write_bytes("plain.mp4", b"x")
+    assert store.stat("plain.mp4") == StoredObject(1, True, {})
+
+
+def test_read_range_gets_only_the_bytes_asked_for(s3: Any) -> None:
+    store = S3Storage(BUCKET, "out")
+    store.write_bytes("a.mp4", b"0123456789")
+    assert store.read_range("a.mp4", 2, 3) == b"234"
+    assert store.read_range("a.mp4", 8, 100) == b"89"
+    assert store.read_range("a.mp4", 10, 8) == b""
+
+
+def test_write_many_puts_each_object(s3: Any) -> None:
+    store = S3Storage(BUCKET, "out")
+    store.write_many({"results.csv": b"c", "index.html": b"h"})
+    assert (store.read_bytes("results.csv"), store.read_bytes("index.html")) == (b"c", b"h")
+
+
+def test_check_writable_names_a_missing_bucket(s3: Any) -> None:
+    S3Storage(BUCKET, "out").check_writable(10**12)
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
+        S3Storage("no-such-bucket", "out").check_writable(0)
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bkt/out/../x", "s3://bkt/./x", "s3://bkt//x", "s3://bkt/a//b", "s3://bkt/.."]
+)
+def test_prefixes_with_dot_or_empty_parts_are_refused(uri: str) -> None:
+    with pytest.raises(StorageError, match=r"has an empty, '\.' or '\.\.' part after the bucket"):
+        open_storage(uri)
+
+
+@pytest.mark.parametrize("uri", ["s3://Bkt/x", "s3://b/x", "s3://bkt_1/x"])
+def test_bucket_names_follow_s3_rules(uri: str) -> None:
+    with pytest.raises(StorageError, match="which is not an S3 bucket name"):
+        open_storage(uri)
