@@ -12,8 +12,17 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from storage import LocalStorage, Storage, open_storage
+from tasks.destination import check_results_files_are_ours
 from tasks.encode import encode_mp4
-from tasks.gallery import GALLERY_HTML, gallery_html
+from tasks.gallery import (
+    GALLERY_HTML,
+    GALLERY_RECORD,
+    gallery_html,
+    gallery_record,
+    merge_videos,
+    read_gallery_record,
+    run_videos,
+)
 from tasks.keys import output_key
 from tasks.manifest import Manifest, RenderRow
 from tasks.results import (
@@ -24,6 +33,7 @@ from tasks.results import (
     results_csv,
     results_json,
 )
+from tasks.stored import foreign_error, inspect_key, video_metadata
 
 if TYPE_CHECKING:
     from tasks.models import ModelRef
@@ -44,14 +54,15 @@ class PublishedVideo:
 def publish_video(
     storage: Storage, key: str, source: Path, *, exclusive: bool = False
 ) -> PublishedVideo | None:
-    """Store a finished local MP4 under `key`, returning its location, size and digest;
-    None when `exclusive` and the key already holds a video."""
+    """Store a finished local MP4 under `key` with its size and sha256 recorded, returning
+    its location, size and digest; None when `exclusive` and the key holds something."""
     digest, size = hashlib.sha256(), 0
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
             size += len(block)
-    if not storage.write_file(key, source, exclusive=exclusive):
+    metadata = video_metadata(size, digest.hexdigest())
+    if not storage.write_file(key, source, exclusive=exclusive, metadata=metadata):
         return None
     return PublishedVideo(storage.uri(key), size, digest.hexdigest())
 
@@ -63,7 +74,7 @@ class OutputPlan:
     model: ModelRef  # resolved once per run: the keys hash it and every render uses it
     keys: dict[int, str]  # by RenderRow.line
     to_render: list[RenderRow]
-    done: list[ResultRow]  # invalid rows, and rows whose video exists
+    done: list[ResultRow]  # invalid rows, rows whose video is stored, rows t2v may not write
     total: int
 
     def failed(self, row: RenderRow, error: str) -> ResultRow:
@@ -71,13 +82,14 @@ class OutputPlan:
 
 
 def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) -> OutputPlan:
-    """Key every valid row; rows whose key exists are `skipped` unless `force`."""
+    """Key every valid row. A row whose key holds a video t2v stored is `skipped` (unless
+    `force`); one whose key holds anything t2v did not store is `failed`, never rendered."""
     from tasks.models import resolve_model  # imports torch: only when planning a real run
 
     storage = open_storage(destination)
     if isinstance(storage, LocalStorage):
-        # What a run killed mid-write left; S3 has no such files (an upload never
-        # completed is invisible, and a bucket lifecycle rule aborts it).
+        # What a run killed mid-write left; S3 has no such files (a PUT that never
+        # completed is invisible).
         storage.remove_dead_temporaries()
     ref = resolve_model(model)
     keys = {row.line: output_key(row, ref.identity) for row in manifest.rows}
@@ -85,8 +97,22 @@ def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) 
     to_render = []
     for row in manifest.rows:
         key = keys[row.line]
-        if not force and storage.exists(key):
-            done.append(ResultRow.for_row(row, "skipped", model, output=storage.uri(key)))
+        stored = inspect_key(storage, key)
+        if stored.state == "foreign":
+            done.append(
+                ResultRow.for_row(row, "failed", model, error=foreign_error(storage.uri(key)))
+            )
+        elif stored.state == "video" and not force:
+            done.append(
+                ResultRow.for_row(
+                    row,
+                    "skipped",
+                    model,
+                    output=storage.uri(key),
+                    bytes=stored.bytes,
+                    sha256=stored.sha256,
+                )
+            )
         else:
             to_render.append(row)
     return OutputPlan(ref, keys, to_render, done, len(manifest.rows) + len(manifest.invalid))
@@ -97,22 +123,30 @@ def publish_rendered(
 ) -> ResultRow:
     """Encode a rendered row to MP4 in a scratch folder, store it under `key`, report it.
 
-    `exclusive` (every run but `--force`) only creates the key: when it was stored while
-    this row rendered, the row is `skipped` and points at the video already there.
+    `exclusive` (every run but `--force`) only creates the key. When the key was taken
+    while this row rendered: by a sound video, the row is `skipped` and points at it; by
+    a broken video t2v stored, that is replaced; by anything else, the row is `failed`.
     """
     storage = open_storage(destination)
     with tempfile.TemporaryDirectory(prefix="t2v-encode-") as scratch:
         path = Path(scratch) / key
         encode_mp4(video.frames, video.row.fps, path)
         published = publish_video(storage, key, path, exclusive=exclusive)
-    if published is None:
+        stored = inspect_key(storage, key) if published is None else None
+        if stored is not None and stored.state in ("broken", "missing"):
+            published = publish_video(storage, key, path)
+    if stored is not None and stored.state == "video":
         return ResultRow.for_row(
             video.row,
             "skipped",
             model,
             output=storage.uri(key),
             warning=ALREADY_STORED,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
         )
+    if published is None:
+        return ResultRow.for_row(video.row, "failed", model, error=foreign_error(storage.uri(key)))
     return ResultRow.for_row(
         video.row,
         "ok",
@@ -132,12 +166,20 @@ def write_results(
     summary: RunSummary,
     presign_expiry: int | None = None,
 ) -> None:
-    """results.csv, results.json and index.html, each written atomically; with
-    `presign_expiry`, the gallery links presigned URLs valid for that many seconds."""
+    """results.csv, results.json (this run's rows), the gallery's record and index.html
+    (every video recorded in DEST), written as one set; with `presign_expiry`, the
+    gallery links presigned URLs valid for that many seconds."""
     storage = open_storage(destination)
+    check_results_files_are_ours(storage)  # again: one may have appeared while rendering
     link: Callable[[str], str] = quote
     if presign_expiry is not None:
         link = functools.partial(storage.presigned_url, expires_in=presign_expiry)
-    storage.write_bytes(RESULTS_CSV, results_csv(results, extra_columns))
-    storage.write_bytes(RESULTS_JSON, results_json(results, summary))
-    storage.write_bytes(GALLERY_HTML, gallery_html(results, summary, link))
+    videos = merge_videos(run_videos(results, summary.finished_at), read_gallery_record(storage))
+    storage.write_many(
+        {
+            RESULTS_CSV: results_csv(results, extra_columns),
+            RESULTS_JSON: results_json(results, summary),
+            GALLERY_RECORD: gallery_record(videos),
+            GALLERY_HTML: gallery_html(videos, results, summary, link),
+        }
+    )

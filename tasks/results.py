@@ -178,7 +178,8 @@ def _iso(timestamp: float) -> str:
 
 
 def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
-    """One row per result, columns as DESIGN orders them, formula-looking cells defused."""
+    """One row per result, columns as DESIGN orders them, formula-looking cells defused;
+    UTF-8 with a BOM, so spreadsheets do not read prompts as Latin-1."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     header = [*RESULT_COLUMNS, *(_extra_header(name) for name in extra_columns)]
@@ -187,7 +188,7 @@ def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
         cells = [getattr(result, column) for column in RESULT_COLUMNS]
         extras = [result.extra.get(column, "") for column in extra_columns]
         writer.writerow([_csv_cell(cell) for cell in [*cells, *extras]])
-    return buffer.getvalue().encode("utf-8")
+    return buffer.getvalue().encode("utf-8-sig")
 
 
 def _extra_header(name: str) -> str:
@@ -206,6 +207,7 @@ def _csv_cell(value: Cell) -> str:
 
 def results_json(results: list[ResultRow], summary: RunSummary) -> bytes:
     document = {
+        "generator": "t2v-batch",  # first: t2v knows its own results.json by it
         "summary": dataclasses.asdict(summary),
         "rows": [dataclasses.asdict(result) for result in results],
     }

@@ -14,6 +14,7 @@ from tasks.manifest import parse_manifest
 from tasks.results import (
     RESULT_COLUMNS,
     ResultRow,
+    format_counts,
     package_versions,
     results_csv,
     results_json,
@@ -22,7 +23,7 @@ from tests.factories import ROW, SUMMARY, sample_results
 
 
 def test_results_csv_columns_order_and_values() -> None:
-    text = results_csv(sample_results(), ["Campaign"]).decode("utf-8")
+    text = results_csv(sample_results(), ["Campaign"]).decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text, newline="")))
     assert len(rows) == 3
     assert rows[0] == [*RESULT_COLUMNS, "Campaign"]
@@ -44,7 +45,9 @@ def test_results_csv_columns_order_and_values() -> None:
 @pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
 def test_formula_looking_cells_get_a_quote(cell: str) -> None:
     result = ResultRow.for_row(replace(ROW, prompt=cell, extra={"Campaign": cell}), "ok", "m")
-    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], ["Campaign"]).decode()))))
+    row = next(
+        iter(csv.DictReader(io.StringIO(results_csv([result], ["Campaign"]).decode("utf-8-sig"))))
+    )
     assert row["prompt"] == row["Campaign"] == "'" + cell
 
 
@@ -66,7 +69,9 @@ def test_no_cell_or_header_of_results_csv_starts_a_formula() -> None:
         for row in manifest.rows
     ]
     assert {r.status for r in results} == {"invalid", "failed"}
-    rows = list(csv.reader(io.StringIO(results_csv(results, manifest.extra_columns).decode())))
+    rows = list(
+        csv.reader(io.StringIO(results_csv(results, manifest.extra_columns).decode("utf-8-sig")))
+    )
     cells = [cell for row in rows for cell in row if cell]
     assert all(cell[0] not in "=+-@\t\r" for cell in cells), cells
     assert rows[0][-2:] == ['\'=HYPERLINK("x")', "'@Tab"]
@@ -74,7 +79,7 @@ def test_no_cell_or_header_of_results_csv_starts_a_formula() -> None:
 
 def test_benign_cells_are_untouched() -> None:
     result = ResultRow.for_row(replace(ROW, prompt="a = b"), "ok", "m")
-    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], []).decode()))))
+    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], []).decode("utf-8-sig")))))
     assert row["prompt"] == "a = b"
 
 
@@ -102,8 +107,19 @@ def test_extra_columns_named_like_results_columns_are_renamed() -> None:
     # A results.csv fed back in as a manifest carries `status`, `output`, ... as extras.
     row = ResultRow.for_row(ROW, "ok", "m", output="/out/new.mp4")
     stale = replace(row, extra={"Status": "failed", "Campaign": "spring"})
-    text = results_csv([stale], ["Status", "Campaign"]).decode()
+    text = results_csv([stale], ["Status", "Campaign"]).decode("utf-8-sig")
     header, values = list(csv.reader(io.StringIO(text)))
     assert header[-2:] == ["manifest_Status", "Campaign"]
     assert len(set(header)) == len(header)
     assert dict(zip(header, values, strict=True))["status"] == "ok"
+
+
+def test_results_csv_starts_with_a_bom_for_spreadsheets() -> None:
+    # Without it, spreadsheets read the UTF-8 prompts (猫 🎬) as Latin-1.
+    data = results_csv(sample_results(), ["Campaign"])
+    assert data.startswith(b"\xef\xbb\xbfid,status,")
+    assert "猫 🎬" in data.decode("utf-8-sig")
+
+
+def test_format_counts_names_every_status_in_order() -> None:
+    assert format_counts({"failed": 2, "ok": 1}) == "1 ok, 0 skipped, 2 failed, 0 invalid"
