@@ -13,7 +13,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from tasks.publish import GALLERY_HTML, RESULTS_CSV, STATUSES, ResultRow, RunSummary
+from storage import open_storage
+from tasks.gallery import GALLERY_HTML
+from tasks.results import RESULTS_CSV, ResultRow, RunSummary, format_counts
 
 PROGRESS_KEY, RESULTS_KEY, SUMMARY_KEY = "render-progress", "render-results", "render-summary"
 # Enough updates to look live, few enough that a 10,000-row run does not flood the API.
@@ -53,15 +55,18 @@ class ProgressArtifact:
         self._updated = time.monotonic()
 
 
-def publish_results(results: list[ResultRow], summary: RunSummary) -> None:
-    """The table of every row and the markdown summary that links the results manifest."""
+def publish_results(
+    results: list[ResultRow], summary: RunSummary, presign_expiry: int | None = None
+) -> None:
+    """The table of every row and the markdown summary that names the results manifest;
+    with `presign_expiry`, an S3 run's summary links presigned URLs."""
     create_table_artifact(
         results_table(results),
         key=RESULTS_KEY,
         description=f"One row per manifest row; the full manifest is {summary.results}.",
     )
     create_markdown_artifact(
-        summary_markdown(summary),
+        summary_markdown(summary, presign_expiry),
         key=SUMMARY_KEY,
         description="Counts, speed, and links to results.csv and the gallery.",
     )
@@ -71,23 +76,21 @@ def results_table(results: list[ResultRow]) -> list[dict[str, Any]]:
     return [
         {
             "status": result.status,
+            "error": result.error,  # beside the status: why a row failed, without scrolling
             "id": result.id,
             "prompt": _clip(result.prompt, TABLE_PROMPT_CHARS),
             "output": result.output,
-            "error": result.error,
         }
         for result in results
     ]
 
 
-def summary_markdown(summary: RunSummary) -> str:
-    counts = " · ".join(f"**{summary.counts[status]}** {status}" for status in STATUSES)
-    gallery = summary.destination.rstrip("/") + "/" + GALLERY_HTML
+def summary_markdown(summary: RunSummary, presign_expiry: int | None = None) -> str:
     return "\n".join(
         [
             "# Render summary",
             "",
-            f"{summary.rows} rows: {counts}",
+            f"{summary.rows} rows: {format_counts(summary.counts)}",
             "",
             "| metric | value |",
             "|---|---|",
@@ -96,16 +99,22 @@ def summary_markdown(summary: RunSummary) -> str:
             f"| model | `{_code(summary.model)}` on `{_code(summary.device)}` |",
             f"| destination | `{_code(summary.destination)}` |",
             "",
-            f"- {_link(RESULTS_CSV, summary.results)}",
-            f"- {_link('gallery', gallery)}",
+            f"- {_location(RESULTS_CSV, summary.destination, presign_expiry)}",
+            f"- {_location('gallery', summary.destination, presign_expiry, GALLERY_HTML)}",
         ]
     )
 
 
-def _link(text: str, location: str) -> str:
-    # Local paths become file:// links; s3:// and http(s) locations are linked as they are.
-    target = location if "://" in location else "file://" + location
-    return f"[{text}](<{target}>): `{_code(location)}`"
+def _location(
+    text: str, destination: str, presign_expiry: int | None, key: str = RESULTS_CSV
+) -> str:
+    """A browser opens neither file:// links from the UI nor s3:// ones: those are shown
+    as text to copy; an S3 run with presigned URLs links one."""
+    storage = open_storage(destination)
+    location = storage.uri(key)
+    if presign_expiry is not None and location.startswith("s3://"):
+        return f"[{text}](<{storage.presigned_url(key, presign_expiry)}>): `{_code(location)}`"
+    return f"{text}: `{_code(location)}`"
 
 
 def _code(text: str) -> str:

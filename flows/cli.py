@@ -171,12 +171,19 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _preflight(request: Any) -> None:
-    """What can be refused in a second is refused before Prefect starts: the manifest's
-    header and rows, the model's name or folder."""
+    """What can be refused in seconds is refused before Prefect starts: the manifest's
+    header and rows, the destination, the model's name, folder or weights."""
+    from tasks.destination import check_destination, first_batch_bytes
     from tasks.manifest import read_manifest
     from tasks.presets import resolve_model
 
-    read_manifest(request.manifest, limit=request.limit)
+    manifest = read_manifest(request.manifest, limit=request.limit)
+    total = len(manifest.rows) + len(manifest.invalid)
+    check_destination(
+        request.destination,
+        request.manifest,
+        first_batch_bytes(manifest.rows, request.batch_size, total),
+    )
     resolve_model(request.model)
 
 

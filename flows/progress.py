@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Protocol
 
-from tasks.publish import ResultRow
+from tasks.results import ResultRow
 
 
 class ProgressListener(Protocol):

@@ -37,10 +37,12 @@ from flows.parameters import (
 from flows.run_date import scheduled_date
 from tasks import interrupt
 from tasks.budget import check_budget
+from tasks.destination import first_batch_bytes
 from tasks.errors import T2VError, first_line
 from tasks.manifest import RenderRow
-from tasks.publish import OutputPlan, ResultRow, RunSummary, summarize
+from tasks.publish import OutputPlan
 from tasks.render import BatchResult, FailedRender, RenderOutcome, not_rendered, plan_batches
+from tasks.results import ResultRow, RunSummary, format_counts, summarize
 
 # Batches rendered ahead of publishing: the GPU works on batch k+1 while batch k
 # is encoded and uploaded, and at most this many batches of frames sit in memory.
@@ -56,8 +58,7 @@ class RowsFailedError(T2VError):
     """
 
     def __init__(self, summary: RunSummary, stopped: str | None = None) -> None:
-        counts = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
-        message = f"{counts}; see {summary.results}"
+        message = f"{format_counts(summary.counts)}; see {summary.results}"
         if stopped:
             message = f"{stopped}; rendering stopped, rerun to resume; {message}"
         super().__init__(message)
@@ -131,6 +132,15 @@ def render_request(request: RenderRequest) -> RunSummary:
     progress.phase("reading the manifest")
     manifest = steps.read_manifest(request.manifest, limit=request.limit)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
+    # Before any model loads or row renders: a destination that cannot take the results
+    # must not cost a night of GPU time first.
+    steps.check_destination(
+        request.destination,
+        request.manifest,
+        first_batch_bytes(
+            manifest.rows, request.batch_size, len(manifest.rows) + len(manifest.invalid)
+        ),
+    )
     plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
     logger.info(
         "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",
@@ -147,7 +157,7 @@ def render_request(request: RenderRequest) -> RunSummary:
     steps.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
-    artifacts.publish_results(results, summary)
+    artifacts.publish_results(results, summary, request.presign_expiry)
     logger.info(summary.one_line())
     if summary.counts["failed"] or summary.counts["invalid"]:
         raise RowsFailedError(summary, stopped)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What a key holds: its size, whether it is a plain file or object (not a symlink,
+    a folder or a device), and the metadata stored with it by `write_file`."""
+
+    size: int
+    regular: bool
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class Storage(Protocol):
@@ -22,21 +33,42 @@ class Storage(Protocol):
         """Store `data` so that readers see the old object or the whole new one, never a part."""
         ...
 
-    def write_file(self, key: str, source: Path, *, exclusive: bool = False) -> bool:
+    def write_file(
+        self,
+        key: str,
+        source: Path,
+        *,
+        exclusive: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
         """Store a local file's bytes atomically, like `write_bytes`; True when stored.
 
         With `exclusive` the write only creates: when `key` already holds an object,
         even one another writer stored a moment ago, it is left as it is and the
         answer is False. Of writers racing for one key, exactly one gets True.
+        `metadata` (lower-case names) is stored with the object and read back by `stat`.
         """
+        ...
+
+    def write_many(self, files: Mapping[str, bytes]) -> None:
+        """Store several objects as one set as far as the backend allows: on a failure
+        before the first is in place, every old object stays as it was."""
+        ...
+
+    def stat(self, key: str) -> StoredObject | None:
+        """What `key` holds, without following links; None when it holds nothing."""
+        ...
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to `length` bytes of `key` from `start`; fewer at the end of the object."""
+        ...
+
+    def check_writable(self, free_bytes: int) -> None:
+        """Refuse, in one sentence, a destination that cannot take `free_bytes` more now."""
         ...
 
     def exists(self, key: str) -> bool:
         """Whether an object is stored under `key`."""
-        ...
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under `prefix`, in sorted order."""
         ...
 
     def presigned_url(self, key: str, expires_in: int) -> str:

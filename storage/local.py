@@ -5,19 +5,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
+from storage.base import StoredObject
 from storage.errors import StorageError
 
 # A temporary file this old whose writer holds no lock on it was left by a killed writer.
 # The age covers the instant between creating a temporary and locking it.
 STALE_AFTER_S = 60.0
+# Every temporary file t2v makes starts so: the sweep removes these and nothing else.
+TEMPORARY_PREFIX = ".t2v-"
+# The folder under the root that holds what t2v records, e.g. each video's metadata.
+RECORDS = ".t2v"
 
 
 class LocalStorage:
@@ -46,21 +53,93 @@ class LocalStorage:
     def write_bytes(self, key: str, data: bytes) -> None:
         self._write_atomically(key, lambda handle: handle.write(data))
 
-    def write_file(self, key: str, source: Path, *, exclusive: bool = False) -> bool:
+    def write_file(
+        self,
+        key: str,
+        source: Path,
+        *,
+        exclusive: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
+        """The metadata goes to `.t2v/<key>.json` once the file is in place; a crash between
+        the two leaves a file without metadata, which t2v takes for someone else's."""
+
         def copy(handle: BinaryIO) -> None:
             with source.open("rb") as src:
                 shutil.copyfileobj(src, handle, length=1 << 20)
 
-        return self._write_atomically(key, copy, exclusive)
+        if not self._write_atomically(key, copy, exclusive):
+            return False
+        if metadata is not None:
+            record = json.dumps(dict(metadata), sort_keys=True).encode()
+            try:
+                self.write_bytes(self._metadata_key(key), record)
+            except StorageError:
+                # Without its record the file would count as someone else's for ever.
+                self.path(key).unlink(missing_ok=True)
+                raise
+        return True
+
+    def write_many(self, files: Mapping[str, bytes]) -> None:
+        # Every temporary is written before the first rename: a full disk or a failed
+        # write leaves every old file as it was.
+        path = self.root
+        try:
+            with contextlib.ExitStack() as stack:
+                staged = []
+                for key, data in files.items():
+                    path = self.path(key)
+                    handle, tmp = stack.enter_context(self._temporary(path))
+                    handle.write(data)
+                    _seal(handle, tmp)
+                    staged.append((tmp, path))
+                for tmp, path in staged:
+                    os.replace(tmp, path)
+        except OSError as exc:
+            raise _error("write", path, exc) from exc
+
+    def stat(self, key: str) -> StoredObject | None:
+        path = self.path(key)
+        try:
+            found = path.lstat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _error("check", path, exc) from exc
+        regular = stat.S_ISREG(found.st_mode)
+        return StoredObject(found.st_size, regular, self._metadata(key) if regular else {})
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        path = self.path(key)
+        try:
+            # O_NOFOLLOW: a symlink at a key is never read through.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
+        except OSError as exc:
+            raise _error("read", path, exc) from exc
+
+    def check_writable(self, free_bytes: int) -> None:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise StorageError(f"{root} is not a folder: give --out a folder for the videos")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with self._temporary(root / "probe"):
+                pass
+            space = os.statvfs(root)
+        except OSError as exc:
+            raise _error("write into", root, exc) from exc
+        free = space.f_bavail * space.f_frsize
+        if free < free_bytes:
+            raise StorageError(
+                f"{root} has {free:,} bytes free but the first batch needs about "
+                f"{free_bytes:,}: free some space or choose another --out"
+            )
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        if not self.root.is_dir():
-            return
-        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        yield from sorted(k for k in keys if k.startswith(prefix) and not _is_temporary(k))
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         raise StorageError(
@@ -68,46 +147,78 @@ class LocalStorage:
         )
 
     def remove_dead_temporaries(self, older_than: float = STALE_AFTER_S) -> tuple[str, ...]:
-        """Delete the temporary files that writers killed mid-write left under the root.
+        """Delete the temporary files that t2v writers killed mid-write left in the root
+        and its `.t2v` folder; nothing else, and nothing deeper, is ever touched.
 
         A live writer holds a lock on its temporary file until it is renamed, so a
         temporary that can be locked, and is older than `older_than` seconds, is dead,
         even with another run writing into the same folder. Returns the keys removed.
         """
         removed: set[str] = set()
-        for path in self.root.rglob(".*.tmp") if self.root.is_dir() else ():
-            try:
-                with path.open("rb") as handle:
-                    if time.time() - os.fstat(handle.fileno()).st_mtime < older_than:
-                        continue
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    path.unlink()
-            except OSError:
-                continue  # locked by a live writer, or gone already
-            removed.add(path.relative_to(self.root).as_posix())
+        for folder in (self.root, self.root / RECORDS):
+            for path in folder.glob(f"{TEMPORARY_PREFIX}*.tmp") if folder.is_dir() else ():
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                    with os.fdopen(fd, "rb") as handle:
+                        found = os.fstat(handle.fileno())
+                        if not stat.S_ISREG(found.st_mode):
+                            continue
+                        if time.time() - found.st_mtime < older_than:
+                            continue
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        path.unlink()
+                except OSError:
+                    continue  # locked by a live writer, gone already, or a symlink
+                removed.add(path.relative_to(self.root).as_posix())
         return tuple(sorted(removed))
+
+    def _metadata_key(self, key: str) -> str:
+        return f"{RECORDS}/{key}.json"
+
+    def _metadata(self, key: str) -> dict[str, str]:
+        path = self.path(self._metadata_key(key))
+        try:
+            record = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise _error("read", path, exc) from exc
+        except ValueError:
+            return {}  # a torn or foreign record vouches for nothing
+        if not isinstance(record, dict):
+            return {}
+        return {str(name): str(value) for name, value in record.items()}
+
+    @contextlib.contextmanager
+    def _temporary(self, path: Path) -> Iterator[tuple[BinaryIO, Path]]:
+        """A new, locked temporary file beside `path`, removed on exit unless renamed.
+
+        It lives in the destination folder so the rename stays on one file system and is
+        atomic; readers see the old file or the whole new one. The lock is held until
+        the file is in place: `remove_dead_temporaries` leaves it alone. Where the file
+        system has no locks, that sweep cannot lock it either.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent
+        )
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                yield handle, tmp
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _write_atomically(
         self, key: str, fill: Callable[[BinaryIO], object], exclusive: bool = False
     ) -> bool:
         path = self.path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The temporary file lives in the destination folder so the rename stays on one
-            # file system and is atomic; readers see the old file or the whole new one.
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as exc:
-            raise _error("write", path, exc) from exc
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                # Held until the file is in place: `remove_dead_temporaries` leaves it alone.
-                # Where the file system has no locks, that sweep cannot lock it either.
-                with contextlib.suppress(OSError):
-                    fcntl.flock(handle, fcntl.LOCK_EX)
+            with self._temporary(path) as (handle, tmp):
                 fill(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-                os.chmod(tmp, 0o644)
+                _seal(handle, tmp)
                 if not exclusive:
                     os.replace(tmp, path)
                     return True
@@ -120,19 +231,25 @@ class LocalStorage:
                 return True
         except OSError as exc:
             raise _error("write", path, exc) from exc
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+
+def _seal(handle: BinaryIO, tmp: Path) -> None:
+    """Make a written temporary durable and readable by all, ready to be renamed."""
+    handle.flush()
+    os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
 
 
 def _error(action: str, path: Path, exc: OSError) -> StorageError:
-    # A missing file or a refused permission stays so; other faults (a full disk,
-    # a network mount that hiccups) may pass.
+    # A missing file, a refused permission, a file where a folder should be, a read-only
+    # mount, a full disk or quota stay so for longer than a retry waits; other faults (a
+    # network mount that hiccups) may pass.
     permanent = isinstance(
-        exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
-    ) or exc.errno in (errno.EFBIG, errno.EROFS)  # too big for a limit, or a read-only mount
+        exc,
+        FileNotFoundError
+        | FileExistsError
+        | PermissionError
+        | IsADirectoryError
+        | NotADirectoryError,
+    ) or exc.errno in (errno.EFBIG, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
     return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", retryable=not permanent)
-
-
-def _is_temporary(key: str) -> bool:
-    name = key.rsplit("/", 1)[-1]
-    return name.startswith(".") and name.endswith(".tmp")

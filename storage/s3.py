@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import mimetypes
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from storage.base import StoredObject
 from storage.errors import StorageError
 
-# s3transfer's default; every part but the last must be at least 5 MiB in S3.
-MULTIPART_THRESHOLD = 8 * 1024 * 1024
-MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
 # What botocore's standard retry mode also treats as transient or throttled.
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -23,6 +21,8 @@ RETRYABLE_CODES = frozenset(
     {"RequestTimeout", "RequestTimeoutException", "SlowDown", "Throttling", "ThrottlingException"}
 )
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+# S3's rules for bucket names (general purpose buckets).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -78,22 +78,31 @@ def s3_client() -> Any:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/key` → (`bucket`, `some/key`)."""
+    """`s3://bucket/some/key` → (`bucket`, `some/key`); refuses a key or prefix with empty,
+    `.` or `..` segments, which a folder could not hold either."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     if not bucket:
         raise StorageError(f"{uri!r} names no bucket: write s3://bucket/key")
-    return bucket, key.strip("/")
+    if not BUCKET_NAME.fullmatch(bucket):
+        raise StorageError(
+            f"{uri!r} names {bucket!r}, which is not an S3 bucket name "
+            "(3–63 lower-case letters, digits, dots and hyphens)"
+        )
+    key = key.removesuffix("/")
+    if key and any(part in ("", ".", "..") for part in key.split("/")):
+        raise StorageError(
+            f"{uri!r} has an empty, '.' or '..' part after the bucket: "
+            "write s3://bucket/prefix with plain names"
+        )
+    return bucket, key
 
 
 class S3Storage:
     """Objects under `s3://bucket/prefix`; the client is made on first use."""
 
-    def __init__(
-        self, bucket: str, prefix: str = "", *, multipart_threshold: int = MULTIPART_THRESHOLD
-    ) -> None:
+    def __init__(self, bucket: str, prefix: str = "") -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.multipart_threshold = multipart_threshold
         self._bucket_seen = False
 
     def uri(self, key: str = "") -> str:
@@ -120,23 +129,30 @@ class S3Storage:
         except _failures() as exc:
             raise self._error("write", key, exc) from exc
 
-    def write_file(self, key: str, source: Path, *, exclusive: bool = False) -> bool:
-        """One PUT, or a multipart upload above the threshold; `exclusive` sends
-        `If-None-Match: *`, which S3 refuses (412) when the key holds an object."""
+    def write_file(
+        self,
+        key: str,
+        source: Path,
+        *,
+        exclusive: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
+        """One PUT (a video is a few MB; one PUT takes up to 5 GiB), with `metadata` as
+        `x-amz-meta-*` headers; `exclusive` sends `If-None-Match: *`, which S3 refuses
+        (412) when the key holds an object."""
         from botocore.exceptions import ClientError
 
-        conditions = {"IfNoneMatch": "*"} if exclusive else {}
+        options: dict[str, Any] = {"IfNoneMatch": "*"} if exclusive else {}
+        if metadata is not None:
+            options["Metadata"] = dict(metadata)
         try:
-            if source.stat().st_size <= self.multipart_threshold:
-                s3_client().put_object(
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    Body=source.read_bytes(),
-                    ContentType=_content_type(key),
-                    **conditions,
-                )
-            else:
-                self._upload_in_parts(key, source, conditions)
+            s3_client().put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=source.read_bytes(),
+                ContentType=_content_type(key),
+                **options,
+            )
         except ClientError as exc:
             if exclusive and _code(exc) == "PreconditionFailed":
                 return False
@@ -148,70 +164,59 @@ class S3Storage:
             raise self._error("write", key, exc) from exc
         return True
 
-    def _upload_in_parts(self, key: str, source: Path, conditions: dict[str, str]) -> None:
-        """A multipart upload, visible only once it completes; aborted on any failure, so
-        neither half an object nor its parts stay behind. (s3transfer would not pass
-        `IfNoneMatch` to CompleteMultipartUpload.)"""
-        client, name = s3_client(), self._key(key)
-        where = {"Bucket": self.bucket, "Key": name}
-        upload = client.create_multipart_upload(
-            **where, ContentType=_content_type(key), ChecksumAlgorithm="CRC32"
-        )
-        where["UploadId"] = upload["UploadId"]
-        part_size = max(self.multipart_threshold, MIN_PART_SIZE)
+    def write_many(self, files: Mapping[str, bytes]) -> None:
+        # S3 has no transaction: each object is one atomic PUT, in the order given.
+        for key, data in files.items():
+            self.write_bytes(key, data)
+
+    def stat(self, key: str) -> StoredObject | None:
+        """A HEAD on the key (as `exists`); every S3 object is a plain one."""
+        head = self._head(key)
+        if head is None:
+            return None
+        return StoredObject(head["ContentLength"], True, dict(head.get("Metadata", {})))
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        from botocore.exceptions import ClientError
+
         try:
-            parts = []
-            with source.open("rb") as handle:
-                for number, chunk in enumerate(iter(lambda: handle.read(part_size), b""), 1):
-                    sent = client.upload_part(
-                        **where, PartNumber=number, Body=chunk, ChecksumAlgorithm="CRC32"
-                    )
-                    parts.append(
-                        {
-                            "PartNumber": number,
-                            "ETag": sent["ETag"],
-                            "ChecksumCRC32": sent["ChecksumCRC32"],
-                        }
-                    )
-            client.complete_multipart_upload(
-                **where, MultipartUpload={"Parts": parts}, **conditions
+            got = s3_client().get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
             )
-        except BaseException:
-            with contextlib.suppress(*_failures()):
-                client.abort_multipart_upload(**where)
-            raise
+            data: bytes = got["Body"].read()
+        except ClientError as exc:
+            if _code(exc) == "InvalidRange":  # `start` at or past the end
+                return b""
+            raise self._error("read", key, exc) from exc
+        except _failures() as exc:
+            raise self._error("read", key, exc) from exc
+        return data
+
+    def check_writable(self, free_bytes: int) -> None:
+        """The bucket exists and answers; a bucket has no free space to check."""
+        self._check_bucket()
 
     def exists(self, key: str) -> bool:
-        """A HEAD on the key; the first miss also checks the bucket, whose absence a HEAD
-        answers with a bare 404 that looks like a missing key."""
+        return self._head(key) is not None
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The HEAD of `key`, or None; the first miss also checks the bucket, whose
+        absence a HEAD answers with a bare 404 that looks like a missing key."""
         from botocore.exceptions import ClientError
 
         name = self._key(key)
         try:
-            s3_client().head_object(Bucket=self.bucket, Key=name)
+            head: dict[str, Any] = s3_client().head_object(Bucket=self.bucket, Key=name)
         except ClientError as exc:
             if _code(exc) not in NOT_FOUND:
                 raise self._error("check", key, exc) from exc
         except _failures() as exc:
             raise self._error("check", key, exc) from exc
         else:
-            return True
+            return head
         if not self._bucket_seen:
             self._check_bucket()
-        return False
-
-    def list(self, prefix: str = "") -> Iterator[str]:
-        root = f"{self.prefix}/" if self.prefix else ""
-        try:
-            pages = s3_client().get_paginator("list_objects_v2")
-            keys = [
-                item["Key"].removeprefix(root)
-                for page in pages.paginate(Bucket=self.bucket, Prefix=root + prefix)
-                for item in page.get("Contents", [])
-            ]
-        except _failures() as exc:
-            raise self._error("list", prefix, exc) from exc
-        yield from sorted(keys)
+        return None
 
     def presigned_url(self, key: str, expires_in: int) -> str:
         if not 1 <= expires_in <= MAX_PRESIGN_EXPIRY:

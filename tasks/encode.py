@@ -1,17 +1,15 @@
 """Frames to a browser-playable H.264 MP4 (libx264, yuv420p, faststart) with imageio-ffmpeg.
 
 ffmpeg is run here rather than through `imageio_ffmpeg.write_frames`: that generator ignores
-ffmpeg's exit status (a failed encode would be renamed into place as a broken video) and
+ffmpeg's exit status (a failed encode would be stored as a broken video) and
 lets ffmpeg write to the terminal. Only `get_ffmpeg_exe` is used, which every version has.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -23,6 +21,10 @@ from tasks.errors import T2VError
 # below the render time of a video.
 X264_QUALITY = ("-preset", "fast", "-crf", "18")
 SIGNAL_REASONS = {"SIGXFSZ": " (its output outgrew the file size limit)"}
+# A wedged ffmpeg must not hold a publish thread for ever. libx264 `fast` encodes several
+# million pixels a second on one core; the limit allows ten times less, and a minute at least.
+MIN_ENCODE_TIMEOUT_S = 60.0
+SLOWEST_PIXELS_PER_S = 500_000
 
 
 class EncodeError(T2VError):
@@ -30,19 +32,18 @@ class EncodeError(T2VError):
 
 
 def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
-    """Write uint8 RGB frames (frames × height × width × 3) to `path`: a whole MP4 or nothing."""
+    """Write uint8 RGB frames (frames × height × width × 3) to `path`, a new file in a
+    scratch folder: a whole MP4, or no file at all. Storage publishes it atomically."""
     # 1. Check inputs
     check_frames(frames)
     if fps < 1:
         raise ValueError(f"`fps` has to be a positive integer but is {fps}.")
-    height, width = frames.shape[1:3]
-    # 2. Encode into a temporary file beside `path`, so the rename below stays atomic
+    count, height, width = frames.shape[:3]
+    # 2. Claim `path`, so the clean-up below only ever removes a file of this encode
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        path.open("xb").close()
     except OSError as exc:
         raise EncodeError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(),
         "-hide_banner", "-loglevel", "error", "-y",
@@ -51,8 +52,11 @@ def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
         "-an", "-c:v", "libx264", *X264_QUALITY, "-pix_fmt", "yuv420p",
         # The index (moov) goes first, so browsers start playing before the whole file arrives.
         "-movflags", "+faststart",
-        "-f", "mp4", str(tmp),
+        "-f", "mp4", str(path),
     ]  # fmt: skip
+    timeout = encode_timeout(count, height, width)
+    # 3. Encode; anything but a clean exit removes what ffmpeg wrote
+    done = None
     try:
         done = subprocess.run(
             command,
@@ -60,18 +64,28 @@ def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             check=False,
+            timeout=timeout,
         )
-        if done.returncode != 0:
-            raise EncodeError(
-                f"ffmpeg could not encode {width}×{height} frames to {path}: "
-                f"{_ffmpeg_error(done.stderr, done.returncode)}"
-            )
-        # 3. Publish the finished file under its final name
-        os.replace(tmp, path)
+    except subprocess.TimeoutExpired as exc:
+        raise EncodeError(
+            f"ffmpeg did not finish encoding {width}×{height} frames to {path} "
+            f"within {timeout:.0f} s and was stopped"
+        ) from exc
     except OSError as exc:
-        raise EncodeError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise EncodeError(f"cannot run ffmpeg for {path}: {exc.strerror or exc}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if done is None or done.returncode != 0:
+            path.unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise EncodeError(
+            f"ffmpeg could not encode {width}×{height} frames to {path}: "
+            f"{_ffmpeg_error(done.stderr, done.returncode)}"
+        )
+
+
+def encode_timeout(frames: int, height: int, width: int) -> float:
+    """Seconds an encode may take before ffmpeg counts as wedged: generous, by frame size."""
+    return max(MIN_ENCODE_TIMEOUT_S, frames * height * width / SLOWEST_PIXELS_PER_S)
 
 
 def check_frames(frames: np.ndarray) -> None:

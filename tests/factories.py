@@ -1,11 +1,56 @@
-"""Builders shared by test modules."""
+"""Builders and data shared by test modules: render rows, a run summary, awkward results."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-from tasks.manifest import RenderRow
+from tasks.manifest import InvalidRow, RenderRow
+from tasks.results import ResultRow, RunSummary
+
+ROW = RenderRow(
+    line=1,
+    id="clip",
+    prompt="a cat",
+    negative_prompt="",
+    seed=1,
+    num_frames=8,
+    height=64,
+    width=64,
+    num_inference_steps=4,
+    guidance_scale=9.0,
+    fps=8,
+    extra={"Campaign": "spring"},
+)
+SUMMARY = RunSummary(
+    counts={"ok": 1, "skipped": 0, "failed": 0, "invalid": 1},
+    rows=2,
+    wall_s=1.0,
+    videos_per_minute=60.0,
+    model="tiny-random",
+    device="cpu",
+    destination="/out",
+    results="/out/results.csv",
+    started_at="2026-11-28T00:00:00+00:00",
+    finished_at="2026-11-28T00:00:01+00:00",
+    versions={"python": "3.11"},
+)
+
+
+def sample_results() -> list[ResultRow]:
+    ok = ResultRow.for_row(
+        replace(ROW, prompt="=HYPERLINK(1)", negative_prompt='line\nbreak, comma "quoted" 猫 🎬'),
+        "ok",
+        "tiny-random",
+        output="/out/clip-abc.mp4",
+        render_s=0.1234,
+        bytes=10,
+        sha256="ff",
+    )
+    bad = InvalidRow(
+        2, "bad", "`height` must be …", {"prompt": "@x", "height": "100", "Campaign": "-5"}
+    )
+    return [ok, ResultRow.for_invalid(bad, "tiny-random")]
 
 
 def render_row(line: int, **changes: Any) -> RenderRow:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import storage.s3
 from flows import artifacts
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
@@ -31,17 +32,28 @@ def _summary(destination: str = "/data/out") -> RunSummary:
     )
 
 
-def test_summary_links_the_results_manifest_and_gallery() -> None:
+def test_summary_shows_local_locations_as_text() -> None:
+    # file:// links from the Prefect UI are dead in a browser.
     text = artifacts.summary_markdown(_summary())
-    assert "4 rows: **2** ok · **1** skipped · **0** failed · **1** invalid" in text
+    assert "4 rows: 2 ok, 1 skipped, 0 failed, 1 invalid" in text
     assert "| videos per minute | 9.6 |" in text
-    assert "[results.csv](<file:///data/out/results.csv>)" in text
-    assert "[gallery](<file:///data/out/index.html>)" in text
+    assert "- results.csv: `/data/out/results.csv`" in text
+    assert "- gallery: `/data/out/index.html`" in text
+    assert "file://" not in text and "](" not in text
 
 
-def test_summary_links_s3_locations_as_they_are() -> None:
+def test_summary_shows_s3_locations_as_text_or_presigned_links(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": "fake"}.items():
+        monkeypatch.setenv(name, value)  # presigning signs locally: no request is sent
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr(storage.s3, "_clients", {})
     text = artifacts.summary_markdown(_summary("s3://bucket/renders/2026-11-28"))
-    assert "[gallery](<s3://bucket/renders/2026-11-28/index.html>)" in text
+    assert "- gallery: `s3://bucket/renders/2026-11-28/index.html`" in text
+    linked = artifacts.summary_markdown(_summary("s3://bucket/renders"), presign_expiry=3600)
+    assert "- [gallery](<https://bucket.s3.amazonaws.com/renders/index.html?" in linked
+    assert "X-Amz-Expires=3600" in linked and "`s3://bucket/renders/index.html`" in linked
 
 
 def test_table_has_one_row_per_result_with_long_prompts_clipped() -> None:
@@ -51,6 +63,7 @@ def test_table_has_one_row_per_result_with_long_prompts_clipped() -> None:
     )  # fmt: skip
     result = ResultRow.for_row(row, "failed", "tiny-random", error="boom")
     (cells,) = artifacts.results_table([result])
+    assert list(cells) == ["status", "error", "id", "prompt", "output"]
     assert cells == {
         "status": "failed",
         "id": "a",
@@ -79,7 +92,7 @@ def test_a_run_with_an_invalid_row_leaves_all_three_artifacts(tmp_path: Path) ->
     table = json.loads(table) if isinstance(table, str) else table
     assert [(row["id"], row["status"]) for row in table] == [("good", "ok"), ("bad", "invalid")]
     assert "height" in table[1]["error"]
-    assert "**1** ok" in found["render-summary"].data
+    assert "1 ok, 0 skipped, 0 failed, 1 invalid" in found["render-summary"].data
 
 
 def _artifacts(flow_run_id: Any) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def test_nasty_manifest_renders_good_rows_and_reports_bad_ones(
     )
     assert done.returncode == 1, done.stderr
     _assert_clean(done.stderr)
-    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))
     statuses = [row["status"] for row in rows]
     assert statuses.count("ok") >= 3 and statuses.count("invalid") >= 5
     assert len(list(out.glob("*.mp4"))) == statuses.count("ok")

@@ -71,10 +71,10 @@ class LocalDestination:
 
     def results(self) -> list[list[dict[str, str]]]:
         path = self.root / "results.csv"
-        return [list(csv.DictReader(path.open(encoding="utf-8")))] if path.exists() else []
+        return [list(csv.DictReader(path.open(encoding="utf-8-sig")))] if path.exists() else []
 
     def temporaries(self) -> list[str]:
-        return [p.name for p in self.root.glob(".*.tmp")]
+        return [p.name for p in [*self.root.glob(".*.tmp"), *self.root.glob(".t2v/.*.tmp")]]
 
 
 class S3Destination:
@@ -115,7 +115,7 @@ class S3Destination:
 
     def _read(self, key: str, version: str) -> str:
         body = s3_client().get_object(Bucket=self.bucket, Key=key, VersionId=version)["Body"]
-        return str(body.read().decode("utf-8"))
+        return str(body.read().decode("utf-8-sig"))
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -320,6 +320,6 @@ def test_an_encode_or_a_copy_that_dies_mid_file_fails_only_its_row(
     )
     assert out.temporaries() == []
     assert sorted(p.name for p in out.root.iterdir() if not p.name.endswith(".mp4")) == [
-        "index.html", "results.csv", "results.json"
+        ".t2v", "index.html", "results.csv", "results.json"
     ]  # fmt: skip
     print("\nRELIABILITY write-dies-mid-file: n=4 failed=2 lost=0 duplicates=0")

@@ -123,7 +123,9 @@ def test_ui_started_run_renders_and_shows_artifacts(
             failed = run_deployment(server, "on-demand", _bad_row_request(tmp_path))
             page.goto(f"{server.url}/runs/flow-run/{failed}")
             expect(state).to_have_text("Failed", timeout=240_000)
-            expect(page.get_by_text("1 ok, 1 invalid; see").first).to_be_visible()
+            expect(
+                page.get_by_text("1 ok, 0 skipped, 0 failed, 1 invalid; see").first
+            ).to_be_visible()
             page.screenshot(path=str(tmp_path / "failed-run.png"), full_page=True)
         finally:
             page.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)

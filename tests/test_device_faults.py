@@ -62,7 +62,9 @@ def _prompt(n: int) -> str:
 
 
 def _results(out: Path) -> dict[str, dict[str, str]]:
-    return {row["id"]: row for row in csv.DictReader((out / "results.csv").open())}
+    return {
+        row["id"]: row for row in csv.DictReader((out / "results.csv").open(encoding="utf-8-sig"))
+    }
 
 
 def _render_task_runs(state: Any) -> list[Any]:

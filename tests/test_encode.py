@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks import encode
 from tasks.encode import EncodeError, encode_mp4
 from tests.conftest import REPO
 from tests.mp4probe import decode_frames, probe_mp4
@@ -82,21 +83,38 @@ def test_a_missing_folder_is_an_encode_error(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
+def test_an_existing_file_is_refused_and_kept(tmp_path: Path) -> None:
+    # Encoding writes a new file in a scratch folder; replacing is storage's job.
     target = tmp_path / "clip.mp4"
-    target.mkdir()  # the final rename cannot replace a folder
-    with pytest.raises(EncodeError, match=r"clip\.mp4"):
+    target.write_bytes(b"not ours")
+    with pytest.raises(EncodeError, match=r"cannot write .*clip\.mp4: File exists"):
         encode_mp4(gradient(4, 64, 64), 8, target)
+    assert target.read_bytes() == b"not ours"
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
-    assert target.is_dir() and not list(target.iterdir())
 
 
-def test_an_existing_video_is_replaced_whole(tmp_path: Path) -> None:
-    target = tmp_path / "clip.mp4"
-    encode_mp4(gradient(4, 64, 64), 8, target)
-    encode_mp4(gradient(8, 64, 64), 8, target)
-    assert probe_mp4(target).frame_count == 8
-    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+def test_a_wedged_ffmpeg_is_stopped_with_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An ffmpeg that hangs without reading its input, as a wedged encoder does.
+    fake = tmp_path / "ffmpeg"
+    fake.write_text("#!/bin/sh\nexec sleep 600\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(fake))
+    monkeypatch.setattr(encode, "MIN_ENCODE_TIMEOUT_S", 1.0)
+    target = tmp_path / "out" / "clip.mp4"
+    target.parent.mkdir()
+    with pytest.raises(EncodeError) as error:
+        encode_mp4(gradient(8, 64, 64), 8, target)  # 98 kB: more than a pipe buffer holds
+    assert str(error.value) == (
+        f"ffmpeg did not finish encoding 64×64 frames to {target} within 1 s and was stopped"
+    )
+    assert not list(target.parent.iterdir())
+
+
+def test_the_encode_timeout_grows_with_the_frames() -> None:
+    assert encode.encode_timeout(16, 256, 256) == encode.MIN_ENCODE_TIMEOUT_S
+    assert encode.encode_timeout(128, 1024, 1024) > 4 * encode.MIN_ENCODE_TIMEOUT_S
 
 
 def test_ffmpeg_killed_mid_write_leaves_no_file(tmp_path: Path) -> None:

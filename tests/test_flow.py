@@ -70,7 +70,7 @@ def test_rerun_skips_everything_without_rendering(tmp_path: Path) -> None:
     assert "encode-and-publish" not in _task_names(state)
     assert _videos(tmp_path / "out") == before
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("*.mp4")} == mtimes
-    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open(encoding="utf-8-sig")))
     assert [row["status"] for row in rows] == ["skipped"] * 3
     assert all(Path(row["output"]).name in before for row in rows)
 
@@ -132,7 +132,7 @@ def test_invalid_rows_fail_the_run_after_writing_results(tmp_path: Path) -> None
     error = state.result(raise_on_failure=False)
     assert isinstance(error, RowsFailedError)
     assert error.summary.counts == {"ok": 1, "skipped": 0, "failed": 0, "invalid": 2}
-    rows = list(csv.DictReader((out / "results.csv").open()))
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))
     assert [(r["id"], r["status"]) for r in rows] == [
         ("good", "ok"),
         ("bad", "invalid"),
@@ -148,7 +148,7 @@ def test_limit_processes_only_the_first_rows(tmp_path: Path) -> None:
         **RenderRequest(manifest=str(manifest), destination=str(out), limit=2).parameters()
     )
     assert summary.counts["ok"] == 2
-    assert len(list(csv.DictReader((out / "results.csv").open()))) == 2
+    assert len(list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))) == 2
 
 
 def test_date_in_paths_is_the_run_date(tmp_path: Path) -> None:

@@ -1,3 +1,5 @@
+"""Storing videos create-only, and what publishing imports."""
+
 from __future__ import annotations
 
 import csv
@@ -9,190 +11,22 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from storage import LocalStorage
-from tasks.manifest import InvalidRow, RenderRow, parse_manifest
+from storage import LocalStorage, StorageError, StoredObject
+from tasks.keys import output_key
+from tasks.manifest import Manifest
 from tasks.publish import (
-    RESULT_COLUMNS,
-    ResultRow,
-    RunSummary,
-    gallery_html,
-    output_key,
-    package_versions,
+    ALREADY_STORED,
+    plan_outputs,
+    publish_rendered,
     publish_video,
-    results_csv,
-    results_json,
+    write_results,
 )
-
-ROW = RenderRow(
-    line=1,
-    id="clip",
-    prompt="a cat",
-    negative_prompt="",
-    seed=1,
-    num_frames=8,
-    height=64,
-    width=64,
-    num_inference_steps=4,
-    guidance_scale=9.0,
-    fps=8,
-    extra={"Campaign": "spring"},
-)
-SUMMARY = RunSummary(
-    counts={"ok": 1, "skipped": 0, "failed": 0, "invalid": 1},
-    rows=2,
-    wall_s=1.0,
-    videos_per_minute=60.0,
-    model="tiny-random",
-    device="cpu",
-    destination="/out",
-    results="/out/results.csv",
-    started_at="2026-11-28T00:00:00+00:00",
-    finished_at="2026-11-28T00:00:01+00:00",
-    versions={"python": "3.11"},
-)
-
-
-def test_output_key_is_stable_and_readable() -> None:
-    key = output_key(ROW, "tiny-random")
-    assert key == output_key(ROW, "tiny-random")
-    assert key.startswith("clip-") and key.endswith(".mp4") and len(key) == len("clip-") + 16
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"prompt": "a dog"},
-        {"negative_prompt": "blurry"},
-        {"seed": 2},
-        {"num_frames": 16},
-        {"height": 128},
-        {"width": 128},
-        {"num_inference_steps": 5},
-        {"guidance_scale": 7.5},
-        {"fps": 12},
-    ],
-)
-def test_every_render_parameter_changes_the_key(change: dict[str, object]) -> None:
-    assert output_key(replace(ROW, **change), "m") != output_key(ROW, "m")  # type: ignore[arg-type]
-
-
-def test_the_model_changes_the_key_but_position_and_extras_do_not() -> None:
-    assert output_key(ROW, "a") != output_key(ROW, "b")
-    same = replace(ROW, line=7, extra={"Campaign": "autumn"})
-    assert output_key(same, "a") == output_key(ROW, "a")
-
-
-def _results() -> list[ResultRow]:
-    ok = ResultRow.for_row(
-        replace(ROW, prompt="=HYPERLINK(1)", negative_prompt='line\nbreak, comma "quoted" 猫 🎬'),
-        "ok",
-        "tiny-random",
-        output="/out/clip-abc.mp4",
-        render_s=0.1234,
-        bytes=10,
-        sha256="ff",
-    )
-    bad = InvalidRow(
-        2, "bad", "`height` must be …", {"prompt": "@x", "height": "100", "Campaign": "-5"}
-    )
-    return [ok, ResultRow.for_invalid(bad, "tiny-random")]
-
-
-def test_results_csv_columns_order_and_values() -> None:
-    text = results_csv(_results(), ["Campaign"]).decode("utf-8")
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    assert len(rows) == 3
-    assert rows[0] == [*RESULT_COLUMNS, "Campaign"]
-    assert RESULT_COLUMNS == (
-        "id", "status", "output", "error", "warning", "prompt", "negative_prompt", "seed",
-        "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "fps",
-        "model", "render_s", "bytes", "sha256",
-    )  # fmt: skip
-    ok = dict(zip(rows[0], rows[1], strict=True))
-    assert ok["negative_prompt"] == 'line\nbreak, comma "quoted" 猫 🎬'
-    assert (ok["id"], ok["status"], ok["bytes"], ok["sha256"]) == ("clip", "ok", "10", "ff")
-    assert (ok["seed"], ok["guidance_scale"], ok["render_s"]) == ("1", "9.0", "0.123")
-    assert ok["Campaign"] == "spring"
-    bad = dict(zip(rows[0], rows[2], strict=True))
-    assert (bad["status"], bad["height"], bad["width"]) == ("invalid", "100", "")
-    assert (bad["prompt"], bad["Campaign"]) == ("'@x", "'-5")
-
-
-@pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
-def test_formula_looking_cells_get_a_quote(cell: str) -> None:
-    result = ResultRow.for_row(replace(ROW, prompt=cell, extra={"Campaign": cell}), "ok", "m")
-    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], ["Campaign"]).decode()))))
-    assert row["prompt"] == row["Campaign"] == "'" + cell
-
-
-def test_no_cell_or_header_of_results_csv_starts_a_formula() -> None:
-    data = "\n".join(
-        [
-            'id,prompt,negative_prompt,seed,=HYPERLINK("x"),@Tab',
-            "=ok,=1+1,+cmd|' /C calc'!A0,1,@SUM(A1),-2",
-            "fine,\ra cat,-dog,@seed,\tx,\r=y",
-            "good,a cat,,7,=x,+y",
-        ]
-    ).encode()
-    manifest = parse_manifest(data, "m.csv")
-    results = [ResultRow.for_invalid(row, "=model") for row in manifest.invalid]
-    results += [
-        ResultRow.for_row(
-            row, "failed", "=model", output="+out", error="-boom", warning="@warn", sha256="=h"
-        )
-        for row in manifest.rows
-    ]
-    assert {r.status for r in results} == {"invalid", "failed"}
-    rows = list(csv.reader(io.StringIO(results_csv(results, manifest.extra_columns).decode())))
-    cells = [cell for row in rows for cell in row if cell]
-    assert all(cell[0] not in "=+-@\t\r" for cell in cells), cells
-    assert rows[0][-2:] == ['\'=HYPERLINK("x")', "'@Tab"]
-
-
-def test_benign_cells_are_untouched() -> None:
-    result = ResultRow.for_row(replace(ROW, prompt="a = b"), "ok", "m")
-    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], []).decode()))))
-    assert row["prompt"] == "a = b"
-
-
-def test_results_json_keeps_raw_values_and_the_summary() -> None:
-    data = results_json(_results(), SUMMARY)
-    assert "猫 🎬".encode() in data  # not \\u escapes
-    document = json.loads(data)
-    assert document["summary"]["counts"] == SUMMARY.counts
-    assert document["summary"]["versions"] == {"python": "3.11"}
-    ok, bad = document["rows"]
-    assert (ok["prompt"], ok["render_s"], ok["guidance_scale"]) == ("=HYPERLINK(1)", 0.123, 9.0)
-    assert ok["extra"] == {"Campaign": "spring"}
-    assert (bad["status"], bad["prompt"], bad["height"]) == ("invalid", "@x", "100")
-    assert bad["extra"] == {"Campaign": "-5"}
-
-
-def test_gallery_escapes_prompts_and_links_videos_relatively() -> None:
-    hostile = ResultRow.for_row(
-        replace(ROW, prompt='<script>alert("x")</script>', negative_prompt="<b>'猫'</b>"),
-        "ok",
-        "m",
-        output="/out/clip-abc.mp4",
-    )
-    skipped = ResultRow.for_row(
-        replace(ROW, id="old"), "skipped", "m", output="s3://bucket/runs/old-def.mp4"
-    )
-    failed = ResultRow.for_row(
-        replace(ROW, id="boom"), "failed", "m", error="<img src=x onerror=alert(1)>"
-    )
-    page = gallery_html([hostile, skipped, failed, *_results()[1:]], SUMMARY).decode()
-    assert "<script" not in page and "<img" not in page and "<b>'" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
-    assert "&lt;b&gt;&#x27;猫&#x27;&lt;/b&gt;" in page
-    assert page.count("<video") == 2
-    assert 'src="clip-abc.mp4"' in page and 'src="old-def.mp4"' in page
-    assert "controls loop muted playsinline" in page
-    assert "bad</b> (invalid)" in page and "boom</b> (failed)" in page
-    assert "1 ok, 0 skipped, 0 failed, 1 invalid" in page
-    assert "http" not in page  # self-contained: nothing to fetch
+from tasks.render import RenderedVideo
+from tasks.results import ResultRow
+from tests.factories import ROW, SUMMARY
 
 
 def test_publish_video_writes_whole_file_and_reports_its_digest(tmp_path: Path) -> None:
@@ -203,7 +37,10 @@ def test_publish_video_writes_whole_file_and_reports_its_digest(tmp_path: Path) 
     assert published.output == str(tmp_path / "out" / "clip-abc.mp4")
     assert published.bytes == 10_000
     assert published.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip-abc.mp4"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".t2v", "clip-abc.mp4"]
+    assert storage.stat("clip-abc.mp4") == StoredObject(
+        10_000, True, {"t2v-bytes": "10000", "t2v-sha256": published.sha256}
+    )
 
 
 def test_an_exclusive_publish_keeps_the_video_already_there(tmp_path: Path) -> None:
@@ -217,25 +54,103 @@ def test_an_exclusive_publish_keeps_the_video_already_there(tmp_path: Path) -> N
     assert storage.read_bytes("clip-abc.mp4") == b"first"
 
 
-def test_package_versions_names_python_and_only_installed_packages() -> None:
-    versions = package_versions()
-    assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert "t2v-batch" in versions
-    assert all(versions.values())
-
-
 def test_publishing_does_not_import_torch() -> None:
     # The results manifest and uploads run where torch is not needed (and is slow to import).
     code = "import sys, tasks.publish; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_extra_columns_named_like_results_columns_are_renamed() -> None:
-    # A results.csv fed back in as a manifest carries `status`, `output`, ... as extras.
-    row = ResultRow.for_row(ROW, "ok", "m", output="/out/new.mp4")
-    stale = replace(row, extra={"Status": "failed", "Campaign": "spring"})
-    text = results_csv([stale], ["Status", "Campaign"]).decode()
-    header, values = list(csv.reader(io.StringIO(text)))
-    assert header[-2:] == ["manifest_Status", "Campaign"]
-    assert len(set(header)) == len(header)
-    assert dict(zip(header, values, strict=True))["status"] == "ok"
+def _rendered(row_id: str) -> RenderedVideo:
+    frames = np.full((2, 64, 64, 3), 90, np.uint8)
+    return RenderedVideo(replace(ROW, id=row_id), frames, render_s=0.5)
+
+
+def test_planning_skips_only_sound_videos_t2v_stored(tmp_path: Path) -> None:
+    # Today anything at a key counted as a finished video: zero bytes, random bytes, a
+    # link to /etc/hostname were `skipped`; a dangling link or a folder re-rendered each run.
+    out = tmp_path / "out"
+    ids = ["ours", "broken", "empty", "random", "link", "dangling", "folder", "new"]
+    rows = [replace(ROW, id=row_id, line=n) for n, row_id in enumerate(ids, 1)]
+    keys = {row.id: output_key(row, "tiny-random") for row in rows}
+    stored = publish_rendered(
+        str(out), _rendered("ours"), keys["ours"], "tiny-random", exclusive=True
+    )
+    publish_rendered(str(out), _rendered("broken"), keys["broken"], "tiny-random", exclusive=True)
+    with (out / keys["broken"]).open("r+b") as video:
+        video.truncate(100)
+    (out / keys["empty"]).write_bytes(b"")
+    (out / keys["random"]).write_bytes(bytes(range(256)) * 40)
+    (out / keys["link"]).symlink_to("/etc/hostname")
+    (out / keys["dangling"]).symlink_to(tmp_path / "gone.mp4")
+    (out / keys["folder"]).mkdir()
+
+    plan = plan_outputs(Manifest(rows, [], []), "tiny-random", str(out), force=False)
+    assert [row.id for row in plan.to_render] == ["broken", "new"]
+    done = {result.id: result for result in plan.done}
+    skipped = done.pop("ours")
+    assert (skipped.status, skipped.bytes, skipped.sha256) == (
+        "skipped",
+        stored.bytes,
+        stored.sha256,
+    )
+    assert {row_id: result.status for row_id, result in done.items()} == dict.fromkeys(
+        ["empty", "random", "link", "dangling", "folder"], "failed"
+    )
+    assert done["link"].error == (
+        f"{out / keys['link']} holds a file, link or folder that t2v did not store: "
+        "move it away and rerun (t2v never replaces it)"
+    )
+    forced = plan_outputs(Manifest(rows, [], []), "tiny-random", str(out), force=True)
+    assert [row.id for row in forced.to_render] == ["ours", "broken", "new"]
+    assert (out / keys["link"]).readlink() == Path("/etc/hostname")
+
+
+def test_a_broken_video_t2v_stored_is_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    key = output_key(ROW, "m")
+    publish_rendered(str(out), _rendered("clip"), key, "m", exclusive=True)
+    (out / key).write_bytes((out / key).read_bytes()[:-10])  # the record stays
+    result = publish_rendered(str(out), _rendered("clip"), key, "m", exclusive=True)
+    assert result.status == "ok"
+    assert (out / key).stat().st_size == result.bytes
+
+
+def test_a_key_taken_while_rendering_is_skipped_or_failed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = publish_rendered(str(out), _rendered("clip"), "a.mp4", "m", exclusive=True)
+    again = publish_rendered(str(out), _rendered("clip"), "a.mp4", "m", exclusive=True)
+    assert (again.status, again.warning) == ("skipped", ALREADY_STORED)
+    assert (again.bytes, again.sha256) == (first.bytes, first.sha256)
+    (out / "b.mp4").write_bytes(b"someone else's")
+    theirs = publish_rendered(str(out), _rendered("clip"), "b.mp4", "m", exclusive=True)
+    assert theirs.status == "failed" and "t2v did not store" in theirs.error
+    assert (out / "b.mp4").read_bytes() == b"someone else's"
+
+
+def _ok(row_id: str) -> ResultRow:
+    return ResultRow.for_row(replace(ROW, id=row_id), "ok", "m", output=f"/out/{row_id}.mp4")
+
+
+def test_a_smaller_run_keeps_earlier_videos_in_the_gallery(tmp_path: Path) -> None:
+    # A `--limit 1` run into the demo's folder replaced its 8-row gallery.
+    out = str(tmp_path / "out")
+    write_results(out, [_ok(n) for n in "abc"], [], replace(SUMMARY, finished_at="day 1"))
+    write_results(out, [_ok("d")], [], replace(SUMMARY, finished_at="day 2"))
+    page = (tmp_path / "out" / "index.html").read_text()
+    order = [page.index(f'src="{n}.mp4"') for n in "dabc"]
+    assert order == sorted(order)
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert [row["id"] for row in rows] == ["d"]  # results describe this run's rows
+    data = (tmp_path / "out" / "results.csv").read_bytes()
+    assert [row["id"] for row in csv.DictReader(io.StringIO(data.decode("utf-8-sig")))] == ["d"]
+
+
+@pytest.mark.parametrize("name", ["index.html", "results.csv", "results.json"])
+def test_results_files_t2v_did_not_write_are_never_replaced(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"my own notes")
+    with pytest.raises(StorageError, match=f"{out / name} was not written by t2v-batch: move"):
+        write_results(str(out), [_ok("a")], [], SUMMARY)
+    assert sorted(p.name for p in out.iterdir()) == [name]
+    assert (out / name).read_bytes() == b"my own notes"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from moto import mock_aws
 
 import storage.s3
-from storage import S3Storage, StorageError, open_location, open_storage
-from storage.s3 import MIN_PART_SIZE, MULTIPART_THRESHOLD, s3_client
+from storage import S3Storage, StorageError, StoredObject, open_location, open_storage
+from storage.s3 import s3_client
 from tests.s3faults import dropped, injected, s3_error
 
 BUCKET = "t2v-unit"
@@ -31,67 +30,23 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield client
 
 
-def test_write_read_exists_and_list(s3: Any) -> None:
+def test_write_read_and_exists(s3: Any) -> None:
     store = S3Storage(BUCKET, "runs/night/")
     assert store.uri() == f"s3://{BUCKET}/runs/night"
     assert store.uri("a.mp4") == f"s3://{BUCKET}/runs/night/a.mp4"
     assert not store.exists("a.mp4")
-    assert list(store.list()) == []
     store.write_bytes("b.csv", b"bee")
     store.write_bytes("sub/a.mp4", b"a")
     s3.put_object(Bucket=BUCKET, Key="runs/nightly.csv", Body=b"not under the prefix")
     assert store.read_bytes("b.csv") == b"bee"
     assert store.exists("sub/a.mp4")
-    assert list(store.list()) == ["b.csv", "sub/a.mp4"]
-    assert list(store.list("sub/")) == ["sub/a.mp4"]
+    assert not store.exists("nightly.csv")  # beside the prefix, not under it
     # Served from the bucket, the gallery renders and its videos play.
     head = s3.head_object(Bucket=BUCKET, Key="runs/night/sub/a.mp4")
     assert head["ContentType"] == "video/mp4"
     assert s3.head_object(Bucket=BUCKET, Key="runs/night/b.csv")["ContentType"].startswith(
         "text/csv"
     )
-
-
-def test_list_pages_past_a_thousand_keys(s3: Any) -> None:
-    keys = [f"k{n:05d}" for n in range(1_005)]
-    for key in keys:
-        s3.put_object(Bucket=BUCKET, Key=f"many/{key}", Body=b"")
-    assert list(S3Storage(BUCKET, "many").list()) == keys
-
-
-def test_write_file_goes_up_in_parts_above_the_threshold(s3: Any, tmp_path: Path) -> None:
-    source = tmp_path / "big.mp4"
-    data = bytes(range(256)) * (MIN_PART_SIZE * 2 // 256 + 1000)  # 10 MiB + a bit: 3 parts
-    source.write_bytes(data)
-    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
-    store.write_file("big.mp4", source)
-    head = s3.head_object(Bucket=BUCKET, Key="out/big.mp4")
-    assert head["ETag"].strip('"').endswith("-3")  # S3 marks multipart ETags with their part count
-    assert hashlib.sha256(store.read_bytes("big.mp4")).digest() == hashlib.sha256(data).digest()
-    assert head["ContentType"] == "video/mp4"
-
-
-def test_a_failed_multipart_upload_is_aborted_and_keeps_the_old_object(
-    s3: Any, tmp_path: Path
-) -> None:
-    source = tmp_path / "big.mp4"
-    source.write_bytes(b"\x01" * (MIN_PART_SIZE * 2 + 10))
-    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
-    store.write_bytes("big.mp4", b"old")
-
-    def deny_part_2(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
-        if "partNumber=2" in request.url:
-            return s3_error(request, 403, "AccessDenied", "Access Denied")
-        return None
-
-    with injected("UploadPart", deny_part_2), pytest.raises(StorageError) as error:
-        store.write_file("big.mp4", source)
-    assert str(error.value) == (
-        f"cannot write s3://{BUCKET}/out/big.mp4: AccessDenied (Access Denied)"
-    )
-    assert not error.value.retryable
-    assert store.read_bytes("big.mp4") == b"old"
-    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
 
 
 def test_transient_faults_are_retried_by_the_client(s3: Any) -> None:
@@ -211,29 +166,21 @@ def _versions(s3: Any, key: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize(
-    "threshold", [MULTIPART_THRESHOLD, MIN_PART_SIZE], ids=["put", "multipart"]
-)
-def test_an_exclusive_write_creates_once_and_keeps_the_first(
-    s3: Any, tmp_path: Path, threshold: int
-) -> None:
+def test_an_exclusive_write_creates_once_and_keeps_the_first(s3: Any, tmp_path: Path) -> None:
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
-    first.write_bytes(b"\x01" * (MIN_PART_SIZE + 10))  # two parts with the lower threshold
-    second.write_bytes(b"\x02" * (MIN_PART_SIZE + 20))
-    store = S3Storage(BUCKET, "out", multipart_threshold=threshold)
+    first.write_bytes(b"\x01" * 1000)
+    second.write_bytes(b"\x02" * 2000)
+    store = S3Storage(BUCKET, "out")
     assert store.write_file("a.mp4", first, exclusive=True)
-    with injected("CompleteMultipartUpload", lambda *_: None) as completes:
+    with injected("PutObject", lambda *_: None) as puts:
         assert not store.write_file("a.mp4", second, exclusive=True)
-    assert sum(completes.values()) == (threshold == MIN_PART_SIZE)  # 412 on completing
+    assert sum(puts.values()) == 1  # one PUT, refused with 412
     assert store.read_bytes("a.mp4") == first.read_bytes()
     assert len(_versions(s3, "out/a.mp4")) == 1
-    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)  # the loser's parts too
     # Without `exclusive` (`--force`) the video is replaced.
     assert store.write_file("a.mp4", second)
     assert store.read_bytes("a.mp4") == second.read_bytes()
-    etag = s3.head_object(Bucket=BUCKET, Key="out/a.mp4")["ETag"].strip('"')
-    assert etag.endswith("-2") == (threshold == MIN_PART_SIZE)
 
 
 def test_a_conditional_write_conflict_is_lost_when_the_key_exists(
@@ -262,48 +209,49 @@ def test_a_conditional_write_conflict_is_lost_when_the_key_exists(
     assert store.read_bytes("a.mp4") == b"theirs"
 
 
-def test_a_connection_lost_for_good_mid_parts_leaves_no_object_and_no_upload(
-    s3: Any, tmp_path: Path
-) -> None:
-    source = tmp_path / "big.mp4"
-    source.write_bytes(b"\x01" * (MIN_PART_SIZE * 2 + 10))
-    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
-
-    def drop_part_2(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
-        if "partNumber=2" in request.url:
-            raise dropped(request)
-        return None
-
-    with injected("UploadPart", drop_part_2) as attempts, pytest.raises(StorageError) as error:
-        store.write_file("big.mp4", source, exclusive=True)
-    assert str(error.value).startswith(
-        f"cannot write s3://{BUCKET}/out/big.mp4: Connection was closed"
-    )
-    assert error.value.retryable
-    assert sum(attempts.values()) == 1 + 2  # part 1, then part 2 twice (AWS_MAX_ATTEMPTS)
-    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
-    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+def test_stat_reads_size_and_metadata_from_one_head(s3: Any, tmp_path: Path) -> None:
+    source = tmp_path / "a.mp4"
+    source.write_bytes(b"video bytes")
+    store = S3Storage(BUCKET, "out")
+    assert store.stat("a.mp4") is None
+    meta = {"t2v-sha256": "ab" * 32, "t2v-bytes": "11"}
+    assert store.write_file("a.mp4", source, exclusive=True, metadata=meta)
+    with injected("HeadObject", lambda *_: None) as heads:
+        assert store.stat("a.mp4") == StoredObject(11, True, meta)
+    assert sum(heads.values()) == 1
+    store.write_bytes("plain.mp4", b"x")
+    assert store.stat("plain.mp4") == StoredObject(1, True, {})
 
 
-def test_an_upload_aborted_by_someone_else_fails_at_once(s3: Any, tmp_path: Path) -> None:
-    # A lifecycle rule, or a clean-up script, aborted the upload between two parts: S3
-    # answers 404 NoSuchUpload, which no retry mends.
-    source = tmp_path / "big.mp4"
-    source.write_bytes(b"\x01" * (MIN_PART_SIZE * 2 + 10))
-    store = S3Storage(BUCKET, "out", multipart_threshold=MIN_PART_SIZE)
+def test_read_range_gets_only_the_bytes_asked_for(s3: Any) -> None:
+    store = S3Storage(BUCKET, "out")
+    store.write_bytes("a.mp4", b"0123456789")
+    assert store.read_range("a.mp4", 2, 3) == b"234"
+    assert store.read_range("a.mp4", 8, 100) == b"89"
+    assert store.read_range("a.mp4", 10, 8) == b""
 
-    def gone(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
-        if "partNumber=2" in request.url:
-            return s3_error(request, 404, "NoSuchUpload", "The specified upload does not exist.")
-        return None
 
-    with injected("UploadPart", gone) as attempts, pytest.raises(StorageError) as error:
-        store.write_file("big.mp4", source, exclusive=True)
-    assert str(error.value) == (
-        f"cannot write s3://{BUCKET}/out/big.mp4: "
-        "NoSuchUpload (The specified upload does not exist.)"
-    )
-    assert not error.value.retryable
-    assert sum(attempts.values()) == 2  # part 1, part 2 once
-    assert "Uploads" not in s3.list_multipart_uploads(Bucket=BUCKET)
-    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+def test_write_many_puts_each_object(s3: Any) -> None:
+    store = S3Storage(BUCKET, "out")
+    store.write_many({"results.csv": b"c", "index.html": b"h"})
+    assert (store.read_bytes("results.csv"), store.read_bytes("index.html")) == (b"c", b"h")
+
+
+def test_check_writable_names_a_missing_bucket(s3: Any) -> None:
+    S3Storage(BUCKET, "out").check_writable(10**12)
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
+        S3Storage("no-such-bucket", "out").check_writable(0)
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://bkt/out/../x", "s3://bkt/./x", "s3://bkt//x", "s3://bkt/a//b", "s3://bkt/.."]
+)
+def test_prefixes_with_dot_or_empty_parts_are_refused(uri: str) -> None:
+    with pytest.raises(StorageError, match=r"has an empty, '\.' or '\.\.' part after the bucket"):
+        open_storage(uri)
+
+
+@pytest.mark.parametrize("uri", ["s3://Bkt/x", "s3://b/x", "s3://bkt_1/x"])
+def test_bucket_names_follow_s3_rules(uri: str) -> None:
+    with pytest.raises(StorageError, match="which is not an S3 bucket name"):
+        open_storage(uri)

@@ -51,7 +51,7 @@ def _versions(bucket: str, prefix: str) -> Counter[str]:
 
 
 def _results(bucket: str, key: str = "renders/results.csv") -> list[dict[str, str]]:
-    body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8-sig")
     return list(csv.DictReader(io.StringIO(body)))
 
 

@@ -7,25 +7,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from storage import LocalStorage, StorageError, open_location, open_storage
+from storage import LocalStorage, StorageError, StoredObject, open_location, open_storage
 from tests.conftest import REPO
 
 
-def test_write_read_exists_and_list(tmp_path: Path) -> None:
+def test_write_read_and_exists(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "dest")
     assert not storage.exists("a.mp4")
-    assert list(storage.list()) == []
     storage.write_bytes("b.txt", b"bee")
     storage.write_bytes("sub/a.mp4", b"a")
     assert storage.read_bytes("b.txt") == b"bee"
     assert storage.exists("sub/a.mp4")
-    assert list(storage.list()) == ["b.txt", "sub/a.mp4"]
-    assert list(storage.list("sub/")) == ["sub/a.mp4"]
     assert storage.uri("b.txt") == str(tmp_path / "dest" / "b.txt")
 
 
@@ -162,14 +160,15 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path: 
     for feed in feeds:
         feed.write(b"\x01" * 100_000)  # half a video: each writer now waits for more
         feed.flush()
-    temporaries = [_wait_for_one(dest / name, ".v.mp4.*.tmp") for name in ("killed", "alive")]
+    temporaries = [_wait_for_one(dest / name, ".t2v-v.mp4.*.tmp") for name in ("killed", "alive")]
     writers[0].kill()
     writers[0].wait()
     feeds[0].close()
     for temporary in temporaries:  # as if both were left an hour ago
         os.utime(temporary, (time.time() - 3600,) * 2)
 
-    assert LocalStorage(dest).remove_dead_temporaries() == ("killed/" + temporaries[0].name,)
+    assert LocalStorage(dest / "killed").remove_dead_temporaries() == (temporaries[0].name,)
+    assert LocalStorage(dest / "alive").remove_dead_temporaries() == ()
     assert not temporaries[0].exists() and temporaries[1].exists()
     feeds[1].close()  # the live writer finishes and publishes its whole file
     out, _ = writers[1].communicate(timeout=60)
@@ -179,9 +178,136 @@ def test_temporaries_of_killed_writers_are_removed_and_live_ones_kept(tmp_path: 
 
 
 def test_fresh_temporaries_are_kept_whoever_holds_them(tmp_path: Path) -> None:
-    (tmp_path / ".v.mp4.abcd1234.tmp").write_bytes(b"just created, not yet locked")
+    (tmp_path / ".t2v-v.mp4.abcd1234.tmp").write_bytes(b"just created, not yet locked")
     assert LocalStorage(tmp_path).remove_dead_temporaries() == ()
-    assert LocalStorage(tmp_path).remove_dead_temporaries(older_than=0) == (".v.mp4.abcd1234.tmp",)
+    removed = LocalStorage(tmp_path).remove_dead_temporaries(older_than=0)
+    assert removed == (".t2v-v.mp4.abcd1234.tmp",)
+
+
+def test_only_t2v_temporaries_at_the_top_are_swept(tmp_path: Path) -> None:
+    # `--out ~` once swept a home folder and deleted project/.settings.json.tmp.
+    theirs = [
+        tmp_path / ".settings.json.tmp",
+        tmp_path / "project" / ".settings.json.tmp",
+        tmp_path / "project" / ".t2v-v.mp4.abcd1234.tmp",  # t2v writes keys at the top only
+    ]
+    ours = [tmp_path / ".t2v-v.mp4.abcd1234.tmp", tmp_path / ".t2v" / ".t2v-v.json.ab12.tmp"]
+    for path in [*theirs, *ours]:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - 3600,) * 2)
+    (tmp_path / ".t2v-link.ab12.tmp").symlink_to(theirs[0])
+    removed = LocalStorage(tmp_path).remove_dead_temporaries()
+    assert removed == (".t2v-v.mp4.abcd1234.tmp", ".t2v/.t2v-v.json.ab12.tmp")
+    assert all(path.exists() for path in theirs)
+    assert not any(path.exists() for path in ours)
+    assert (tmp_path / ".t2v-link.ab12.tmp").is_symlink()
+
+
+def test_stat_tells_files_from_links_folders_and_nothing(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"video")
+    assert storage.stat("a.mp4") is None
+    storage.write_file("a.mp4", source, exclusive=True, metadata={"t2v-sha256": "ab"})
+    assert storage.stat("a.mp4") == StoredObject(5, True, {"t2v-sha256": "ab"})
+    storage.write_bytes("plain.mp4", b"no metadata")
+    assert storage.stat("plain.mp4") == StoredObject(11, True, {})
+    (tmp_path / "link.mp4").symlink_to(tmp_path / "a.mp4")
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    for key in ("link.mp4", "dangling.mp4", "folder.mp4"):
+        found = storage.stat(key)
+        assert found is not None and not found.regular and found.metadata == {}
+    assert storage.read_range("a.mp4", 1, 3) == b"ide"
+    assert storage.read_range("a.mp4", 3, 100) == b"eo"
+    with pytest.raises(StorageError, match="cannot read"):
+        storage.read_range("link.mp4", 0, 4)  # never read through a link
+
+
+def test_write_many_writes_every_file(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "dest")
+    storage.write_bytes("a.csv", b"old")
+    storage.write_many({"a.csv": b"new a", "b.json": b"new b", ".t2v/c.json": b"c"})
+    assert storage.read_bytes("a.csv") == b"new a"
+    assert storage.read_bytes("b.json") == b"new b"
+    assert storage.read_bytes(".t2v/c.json") == b"c"
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == [".t2v", "a.csv", "b.json"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a real full disk (needs root and mount)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_leaves_every_old_file_of_a_set(small_disk: Path) -> None:
+    # On a full disk results.csv was written but results.json and index.html were not.
+    storage = LocalStorage(small_disk)
+    old = {"results.csv": b"old csv", "results.json": b"old json", "index.html": b"old html"}
+    storage.write_many(old)
+    new = {"results.csv": b"c" * 1000, "results.json": b"j" * 2_000_000, "index.html": b"h"}
+    with pytest.raises(StorageError, match=r"cannot write .*results\.json: No space") as error:
+        storage.write_many(new)
+    assert not error.value.retryable  # a full disk does not empty itself within seconds
+    assert {path.name: path.read_bytes() for path in small_disk.iterdir()} == old
+
+
+def test_a_file_where_the_folder_should_be_is_not_retried(tmp_path: Path) -> None:
+    (tmp_path / "out").write_bytes(b"a file")
+    with pytest.raises(StorageError, match=r"cannot write .*: File exists") as error:
+        LocalStorage(tmp_path / "out").write_bytes("a.csv", b"x")
+    assert not error.value.retryable
+
+
+def test_check_writable_accepts_a_new_folder_and_leaves_nothing(tmp_path: Path) -> None:
+    LocalStorage(tmp_path / "new" / "out").check_writable(1000)
+    assert list((tmp_path / "new" / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["a file", "/dev/null"])
+def test_check_writable_refuses_what_is_not_a_folder(tmp_path: Path, where: str) -> None:
+    root = tmp_path / "file.txt" if where == "a file" else Path(where)
+    if where == "a file":
+        root.write_bytes(b"x")
+    with pytest.raises(StorageError, match=f"^{root} is not a folder: give --out a folder"):
+        LocalStorage(root).check_writable(0)
+
+
+def test_check_writable_refuses_a_read_only_folder(small_disk: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(StorageError, match="Read-only file system") as error:
+        LocalStorage(small_disk).check_writable(0)
+    assert not error.value.retryable
+
+
+def test_check_writable_refuses_too_little_space(small_disk: Path) -> None:
+    with pytest.raises(StorageError, match=f"^{small_disk} has [0-9,]+ bytes free but the first"):
+        LocalStorage(small_disk).check_writable(2_000_000)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["s3:/bkt/renders", "s3:bkt", "S3://bkt/x", "s3//bkt/x", "gs://b/k", "http://h/x", "s3a://b"],
+)
+def test_locations_that_look_like_uris_are_refused(uri: str) -> None:
+    with pytest.raises(StorageError, match=f"unsupported location '{uri}': use a local path"):
+        open_storage(uri)
+
+
+@pytest.mark.parametrize("uri", ["out", "./out:v2", "/tmp/out", "~/out", "file:///tmp/out"])
+def test_plain_local_paths_still_work(uri: str) -> None:
+    assert isinstance(open_storage(uri), LocalStorage)
 
 
 def _wait_for_one(folder: Path, pattern: str, timeout: float = 30) -> Path:

@@ -160,7 +160,7 @@ def test_run_on_a_dead_machine_crashes_frees_its_gpu_slot_and_resumes(
     after = _videos(destination)
     assert len(after) == ROWS
     assert {name: after[name] for name in before} == before, "a finished video was rewritten"
-    with (destination / "results.csv").open(newline="") as results:
+    with (destination / "results.csv").open(newline="", encoding="utf-8-sig") as results:
         rows = list(csv.DictReader(results))
     assert [row["id"] for row in rows] == [f"boat-{n}" for n in range(ROWS)]
     statuses = {Path(row["output"]).name: row["status"] for row in rows}

@@ -1,0 +1,101 @@
+"""index.html: a self-contained page that plays every video t2v recorded in DEST.
+
+The page lists this run's videos first, then those of earlier runs, from a record
+t2v keeps beside them (`.t2v/gallery.json`): a `--limit 1` run into a folder of 8
+videos still shows all 8, while results.csv/json describe this run's rows only.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from storage import Storage
+from tasks.results import (
+    PARAMETER_COLUMNS,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    ResultRow,
+    RunSummary,
+    format_counts,
+)
+
+GALLERY_HTML = "index.html"
+GALLERY_RECORD = ".t2v/gallery.json"
+VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model")
+
+Video = dict[str, Any]
+
+
+@functools.cache
+def _template() -> jinja2.Template:
+    # Autoescaped: prompts, ids and errors are the user's text, shown as text.
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("tasks", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return environment.get_template("gallery.html.j2")
+
+
+def run_videos(results: list[ResultRow], run: str) -> list[Video]:
+    """The videos of a run's `ok` and `skipped` rows, as the gallery lists them."""
+    return [
+        # Videos sit in DEST beside index.html: a video's key is its file name.
+        {"key": r.output.rsplit("/", 1)[-1], "run": run, **{f: getattr(r, f) for f in VIDEO_FIELDS}}
+        for r in results
+        if r.status in ("ok", "skipped")
+    ]
+
+
+def merge_videos(newest: list[Video], earlier: list[Video]) -> list[Video]:
+    """This run's videos first, then earlier runs' that this run did not list again."""
+    keys = {video["key"] for video in newest}
+    return [*newest, *(video for video in earlier if video["key"] not in keys)]
+
+
+def read_gallery_record(storage: Storage) -> list[Video]:
+    """The videos earlier runs recorded; none for a record that is missing or torn."""
+    if storage.stat(GALLERY_RECORD) is None:
+        return []
+    try:
+        videos = json.loads(storage.read_bytes(GALLERY_RECORD))["videos"]
+    except (ValueError, KeyError, TypeError):
+        return []  # this run's videos still make a valid record
+    if not isinstance(videos, list):
+        return []
+    return [v for v in videos if isinstance(v, dict) and isinstance(v.get("key"), str)]
+
+
+def gallery_record(videos: list[Video]) -> bytes:
+    document = {"generator": "t2v-batch", "videos": videos}
+    return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+def gallery_html(
+    videos: list[Video],
+    results: list[ResultRow],
+    summary: RunSummary,
+    link: Callable[[str], str] = quote,
+) -> bytes:
+    """The page: every video, this run's counts, and this run's rows not rendered.
+
+    `link` turns a key in DEST into the page's URL for it: by default the relative
+    key, which works wherever index.html is served from beside the videos.
+    """
+    page = _template().render(
+        summary=summary,
+        counts=format_counts(summary.counts),
+        videos=videos,
+        problems=[r for r in results if r.status in ("failed", "invalid")],
+        link=link,
+        results_csv=RESULTS_CSV,
+        results_json=RESULTS_JSON,
+    )
+    return page.encode("utf-8")

@@ -1,0 +1,29 @@
+"""Output keys: where a row's video lives in DEST, the same in every run and release."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from tasks.manifest import RenderRow
+
+OUTPUT_FORMAT_VERSION = 1
+
+
+def output_key(row: RenderRow, model_identity: str) -> str:
+    """`<id>-<h>.mp4`: `h` hashes the model and every parameter that changes the video."""
+    parameters = {
+        "format": OUTPUT_FORMAT_VERSION,
+        "model": model_identity,
+        "prompt": row.prompt,
+        "negative_prompt": row.negative_prompt,
+        "seed": row.seed,
+        "num_frames": row.num_frames,
+        "height": row.height,
+        "width": row.width,
+        "num_inference_steps": row.num_inference_steps,
+        "guidance_scale": float(row.guidance_scale),  # 9 and 9.0 are the same video
+        "fps": row.fps,
+    }
+    canonical = json.dumps(parameters, sort_keys=True, ensure_ascii=False)
+    return f"{row.id}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}.mp4"

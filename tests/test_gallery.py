@@ -1,0 +1,50 @@
+"""index.html: every video with its prompt, user text shown as text."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tasks.gallery import gallery_html, merge_videos, run_videos
+from tasks.results import ResultRow
+from tests.factories import ROW, SUMMARY, sample_results
+
+
+def test_gallery_escapes_prompts_and_links_videos_relatively() -> None:
+    hostile = ResultRow.for_row(
+        replace(ROW, prompt='<script>alert("x")</script>', negative_prompt="<b>'猫'</b>"),
+        "ok",
+        "m",
+        output="/out/clip-abc.mp4",
+    )
+    skipped = ResultRow.for_row(
+        replace(ROW, id="old"), "skipped", "m", output="s3://bucket/runs/old-def.mp4"
+    )
+    failed = ResultRow.for_row(
+        replace(ROW, id="boom"), "failed", "m", error="<img src=x onerror=alert(1)>"
+    )
+    results = [hostile, skipped, failed, *sample_results()[1:]]
+    page = gallery_html(run_videos(results, "2026-11-28"), results, SUMMARY).decode()
+    assert "<script" not in page and "<img" not in page and "<b>'" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert "&lt;b&gt;&#39;猫&#39;&lt;/b&gt;" in page
+    assert page.count("<video") == 2
+    assert 'src="clip-abc.mp4"' in page and 'src="old-def.mp4"' in page
+    assert "controls loop muted playsinline" in page
+    assert "bad</b> (invalid)" in page and "boom</b> (failed)" in page
+    assert "1 ok, 0 skipped, 0 failed, 1 invalid" in page
+    assert "http" not in page  # self-contained: nothing to fetch
+
+
+def test_earlier_videos_follow_this_runs_and_none_is_listed_twice() -> None:
+    first = [ResultRow.for_row(replace(ROW, id=n), "ok", "m", output=f"/o/{n}.mp4") for n in "abc"]
+    earlier = run_videos(first, "2026-11-27")
+    again = ResultRow.for_row(replace(ROW, id="b"), "skipped", "m", output="/o/b.mp4")
+    new = ResultRow.for_row(replace(ROW, id="d"), "ok", "m", output="/o/d.mp4")
+    failed = ResultRow.for_row(replace(ROW, id="e"), "failed", "m", error="boom")
+    videos = merge_videos(run_videos([again, new, failed], "2026-11-28"), earlier)
+    assert [(v["key"], v["run"]) for v in videos] == [
+        ("b.mp4", "2026-11-28"),
+        ("d.mp4", "2026-11-28"),
+        ("a.mp4", "2026-11-27"),
+        ("c.mp4", "2026-11-27"),
+    ]

@@ -1,0 +1,125 @@
+"""The results manifest: CSV for spreadsheets, JSON for programs, the run summary."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from dataclasses import replace
+
+import pytest
+
+from tasks.manifest import parse_manifest
+from tasks.results import (
+    RESULT_COLUMNS,
+    ResultRow,
+    format_counts,
+    package_versions,
+    results_csv,
+    results_json,
+)
+from tests.factories import ROW, SUMMARY, sample_results
+
+
+def test_results_csv_columns_order_and_values() -> None:
+    text = results_csv(sample_results(), ["Campaign"]).decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    assert len(rows) == 3
+    assert rows[0] == [*RESULT_COLUMNS, "Campaign"]
+    assert RESULT_COLUMNS == (
+        "id", "status", "output", "error", "warning", "prompt", "negative_prompt", "seed",
+        "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "fps",
+        "model", "render_s", "bytes", "sha256",
+    )  # fmt: skip
+    ok = dict(zip(rows[0], rows[1], strict=True))
+    assert ok["negative_prompt"] == 'line\nbreak, comma "quoted" 猫 🎬'
+    assert (ok["id"], ok["status"], ok["bytes"], ok["sha256"]) == ("clip", "ok", "10", "ff")
+    assert (ok["seed"], ok["guidance_scale"], ok["render_s"]) == ("1", "9.0", "0.123")
+    assert ok["Campaign"] == "spring"
+    bad = dict(zip(rows[0], rows[2], strict=True))
+    assert (bad["status"], bad["height"], bad["width"]) == ("invalid", "100", "")
+    assert (bad["prompt"], bad["Campaign"]) == ("'@x", "'-5")
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
+def test_formula_looking_cells_get_a_quote(cell: str) -> None:
+    result = ResultRow.for_row(replace(ROW, prompt=cell, extra={"Campaign": cell}), "ok", "m")
+    row = next(
+        iter(csv.DictReader(io.StringIO(results_csv([result], ["Campaign"]).decode("utf-8-sig"))))
+    )
+    assert row["prompt"] == row["Campaign"] == "'" + cell
+
+
+def test_no_cell_or_header_of_results_csv_starts_a_formula() -> None:
+    data = "\n".join(
+        [
+            'id,prompt,negative_prompt,seed,=HYPERLINK("x"),@Tab',
+            "=ok,=1+1,+cmd|' /C calc'!A0,1,@SUM(A1),-2",
+            "fine,\ra cat,-dog,@seed,\tx,\r=y",
+            "good,a cat,,7,=x,+y",
+        ]
+    ).encode()
+    manifest = parse_manifest(data, "m.csv")
+    results = [ResultRow.for_invalid(row, "=model") for row in manifest.invalid]
+    results += [
+        ResultRow.for_row(
+            row, "failed", "=model", output="+out", error="-boom", warning="@warn", sha256="=h"
+        )
+        for row in manifest.rows
+    ]
+    assert {r.status for r in results} == {"invalid", "failed"}
+    rows = list(
+        csv.reader(io.StringIO(results_csv(results, manifest.extra_columns).decode("utf-8-sig")))
+    )
+    cells = [cell for row in rows for cell in row if cell]
+    assert all(cell[0] not in "=+-@\t\r" for cell in cells), cells
+    assert rows[0][-2:] == ['\'=HYPERLINK("x")', "'@Tab"]
+
+
+def test_benign_cells_are_untouched() -> None:
+    result = ResultRow.for_row(replace(ROW, prompt="a = b"), "ok", "m")
+    row = next(iter(csv.DictReader(io.StringIO(results_csv([result], []).decode("utf-8-sig")))))
+    assert row["prompt"] == "a = b"
+
+
+def test_results_json_keeps_raw_values_and_the_summary() -> None:
+    data = results_json(sample_results(), SUMMARY)
+    assert "猫 🎬".encode() in data  # not \\u escapes
+    document = json.loads(data)
+    assert document["summary"]["counts"] == SUMMARY.counts
+    assert document["summary"]["versions"] == {"python": "3.11"}
+    ok, bad = document["rows"]
+    assert (ok["prompt"], ok["render_s"], ok["guidance_scale"]) == ("=HYPERLINK(1)", 0.123, 9.0)
+    assert ok["extra"] == {"Campaign": "spring"}
+    assert (bad["status"], bad["prompt"], bad["height"]) == ("invalid", "@x", "100")
+    assert bad["extra"] == {"Campaign": "-5"}
+
+
+def test_package_versions_names_python_and_only_installed_packages() -> None:
+    versions = package_versions()
+    assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert "t2v-batch" in versions
+    assert all(versions.values())
+
+
+def test_extra_columns_named_like_results_columns_are_renamed() -> None:
+    # A results.csv fed back in as a manifest carries `status`, `output`, ... as extras.
+    row = ResultRow.for_row(ROW, "ok", "m", output="/out/new.mp4")
+    stale = replace(row, extra={"Status": "failed", "Campaign": "spring"})
+    text = results_csv([stale], ["Status", "Campaign"]).decode("utf-8-sig")
+    header, values = list(csv.reader(io.StringIO(text)))
+    assert header[-2:] == ["manifest_Status", "Campaign"]
+    assert len(set(header)) == len(header)
+    assert dict(zip(header, values, strict=True))["status"] == "ok"
+
+
+def test_results_csv_starts_with_a_bom_for_spreadsheets() -> None:
+    # Without it, spreadsheets read the UTF-8 prompts (猫 🎬) as Latin-1.
+    data = results_csv(sample_results(), ["Campaign"])
+    assert data.startswith(b"\xef\xbb\xbfid,status,")
+    assert "猫 🎬" in data.decode("utf-8-sig")
+
+
+def test_format_counts_names_every_status_in_order() -> None:
+    assert format_counts({"failed": 2, "ok": 1}) == "1 ok, 0 skipped, 2 failed, 0 invalid"
