@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 class Storage(Protocol):
@@ -16,6 +17,12 @@ class Storage(Protocol):
 
     def read_bytes(self, key: str) -> bytes:
         """Return the object's bytes; `StorageError` if it is missing or unreadable."""
+        ...
+
+    def open_read(self, key: str, max_bytes: int | None = None) -> AbstractContextManager[BinaryIO]:
+        """The object's bytes as a stream, closed on leaving the `with`; `StorageError` if it
+        is missing, is not a regular file, or is known before reading to be larger than
+        `max_bytes`, and for failures met while the stream is read inside the `with`."""
         ...
 
     def write_bytes(self, key: str, data: bytes) -> None:
