@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -191,10 +192,10 @@ class NumberColumn:
         first, last = low + (1 - low) % k, high - (high - 1) % k
         centre = min(max(round((value - 1) / k) * k + 1, first), last)
         shown = [v for v in (centre - k, centre, centre + k) if first <= v <= last]
-        return ", ".join(
-            [*(["…"] if shown[0] > first else []), *map(str, shown)]
-            + (["…"] if shown[-1] < last else [])
-        )
+        text = ", ".join(map(str, shown))
+        if shown[0] > first:
+            text = f"…, {text}"
+        return f"{text}, …" if shown[-1] < last else text
 
     def _nearest_multiples(self, value: int) -> str:
         """The allowed multiples just below and above `value`: "96 or 112"."""
@@ -331,9 +332,8 @@ class _CappedStream(io.RawIOBase):
         self._count += len(data)
         if self._count > MAX_MANIFEST_BYTES:
             raise ManifestError(
-                f"{self._source} holds more than {MAX_MANIFEST_BYTES:,} bytes "
-                f"({MAX_MANIFEST_BYTES / 2**20:,.0f} MiB), the most a manifest may: "
-                "split it into smaller runs."
+                f"{self._source} holds more than {MAX_MANIFEST_BYTES:,} bytes, the most a "
+                "manifest may: split it into smaller runs."
             )
         view[: len(data)] = data
         return len(data)
@@ -363,7 +363,7 @@ class _Lines:
         if self._kept is None:
             return line
         if not self._kept and line.startswith("\ufeff"):
-            line, self.bom = line[1:], len("\ufeff".encode())
+            line, self.bom = line[1:], len(codecs.BOM_UTF8)
         self._kept.append(line)
         return line
 
@@ -417,7 +417,7 @@ def _columns(header: list[str], source: str) -> list[str]:
         )
     columns = [name.strip() for name in header]
     lowered = [name.lower() for name in columns]
-    lookalikes = _lookalikes(columns, set(lowered))
+    lookalikes = list(_lookalikes(columns, set(lowered)))
     if "prompt" not in lowered:
         typo = next((name for name, known in lookalikes if known == "prompt"), None)
         if typo is not None:
@@ -442,7 +442,8 @@ def _columns(header: list[str], source: str) -> list[str]:
         raise ManifestError(
             f"{source} gives columns {first} and {number} of its header the same name."
         )
-    for name, known in lookalikes:
+    if lookalikes:
+        name, known = lookalikes[0]
         raise ManifestError(
             f"{source} has a column {_quote(name)} that looks like `{known}`: rename it "
             f"`{known}`, or give it a name further from `{known}` to keep it as an extra column."
@@ -458,9 +459,9 @@ def _lookalikes(columns: list[str], present: set[str]) -> Iterator[tuple[str, st
     lacks, so that `seed` next to a deliberate `seeds` column stays allowed.
     """
     for name in columns:
-        folded = name.lower().replace("-", "_").replace(" ", "_")
         if name.lower() in KNOWN_COLUMNS:
             continue
+        folded = name.lower().replace("-", "_").replace(" ", "_")
         for known in KNOWN_COLUMNS:
             edits = 1 if len(known) <= 4 else 2
             if folded == known or (known not in present and _within(folded, known, edits)):
