@@ -59,7 +59,7 @@ def write_manifest(path: Path, rows: int, padding: int) -> int:
     return longest
 
 
-def measure(rows: int, padding: int, folder: Path, repeats: int) -> Measured:
+def measure(rows: int, folder: Path, repeats: int, padding: int = 0) -> Measured:
     """The fastest of `repeats` fresh processes for each time; the largest peak memory."""
     manifest = folder / f"manifest-{rows}-{padding}.csv"
     prompt_chars = write_manifest(manifest, rows, padding)
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="t2v-bench-manifest-") as scratch:
         cases = [*((rows, 0) for rows in args.rows), (args.long_rows, 940)]
-        results = [measure(rows, pad, Path(scratch), args.repeats) for rows, pad in cases]
+        results = [measure(rows, Path(scratch), args.repeats, pad) for rows, pad in cases]
     text = section(results, baseline_mib())
     publish_section("manifest_scale", text, print_only=args.no_write)
 
