@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Storage(Protocol):
 
     def read_bytes(self, key: str) -> bytes:
         """Return the object's bytes; `StorageError` if it is missing or unreadable."""
+        ...
+
+    def open_read(self, key: str, max_bytes: int | None = None) -> AbstractContextManager[BinaryIO]:
+        """The object's bytes as a stream, closed on leaving the `with`; `StorageError` if it
+        is missing, is not a regular file, or is known before reading to be larger than
+        `max_bytes`, and for failures met while the stream is read inside the `with`."""
         ...
 
     def write_bytes(self, key: str, data: bytes) -> None:

@@ -50,6 +50,34 @@ class LocalStorage:
         except OSError as exc:
             raise _error("read", path, exc) from exc
 
+    @contextlib.contextmanager
+    def open_read(self, key: str, max_bytes: int | None = None) -> Iterator[BinaryIO]:
+        path = self.path(key)
+        try:
+            # Non-blocking, so that a FIFO is refused at once instead of waiting for a writer.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise _error("read", path, exc) from exc
+        try:
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode):
+                kind = "a folder" if stat.S_ISDIR(found.st_mode) else "a device, pipe or socket"
+                raise StorageError(f"cannot read {path}: it is {kind}, not a regular file")
+            if max_bytes is not None and found.st_size > max_bytes:
+                raise StorageError(
+                    f"cannot read {path}: it holds {found.st_size:,} bytes, "
+                    f"more than the {max_bytes:,} allowed"
+                )
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as handle:
+            try:
+                yield handle
+            except OSError as exc:
+                raise _error("read", path, exc) from exc
+
     def write_bytes(self, key: str, data: bytes) -> None:
         self._write_atomically(key, lambda handle: handle.write(data))
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from storage.base import StoredObject
 from storage.errors import StorageError
@@ -118,6 +119,29 @@ class S3Storage:
         except _failures() as exc:
             raise self._error("read", key, exc) from exc
         return data
+
+    @contextlib.contextmanager
+    def open_read(self, key: str, max_bytes: int | None = None) -> Iterator[BinaryIO]:
+        """One GET whose body is read as it arrives; refused from its length alone, before
+        any of it is read, when larger than `max_bytes`."""
+        name = self._key(key)
+        try:
+            response = s3_client().get_object(Bucket=self.bucket, Key=name)
+        except _failures() as exc:
+            raise self._error("read", key, exc) from exc
+        body = response["Body"]
+        try:
+            size = response["ContentLength"]
+            if max_bytes is not None and size > max_bytes:
+                raise StorageError(
+                    f"cannot read {self.uri(key)}: it holds {size:,} bytes, "
+                    f"more than the {max_bytes:,} allowed"
+                )
+            yield body
+        except _failures() as exc:  # a connection dropped or timed out mid-body
+            raise self._error("read", key, exc) from exc
+        finally:
+            body.close()
 
     def write_bytes(self, key: str, data: bytes) -> None:
         # One PUT: S3 shows the old object or the whole new one.

@@ -41,6 +41,21 @@ def _task_names(state: Any) -> list[str]:
     return sorted(run.name.rsplit("-", 1)[0] for run in runs)
 
 
+def _run_logs(state: Any) -> list[str]:
+    """Every log line of the flow run and its tasks, as the UI shows them."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return [log.message for log in logs]
+
+
 def _videos(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.glob("*.mp4"))}
 
@@ -138,6 +153,14 @@ def test_invalid_rows_fail_the_run_after_writing_results(tmp_path: Path) -> None
         ("bad", "invalid"),
         ("good", "invalid"),
     ]
+    # The run's logs say what happened in a line each; an expected failure has no traceback.
+    logs = _run_logs(state)
+    assert any(
+        line.startswith("rendered 1 of 1 rows (4 frames of 64×64, 2 steps) with tiny-random on ")
+        for line in logs
+    ), logs
+    assert "3 rows: 1 ok, 0 skipped, 0 failed, 2 invalid in" in "\n".join(logs)
+    assert not [line for line in logs if "Traceback" in line], logs
     assert "height" in rows[1]["error"]
 
 
@@ -171,3 +194,36 @@ def test_missing_dated_manifest_fails_naming_the_file(tmp_path: Path) -> None:
         f"cannot read {expected}: No such file or directory"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_says_what_the_run_is_doing(tmp_path: Path) -> None:
+    from flows import progress
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def phase(self, text: str) -> None:
+            self.events.append(text)
+
+        def started(self, total_rows: int) -> None:
+            self.events.append(f"{total_rows} rows")
+
+        def row_finished(self, result: ResultRow) -> None:
+            self.events.append(result.status)
+
+    recorder = Recorder()
+    manifest = tiny_manifest(tmp_path, rows=3)
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"), batch_size=2)
+    with progress.listening(recorder):
+        render_manifest(**request.parameters())
+    assert recorder.events == [
+        "reading the manifest",
+        "3 rows",
+        "loading tiny-random on auto",
+        "rendering batch 1 of 2 on cpu",
+        "rendering batch 2 of 2 on cpu",
+        "ok",
+        "ok",
+        "ok",
+    ]

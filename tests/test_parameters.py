@@ -37,6 +37,37 @@ def test_bad_values_are_refused_before_a_run(field: str, value: object) -> None:
         RenderRequest.model_validate({field: value})
 
 
+def test_the_form_has_one_field_per_parameter_with_bounds_and_dropdowns() -> None:
+    from flows.render_flow import render_manifest
+    from tasks.presets import PRESETS
+
+    schema = render_manifest.parameters.model_dump()
+    properties = schema["properties"]
+    assert set(properties) == set(RenderRequest.model_fields)
+    assert all(field.get("description") for field in properties.values())
+    assert (properties["batch_size"]["minimum"], properties["batch_size"]["maximum"]) == (1, 64)
+    assert properties["device"]["enum"][:3] == ["auto", "cpu", "cuda"]
+    preset, free_text = properties["model"]["anyOf"]
+    assert preset["enum"] == list(PRESETS) and free_text["type"] == "string"
+    assert schema.get("required", []) == []
+
+
+def test_every_parameter_default_is_the_requests_and_follows_t2v_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import inspect
+
+    from flows.parameters import defaults
+    from flows.render_flow import render_manifest
+
+    signature = inspect.signature(render_manifest.fn)
+    assert {name: p.default for name, p in signature.parameters.items()} == (
+        defaults().model_dump()
+    )
+    monkeypatch.setenv("T2V_DEVICE", "cpu")
+    assert defaults().device == "cpu"
+
+
 def test_runs_outside_a_deployment_use_local_time() -> None:
     assert schedule_zone(None) is None
 
