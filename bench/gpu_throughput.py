@@ -199,7 +199,10 @@ def _frames(outcome: RenderOutcome) -> np.ndarray:
 
 
 def _encode(frames: np.ndarray, row: RenderRow, folder: Path) -> None:
-    encode_mp4(frames, row.fps, folder / f"{row.id}.mp4")
+    # The benchmark encodes the same rows again for every contender; keep the last one.
+    path = folder / f"{row.id}.mp4"
+    path.unlink(missing_ok=True)
+    encode_mp4(frames, row.fps, path)
 
 
 def measure(

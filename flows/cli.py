@@ -174,10 +174,12 @@ def _preflight(request: Any) -> None:
     """What can be refused in seconds is refused before Prefect starts: the manifest's
     header and rows, the destination, the model's name, folder or weights."""
     from tasks.destination import check_destination, first_batch_bytes
-    from tasks.manifest import read_manifest
-    from tasks.presets import resolve_model
+    from tasks.manifest import read_header, read_manifest
+    from tasks.presets import model_family, resolve_model
 
-    manifest = read_manifest(request.manifest, limit=request.limit)
+    read_header(request.manifest)
+    rules = model_family(request.model).rules
+    manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)
     total = len(manifest.rows) + len(manifest.invalid)
     check_destination(
         request.destination,
@@ -312,12 +314,18 @@ def _report(outcome: Any, stopped_by: int | None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from flows.parameters import defaults
     from tasks.manifest import read_manifest
+    from tasks.presets import model_family
 
-    manifest = read_manifest(args.manifest)
+    family = model_family(args.model or defaults().model)
+    manifest = read_manifest(args.manifest, rules=family.rules)
     for row in manifest.invalid:
         print(f"row {row.line} ({row.id!r}): {row.error}")
-    print(f"{args.manifest}: {len(manifest.rows)} valid, {len(manifest.invalid)} invalid")
+    print(
+        f"{args.manifest}: {len(manifest.rows)} valid, {len(manifest.invalid)} invalid "
+        f"for {family.name}"
+    )
     return EXIT_ROWS_FAILED if manifest.invalid else EXIT_OK
 
 

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
 from storage.errors import StorageError
-from tasks import destination, devices, manifest, publish, render
+from tasks import destination, devices, manifest, presets, publish, render
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 from tasks.render import BatchResult, FailedRender
@@ -44,6 +44,7 @@ check_destination = _io_task(destination.check_destination, "check-destination")
 plan_outputs = _io_task(publish.plan_outputs, "plan-outputs")
 publish_video = _io_task(publish.publish_rendered, "encode-and-publish")
 write_results = _io_task(publish.write_results, "write-results")
+resolve_model = task(name="resolve-model", cache_policy=NO_CACHE)(presets.resolve_model)
 load_model = task(name="load-model", cache_policy=NO_CACHE)(devices.load_model)
 
 

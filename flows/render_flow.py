@@ -129,8 +129,10 @@ def render_request(request: RenderRequest) -> RunSummary:
     started = time.time()
     logger = get_run_logger()
     use_aws_credentials_block(request.aws_credentials_block)
+    # The model's family decides the manifest's defaults and bounds.
+    model = steps.resolve_model(request.model)
     progress.phase("reading the manifest")
-    manifest = steps.read_manifest(request.manifest, limit=request.limit)
+    manifest = steps.read_manifest(request.manifest, limit=request.limit, rules=model.family.rules)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     # Before any model loads or row renders: a destination that cannot take the results
     # must not cost a night of GPU time first.
@@ -141,7 +143,7 @@ def render_request(request: RenderRequest) -> RunSummary:
             manifest.rows, request.batch_size, len(manifest.rows) + len(manifest.invalid)
         ),
     )
-    plan = steps.plan_outputs(manifest, request.model, request.destination, force=request.force)
+    plan = steps.plan_outputs(manifest, model, request.destination, force=request.force)
     logger.info(
         "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",
         request.manifest,

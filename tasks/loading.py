@@ -36,6 +36,23 @@ def folder_family(folder: Path) -> Family:
     return family_for_class(str(index.get("_class_name")), f"{folder}/model_index.json")
 
 
+def index_family(repo: str, revision: str) -> Family:
+    """The family of a Hub repo, from its model_index.json alone (cached, else fetched)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        index = Path(
+            hf_hub_download(repo, "model_index.json", revision=revision, cache_dir=hub_cache())
+        )
+        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except Exception as exc:  # offline, not cached, no such repo, not a pipeline
+        raise ModelLoadError(
+            f"cannot read {repo}'s model_index.json ({first_line(exc)}): fetch the model once "
+            f"with `t2v models pull {repo}`"
+        ) from exc
+    return family_for_class(str(class_name), f"{repo}/model_index.json")
+
+
 def check_pipeline_folder(folder: Path) -> dict[str, Any]:
     """Refuse, before loading anything, what loading would have to trust: Python code,
     pickle weights, or components from libraries other than diffusers and transformers.

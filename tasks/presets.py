@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -14,7 +14,7 @@ from tasks.contenthash import folder_digest
 from tasks.errors import ModelLoadError
 from tasks.families import FAMILIES, Family, family_named
 from tasks.families.base import PresetInfo
-from tasks.loading import folder_family, hub_snapshot, pull
+from tasks.loading import folder_family, hub_snapshot, index_family, pull
 
 # The revision presets take from the Hub. Output keys hash the commit it resolves to in
 # the cache, so other weights never reuse an old video's key.
@@ -109,16 +109,35 @@ def resolve_model(model: str) -> ModelRef:
         return ModelRef(str(path), family.name, path=path.resolve(), content=folder_digest(path))
     if HUB_REPO_ID.fullmatch(model):
         return _hub_ref(model, model, None)
-    raise ModelLoadError(
-        f"unknown model {model!r}: use one of {', '.join(PRESETS)}, "
-        "a folder saved with `save_pretrained` or a Hub repo id ORG/NAME"
-    )
+    return _unknown(model)
 
 
 def _hub_ref(name: str, repo: str, variant: str | None) -> ModelRef:
     snapshot = hub_snapshot(repo, HUB_REVISION, variant, name)
     family = folder_family(snapshot)
     return ModelRef(name, family.name, path=snapshot, revision=snapshot.name, variant=variant)
+
+
+def model_family(model: str) -> Family:
+    """The family `--model` names, for validating a manifest, without loading or fetching
+    weights: a preset's own, a folder's model_index.json, a Hub repo's cached or fetched
+    model_index.json."""
+    preset = PRESETS.get(model)
+    if preset is not None:
+        return preset.family
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return folder_family(path)
+    if HUB_REPO_ID.fullmatch(model):
+        return index_family(model, HUB_REVISION)
+    return _unknown(model)
+
+
+def _unknown(model: str) -> NoReturn:
+    raise ModelLoadError(
+        f"unknown model {model!r}: use one of {', '.join(PRESETS)}, "
+        "a folder saved with `save_pretrained` or a Hub repo id ORG/NAME"
+    )
 
 
 def pull_model(model: str) -> Path:

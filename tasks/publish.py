@@ -81,17 +81,15 @@ class OutputPlan:
         return ResultRow.for_row(row, "failed", self.model.name, error=error)
 
 
-def plan_outputs(manifest: Manifest, model: str, destination: str, force: bool) -> OutputPlan:
+def plan_outputs(manifest: Manifest, ref: ModelRef, destination: str, force: bool) -> OutputPlan:
     """Key every valid row. A row whose key holds a video t2v stored is `skipped` (unless
     `force`); one whose key holds anything t2v did not store is `failed`, never rendered."""
-    from tasks.presets import resolve_model  # imports torch: only when planning a real run
-
+    model = ref.name
     storage = open_storage(destination)
     if isinstance(storage, LocalStorage):
         # What a run killed mid-write left; S3 has no such files (a PUT that never
         # completed is invisible).
         storage.remove_dead_temporaries()
-    ref = resolve_model(model)
     keys = {row.line: output_key(row, ref.identity) for row in manifest.rows}
     done = [ResultRow.for_invalid(row, model) for row in manifest.invalid]
     to_render = []
