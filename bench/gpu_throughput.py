@@ -41,7 +41,7 @@ from bench.steady import Contender, busy_inside_render, run_loop
 from tasks.devices import get_pipeline, resolve_device
 from tasks.encode import encode_mp4
 from tasks.families import family_of
-from tasks.loading import COMPILE_MODES, compile_denoiser, quiet_diffusers
+from tasks.loading import COMPILE_MODES, compile_denoiser, quiet_libraries
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef, build_in_memory, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
@@ -99,11 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         results += measure_engine(settings, device, Path(scratch))
-    with quiet_diffusers():
-        pipe = get_pipeline(resolve_model(settings.model), device)
-        flops = count_video_flops(
-            pipe, settings.size, settings.size, settings.frames, settings.steps
-        )
+    pipe = get_pipeline(resolve_model(settings.model), device)
+    flops = count_video_flops(pipe, settings.size, settings.size, settings.frames, settings.steps)
     section = results_section(settings, device, flops, results)
     write_section(settings.out, "gpu_throughput", section)
     print(section)
@@ -115,14 +112,13 @@ def measure_baseline(settings: Settings, device: torch.device, scratch: Path) ->
     pipe = baseline_pipeline(settings.model, device)
 
     def render(batch: Sequence[RenderRow]) -> list[np.ndarray]:
-        with quiet_diffusers():
-            output = pipe(
-                batch[0].prompt,
-                num_inference_steps=settings.steps,
-                num_frames=settings.frames,
-                height=settings.size,
-                width=settings.size,
-            )
+        output = pipe(
+            batch[0].prompt,
+            num_inference_steps=settings.steps,
+            num_frames=settings.frames,
+            height=settings.size,
+            width=settings.size,
+        )
         return [output.frames[0]]
 
     contender = Contender("baseline (model card)", 1, render, export_like_diffusers, False)
@@ -133,12 +129,12 @@ def baseline_pipeline(model: str, device: torch.device) -> Any:
     """fp16, DPMSolverMultistepScheduler, `enable_model_cpu_offload()`, as the model card has it."""
     from diffusers import DPMSolverMultistepScheduler
 
-    with quiet_diffusers():
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-        pipe = build_in_memory(resolve_model(model), device, dtype).to(device=device, dtype=dtype)
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-        if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
-            pipe.enable_model_cpu_offload(device=device)
+    quiet_libraries()
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    pipe = build_in_memory(resolve_model(model), device, dtype).to(device=device, dtype=dtype)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
+        pipe.enable_model_cpu_offload(device=device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

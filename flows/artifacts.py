@@ -55,18 +55,15 @@ class ProgressArtifact:
         self._updated = time.monotonic()
 
 
-def publish_results(
-    results: list[ResultRow], summary: RunSummary, presign_expiry: int | None = None
-) -> None:
-    """The table of every row and the markdown summary that names the results manifest;
-    with `presign_expiry`, an S3 run's summary links presigned URLs."""
+def publish_results(results: list[ResultRow], summary: RunSummary) -> None:
+    """The table of every row and the markdown summary that names the results manifest."""
     create_table_artifact(
         results_table(results),
         key=RESULTS_KEY,
         description=f"One row per manifest row; the full manifest is {summary.results}.",
     )
     create_markdown_artifact(
-        summary_markdown(summary, presign_expiry),
+        summary_markdown(summary),
         key=SUMMARY_KEY,
         description="Counts, speed, and links to results.csv and the gallery.",
     )
@@ -85,7 +82,7 @@ def results_table(results: list[ResultRow]) -> list[dict[str, Any]]:
     ]
 
 
-def summary_markdown(summary: RunSummary, presign_expiry: int | None = None) -> str:
+def summary_markdown(summary: RunSummary) -> str:
     return "\n".join(
         [
             "# Render summary",
@@ -99,22 +96,17 @@ def summary_markdown(summary: RunSummary, presign_expiry: int | None = None) -> 
             f"| model | `{_code(summary.model)}` on `{_code(summary.device)}` |",
             f"| destination | `{_code(summary.destination)}` |",
             "",
-            f"- {_location(RESULTS_CSV, summary.destination, presign_expiry)}",
-            f"- {_location('gallery', summary.destination, presign_expiry, GALLERY_HTML)}",
+            f"- {_location(RESULTS_CSV, summary.destination, RESULTS_CSV)}",
+            f"- {_location('gallery', summary.destination, GALLERY_HTML)}",
         ]
     )
 
 
-def _location(
-    text: str, destination: str, presign_expiry: int | None, key: str = RESULTS_CSV
-) -> str:
-    """A browser opens neither file:// links from the UI nor s3:// ones: those are shown
-    as text to copy; an S3 run with presigned URLs links one."""
-    storage = open_storage(destination)
-    location = storage.uri(key)
-    if presign_expiry is not None and location.startswith("s3://"):
-        return f"[{text}](<{storage.presigned_url(key, presign_expiry)}>): `{_code(location)}`"
-    return f"{text}: `{_code(location)}`"
+def _location(text: str, destination: str, key: str) -> str:
+    """A browser opens neither file:// links from the UI nor s3:// ones: they are shown as
+    text to copy. Never a presigned URL: it would put a key id, and read access to the
+    bucket, into the Prefect server's records."""
+    return f"{text}: `{_code(open_storage(destination).uri(key))}`"
 
 
 def _code(text: str) -> str:

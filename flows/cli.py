@@ -173,6 +173,7 @@ def _render(args: argparse.Namespace) -> int:
 def _preflight(request: Any) -> None:
     """What can be refused in seconds is refused before Prefect starts: the manifest's
     header and rows, the destination, the model's name, folder or weights."""
+    from flows.prefect_api import check_api
     from tasks.destination import check_destination, first_batch_bytes
     from tasks.manifest import read_header, read_manifest
     from tasks.presets import model_family, resolve_model
@@ -180,6 +181,8 @@ def _preflight(request: Any) -> None:
     read_header(request.manifest)
     rules = model_family(request.model).rules
     manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)
+    if configured := os.environ.get("PREFECT_API_URL"):
+        check_api(configured)  # before the destination check creates DEST
     total = len(manifest.rows) + len(manifest.invalid)
     check_destination(
         request.destination,
@@ -191,13 +194,12 @@ def _preflight(request: Any) -> None:
 
 @contextmanager
 def _api() -> Iterator[tuple[str, TemporaryServer | None]]:
-    """The configured Prefect API, checked; else a temporary server for this run."""
+    """The configured Prefect API (checked by `_preflight`); else a temporary server."""
     from flows import progress
-    from flows.prefect_api import check_api, temporary_server
+    from flows.prefect_api import temporary_server
 
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
-        check_api(configured)
         yield configured, None
         return
     progress.phase("starting a temporary Prefect server")
@@ -294,7 +296,10 @@ def _report(outcome: Any, stopped_by: int | None) -> int:
         print(outcome.summary.one_line())
         if outcome.stopped and stopped_by is None:
             # This process cannot use the device again; the next command starts afresh.
-            print(f"t2v: {outcome.stopped}; rendering stopped, rerun to resume", file=sys.stderr)
+            print(
+                f"t2v: {outcome.stopped}; rendering stopped, rerun the same command to resume",
+                file=sys.stderr,
+            )
     elif isinstance(outcome, T2VError):
         if stopped_by is None:
             raise outcome

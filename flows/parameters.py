@@ -8,8 +8,9 @@ environment variables that change the defaults all come from here.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -193,6 +194,19 @@ def build_request(option: Callable[[str], str] = str, **values: Any) -> RenderRe
         source = option(name) if name in values else f"{ENV_PREFIX}{name.upper()}"
         message = first_line(ValueError(error["msg"])).removeprefix("Value error, ")
         raise ParameterError(f"{source}={given!r}: {message}") from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def describe_parameters(fn: F) -> F:
+    """Give `fn` an `Args:` section made of the request's field descriptions: Prefect's
+    form takes each parameter's description from the flow's docstring."""
+    lines = [
+        f"    {name}: {field.description}" for name, field in RenderRequest.model_fields.items()
+    ]
+    fn.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\nArgs:\n" + "\n".join(lines)
+    return fn
 
 
 def defaults() -> RenderRequest:

@@ -33,6 +33,7 @@ from flows.parameters import (
     RenderTimeoutScale,
     build_request,
     defaults,
+    describe_parameters,
 )
 from flows.run_date import scheduled_date
 from tasks import interrupt
@@ -92,6 +93,7 @@ class RenderingStop:
     ),
     validate_parameters=True,
 )
+@describe_parameters
 def render_manifest(
     manifest: ManifestUri = DEFAULTS.manifest,
     destination: Destination = DEFAULTS.destination,
@@ -159,7 +161,7 @@ def render_request(request: RenderRequest) -> RunSummary:
     steps.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
-    artifacts.publish_results(results, summary, request.presign_expiry)
+    artifacts.publish_results(results, summary)
     logger.info(summary.one_line())
     if summary.counts["failed"] or summary.counts["invalid"]:
         raise RowsFailedError(summary, stopped)

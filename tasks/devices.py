@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from tasks.errors import ModelLoadError
-from tasks.loading import compile_denoiser, compile_mode, load_pretrained, place, quiet_diffusers
+from tasks.loading import compile_denoiser, compile_mode, load_pretrained, place, quiet_libraries
 from tasks.presets import ModelRef, build_in_memory
 
 logger = logging.getLogger("t2v")
@@ -99,12 +99,12 @@ def _load(model: ModelRef, device: torch.device) -> Any:
     dtype = dtype_for(device)
     mode = compile_mode()  # a bad T2V_COMPILE fails before minutes of loading
     family = model.family
-    with quiet_diffusers():
-        if model.path is not None:
-            pipe = load_pretrained(model.path, family, dtype, model.variant)
-        else:
-            pipe = build_in_memory(model, device, dtype)
-        place(pipe, family, device, dtype)
+    quiet_libraries()
+    if model.path is not None:
+        pipe = load_pretrained(model.path, family, dtype, model.variant)
+    else:
+        pipe = build_in_memory(model, device, dtype)
+    place(pipe, family, device, dtype)
     if mode is not None:
         compile_denoiser(pipe, family, mode)
     # Loads take minutes at full size: worth a line in the worker's log.

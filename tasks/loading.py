@@ -3,12 +3,8 @@ Hub only the files a pipeline needs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +94,7 @@ def load_pretrained(folder: Path, family: Family, dtype: torch.dtype, variant: s
         return DiffusionPipeline.from_pretrained(
             str(folder),
             variant=variant,
-            torch_dtype={"default": dtype, **family.component_dtypes(dtype)},
+            dtype={"default": dtype, **family.component_dtypes(dtype)},
             use_safetensors=True,
             local_files_only=True,
             trust_remote_code=False,
@@ -204,20 +200,12 @@ def compile_denoiser(pipe: Any, family: Family, mode: str) -> None:
     family.denoiser(pipe).compile(mode=mode)
 
 
-@contextlib.contextmanager
-def quiet_diffusers() -> Iterator[None]:
-    """Keep diffusers' deprecation notices (e.g. for ModelScope's pipeline) and its info
-    logs out of users' output."""
+def quiet_libraries() -> None:
+    """Keep diffusers' and transformers' notices (ModelScope's pipeline is deprecated) and
+    info logs out of users' output. Their loggers' levels, set once for the process: a
+    context around every render would race with the threads publishing beside it."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
-    logging.getLogger("diffusers").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        diffusers_logging.set_verbosity(level)

@@ -29,7 +29,6 @@ from tasks.devices import device_failure, device_lock, get_pipeline, mark_device
 from tasks.errors import DeviceFailedError, RenderError, first_line
 from tasks.families import family_of
 from tasks.interrupt import INTERRUPTED, stop_requested
-from tasks.loading import quiet_diffusers
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 
@@ -242,7 +241,7 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
     generators = [torch.Generator(device=device).manual_seed(row.seed) for row in rows]
     # 3. One pipeline call, the family's way, to uint8 frames on the device
     try:
-        with torch.inference_mode(), quiet_diffusers():
+        with torch.inference_mode():
             videos = family.generate(pipe, rows, generators).cpu().numpy()
     except torch.cuda.OutOfMemoryError:
         raise

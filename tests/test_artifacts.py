@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-import storage.s3
 from flows import artifacts
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
@@ -42,18 +41,12 @@ def test_summary_shows_local_locations_as_text() -> None:
     assert "file://" not in text and "](" not in text
 
 
-def test_summary_shows_s3_locations_as_text_or_presigned_links(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAFAKE", "AWS_SECRET_ACCESS_KEY": "fake"}.items():
-        monkeypatch.setenv(name, value)  # presigning signs locally: no request is sent
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setattr(storage.s3, "_clients", {})
+def test_summary_shows_s3_locations_as_text_never_presigned() -> None:
+    # A presigned URL in the server's records would hand read access to anyone with the UI.
     text = artifacts.summary_markdown(_summary("s3://bucket/renders/2026-11-28"))
     assert "- gallery: `s3://bucket/renders/2026-11-28/index.html`" in text
-    linked = artifacts.summary_markdown(_summary("s3://bucket/renders"), presign_expiry=3600)
-    assert "- [gallery](<https://bucket.s3.amazonaws.com/renders/index.html?" in linked
-    assert "X-Amz-Expires=3600" in linked and "`s3://bucket/renders/index.html`" in linked
+    assert "- results.csv: `s3://bucket/renders/2026-11-28/results.csv`" in text
+    assert "X-Amz" not in text and "](" not in text
 
 
 def test_table_has_one_row_per_result_with_long_prompts_clipped() -> None:

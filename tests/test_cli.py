@@ -51,13 +51,13 @@ def test_check_prints_every_row_error(cli_env: dict[str, str]) -> None:
     lines = done.stdout.splitlines()
     assert any("`height`" in line for line in lines)
     assert any("`id`" in line for line in lines)
-    assert "valid" in lines[-1]
+    assert lines[-1] == "examples/nasty.csv: 5 valid, 7 invalid for ModelScope"
 
 
 def test_check_of_a_clean_manifest_exits_0(cli_env: dict[str, str]) -> None:
     done = t2v("check", "examples/prompts.csv", env=cli_env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().endswith("8 valid, 0 invalid")
+    assert done.stdout.strip().endswith("8 valid, 0 invalid for ModelScope")
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_check_of_a_clean_manifest_exits_0(cli_env: dict[str, str]) -> None:
         (["check", "missing.csv"], "missing.csv"),
         (["render", "missing.csv", "--model", "tiny-random"], "missing.csv"),
         (["render", "examples/prompts.csv", "--model", "nope"], "unknown model 'nope'"),
-        (["render", "examples/prompts.csv", "--model", "ms-1.7b"], "hf download"),
+        (["render", "examples/prompts.csv", "--model", "ms-1.7b"], "t2v models pull ms-1.7b"),
         (["render", "examples/prompts.csv", "--device", "tpu"], "--device='tpu'"),
         (["render", "m.csv", "--batch-size", "0"], "--batch-size='0'"),
         (["render", "examples/prompts.csv", "--out", "gs://bucket/x"], "unsupported location"),
@@ -93,7 +93,7 @@ def test_usage_errors_exit_2_with_one_line(
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["render", "m.csv", "--frobnicate"], "--frobnicate"), (["render"], "MANIFEST")],
+    [(["render", "m.csv", "--limit"], "--limit"), (["render"], "MANIFEST")],
 )
 def test_bad_arguments_exit_2_with_usage(
     cli_env: dict[str, str], args: list[str], message: str

@@ -94,16 +94,16 @@ def test_ui_started_run_renders_and_shows_artifacts(
                 return labelled.last.locator("textarea, input").first
 
             # A bad value is refused by the form, before any run exists.
-            field("Batch Size (Optional)").fill("0")
+            field("batch_size (Optional)").fill("0")
             page.get_by_role("button", name="Submit").click()
             expect(page.get_by_text("0 is less than the minimum of 1").first).to_be_visible()
             assert flow_runs(server, "on-demand") == []
 
             # A fresh form for the real run: the UI can fail to resubmit after a refusal.
             page.reload()
-            field("Batch Size (Optional)").fill("2")
-            field("Manifest (Optional)").fill(str(tmp_path / "prompts-{date}.csv"))
-            field("Destination (Optional)").fill(str(tmp_path / "renders" / "{date}"))
+            field("batch_size (Optional)").fill("2")
+            field("manifest (Optional)").fill(str(tmp_path / "prompts-{date}.csv"))
+            field("destination (Optional)").fill(str(tmp_path / "renders" / "{date}"))
             page.get_by_role("button", name="Submit").click()
             wait_for(lambda: bool(flow_runs(server, "on-demand")), 30, f"the UI's run: {problems}")
             (run,) = flow_runs(server, "on-demand")

@@ -251,7 +251,9 @@ def test_fatal_cuda_error_stops_the_run_and_keeps_what_rendered(
     error = state.result(raise_on_failure=False)
     assert isinstance(error, RowsFailedError)
     assert error.stopped == FATAL
-    assert str(error).startswith(f"{FATAL}; rendering stopped, rerun to resume; 2 ok, 6 failed")
+    assert str(error).startswith(
+        f"{FATAL}; rendering stopped, rerun to resume; 2 ok, 0 skipped, 6 failed, 0 invalid"
+    )
     errors = sorted(row["error"] for row in _results(out).values())
     assert errors == sorted(["", ""] + [FATAL] * 2 + [not_rendered(FATAL)] * 4)
     assert len(list(out.glob("*.mp4"))) == 2

@@ -17,6 +17,7 @@ import pytest
 from storage import LocalStorage, StorageError, StoredObject
 from tasks.keys import output_key
 from tasks.manifest import Manifest
+from tasks.presets import resolve_model
 from tasks.publish import (
     ALREADY_STORED,
     plan_outputs,
@@ -84,7 +85,7 @@ def test_planning_skips_only_sound_videos_t2v_stored(tmp_path: Path) -> None:
     (out / keys["dangling"]).symlink_to(tmp_path / "gone.mp4")
     (out / keys["folder"]).mkdir()
 
-    plan = plan_outputs(Manifest(rows, [], []), "tiny-random", str(out), force=False)
+    plan = plan_outputs(Manifest(rows, [], []), resolve_model("tiny-random"), str(out), force=False)
     assert [row.id for row in plan.to_render] == ["broken", "new"]
     done = {result.id: result for result in plan.done}
     skipped = done.pop("ours")
@@ -100,7 +101,9 @@ def test_planning_skips_only_sound_videos_t2v_stored(tmp_path: Path) -> None:
         f"{out / keys['link']} holds a file, link or folder that t2v did not store: "
         "move it away and rerun (t2v never replaces it)"
     )
-    forced = plan_outputs(Manifest(rows, [], []), "tiny-random", str(out), force=True)
+    forced = plan_outputs(
+        Manifest(rows, [], []), resolve_model("tiny-random"), str(out), force=True
+    )
     assert [row.id for row in forced.to_render] == ["ours", "broken", "new"]
     assert (out / keys["link"]).readlink() == Path("/etc/hostname")
 

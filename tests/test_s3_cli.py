@@ -9,7 +9,8 @@ import pytest
 from storage.s3 import s3_client
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
 from tests.test_cli import t2v
-from tests.test_s3_flow import MANIFEST, RESULTS, _put_manifest, _results, _versions
+from tests.test_s3_flow import MANIFEST, _put_manifest, _results, _versions
+from tests.test_s3_flow import S3_RESULTS as RESULTS
 
 pytestmark = pytest.mark.slow
 
@@ -97,4 +98,4 @@ def test_check_reads_a_manifest_from_s3(s3_bucket: str, s3_cli_env: dict[str, st
     manifest = _put_manifest(s3_bucket, text=MANIFEST)
     done = t2v("check", manifest, "--s3-endpoint", endpoint, env=s3_cli_env)
     assert done.returncode == 1, done.stderr
-    assert done.stdout.splitlines()[-1] == f"{manifest}: 3 valid, 1 invalid"
+    assert done.stdout.splitlines()[-1] == f"{manifest}: 3 valid, 1 invalid for ModelScope"

@@ -80,7 +80,7 @@ def _request(tmp_path: Path) -> dict[str, Any]:
     manifest = tmp_path / "boats.csv"
     manifest.write_text(MANIFEST)
     destination = str(tmp_path / "renders")
-    return {"request": {"manifest": str(manifest), "destination": destination, "batch_size": 1}}
+    return {"manifest": str(manifest), "destination": destination, "batch_size": 1}
 
 
 def _videos(destination: Path) -> dict[str, tuple[int, int]]:
