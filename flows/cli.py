@@ -6,25 +6,17 @@ import argparse
 import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import T2VError
 
 if TYPE_CHECKING:
     from flows.prefect_api import TemporaryServer
-    from flows.progress_bar import ProgressBar
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
-# After a first Ctrl-C or SIGTERM, the run gets this long to publish what it rendered and
-# write its results; containers send SIGKILL 10-30 s after SIGTERM.
-STOP_GRACE_S = 4.0
-SUPERVISE_EVERY_S = 0.2
 
 EPILOG = """\
 example:
@@ -161,12 +153,13 @@ def _request(args: argparse.Namespace) -> Any:
 def _render(args: argparse.Namespace) -> int:
     from flows import progress
     from flows.progress_bar import ProgressBar
+    from flows.supervisor import run_supervised
 
     request = _request(args)
     _preflight(request)
     _quiet_prefect_console()
     with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
-        outcome, stopped_by = _run_supervised(request, api_url, server, bar)
+        outcome, stopped_by = run_supervised(request, api_url, server, bar)
     return _report(outcome, stopped_by)
 
 
@@ -207,90 +200,8 @@ def _api() -> Iterator[tuple[str, TemporaryServer | None]]:
         yield server.url, server
 
 
-def _run_supervised(
-    request: Any, api_url: str, server: TemporaryServer | None, bar: ProgressBar
-) -> tuple[Any, int | None]:
-    """Run the flow in a thread while this (main) thread handles signals and watches the
-    temporary server. Returns the flow's outcome and the signal that stopped it, if any."""
-    from tasks import interrupt
-
-    outcome: list[Any] = []
-    thread = threading.Thread(
-        target=_run_flow, args=(request, api_url, outcome), name="t2v-flow", daemon=True
-    )
-    received: list[int] = []
-    stopping_since: list[float] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if received:
-            bar.stop()
-            _exit_now(f"stopped at once by a second {signal.Signals(signum).name}", signum)
-        received.append(signum)
-        stopping_since.append(time.monotonic())
-        interrupt.request_stop(f"interrupted by {signal.Signals(signum).name}")
-        bar.phase("stopping: publishing finished videos, writing results")
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        thread.start()
-        while thread.is_alive():
-            thread.join(SUPERVISE_EVERY_S)
-            if server is not None and server.died():
-                bar.stop()
-                _exit_now(
-                    f"the temporary Prefect server exited (status {server.exit_code()}) during "
-                    "the run; videos already stored are kept: rerun the same command to resume",
-                    None,
-                )
-            if stopping_since and time.monotonic() - stopping_since[0] > STOP_GRACE_S:
-                bar.stop()
-                _exit_now(
-                    f"interrupted; the run did not finish its results within {STOP_GRACE_S:g} s. "
-                    "Videos already stored are kept: rerun the same command to resume",
-                    received[0],
-                )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return outcome[0], received[0] if received else None
-
-
-def _run_flow(request: Any, api_url: str, outcome: list[Any]) -> None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.render_flow import render_manifest
-
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
-        try:
-            state = render_manifest(**request.parameters(), return_state=True)
-            outcome.append(state.result(raise_on_failure=False))
-        except BaseException as exc:  # handed to the main thread, which reports it
-            outcome.append(exc)
-        finally:
-            _drain_prefect_workers()
-
-
-def _drain_prefect_workers() -> None:
-    """Send the run's last logs and events before the server they go to stops."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            worker.drain_all(timeout=5)
-        except RuntimeError:
-            continue  # never started
-
-
-def _exit_now(message: str, signum: int | None) -> None:
-    """Leave at once: a second signal, a dead server. Stored videos stay; a rerun resumes."""
-    print(f"t2v: {message}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(EXIT_ROWS_FAILED if signum is None else 128 + signum)
-
-
 def _report(outcome: Any, stopped_by: int | None) -> int:
-    from flows.render_flow import RowsFailedError
+    from flows.errors import RowsFailedError
 
     if isinstance(outcome, RowsFailedError):
         print(outcome.summary.one_line())

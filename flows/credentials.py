@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from flows.errors import CredentialsError
 from storage.s3 import Credentials, use_credentials
-from tasks.errors import T2VError, first_line
+from tasks.errors import first_line
 
 KEYS = ("aws_access_key_id", "aws_secret_access_key")
-
-
-class CredentialsError(T2VError):
-    """A credentials block is missing or malformed; the message never holds its value."""
 
 
 def use_aws_credentials_block(name: str | None) -> None:

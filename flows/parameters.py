@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flows.errors import ParameterError
 from storage.s3 import MAX_PRESIGN_EXPIRY
 from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
-from tasks.errors import T2VError, first_line
+from tasks.errors import first_line
 from tasks.manifest import MAX_ROWS
 from tasks.presets import PRESETS
 
@@ -133,10 +134,6 @@ PresignExpiry = Annotated[
         ),
     ),
 ]
-
-
-class ParameterError(T2VError):
-    """A parameter, or a `T2V_*` environment variable, breaks its rule."""
 
 
 class RenderRequest(BaseSettings):

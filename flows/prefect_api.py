@@ -18,16 +18,12 @@ from pathlib import Path
 
 import httpx
 
-from tasks.errors import T2VError
+from flows.errors import PrefectApiError
 
 HEALTH_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 5.0
 _PR_SET_PDEATHSIG = 1
-
-
-class PrefectApiError(T2VError):
-    """The Prefect API cannot be used: unreachable, not a Prefect API, or refusing us."""
 
 
 def check_api(url: str) -> None:

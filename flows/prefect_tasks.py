@@ -42,7 +42,7 @@ def _io_task(fn: Callable[P, R], name: str) -> Task[P, R]:
 read_manifest = _io_task(manifest.read_manifest, "read-manifest")
 check_destination = _io_task(destination.check_destination, "check-destination")
 plan_outputs = _io_task(publish.plan_outputs, "plan-outputs")
-publish_video = _io_task(publish.publish_rendered, "encode-and-publish")
+publish_rendered = _io_task(publish.publish_rendered, "encode-and-publish")
 write_results = _io_task(publish.write_results, "write-results")
 resolve_model = task(name="resolve-model", cache_policy=NO_CACHE)(presets.resolve_model)
 load_model = task(name="load-model", cache_policy=NO_CACHE)(devices.load_model)
@@ -58,7 +58,7 @@ load_model = task(name="load-model", cache_policy=NO_CACHE)(devices.load_model)
     retries=1,
     cache_policy=NO_CACHE,
 )
-def render_batch(
+def render_rows(
     model: ModelRef, device: str, rows: Sequence[RenderRow], timeout_scale: float = 1.0
 ) -> BatchResult:
     """`render.render_rows`, and one log line that says what the batch was and cost.

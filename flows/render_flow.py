@@ -14,9 +14,9 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows import artifacts, progress, run_logs
-from flows import prefect_tasks as steps
+from flows import artifacts, prefect_tasks, progress, run_logs
 from flows.credentials import use_aws_credentials_block
+from flows.errors import RowsFailedError
 from flows.parameters import (
     AwsCredentialsBlock,
     BatchSize,
@@ -39,32 +39,17 @@ from flows.run_date import scheduled_date
 from tasks import interrupt
 from tasks.budget import check_budget
 from tasks.destination import first_batch_bytes
-from tasks.errors import T2VError, first_line
+from tasks.errors import first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan
 from tasks.render import BatchResult, FailedRender, RenderOutcome, not_rendered, plan_batches
-from tasks.results import ResultRow, RunSummary, format_counts, summarize
+from tasks.results import ResultRow, RunSummary, summarize
 
 # Batches rendered ahead of publishing: the GPU works on batch k+1 while batch k
 # is encoded and uploaded, and at most this many batches of frames sit in memory.
 RENDER_WINDOW = 2
 DEFAULTS = defaults()
 run_logs.keep_expected_failures_to_one_line()
-
-
-class RowsFailedError(T2VError):
-    """Some rows ended `failed` or `invalid`; raised after the results manifest is written.
-
-    `stopped` says why rendering stopped early (a failed device, an interrupt), when it did.
-    """
-
-    def __init__(self, summary: RunSummary, stopped: str | None = None) -> None:
-        message = f"{format_counts(summary.counts)}; see {summary.results}"
-        if stopped:
-            message = f"{stopped}; rendering stopped, rerun to resume; {message}"
-        super().__init__(message)
-        self.summary = summary
-        self.stopped = stopped
 
 
 @dataclass
@@ -132,20 +117,22 @@ def render_request(request: RenderRequest) -> RunSummary:
     logger = get_run_logger()
     use_aws_credentials_block(request.aws_credentials_block)
     # The model's family decides the manifest's defaults and bounds.
-    model = steps.resolve_model(request.model)
+    model = prefect_tasks.resolve_model(request.model)
     progress.phase("reading the manifest")
-    manifest = steps.read_manifest(request.manifest, limit=request.limit, rules=model.family.rules)
+    manifest = prefect_tasks.read_manifest(
+        request.manifest, limit=request.limit, rules=model.family.rules
+    )
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     # Before any model loads or row renders: a destination that cannot take the results
     # must not cost a night of GPU time first.
-    steps.check_destination(
+    prefect_tasks.check_destination(
         request.destination,
         request.manifest,
         first_batch_bytes(
             manifest.rows, request.batch_size, len(manifest.rows) + len(manifest.invalid)
         ),
     )
-    plan = steps.plan_outputs(manifest, model, request.destination, force=request.force)
+    plan = prefect_tasks.plan_outputs(manifest, model, request.destination, force=request.force)
     logger.info(
         "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",
         request.manifest,
@@ -158,7 +145,7 @@ def render_request(request: RenderRequest) -> RunSummary:
     with progress.listening(artifacts.ProgressArtifact()):
         device, results, stopped = collect_results(request, plan)
     summary = summarize(results, request.model, device, request.destination, started)
-    steps.write_results(
+    prefect_tasks.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
     artifacts.publish_results(results, summary)
@@ -179,7 +166,7 @@ def collect_results(
     if plan.to_render and stop.check() is None:
         # A rerun with every video in place loads no model at all.
         progress.phase(f"loading {plan.model.name} on {request.device}")
-        device = steps.load_model(plan.model, request.device)
+        device = prefect_tasks.load_model(plan.model, request.device)
     results: list[ResultRow] = []
     rows = itertools.chain(plan.done, render_and_publish(request, device, plan, stop))
     for result in rows:
@@ -201,7 +188,9 @@ def render_and_publish(
             yield from (plan.failed(row, stop.row_error()) for row in batch)
             continue
         progress.phase(f"rendering batch {number} of {len(batches)} on {device}")
-        future = steps.render_batch.submit(plan.model, device, batch, request.render_timeout_scale)
+        future = prefect_tasks.render_rows.submit(
+            plan.model, device, batch, request.render_timeout_scale
+        )
         rendering.append((batch, future))
         if len(rendering) >= RENDER_WINDOW:
             yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
@@ -232,7 +221,7 @@ def _publish_rendered(
             yield plan.failed(rendered.row, rendered.error)
         else:
             key = plan.keys[rendered.row.line]
-            task = steps.publish_video.submit(
+            task = prefect_tasks.publish_rendered.submit(
                 request.destination, rendered, key, plan.model.name, exclusive=not request.force
             )
             publishing.track(rendered.row, task)

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.errors import T2VError
+from tasks.errors import BudgetError
 from tasks.manifest import RenderRow
 
 # A reference video: DESIGN's defaults of 16 frames of 256×256 with 25 steps.
 REFERENCE_WORK = 16 * 256 * 256 * 25
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_WORK = DEFAULT_MAX_ROWS * REFERENCE_WORK
-
-
-class BudgetError(T2VError):
-    """A run asks for more videos, or more rendering work, than its budget allows."""
 
 
 def work(row: RenderRow) -> int:

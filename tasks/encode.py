@@ -15,7 +15,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from tasks.errors import T2VError
+from tasks.errors import EncodeError
 
 # Constant quality, visually lossless for these small clips; `fast` keeps encoding far
 # below the render time of a video.
@@ -25,10 +25,6 @@ SIGNAL_REASONS = {"SIGXFSZ": " (its output outgrew the file size limit)"}
 # million pixels a second on one core; the limit allows ten times less, and a minute at least.
 MIN_ENCODE_TIMEOUT_S = 60.0
 SLOWEST_PIXELS_PER_S = 500_000
-
-
-class EncodeError(T2VError):
-    """ffmpeg could not turn frames into an MP4."""
 
 
 def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:

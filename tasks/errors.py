@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 from storage.errors import StorageError, T2VError
 
-if TYPE_CHECKING:
-    from tasks.render import RenderOutcome
-
 __all__ = [
+    "BudgetError",
     "DeviceFailedError",
+    "EncodeError",
     "ManifestError",
     "ModelLoadError",
     "RenderError",
@@ -39,21 +35,17 @@ class RenderError(T2VError):
 
 
 class DeviceFailedError(RenderError):
-    """The device cannot be used again by this process: a fatal CUDA error, or a render that
-    hung. Retrying in the process is futile; a rerun, in a fresh process, resumes.
+    """The device cannot be used again by this process: a fatal CUDA error. Retrying in the
+    process is futile; a rerun, in a fresh process, resumes. It never leaves the render
+    module: a batch reports it as its `BatchResult.device_failure`."""
 
-    `reason` says what happened to the device; `outcomes` holds each row of the batch:
-    rendered before the failure, or failed.
-    """
 
-    def __init__(self, message: str, reason: str, outcomes: Sequence[RenderOutcome]) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.outcomes = list(outcomes)
+class BudgetError(T2VError):
+    """A run asks for more videos, or more rendering work, than its budget allows."""
 
-    # Prefect pickles a failed task's exception when it persists results.
-    def __reduce__(self) -> tuple[type[DeviceFailedError], tuple[str, str, list[RenderOutcome]]]:
-        return type(self), (str(self), self.reason, self.outcomes)
+
+class EncodeError(T2VError):
+    """ffmpeg could not turn frames into an MP4."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -177,8 +177,8 @@ def _render_watched(pipe: Any, rows: Sequence[RenderRow], timeout_s: float) -> B
         return BatchResult(outcomes)
     error = errors[0]
     if isinstance(error, DeviceFailedError):
-        mark_device_failed(device_of(pipe), error.reason)
-        return _device_failed(str(error), error.reason, rows, outcomes)
+        mark_device_failed(device_of(pipe), str(error))
+        return _device_failed(str(error), str(error), rows, outcomes)
     raise error
 
 
@@ -254,7 +254,7 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
             # An illegal access, a device-side assert, a launch failure...: the process's
             # CUDA context is unusable afterwards; only a fresh process can go on.
             reason = f"the GPU hit a fatal error: {message}"
-            raise DeviceFailedError(reason, reason, []) from exc
+            raise DeviceFailedError(reason) from exc
         raise RenderError(f"render of {len(rows)} row(s) failed: {message}") from exc
     elapsed = (time.perf_counter() - started) / len(rows)
     warnings = truncation_warnings(pipe, rows)

@@ -12,7 +12,8 @@ from prefect.states import State
 
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
-from tasks.budget import DEFAULT_MAX_WORK, REFERENCE_WORK, BudgetError, check_budget, work
+from tasks.budget import DEFAULT_MAX_WORK, REFERENCE_WORK, check_budget, work
+from tasks.errors import BudgetError
 from tasks.families.modelscope import ModelScope
 from tasks.manifest import RenderRow
 

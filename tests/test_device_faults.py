@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
+from flows.errors import RowsFailedError
 from flows.parameters import RenderRequest
-from flows.render_flow import RowsFailedError, render_manifest
+from flows.render_flow import render_manifest
 from tasks import devices, interrupt
 from tasks.interrupt import INTERRUPTED
 from tasks.presets import resolve_model

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tasks import encode
-from tasks.encode import EncodeError, encode_mp4
+from tasks.encode import encode_mp4
+from tasks.errors import EncodeError
 from tests.conftest import REPO
 from tests.mp4probe import decode_frames, probe_mp4
 
@@ -123,7 +124,7 @@ def test_ffmpeg_killed_mid_write_leaves_no_file(tmp_path: Path) -> None:
     code = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from tasks.encode import EncodeError, encode_mp4\n"
+        "from tasks.errors import EncodeError\nfrom tasks.encode import encode_mp4\n"
         "from tests.test_encode import gradient\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))\n"
         "try:\n"

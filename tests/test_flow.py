@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from flows.errors import RowsFailedError
 from flows.parameters import RenderRequest
-from flows.render_flow import RowsFailedError, render_manifest
+from flows.render_flow import render_manifest
 from tasks.families.modelscope import ModelScope
 from tasks.publish import ResultRow
 

@@ -17,9 +17,10 @@ import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.httpsession import URLLib3Session
 
+from flows.errors import RowsFailedError
 from flows.parameters import RenderRequest
 from flows.prefect_tasks import IO_RETRY_DELAYS
-from flows.render_flow import RowsFailedError, render_manifest
+from flows.render_flow import render_manifest
 from storage.s3 import s3_client
 from tasks.publish import ALREADY_STORED
 from tests.conftest import FAKE_SECRET_ACCESS_KEY

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from prefect.blocks.system import Secret
 
-from flows.credentials import CredentialsError
+from flows.errors import CredentialsError, RowsFailedError
 from flows.parameters import RenderRequest
-from flows.render_flow import RowsFailedError, render_manifest
+from flows.render_flow import render_manifest
 from storage.s3 import s3_client, use_credentials
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
 from tests.test_s3_flow import _put_manifest, _results

@@ -113,7 +113,7 @@ def test_run_on_a_dead_machine_crashes_frees_its_gpu_slot_and_resumes(
     deployed: Server, tmp_path: Path
 ) -> None:
     request = _request(tmp_path)
-    destination = Path(request["request"]["destination"])
+    destination = Path(request["destination"])
 
     # 1. A worker renders until two videos exist, then its machine dies.
     with running_worker(deployed, tmp_path / "worker-1.log") as worker:
@@ -181,7 +181,7 @@ def test_run_outliving_its_killed_worker_crashes_itself(deployed: Server, tmp_pa
     """Only the worker dies: its flow run, in a session of its own, outlives it until its next
     log line hits the worker's closed pipe; then it reports itself Crashed and frees its slot."""
     request = _request(tmp_path)
-    destination = Path(request["request"]["destination"])
+    destination = Path(request["destination"])
     with running_worker(deployed, tmp_path / "worker.log") as worker:
         run_id = run_deployment(deployed, "on-demand", request)
         wait_for(lambda: len(_videos(destination)) >= 1, 180, "a video")

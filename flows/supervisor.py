@@ -1,0 +1,108 @@
+"""Running the flow under supervision: this (main) thread handles SIGINT and SIGTERM and
+watches the temporary Prefect server while the flow runs in a thread of its own.
+
+Prefect's flow engine swaps in a SIGTERM handler of its own when it runs in the main
+thread; in another thread it leaves signals to us.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flows.prefect_api import TemporaryServer
+    from flows.progress_bar import ProgressBar
+
+# After a first Ctrl-C or SIGTERM, the run gets this long to publish what it rendered and
+# write its results; containers send SIGKILL 10-30 s after SIGTERM.
+STOP_GRACE_S = 4.0
+SUPERVISE_EVERY_S = 0.2
+EXIT_INTERRUPTED_BASE, EXIT_SERVER_DIED = 128, 1
+
+
+def run_supervised(
+    request: Any, api_url: str, server: TemporaryServer | None, bar: ProgressBar
+) -> tuple[Any, int | None]:
+    """Run the flow in a thread while this (main) thread handles signals and watches the
+    temporary server. Returns the flow's outcome and the signal that stopped it, if any."""
+    from tasks import interrupt
+
+    outcome: list[Any] = []
+    thread = threading.Thread(
+        target=_run_flow, args=(request, api_url, outcome), name="t2v-flow", daemon=True
+    )
+    received: list[int] = []
+    stopping_since: list[float] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if received:
+            bar.stop()
+            _exit_now(f"stopped at once by a second {signal.Signals(signum).name}", signum)
+        received.append(signum)
+        stopping_since.append(time.monotonic())
+        interrupt.request_stop(f"interrupted by {signal.Signals(signum).name}")
+        bar.phase("stopping: publishing finished videos, writing results")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(SUPERVISE_EVERY_S)
+            if server is not None and server.died():
+                bar.stop()
+                _exit_now(
+                    f"the temporary Prefect server exited (status {server.exit_code()}) during "
+                    "the run; videos already stored are kept: rerun the same command to resume",
+                    None,
+                )
+            if stopping_since and time.monotonic() - stopping_since[0] > STOP_GRACE_S:
+                bar.stop()
+                _exit_now(
+                    f"interrupted; the run did not finish its results within {STOP_GRACE_S:g} s. "
+                    "Videos already stored are kept: rerun the same command to resume",
+                    received[0],
+                )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return outcome[0], received[0] if received else None
+
+
+def _run_flow(request: Any, api_url: str, outcome: list[Any]) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.render_flow import render_manifest
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        try:
+            state = render_manifest(**request.parameters(), return_state=True)
+            outcome.append(state.result(raise_on_failure=False))
+        except BaseException as exc:  # handed to the main thread, which reports it
+            outcome.append(exc)
+        finally:
+            _drain_prefect_workers()
+
+
+def _drain_prefect_workers() -> None:
+    """Send the run's last logs and events before the server they go to stops."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=5)
+        except RuntimeError:
+            continue  # never started
+
+
+def _exit_now(message: str, signum: int | None) -> None:
+    """Leave at once: a second signal, a dead server. Stored videos stay; a rerun resumes."""
+    print(f"t2v: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_SERVER_DIED if signum is None else EXIT_INTERRUPTED_BASE + signum)
