@@ -84,6 +84,19 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
     return dict(index)
 
 
+def folder_variant(folder: Path) -> str | None:
+    """The dtype variant every weight file of a saved pipeline carries in its name
+    (`model.fp16.safetensors`), as many Hub repos ship them; None for plain names."""
+    variants = {_variant_of(path.name) for path in folder.glob("*/*.safetensors")}
+    return variants.pop() if len(variants) == 1 else None
+
+
+def _variant_of(name: str) -> str | None:
+    """`fp16` of `model.fp16.safetensors` or `model.fp16-00001-of-00002.safetensors`."""
+    parts = name.removesuffix(".safetensors").split(".")
+    return parts[-1].split("-")[0] if len(parts) > 1 else None
+
+
 def load_pretrained(folder: Path, family: Family, dtype: torch.dtype, variant: str | None) -> Any:
     """Load a saved pipeline from a folder: safetensors only, never code from the folder,
     each component in the dtype its family asks for."""

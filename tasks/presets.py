@@ -14,7 +14,7 @@ from tasks.contenthash import folder_digest
 from tasks.errors import ModelLoadError
 from tasks.families import FAMILIES, Family, family_named
 from tasks.families.base import PresetInfo
-from tasks.loading import folder_family, hub_snapshot, index_family, pull
+from tasks.loading import folder_family, folder_variant, hub_snapshot, index_family, pull
 
 # The revision presets take from the Hub. Output keys hash the commit it resolves to in
 # the cache, so other weights never reuse an old video's key.
@@ -106,7 +106,13 @@ def resolve_model(model: str) -> ModelRef:
     path = Path(model).expanduser()
     if path.is_dir():
         family = folder_family(path)
-        return ModelRef(str(path), family.name, path=path.resolve(), content=folder_digest(path))
+        return ModelRef(
+            str(path),
+            family.name,
+            path=path.resolve(),
+            content=folder_digest(path),
+            variant=folder_variant(path),
+        )
     if HUB_REPO_ID.fullmatch(model):
         return _hub_ref(model, model, None)
     return _unknown(model)

@@ -1,0 +1,72 @@
+"""Every family's tiny preset end to end on CPU: a manifest validated by the family's rules,
+rendered, encoded to a playable MP4, and the same model saved to a folder and loaded
+through `--model PATH` (by its model_index.json, as a folder nobody here made would be)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.devices import get_pipeline
+from tasks.encode import encode_mp4
+from tasks.manifest import parse_manifest
+from tasks.presets import PRESETS, resolve_model
+from tasks.render import FailedRender, RenderedVideo, render_rows
+from tests.mp4probe import probe_mp4
+
+TINY = sorted(name for name, preset in PRESETS.items() if preset.info.repo is None)
+# 9 frames is 4k+1 and 8k+1; 64 a multiple of every family's size step, and its smallest size.
+MANIFEST = (
+    "id,prompt,num_frames,height,width,num_inference_steps,fps\n"
+    "a,a red kite over the sea,9,64,96,2,8\n"
+    "b,a small boat in the rain,9,64,96,2,8\n"
+)
+
+
+def _videos(model: str) -> list[RenderedVideo]:
+    ref = resolve_model(model)
+    manifest = parse_manifest(MANIFEST.encode(), "m.csv", rules=ref.family.rules)
+    assert not manifest.invalid, manifest.invalid
+    result = render_rows(ref, "cpu", manifest.rows)
+    assert result.device_failure is None
+    assert not [o for o in result.outcomes if isinstance(o, FailedRender)], result.outcomes
+    return [o for o in result.outcomes if isinstance(o, RenderedVideo)]
+
+
+def test_there_is_a_tiny_preset_per_family() -> None:
+    assert TINY == ["tiny-cogvideox", "tiny-ltx", "tiny-random", "tiny-wan"]
+
+
+@pytest.mark.parametrize("preset", TINY)
+def test_a_tiny_preset_renders_a_manifest_to_playable_mp4s(preset: str, tmp_path: Path) -> None:
+    videos = _videos(preset)
+    assert [video.row.id for video in videos] == ["a", "b"]
+    for video in videos:
+        assert video.frames.shape == (9, 64, 96, 3) and video.frames.dtype == np.uint8
+        path = tmp_path / f"{video.row.id}.mp4"
+        encode_mp4(video.frames, video.row.fps, path)
+        probe = probe_mp4(path)
+        assert (probe.codec, probe.pix_fmt) == ("h264", "yuv420p")
+        assert (probe.width, probe.height) == (96, 64)
+        assert (probe.frame_count, probe.fps, probe.faststart) == (9, 8.0, True)
+
+
+@pytest.mark.parametrize("preset", TINY)
+@pytest.mark.parametrize("variant", [None, "fp16"])
+def test_a_saved_folder_renders_through_model_path_like_its_preset(
+    preset: str, variant: str | None, tmp_path: Path
+) -> None:
+    pipe = get_pipeline(resolve_model(preset), torch.device("cpu"))
+    folder = tmp_path / preset
+    # Many models ship their weights only as a dtype variant (`*.fp16.safetensors`).
+    pipe.save_pretrained(folder, variant=variant)
+    ref = resolve_model(str(folder))
+    assert ref.family is PRESETS[preset].family
+    from_folder = _videos(str(folder))
+    from_preset = _videos(preset)
+    assert ref.variant == variant
+    for saved, built in zip(from_folder, from_preset, strict=True):
+        assert np.array_equal(saved.frames, built.frames)
