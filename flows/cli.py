@@ -160,7 +160,14 @@ def _render(args: argparse.Namespace) -> int:
     _quiet_prefect_console()
     with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
         outcome, stopped_by = run_supervised(request, api_url, server, bar)
-    return _report(outcome, stopped_by)
+    code = _report(outcome, stopped_by)
+    if stopped_by is not None:
+        # An abandoned render may still run in a daemon thread inside torch; shutting the
+        # interpreter down under it aborts the process (std::terminate). Leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _preflight(request: Any) -> None:

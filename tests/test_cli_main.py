@@ -108,3 +108,44 @@ def test_t2v_variables_set_the_defaults_and_options_override_them(
     assert (from_env.batch_size, from_env.destination) == (3, "s3://bucket/nightly")
     given = _request(argparse.Namespace(manifest="m.csv", batch_size="5"))
     assert (given.batch_size, given.destination) == (5, "s3://bucket/nightly")
+
+
+@pytest.mark.parametrize(
+    ("destination", "message"),
+    [
+        ("/dev/null", "is not a folder"),
+        ("{file}", "is not a folder"),
+        ("s3:/bucket/renders", "s3:/bucket/renders"),
+        ("s3://bucket/out/../x", "s3://bucket/out/../x"),
+        ("{manifest_folder}", "would overwrite the manifest"),
+    ],
+)
+def test_a_bad_destination_is_refused_before_prefect_starts_or_anything_renders(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    destination: str,
+    message: str,
+) -> None:
+    # No PREFECT_API_URL: a temporary server would start, seconds later, if the check
+    # came after it; the refusal comes first.
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    manifest_folder = tmp_path / "selfout"
+    manifest_folder.mkdir()
+    manifest = manifest_folder / "results.csv"
+    manifest.write_text((REPO / "examples/prompts.csv").read_text())
+    destination = destination.format(file=a_file, manifest_folder=manifest_folder)
+    before = manifest.read_bytes()
+    started = time.monotonic()
+    code, stdout, stderr = run(
+        capsys, "render", str(manifest), "--model", "tiny-random", "--out", destination
+    )
+    assert (code, stdout) == (2, "")
+    assert stderr.startswith("t2v: error: ") and stderr.count("\n") == 1, stderr
+    assert message in stderr
+    assert manifest.read_bytes() == before
+    assert a_file.read_text() == "not a folder"
+    assert not list(tmp_path.rglob("*.mp4"))
+    assert time.monotonic() - started < 30
