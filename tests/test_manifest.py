@@ -17,13 +17,13 @@ import pytest
 from moto import mock_aws
 
 import storage.s3
-import tasks.manifest as manifest_module
+import tasks.csvstream
 from storage import StorageError
 from storage.s3 import s3_client
+from tasks.columns import MAX_COLUMNS
+from tasks.csvstream import MAX_MANIFEST_BYTES
 from tasks.errors import ManifestError
 from tasks.manifest import (
-    MAX_COLUMNS,
-    MAX_MANIFEST_BYTES,
     MAX_ROWS,
     MODELSCOPE_RULES,
     InvalidRow,
@@ -640,7 +640,7 @@ def test_a_huge_prompt_makes_only_its_row_invalid() -> None:
 def test_a_manifest_past_the_byte_cap_is_refused_while_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(tasks.csvstream, "MAX_MANIFEST_BYTES", 1000)
     assert len(parse("prompt\n" + "a cat\n" * 165).rows) == 165  # 997 bytes
     with pytest.raises(ManifestError) as caught:
         parse("prompt\n" + "a cat\n" * 166)
@@ -652,7 +652,7 @@ def test_a_manifest_past_the_byte_cap_is_refused_while_read(
 def test_a_local_file_past_the_byte_cap_is_refused_before_reading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(tasks.csvstream, "MAX_MANIFEST_BYTES", 1000)
     path = tmp_path / "m.csv"
     path.write_text("prompt\n" + "a cat\n" * 500)
     with pytest.raises(StorageError) as caught:
@@ -687,7 +687,7 @@ def test_an_s3_manifest_is_read_as_a_stream(s3_manifest: str) -> None:
 def test_an_s3_object_past_the_byte_cap_is_refused_from_its_length(
     s3_manifest: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(tasks.csvstream, "MAX_MANIFEST_BYTES", 1000)
     s3_client().put_object(Bucket="t2v-manifest", Key="in/m.csv", Body=b"prompt\n" + b"a\n" * 1000)
     with pytest.raises(StorageError) as caught:
         read_manifest(s3_manifest)
