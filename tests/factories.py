@@ -1,11 +1,13 @@
-"""Builders and data shared by test modules: render rows, a run summary, awkward results."""
+"""Builders and data shared by test modules: rows, manifest CSV, a summary, awkward results."""
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import replace
 from typing import Any
 
-from tasks.manifest import InvalidRow, RenderRow
+from tasks.manifest import InvalidRow, Manifest, RenderRow, parse_manifest
 from tasks.results import ResultRow, RunSummary
 
 ROW = RenderRow(
@@ -70,3 +72,15 @@ def render_row(line: int, **changes: Any) -> RenderRow:
         fps=8,
     )
     return replace(row, **changes)
+
+
+def table(*rows: list[str]) -> str:
+    """Rows written as RFC 4180 CSV, so cells may hold commas, quotes and newlines."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def parse(text: str, limit: int | None = None) -> Manifest:
+    """`text` validated as a manifest named test.csv, with ModelScope's rules."""
+    return parse_manifest(text.encode("utf-8"), "test.csv", limit=limit)

@@ -1,0 +1,114 @@
+"""A manifest header's column names: the known ones, and the checks a header must pass."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from tasks.celltext import show
+from tasks.errors import ManifestError
+
+MAX_COLUMNS = 10_000
+# A header cell this plain may be quoted in an error; others could be a line of a secrets
+# file given by mistake, so errors give their position instead.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 _.-]{1,40}")
+
+# In DESIGN's order, which is also the order row errors are looked for in.
+KNOWN_COLUMNS = (
+    "prompt",
+    "id",
+    "negative_prompt",
+    "seed",
+    "num_frames",
+    "height",
+    "width",
+    "num_inference_steps",
+    "guidance_scale",
+    "fps",
+)
+
+
+def column_names(header: list[str], source: str) -> list[str]:
+    """The header's names, trimmed. Its errors quote a header cell only when the cell names
+    the problem: a file given by mistake (a secrets file) must not be echoed."""
+    if len(header) > MAX_COLUMNS:
+        raise ManifestError(
+            f"{source} has {len(header):,} columns in its header, "
+            f"more than the {MAX_COLUMNS:,} a manifest may have."
+        )
+    columns = [name.strip() for name in header]
+    lowered = [name.lower() for name in columns]
+    lookalikes = list(_lookalikes(columns, set(lowered)))
+    if "prompt" not in lowered:
+        typo = next((name for name, known in lookalikes if known == "prompt"), None)
+        if typo is not None:
+            raise ManifestError(
+                f"{source} has no `prompt` column: did you mean its column {_quote(typo)}? "
+                "Rename it `prompt`."
+            )
+        count = f"{len(columns):,} column" + ("s" if len(columns) > 1 else "")
+        raise ManifestError(f"{source} has no `prompt` column (its header has {count}).")
+    if "" in columns:
+        raise ManifestError(
+            f"{source} has a column with no name (column {columns.index('') + 1} of its header): "
+            "name it or delete it."
+        )
+    first_of: dict[str, int] = {}
+    for number, name in enumerate(lowered, 1):
+        first = first_of.setdefault(name, number)
+        if first == number:
+            continue
+        if name in KNOWN_COLUMNS or _PLAIN_NAME.fullmatch(name):
+            raise ManifestError(f"{source} names the column {show(name)} twice in its header.")
+        raise ManifestError(
+            f"{source} gives columns {first} and {number} of its header the same name."
+        )
+    if lookalikes:
+        name, known = lookalikes[0]
+        raise ManifestError(
+            f"{source} has a column {_quote(name)} that looks like `{known}`: rename it "
+            f"`{known}`, or give it a name further from `{known}` to keep it as an extra column."
+        )
+    return columns
+
+
+def _lookalikes(columns: list[str], present: set[str]) -> Iterator[tuple[str, str]]:
+    """Each unknown column that looks like a known one, with that known name.
+
+    Spelled the same up to case, '-', '_' and spaces, it looks like any known column;
+    within a few edits (1 for names of up to 4 letters, else 2), only like one the header
+    lacks, so that `seed` next to a deliberate `seeds` column stays allowed.
+    """
+    for name in columns:
+        if name.lower() in KNOWN_COLUMNS:
+            continue
+        folded = name.lower().replace("-", "_").replace(" ", "_")
+        for known in KNOWN_COLUMNS:
+            edits = 1 if len(known) <= 4 else 2
+            if folded == known or (known not in present and _within(folded, known, edits)):
+                yield name, known
+                break
+
+
+def _within(a: str, b: str, edits: int) -> bool:
+    """Whether `a` becomes `b` in at most `edits` insertions, deletions, substitutions or
+    swaps of neighbours (Damerau-Levenshtein, optimal string alignment)."""
+    if abs(len(a) - len(b)) > edits:
+        return False  # the common case, decided without the table
+    before: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char in enumerate(a, 1):
+        current = [i, *[0] * len(b)]
+        for j, other in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char != other))
+            if i > 1 and j > 1 and char == b[j - 2] and a[i - 2] == other:
+                current[j] = min(current[j], before[j - 2] + 1)
+        if min(current) > edits:
+            return False
+        before, previous = previous, current
+    return previous[-1] <= edits
+
+
+def _quote(name: str) -> str:
+    """A short header name as errors show it: in backticks when plain, else its repr."""
+    return f"`{name}`" if _PLAIN_NAME.fullmatch(name) else show(name)
