@@ -10,15 +10,10 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from tasks.celltext import NOT_TEXT, printable, show
-
-# Imports written `X as X` are re-exports: model families and results import them from here.
-from tasks.columns import KNOWN_COLUMNS as KNOWN_COLUMNS
-from tasks.columns import column_names
+from tasks.columns import KNOWN_COLUMNS, column_names
 from tasks.csvstream import open_manifest, read_records
 from tasks.errors import ManifestError, RowError
-from tasks.rules import MODELSCOPE_RULES as MODELSCOPE_RULES
-from tasks.rules import ManifestRules as ManifestRules
-from tasks.rules import NumberColumn, check_voxels, number_columns
+from tasks.rules import MODELSCOPE_RULES, ManifestRules, NumberColumn, check_voxels, number_columns
 
 # Validation reads at most this many rows; how many a run may render is its budget.
 MAX_ROWS = 100_000

@@ -15,7 +15,8 @@ from importlib import metadata
 from typing import Literal, get_args
 
 from storage import open_storage
-from tasks.manifest import KNOWN_COLUMNS, InvalidRow, RenderRow
+from tasks.columns import KNOWN_COLUMNS
+from tasks.manifest import InvalidRow, RenderRow
 
 RESULTS_CSV, RESULTS_JSON = "results.csv", "results.json"
 Status = Literal["ok", "skipped", "failed", "invalid"]

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from tasks.manifest import ManifestRules, RenderRow
+from tasks.manifest import RenderRow
+from tasks.rules import ManifestRules
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo
 from tasks.families.ltx import T5_XXL_CONFIG, tiny_t5_encoder, word_tokenizer
-from tasks.manifest import ManifestRules
+from tasks.rules import ManifestRules
 
 # CogVideoXPipeline's `max_sequence_length` default; the transformer's positional
 # embeddings are laid out for exactly this many text tokens.

@@ -10,7 +10,8 @@ import torch
 
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo, to_uint8
-from tasks.manifest import ManifestRules, RenderRow
+from tasks.manifest import RenderRow
+from tasks.rules import ManifestRules
 
 LTX_REPO = "Lightricks/LTX-Video"
 # LTXPipeline's `max_sequence_length` default, and the tokenizer's model_max_length.

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import torch
 
 from tasks.families.base import Family, PresetInfo
-from tasks.manifest import MODELSCOPE_RULES, ManifestRules, RenderRow
+from tasks.manifest import RenderRow
+from tasks.rules import MODELSCOPE_RULES, ManifestRules
 
 MS_17B_REPO = "ali-vilab/text-to-video-ms-1.7b"
 CLIP_MAX_TOKENS = 77

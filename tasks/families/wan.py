@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from tasks.families.base import Family, PresetInfo
-from tasks.manifest import ManifestRules
+from tasks.rules import ManifestRules
 
 UMT5_MAX_TOKENS = 512
 # The model card's defaults: 81 frames of 480x832 at 16 fps, 50 steps, guidance 5. Its
