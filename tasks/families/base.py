@@ -61,24 +61,27 @@ class Family(ABC):
     def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
         """The exact architecture of full-size `preset`, random weights, built on `device`."""
 
+    def call_arguments(self, rows: Sequence[RenderRow]) -> dict[str, Any]:
+        """The pipeline call's arguments for rows of one batch shape, but the generators
+        and the output type."""
+        first = rows[0]
+        return {
+            "prompt": [row.prompt for row in rows],
+            "negative_prompt": [row.negative_prompt for row in rows],
+            "height": first.height,
+            "width": first.width,
+            "num_frames": first.num_frames,
+            "num_inference_steps": first.num_inference_steps,
+            "guidance_scale": first.guidance_scale,
+        }
+
     def generate(
         self, pipe: Any, rows: Sequence[RenderRow], generators: list[torch.Generator]
     ) -> torch.Tensor:
         """One pipeline call for rows of one batch shape: uint8 (batch, frames, h, w, 3)
         on the pipeline's device."""
-        first = rows[0]
-        frames = pipe(
-            prompt=[row.prompt for row in rows],
-            negative_prompt=[row.negative_prompt for row in rows],
-            height=first.height,
-            width=first.width,
-            num_frames=first.num_frames,
-            num_inference_steps=first.num_inference_steps,
-            guidance_scale=first.guidance_scale,
-            generator=generators,
-            output_type="pt",
-        ).frames
-        return to_uint8(frames)
+        call = self.call_arguments(rows)
+        return to_uint8(pipe(**call, generator=generators, output_type="pt").frames)
 
     def count_tokens(self, pipe: Any, prompt: str) -> int:
         """How many tokens the family's tokenizer makes of `prompt`, before truncation."""

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from tasks.errors import ModelLoadError
-from tasks.families.base import Family, PresetInfo, to_uint8
+from tasks.families.base import Family, PresetInfo
 from tasks.manifest import RenderRow
 from tasks.rules import ManifestRules
 
@@ -158,29 +158,14 @@ class LTXVideo(Family):
             torch.set_default_dtype(previous)
         return assemble(transformer, vae, text_encoder, LTX_MAX_TOKENS)
 
-    def generate(
-        self, pipe: Any, rows: Sequence[RenderRow], generators: list[torch.Generator]
-    ) -> torch.Tensor:
-        """As `Family.generate`, and the rows' fps, which LTX's positions are scaled by."""
+    def call_arguments(self, rows: Sequence[RenderRow]) -> dict[str, Any]:
+        """As `Family.call_arguments`, and the rows' fps, which LTX's positions are scaled by."""
         rates = {row.fps for row in rows}
         if len(rates) != 1:
             raise ValueError(
                 f"`rows` have to share one fps for LTX-Video but have {sorted(rates)}."
             )
-        first = rows[0]
-        frames = pipe(
-            prompt=[row.prompt for row in rows],
-            negative_prompt=[row.negative_prompt for row in rows],
-            height=first.height,
-            width=first.width,
-            num_frames=first.num_frames,
-            frame_rate=first.fps,
-            num_inference_steps=first.num_inference_steps,
-            guidance_scale=first.guidance_scale,
-            generator=generators,
-            output_type="pt",
-        ).frames
-        return to_uint8(frames)
+        return {**super().call_arguments(rows), "frame_rate": rates.pop()}
 
 
 def assemble(transformer: Any, vae: Any, text_encoder: Any, max_tokens: int) -> Any:

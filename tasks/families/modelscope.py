@@ -97,18 +97,8 @@ class ModelScope(Family):
         """Denoise in one call keeping latents, then decode in chunks sized to memory and
         convert to uint8 on the device, so only bytes cross to the host: the pipeline's own
         decode holds every frame's activations at once and returns floats."""
-        first = rows[0]
-        latents = pipe(
-            prompt=[row.prompt for row in rows],
-            negative_prompt=[row.negative_prompt for row in rows],
-            height=first.height,
-            width=first.width,
-            num_frames=first.num_frames,
-            num_inference_steps=first.num_inference_steps,
-            guidance_scale=first.guidance_scale,
-            generator=generators,
-            output_type="latent",
-        ).frames
+        call = self.call_arguments(rows)
+        latents = pipe(**call, generator=generators, output_type="latent").frames
         return decode_to_uint8(pipe, latents)
 
 
