@@ -172,8 +172,10 @@ def _render(args: argparse.Namespace) -> int:
 
 def _preflight(request: Any) -> None:
     """What can be refused in seconds is refused before Prefect starts: the manifest's
-    header and rows, the destination, the model's name, folder or weights."""
+    header and rows, the run's budget, the model's name, folder or weights, a configured
+    API, then the destination (last: checking it creates the folder)."""
     from flows.prefect_api import check_api
+    from tasks.budget import check_budget
     from tasks.destination import check_destination, first_batch_bytes
     from tasks.manifest import read_header, read_manifest
     from tasks.presets import model_family, resolve_model
@@ -181,15 +183,16 @@ def _preflight(request: Any) -> None:
     read_header(request.manifest)
     rules = model_family(request.model).rules
     manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)
+    check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
+    resolve_model(request.model)
     if configured := os.environ.get("PREFECT_API_URL"):
-        check_api(configured)  # before the destination check creates DEST
+        check_api(configured)
     total = len(manifest.rows) + len(manifest.invalid)
     check_destination(
         request.destination,
         request.manifest,
         first_batch_bytes(manifest.rows, request.batch_size, total),
     )
-    resolve_model(request.model)
 
 
 @contextmanager

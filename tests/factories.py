@@ -1,14 +1,24 @@
-"""Builders and data shared by test modules: rows, manifest CSV, a summary, awkward results."""
+"""Builders and data shared by test modules: render rows, manifests, a run summary, awkward
+results, the `t2v` command in a subprocess, and what a run left in an S3 bucket."""
 
 from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
+from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from flows.cli import main
+from storage.s3 import s3_client
 from tasks.manifest import InvalidRow, Manifest, RenderRow, parse_manifest
 from tasks.results import ResultRow, RunSummary
+from tests.conftest import REPO
 
 ROW = RenderRow(
     line=1,
@@ -84,3 +94,82 @@ def table(*rows: list[str]) -> str:
 def parse(text: str, limit: int | None = None) -> Manifest:
     """`text` validated as a manifest named test.csv, with ModelScope's rules."""
     return parse_manifest(text.encode("utf-8"), "test.csv", limit=limit)
+
+
+def small_row(line: int, **changes: Any) -> RenderRow:
+    """A tiny valid row (8 frames of 64×64, 3 steps) numbered `line`, with `changes`."""
+    row = RenderRow(
+        line=line,
+        id=f"row-{line}",
+        prompt=f"a small test scene number {line}",
+        negative_prompt="",
+        seed=line,
+        num_frames=8,
+        height=64,
+        width=64,
+        num_inference_steps=3,
+        guidance_scale=9.0,
+        fps=8,
+    )
+    return replace(row, **changes)
+
+
+HEADER = "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
+
+
+def tiny_manifest(folder: Path, rows: int, name: str = "prompts.csv") -> Path:
+    """A manifest of `rows` tiny rows (4 frames of 64×64, 2 steps) in `folder`."""
+    path = folder / name
+    lines = [f"clip-{n},a tiny scene number {n},{n},4,64,64,2,8\n" for n in range(rows)]
+    path.write_text(HEADER + "".join(lines))
+    return path
+
+
+# Three tiny rows and, third, one too tall for ModelScope.
+MIXED_MANIFEST = (
+    HEADER
+    + "clip-0,a tiny scene number 0,0,4,64,64,2,8\n"
+    + "clip-1,a tiny scene number 1,1,4,64,64,2,8\n"
+    + "tall,a scene too tall,2,4,100,64,2,8\n"
+    + "clip-2,a tiny scene number 2,2,4,64,64,2,8\n"
+)
+RESULT_FILES = {"results.csv", "results.json", "index.html"}
+S3_RESULT_FILES = RESULT_FILES | {".t2v/gallery.json"}  # a folder has the record in .t2v/
+
+T2V = [sys.executable, "-m", "flows.cli"]
+
+
+def t2v(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real `t2v` command with `args`, run from the repository in a fresh interpreter."""
+    return subprocess.run(
+        [*T2V, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+def t2v_main(capture: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`t2v` with `args` as `flows.cli.main` in this process: its exit code, and what it
+    printed to stdout and stderr (nothing from before the call)."""
+    capture.readouterr()
+    code = main(list(args))
+    captured = capture.readouterr()
+    return code, captured.out, captured.err
+
+
+def put_manifest(bucket: str, key: str = "prompts/today.csv", text: str = MIXED_MANIFEST) -> str:
+    """Store `text` at `key` in `bucket`; returns its s3:// URI."""
+    s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode())
+    return f"s3://{bucket}/{key}"
+
+
+def s3_versions(bucket: str, prefix: str) -> Counter[str]:
+    """How many PUTs landed on each key under `prefix` (the bucket is versioned)."""
+    pages = s3_client().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
+    return Counter(
+        v["Key"].removeprefix(prefix) for page in pages for v in page.get("Versions", [])
+    )
+
+
+def s3_results(bucket: str, key: str = "renders/results.csv") -> list[dict[str, str]]:
+    """The rows of the results.csv at `key` in `bucket`."""
+    body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8-sig")
+    return list(csv.DictReader(io.StringIO(body)))

@@ -1,27 +1,28 @@
-"""The real `t2v` command in a subprocess: exit codes, messages, clean output."""
+"""`t2v`: what it says before any run starts, from `main([...])` in this process; what it
+renders, as the real command in a subprocess (exit codes, messages, clean output)."""
 
 from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flows.cli import main
 from tests.conftest import REPO
+from tests.factories import t2v, t2v_main
 from tests.unsafe_models import custom_code_folder, pickle_only_folder
 
-T2V = [sys.executable, "-m", "flows.cli"]
-# Each test starts Python, torch and Prefect afresh: seconds apiece.
-pytestmark = pytest.mark.slow
+# The subprocess tests start Python, torch and Prefect afresh: seconds apiece.
+slow = pytest.mark.slow
 
 
-def t2v(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*T2V, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths as someone typing in the repository gives them."""
+    monkeypatch.chdir(REPO)
 
 
 def render_demo(out: Path, *options: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -37,27 +38,30 @@ def _assert_clean(stderr: str) -> None:
     assert "Error" not in stderr.replace("t2v: error:", "")
 
 
-def test_models_lists_the_presets(cli_env: dict[str, str]) -> None:
-    done = t2v("models", env=cli_env)
-    assert done.returncode == 0
+@pytest.mark.usefixtures("in_repo")
+def test_models_lists_the_presets(capfd: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = t2v_main(capfd, "models")
+    assert code == 0
     for name in ("ms-1.7b", "ms-1.7b-random", "tiny-random", "PATH"):
-        assert name in done.stdout
-    assert "Hugging Face cache" in done.stdout
+        assert name in stdout
+    assert "Hugging Face cache" in stdout
 
 
-def test_check_prints_every_row_error(cli_env: dict[str, str]) -> None:
-    done = t2v("check", "examples/nasty.csv", env=cli_env)
-    assert done.returncode == 1
-    lines = done.stdout.splitlines()
+@pytest.mark.usefixtures("in_repo")
+def test_check_prints_every_row_error(capfd: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = t2v_main(capfd, "check", "examples/nasty.csv")
+    assert code == 1
+    lines = stdout.splitlines()
     assert any("`height`" in line for line in lines)
     assert any("`id`" in line for line in lines)
     assert lines[-1] == "examples/nasty.csv: 5 valid, 7 invalid for ModelScope"
 
 
-def test_check_of_a_clean_manifest_exits_0(cli_env: dict[str, str]) -> None:
-    done = t2v("check", "examples/prompts.csv", env=cli_env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().endswith("8 valid, 0 invalid for ModelScope")
+@pytest.mark.usefixtures("in_repo")
+def test_check_of_a_clean_manifest_exits_0(capfd: pytest.CaptureFixture[str]) -> None:
+    code, stdout, stderr = t2v_main(capfd, "check", "examples/prompts.csv")
+    assert code == 0, stdout + stderr
+    assert stdout.strip().endswith("8 valid, 0 invalid for ModelScope")
 
 
 @pytest.mark.parametrize(
@@ -70,25 +74,40 @@ def test_check_of_a_clean_manifest_exits_0(cli_env: dict[str, str]) -> None:
         (["render", "examples/prompts.csv", "--device", "tpu"], "--device='tpu'"),
         (["render", "m.csv", "--batch-size", "0"], "--batch-size='0'"),
         (["render", "examples/prompts.csv", "--out", "gs://bucket/x"], "unsupported location"),
-        (
-            ["render", "examples/prompts.csv", "--model", "tiny-random", "--max-rows", "5"],
-            "asks for 8 videos but a run may render at most 5",
-        ),
         (["render", "examples/prompts.csv", "--max-rows", "100001"], "--max-rows='100001'"),
     ],
 )
+@pytest.mark.usefixtures("in_repo")
 def test_usage_errors_exit_2_with_one_line(
-    cli_env: dict[str, str], tmp_path: Path, args: list[str], message: str
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: list[str],
+    message: str,
 ) -> None:
-    cli_env["HF_HUB_CACHE"] = str(tmp_path / "empty-hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     if args[0] == "render" and "--out" not in args:
         args = [*args, "--out", str(tmp_path / "out")]
-    done = t2v(*args, env=cli_env)
+    code, _, stderr = t2v_main(capfd, *args)
+    assert code == 2, stderr
+    assert stderr.startswith("t2v: error: ")
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "out").exists()
+
+
+@slow
+def test_a_run_over_its_budget_exits_2_with_one_line(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The real command: the budget is refused before Prefect starts (and the flow checks it too).
+    out = tmp_path / "out"
+    done = render_demo(out, "--max-rows", "5", env=cli_env)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("t2v: error: ")
-    assert message in done.stderr
+    assert "asks for 8 videos but a run may render at most 5" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert not (tmp_path / "out").exists()
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -96,14 +115,17 @@ def test_usage_errors_exit_2_with_one_line(
     [(["render", "m.csv", "--limit"], "--limit"), (["render"], "MANIFEST")],
 )
 def test_bad_arguments_exit_2_with_usage(
-    cli_env: dict[str, str], args: list[str], message: str
+    capfd: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    done = t2v(*args, env=cli_env)
-    assert done.returncode == 2
-    assert done.stderr.startswith("usage: t2v render")
-    assert message in done.stderr
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit
+        main(args)
+    assert exited.value.code == 2
+    stderr = capfd.readouterr().err
+    assert stderr.startswith("usage: t2v render")
+    assert message in stderr
 
 
+@slow
 def test_nasty_manifest_renders_good_rows_and_reports_bad_ones(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -122,6 +144,7 @@ def test_nasty_manifest_renders_good_rows_and_reports_bad_ones(
     assert f"{statuses.count('ok')} ok" in done.stdout
 
 
+@slow
 def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
     first = render_demo(tmp_path / "out", "--limit", "3", env=cli_env)
     assert first.returncode == 0, first.stderr
@@ -132,6 +155,7 @@ def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert "3 skipped" in second.stdout
 
 
+@slow
 def test_render_without_a_server_starts_a_temporary_one(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -149,9 +173,15 @@ def test_render_without_a_server_starts_a_temporary_one(
 
 
 @pytest.mark.parametrize("kind", ["pickle", "code"])
+@pytest.mark.usefixtures("in_repo")
 def test_an_unsafe_model_folder_exits_2_before_rendering(
-    cli_env: dict[str, str], tmp_path: Path, tiny_pipe: Any, kind: str
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny_pipe: Any,
+    kind: str,
 ) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # folder digests go here
     marker = tmp_path / "code-ran"
     folder = (
         pickle_only_folder(tmp_path / "model", tiny_pipe)
@@ -159,11 +189,11 @@ def test_an_unsafe_model_folder_exits_2_before_rendering(
         else custom_code_folder(tmp_path / "model", tiny_pipe, marker)
     )
     out = tmp_path / "out"
-    done = t2v(
-        "render", "examples/prompts.csv", "--model", str(folder), "--out", str(out), env=cli_env
+    code, _, stderr = t2v_main(
+        capfd, "render", "examples/prompts.csv", "--model", str(folder), "--out", str(out)
     )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith(f"t2v: error: {folder}")
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert code == 2, stderr
+    assert stderr.startswith(f"t2v: error: {folder}")
+    assert len(stderr.strip().splitlines()) == 1, stderr
     assert not marker.exists()
     assert not list(out.glob("*.mp4"))

@@ -27,8 +27,8 @@ from flows.render_flow import render_manifest
 from storage.s3 import s3_client
 from tasks.publish import ALREADY_STORED
 from tests.conftest import REPO
+from tests.factories import T2V
 from tests.mp4probe import probe_mp4
-from tests.test_cli import T2V
 
 # Each test starts torch and Prefect in fresh processes: seconds apiece.
 pytestmark = pytest.mark.slow

@@ -10,12 +10,7 @@ import pytest
 
 from flows.cli import main
 from tests.conftest import REPO
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.factories import t2v_main
 
 
 def test_help_shows_an_example_the_columns_and_the_exit_codes(
@@ -54,7 +49,7 @@ def test_an_unreachable_prefect_api_is_one_line_and_exit_2(
     monkeypatch.setenv("PREFECT_API_URL", url)
     out = tmp_path / "out"
     started = time.monotonic()
-    code, stdout, stderr = run(
+    code, stdout, stderr = t2v_main(
         capsys, "render", str(REPO / "examples/prompts.csv"), "--model", "tiny-random",
         "--out", str(out),
     )  # fmt: skip
@@ -75,7 +70,7 @@ def test_a_url_that_is_not_a_prefect_api_is_one_line_and_exit_2(
 ) -> None:
     wrong = prefect_api_url.removesuffix("/api") + "/nothing-here"
     monkeypatch.setenv("PREFECT_API_URL", wrong)
-    code, _, stderr = run(
+    code, _, stderr = t2v_main(
         capsys, "render", str(REPO / "examples/prompts.csv"), "--model", "tiny-random",
         "--out", str(tmp_path / "out"),
     )  # fmt: skip
@@ -89,7 +84,7 @@ def test_a_bad_t2v_variable_is_named_in_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("T2V_BATCH_SIZE", "lots")
-    code, _, stderr = run(capsys, "render", str(REPO / "examples/prompts.csv"))
+    code, _, stderr = t2v_main(capsys, "render", str(REPO / "examples/prompts.csv"))
     assert code == 2
     assert stderr.startswith("t2v: error: T2V_BATCH_SIZE='lots': ")
     assert stderr.count("\n") == 1
@@ -139,7 +134,7 @@ def test_a_bad_destination_is_refused_before_prefect_starts_or_anything_renders(
     destination = destination.format(file=a_file, manifest_folder=manifest_folder)
     before = manifest.read_bytes()
     started = time.monotonic()
-    code, stdout, stderr = run(
+    code, stdout, stderr = t2v_main(
         capsys, "render", str(manifest), "--model", "tiny-random", "--out", destination
     )
     assert (code, stdout) == (2, "")

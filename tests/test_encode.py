@@ -121,24 +121,30 @@ def test_the_encode_timeout_grows_with_the_frames() -> None:
 def test_ffmpeg_killed_mid_write_leaves_no_file(tmp_path: Path) -> None:
     # In a child whose files may not outgrow 20 kB, the kernel kills ffmpeg with SIGXFSZ
     # once its output reaches that size.
+    # The frames come from a file the parent writes: before the limit, and with no import
+    # of a test module in the child.
     code = (
         "import resource, sys\n"
         "from pathlib import Path\n"
+        "import numpy as np\n"
         "from tasks.errors import EncodeError\nfrom tasks.encode import encode_mp4\n"
-        "from tests.test_encode import gradient\n"
+        "frames = np.load(sys.argv[1])\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))\n"
         "try:\n"
-        "    encode_mp4(gradient(32, 256, 256) ^ 0x55, 8, Path(sys.argv[1]))\n"
+        "    encode_mp4(frames, 8, Path(sys.argv[2]))\n"
         "except EncodeError as exc:\n"
         "    print(exc)\n"
     )
-    target = tmp_path / "clip.mp4"
+    frames = tmp_path / "frames.npy"
+    np.save(frames, gradient(32, 256, 256) ^ 0x55)
+    target = tmp_path / "out" / "clip.mp4"
+    target.parent.mkdir()
     done = subprocess.run(
-        [sys.executable, "-c", code, str(target)],
+        [sys.executable, "-c", code, str(frames), str(target)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert done.stdout == (
         f"ffmpeg could not encode 256×256 frames to {target}: "
         "ffmpeg was killed by SIGXFSZ (its output outgrew the file size limit)\n"
     ), done.stderr
-    assert not list(tmp_path.iterdir())
+    assert not list(target.parent.iterdir())

@@ -16,18 +16,9 @@ from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
 from tasks.families.modelscope import ModelScope
 from tasks.publish import ResultRow
+from tests.factories import tiny_manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
-
-HEADER = "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
-
-
-def tiny_manifest(tmp_path: Path, rows: int, name: str = "prompts.csv") -> Path:
-    """A manifest of `rows` tiny rows (4 frames of 64×64, 2 steps) in `tmp_path`."""
-    path = tmp_path / name
-    lines = [f"clip-{n},a tiny scene number {n},{n},4,64,64,2,8\n" for n in range(rows)]
-    path.write_text(HEADER + "".join(lines))
-    return path
 
 
 def _task_names(state: Any) -> list[str]:
@@ -175,22 +166,37 @@ def test_limit_processes_only_the_first_rows(tmp_path: Path) -> None:
     assert len(list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))) == 2
 
 
+def _run_date(state: Any) -> str:
+    """The local date of the flow run's scheduled start: what {date} stands for outside a
+    deployment."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.expected_start_time is not None
+    return run.expected_start_time.astimezone().date().isoformat()
+
+
 def test_date_in_paths_is_the_run_date(tmp_path: Path) -> None:
-    today = dt.date.today().isoformat()  # a run outside a deployment reads the local date
-    tiny_manifest(tmp_path, rows=1, name=f"prompts-{today}.csv")
+    # A run starts after this line, today or, past midnight, tomorrow: both manifests exist.
+    today = dt.date.today()
+    for day in (today, today + dt.timedelta(days=1)):
+        tiny_manifest(tmp_path, rows=1, name=f"prompts-{day.isoformat()}.csv")
     request = RenderRequest(
         manifest=str(tmp_path / "prompts-{date}.csv"), destination=str(tmp_path / "{date}")
     )
-    summary = render_manifest(**request.parameters())
+    state = render_manifest(**request.parameters(), return_state=True)
+    summary = state.result()
+    run_date = _run_date(state)
     assert summary.counts["ok"] == 1
-    assert summary.results == str(tmp_path / today / "results.csv")
+    assert summary.results == str(tmp_path / run_date / "results.csv")
 
 
 def test_missing_dated_manifest_fails_naming_the_file(tmp_path: Path) -> None:
     request = RenderRequest(manifest=str(tmp_path / "{date}.csv"), destination=str(tmp_path))
     state = render_manifest(**request.parameters(), return_state=True)
     assert state.is_failed()
-    expected = tmp_path / f"{dt.date.today().isoformat()}.csv"
+    expected = tmp_path / f"{_run_date(state)}.csv"
     assert str(state.result(raise_on_failure=False)) == (
         f"cannot read {expected}: No such file or directory"
     )

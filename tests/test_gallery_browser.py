@@ -39,7 +39,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 PLAY_ALL = """async () => {
   const videos = [...document.querySelectorAll('video')];
-  return Promise.all(videos.map(async (v) => {
+  await Promise.all(videos.map(async (v) => {
     if (v.readyState < 2) {
       await new Promise((ok, fail) => {
         v.addEventListener('loadeddata', ok, {once: true});
@@ -48,11 +48,14 @@ PLAY_ALL = """async () => {
       });
     }
     await v.play();
-    await new Promise((ok) => setTimeout(ok, 300));
-    return {src: v.getAttribute('src'), width: v.videoWidth, height: v.videoHeight,
-            duration: v.duration, time: v.currentTime, error: v.error && v.error.code};
   }));
 }"""
+# Played means past the first frame; a loaded machine may take a while to get there.
+ALL_PAST_THE_START = """() => [...document.querySelectorAll('video')].every(
+  (v) => v.currentTime > 0 || v.error)"""
+DESCRIBE_ALL = """() => [...document.querySelectorAll('video')].map((v) => (
+  {src: v.getAttribute('src'), width: v.videoWidth, height: v.videoHeight,
+   duration: v.duration, time: v.currentTime, error: v.error && v.error.code}))"""
 
 
 def test_every_video_plays_in_chromium(
@@ -70,7 +73,9 @@ def test_every_video_plays_in_chromium(
         try:
             page = browser.new_page()
             page.goto(served)
-            played = page.evaluate(PLAY_ALL)
+            page.evaluate(PLAY_ALL)
+            page.wait_for_function(ALL_PAST_THE_START, timeout=60_000)
+            played = page.evaluate(DESCRIBE_ALL)
             page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
         finally:
             browser.close()

@@ -9,19 +9,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from tasks import contenthash, loading
-from tasks.devices import dtype_for, get_pipeline, load_model, resolve_device
-from tasks.errors import ModelLoadError
+from tasks.devices import get_pipeline, load_model, resolve_device
+from tasks.errors import ModelLoadError, RenderError
 from tasks.families.modelscope import MS_17B_REPO, ModelScope, ms17b_components
 from tasks.presets import ModelRef, resolve_model
+from tasks.render import render_batch
+from tests.factories import small_row
 from tests.unsafe_models import custom_code_folder, pickle_only_folder
 
 
 def _parameters(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def _modules(pipe: Any) -> dict[str, torch.nn.Module]:
+    """The pipeline's components that hold weights."""
+    return {
+        name: part for name, part in pipe.components.items() if isinstance(part, torch.nn.Module)
+    }
 
 
 def test_tiny_random_is_small_and_downsamples_8x(tiny_pipe: Any) -> None:
@@ -70,10 +80,14 @@ def test_a_load_in_progress_does_not_block_other_models(tmp_path: Path, tiny_pip
     assert len(loaded) == 1 and type(loaded[0]).__name__ == "TextToVideoSDPipeline"
 
 
-def test_load_model_returns_the_resolved_device() -> None:
+@pytest.mark.parametrize("asked", ["cpu", "auto"])
+def test_load_model_reports_the_device_its_weights_are_on(asked: str) -> None:
     tiny = resolve_model("tiny-random")
-    assert load_model(tiny, "cpu") == "cpu"
-    assert load_model(tiny, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    reported = torch.device(load_model(tiny, asked))
+    pipe = get_pipeline(tiny, reported)  # what renders on the reported device use
+    placed = {p.device for module in _modules(pipe).values() for p in module.parameters()}
+    # `cuda` and `cuda:0` are the same GPU.
+    assert {(d.type, d.index or 0) for d in placed} == {(reported.type, reported.index or 0)}
 
 
 def test_identity_of_presets_is_their_name() -> None:
@@ -139,8 +153,17 @@ def test_cuda_without_cuda_is_a_load_error() -> None:
         resolve_device("cuda")
 
 
-def test_cpu_uses_fp32() -> None:
-    assert dtype_for(torch.device("cpu")) == torch.float32
+def test_on_cpu_weights_saved_in_half_precision_load_as_float32_and_render(
+    tmp_path: Path,
+) -> None:
+    # Weights no other test loads: the process caches pipelines by content.
+    ModelScope().build_tiny(seed=5).to(dtype=torch.float16).save_pretrained(tmp_path / "half")
+    pipe = get_pipeline(resolve_model(str(tmp_path / "half")), torch.device("cpu"))
+    modules = _modules(pipe)
+    assert set(modules) == {"unet", "vae", "text_encoder"}
+    assert {p.dtype for module in modules.values() for p in module.parameters()} == {torch.float32}
+    (video,) = render_batch(pipe, [small_row(1)])
+    assert len(np.unique(video.frames)) > 10  # a picture, not a blank
 
 
 def test_unknown_model_lists_the_presets() -> None:
@@ -248,8 +271,10 @@ def test_compile_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch, tiny_pipe:
     assert loading.compile_mode() is None
     monkeypatch.setenv(loading.COMPILE_ENV, "0")
     assert loading.compile_mode() is None
-    # nn.Module.compile keeps the module and stores its compiled forward here.
-    assert tiny_pipe.unet._compiled_call_impl is None
+    # This stance refuses every compilation: a render that compiles nothing passes it.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        (video,) = render_batch(tiny_pipe, [small_row(1)])
+    assert video.frames.shape == (8, 64, 64, 3)
 
 
 def test_compile_env_compiles_the_unet_of_a_loaded_pipeline(
@@ -261,8 +286,14 @@ def test_compile_env_compiles_the_unet_of_a_loaded_pipeline(
     ModelScope().build_tiny(seed=3).save_pretrained(tmp_path / "tiny", safe_serialization=True)
     monkeypatch.setenv(loading.COMPILE_ENV, "1")
     loaded = get_pipeline(resolve_model(str(tmp_path / "tiny")), torch.device("cpu"))
-    assert loaded.unet._compiled_call_impl is not None
     assert type(loaded.unet).__name__ == "UNet3DConditionModel"
+    # The first denoising step would start compiling the UNet; this stance refuses instead,
+    # naming the function it was about to compile.
+    with (
+        torch.compiler.set_stance("fail_on_recompile"),
+        pytest.raises(RenderError, match=r"fail_on_recompile.*unet_3d_condition\.py"),
+    ):
+        render_batch(loaded, [small_row(1)])
 
 
 def test_compile_env_refuses_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -278,8 +309,6 @@ def test_compile_env_refuses_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_a_saved_wan_folder_is_recognised_and_renders(tmp_path: Path) -> None:
     from tasks.families.wan import Wan
-    from tasks.render import render_batch
-    from tests.test_render import small_row
 
     Wan().build_tiny(seed=7).save_pretrained(tmp_path / "wan")
     ref = resolve_model(str(tmp_path / "wan"))

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -8,27 +7,9 @@ import pytest
 import torch
 
 from tasks.devices import get_pipeline
-from tasks.manifest import RenderRow
 from tasks.presets import resolve_model
 from tasks.render import batch_shape, plan_batches, render_batch, truncation_warnings
-
-
-def small_row(line: int, **changes: Any) -> RenderRow:
-    """A tiny valid row (8 frames of 64×64, 3 steps) numbered `line`, with `changes`."""
-    row = RenderRow(
-        line=line,
-        id=f"row-{line}",
-        prompt=f"a small test scene number {line}",
-        negative_prompt="",
-        seed=line,
-        num_frames=8,
-        height=64,
-        width=64,
-        num_inference_steps=3,
-        guidance_scale=9.0,
-        fps=8,
-    )
-    return replace(row, **changes)
+from tests.factories import small_row
 
 
 def test_plan_batches_groups_compatible_rows_in_input_order() -> None:

@@ -8,9 +8,14 @@ import pytest
 
 from storage.s3 import s3_client
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
-from tests.test_cli import t2v
-from tests.test_s3_flow import MANIFEST, _put_manifest, _results, _versions
-from tests.test_s3_flow import S3_RESULTS as RESULTS
+from tests.factories import (
+    MIXED_MANIFEST,
+    S3_RESULT_FILES,
+    put_manifest,
+    s3_results,
+    s3_versions,
+    t2v,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +28,14 @@ def s3_cli_env(cli_env: dict[str, str], s3_env: dict[str, str]) -> dict[str, str
 def test_render_s3_to_s3_then_rerun_without_any_put(
     s3_bucket: str, s3_cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    manifest, out = _put_manifest(s3_bucket), f"s3://{s3_bucket}/renders"
+    manifest, out = put_manifest(s3_bucket), f"s3://{s3_bucket}/renders"
     first = t2v("render", manifest, "--out", out, "--model", "tiny-random", env=s3_cli_env)
     assert first.returncode == 1, first.stderr  # the invalid row
     assert "3 ok, 0 skipped, 0 failed, 1 invalid" in first.stdout
     assert f"results: {out}/results.csv" in first.stdout
-    videos = {row["output"].rsplit("/", 1)[-1] for row in _results(s3_bucket) if row["output"]}
+    videos = {row["output"].rsplit("/", 1)[-1] for row in s3_results(s3_bucket) if row["output"]}
     assert len(videos) == 3
-    assert set(_versions(s3_bucket, "renders/")) == videos | RESULTS
+    assert set(s3_versions(s3_bucket, "renders/")) == videos | S3_RESULT_FILES
 
     # The endpoint from the option alone, this time.
     endpoint = s3_cli_env.pop("AWS_ENDPOINT_URL")
@@ -40,7 +45,7 @@ def test_render_s3_to_s3_then_rerun_without_any_put(
     )  # fmt: skip
     assert second.returncode == 1, second.stderr
     assert "0 ok, 3 skipped" in second.stdout
-    versions = _versions(s3_bucket, "renders/")
+    versions = s3_versions(s3_bucket, "renders/")
     assert {key: versions[key] for key in videos} == dict.fromkeys(videos, 1)
 
     # Neither the secret nor, without presigned links, the key id shows anywhere.
@@ -86,7 +91,7 @@ def test_render_s3_to_s3_then_rerun_without_any_put(
 def test_a_missing_bucket_exits_2_with_one_line(
     s3_bucket: str, s3_cli_env: dict[str, str], args: list[str], message: str
 ) -> None:
-    args = [_put_manifest(s3_bucket) if arg == "MANIFEST" else arg for arg in args]
+    args = [put_manifest(s3_bucket) if arg == "MANIFEST" else arg for arg in args]
     done = t2v(*args, env=s3_cli_env)
     assert done.returncode == 2, done.stderr
     assert done.stderr == message + "\n"
@@ -95,7 +100,7 @@ def test_a_missing_bucket_exits_2_with_one_line(
 
 def test_check_reads_a_manifest_from_s3(s3_bucket: str, s3_cli_env: dict[str, str]) -> None:
     endpoint = s3_cli_env.pop("AWS_ENDPOINT_URL")
-    manifest = _put_manifest(s3_bucket, text=MANIFEST)
+    manifest = put_manifest(s3_bucket, text=MIXED_MANIFEST)
     done = t2v("check", manifest, "--s3-endpoint", endpoint, env=s3_cli_env)
     assert done.returncode == 1, done.stderr
     assert done.stdout.splitlines()[-1] == f"{manifest}: 3 valid, 1 invalid for ModelScope"

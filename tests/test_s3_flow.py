@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import re
 import time
@@ -24,37 +22,17 @@ from flows.render_flow import render_manifest
 from storage.s3 import s3_client
 from tasks.publish import ALREADY_STORED
 from tests.conftest import FAKE_SECRET_ACCESS_KEY
+from tests.factories import (
+    MIXED_MANIFEST,
+    RESULT_FILES,
+    S3_RESULT_FILES,
+    put_manifest,
+    s3_results,
+    s3_versions,
+)
 from tests.s3faults import Fault, dropped, injected, s3_error
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
-
-MANIFEST = (
-    "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
-    "clip-0,a tiny scene number 0,0,4,64,64,2,8\n"
-    "clip-1,a tiny scene number 1,1,4,64,64,2,8\n"
-    "tall,a scene too tall,2,4,100,64,2,8\n"
-    "clip-2,a tiny scene number 2,2,4,64,64,2,8\n"
-)
-RESULTS = {"results.csv", "results.json", "index.html"}
-S3_RESULTS = RESULTS | {".t2v/gallery.json"}  # a folder has the record in .t2v/
-
-
-def _put_manifest(bucket: str, key: str = "prompts/today.csv", text: str = MANIFEST) -> str:
-    s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode())
-    return f"s3://{bucket}/{key}"
-
-
-def _versions(bucket: str, prefix: str) -> Counter[str]:
-    """How many PUTs landed on each key under `prefix`."""
-    pages = s3_client().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
-    return Counter(
-        v["Key"].removeprefix(prefix) for page in pages for v in page.get("Versions", [])
-    )
-
-
-def _results(bucket: str, key: str = "renders/results.csv") -> list[dict[str, str]]:
-    body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8-sig")
-    return list(csv.DictReader(io.StringIO(body)))
 
 
 def _render(request: RenderRequest) -> Any:
@@ -63,7 +41,7 @@ def _render(request: RenderRequest) -> Any:
 
 
 def _s3_to_s3(bucket: str) -> RenderRequest:
-    return RenderRequest(manifest=_put_manifest(bucket), destination=f"s3://{bucket}/renders")
+    return RenderRequest(manifest=put_manifest(bucket), destination=f"s3://{bucket}/renders")
 
 
 def _render_s3_to_s3_through(bucket: str, fault: Fault) -> tuple[Any, Counter[str]]:
@@ -78,10 +56,10 @@ def test_s3_manifest_renders_to_s3_and_a_rerun_puts_no_video(s3_bucket: str) -> 
     assert isinstance(first, RowsFailedError)  # the invalid row
     assert first.summary.counts == {"ok": 3, "skipped": 0, "failed": 0, "invalid": 1}
     assert first.summary.results == f"s3://{s3_bucket}/renders/results.csv"
-    rows = _results(s3_bucket)
+    rows = s3_results(s3_bucket)
     videos = {row["output"].rsplit("/", 1)[-1] for row in rows if row["status"] == "ok"}
     assert all(row["output"].startswith(f"s3://{s3_bucket}/renders/clip-") for row in rows[:2])
-    assert set(_versions(s3_bucket, "renders/")) == videos | S3_RESULTS
+    assert set(s3_versions(s3_bucket, "renders/")) == videos | S3_RESULT_FILES
     page = s3_client().get_object(Bucket=s3_bucket, Key="renders/index.html")
     assert page["ContentType"] == "text/html; charset=utf-8"
     assert set(re.findall(r'<video src="([^"]+)"', page["Body"].read().decode())) == videos
@@ -89,32 +67,32 @@ def test_s3_manifest_renders_to_s3_and_a_rerun_puts_no_video(s3_bucket: str) -> 
     second = _render(request)
 
     assert second.summary.counts == {"ok": 0, "skipped": 3, "failed": 0, "invalid": 1}
-    statuses = [row["status"] for row in _results(s3_bucket)]
+    statuses = [row["status"] for row in s3_results(s3_bucket)]
     assert statuses == ["skipped", "skipped", "invalid", "skipped"]
-    versions = _versions(s3_bucket, "renders/")
+    versions = s3_versions(s3_bucket, "renders/")
     assert {key: versions[key] for key in videos} == dict.fromkeys(videos, 1)
-    assert {key: versions[key] for key in RESULTS} == dict.fromkeys(RESULTS, 2)
+    assert {key: versions[key] for key in RESULT_FILES} == dict.fromkeys(RESULT_FILES, 2)
 
 
 @pytest.mark.parametrize("direction", ["s3 to local", "local to s3"])
 def test_local_and_s3_locations_mix(s3_bucket: str, tmp_path: Path, direction: str) -> None:
-    one_row = MANIFEST.split("\n", 2)
+    one_row = MIXED_MANIFEST.split("\n", 2)
     text = "\n".join(one_row[:2]) + "\n"
     if direction == "s3 to local":
-        manifest, destination = _put_manifest(s3_bucket, text=text), str(tmp_path / "out")
+        manifest, destination = put_manifest(s3_bucket, text=text), str(tmp_path / "out")
     else:
         (tmp_path / "m.csv").write_text(text)
         manifest, destination = str(tmp_path / "m.csv"), f"s3://{s3_bucket}/renders/"
     summary = _render(RenderRequest(manifest=manifest, destination=destination))
     assert summary.counts["ok"] == 1
     if direction == "s3 to local":
-        assert {p.name for p in (tmp_path / "out").iterdir()} >= RESULTS
+        assert {p.name for p in (tmp_path / "out").iterdir()} >= RESULT_FILES
     else:
-        assert len(_versions(s3_bucket, "renders/")) == 1 + len(S3_RESULTS)
+        assert len(s3_versions(s3_bucket, "renders/")) == 1 + len(S3_RESULT_FILES)
 
 
 def test_presigned_gallery_links_fetch_the_videos(s3_bucket: str, tmp_path: Path) -> None:
-    (tmp_path / "m.csv").write_text("\n".join(MANIFEST.split("\n")[:2]) + "\n")
+    (tmp_path / "m.csv").write_text("\n".join(MIXED_MANIFEST.split("\n")[:2]) + "\n")
     summary = _render(
         RenderRequest(
             manifest=str(tmp_path / "m.csv"),
@@ -148,7 +126,7 @@ def test_transient_upload_faults_are_retried_and_each_video_lands_once(s3_bucket
     outcome, attempts = _render_s3_to_s3_through(s3_bucket, flaky)
     assert outcome.summary.counts == {"ok": 3, "skipped": 0, "failed": 0, "invalid": 1}
     assert sorted(n for path, n in attempts.items() if path.endswith(".mp4")) == [2, 2, 3]
-    versions = _versions(s3_bucket, "renders/")
+    versions = s3_versions(s3_bucket, "renders/")
     assert sorted(n for key, n in versions.items() if key.endswith(".mp4")) == [1, 1, 1]
 
 
@@ -161,7 +139,7 @@ def test_access_denied_on_one_key_fails_only_that_row_at_once(s3_bucket: str) ->
     outcome, attempts = _render_s3_to_s3_through(s3_bucket, deny_clip_1)
     assert outcome.summary.counts == {"ok": 2, "skipped": 0, "failed": 1, "invalid": 1}
     assert [n for path, n in attempts.items() if "/clip-1-" in path] == [1]  # no retries
-    row = _results(s3_bucket)[1]
+    row = s3_results(s3_bucket)[1]
     assert (row["id"], row["status"], row["output"]) == ("clip-1", "failed", "")
     assert re.fullmatch(
         rf"cannot write s3://{s3_bucket}/renders/clip-1-[0-9a-f]{{12}}\.mp4: "
@@ -217,7 +195,7 @@ def test_faults_outlasting_the_client_retries_are_retried_by_the_task_after_a_pa
     for client_1, client_2, task in pauses.values():
         assert client_1 > 0 and client_2 > 0  # botocore's jittered exponential backoff
         assert task >= IO_RETRY_DELAYS[0]  # then the task's own retry delay
-    versions = _versions(s3_bucket, "renders/")
+    versions = s3_versions(s3_bucket, "renders/")
     assert sorted(n for key, n in versions.items() if key.endswith(".mp4")) == [1, 1, 1]
     shown = ", ".join(
         f"{k}: {'/'.join(f'{p:.2f}' for p in v)} s" for k, v in sorted(pauses.items())
@@ -241,10 +219,10 @@ def test_a_put_that_landed_but_whose_answer_was_lost_is_not_stored_twice(
 
     assert outcome.summary.counts == {"ok": 2, "skipped": 1, "failed": 0, "invalid": 1}
     assert [n for path, n in attempts.items() if "/clip-0-" in path] == [2]
-    row = _results(s3_bucket)[0]
+    row = s3_results(s3_bucket)[0]
     assert (row["id"], row["status"], row["warning"]) == ("clip-0", "skipped", ALREADY_STORED)
     assert row["output"].startswith(f"s3://{s3_bucket}/renders/clip-0-")
-    versions = _versions(s3_bucket, "renders/")
+    versions = s3_versions(s3_bucket, "renders/")
     assert sorted(n for key, n in versions.items() if key.endswith(".mp4")) == [1, 1, 1]
 
 

@@ -16,7 +16,7 @@ from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
 from storage.s3 import s3_client, use_credentials
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
-from tests.test_s3_flow import _put_manifest, _results
+from tests.factories import put_manifest, s3_results
 
 pytestmark = [pytest.mark.usefixtures("prefect_api_url"), pytest.mark.slow]
 
@@ -31,7 +31,7 @@ def no_chain_keys(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     and no keys in the environment, so only a block's keys can sign a request."""
     import storage.s3
 
-    _put_manifest(s3_bucket)
+    put_manifest(s3_bucket)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -62,7 +62,7 @@ def test_a_secret_block_signs_s3_requests_and_shows_nowhere(
     use_credentials(None)  # the session's keys again, to look at what the run wrote
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
-    statuses = [row["status"] for row in _results(bucket)]
+    statuses = [row["status"] for row in s3_results(bucket)]
     assert statuses == ["ok", "ok", "invalid", "ok"]
 
     outputs = [*prefect_records(), *capsys.readouterr()]
