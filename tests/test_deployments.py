@@ -65,10 +65,11 @@ def test_ui_started_run_renders_and_shows_artifacts(
         start = run.expected_start_time.astimezone(UTC)
         assert (run.state_type.value, start.hour, start.minute) == ("SCHEDULED", 2, 0)
 
-    # Typed with {date}: an unscheduled run reads it as the worker's local date.
-    today = dt.date.today().isoformat()
-    (tmp_path / f"prompts-{today}.csv").write_text(MANIFEST)
-    destination = tmp_path / "renders" / today
+    # Typed with {date}: an unscheduled run reads it as the worker's local date, today's or,
+    # past midnight, tomorrow's.
+    today = dt.date.today()
+    for day in (today, today + dt.timedelta(days=1)):
+        (tmp_path / f"prompts-{day.isoformat()}.csv").write_text(MANIFEST)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -145,6 +146,8 @@ def test_ui_started_run_renders_and_shows_artifacts(
     wait_for(lambda: _state(server, by_cli.id) == "COMPLETED", 240, "the --param run")
     assert len(list((server.project / "out").glob("*.mp4"))) == 8
 
+    (destination,) = (tmp_path / "renders").iterdir()
+    assert destination.name in {today.isoformat(), (today + dt.timedelta(days=1)).isoformat()}
     videos = sorted(path.name.split("-")[0:2] for path in destination.glob("*.mp4"))
     assert videos == [["ui", str(n)] for n in range(3)]
     assert {"results.csv", "results.json", "index.html"} <= {p.name for p in destination.iterdir()}
