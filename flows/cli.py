@@ -1,4 +1,8 @@
-"""The `t2v` command line: render, check, models. Thin: it parses, runs, and reports."""
+"""The `t2v` command line: render, check, models. Thin: it parses, runs, and reports.
+
+Over 250 lines only for the option declarations and help text; running the flow under
+signals lives in `flows/supervisor.py`, the API and temporary server in `prefect_api.py`.
+"""
 
 from __future__ import annotations
 

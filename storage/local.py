@@ -1,4 +1,8 @@
-"""The local-folder backend: atomic writes by temporary name and rename (or link)."""
+"""The local-folder backend: atomic writes by temporary name and rename (or link).
+
+Over 250 lines because one class implements the whole `Storage` protocol, with the
+create-only, set-at-once and sweep-only-our-temporaries rules a folder needs: one concern.
+"""
 
 from __future__ import annotations
 
