@@ -7,9 +7,10 @@ CPU in fp32, batches of 2, 4 and 8 against each row alone: at most 1 level of 25
 on at most 0.01 % of values (tiny-random: 8 frames of 64x64 at 3 steps, and 16 frames of
 128x128 at 10 steps; tiny-wan, tiny-ltx, tiny-cogvideox: 9 frames at 3 steps);
 tests/test_families.py holds every family to it. H.264 turns a 1-level difference into
-up to 14 levels in decoded frames and into other MP4 bytes, so: the output key hashes the model and the row's parameters, never its batch; the sha256 a
-result records is that of the bytes stored; and a stored video is never compared by bytes
-with a new render of its row.
+up to 14 levels in decoded frames and into other MP4 bytes, so: the output key hashes the
+model and the row's parameters, never its batch; the sha256 a result records is that of
+the bytes stored; and a stored video is never compared by bytes with a new render of its
+row.
 
 Over 250 lines because a render's failure modes are one concern: out-of-memory splits,
 the hung-render watchdog, a failed device and a stop request all decide the same outcomes.
