@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,12 +20,10 @@ from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.prefect_stack import (
     Server,
-    alive_in,
     flow_runs,
     make,
     running_server,
     running_worker,
-    wait_for,
 )
 
 HEADER = "id,prompt,num_frames,height,width,num_inference_steps\n"
@@ -157,48 +154,15 @@ def test_a_shard_whose_rows_fail_is_not_started_again(stack: Server) -> None:
     bucket = _bucket(stack, _manifest(4))
     since = time.time()
     # Every render runs past its timeout: the rows fail, each shard reports them.
-    render = _render(stack, bucket, "--shards", "2", "--render-timeout-scale", "0.000001")
+    render = _render(
+        stack, bucket, "--shards", "2", "--batch-size", "1", "--render-timeout-scale", "0.000001"
+    )
     code, output = _finish(render, 240)
     assert code == EXIT_ROWS_FAILED, output
     rows = _results(stack, bucket)["rows"]
     assert {row["status"] for row in rows} == {"failed"}
-    assert all("not rendered" in row["error"] or "hung" in row["error"] for row in rows), rows
+    assert all("timed out" in row["error"] or "not rendered" in row["error"] for row in rows)
     shards = _shard_runs(stack, since)
-    assert len(shards) == 2, "a shard that reported its failed rows ran again"
+    assert len(shards) == 2, "one run per shard: a shard that reported its failed rows ran again"
     assert {run.state_type.value for run in shards} == {"FAILED"}
     assert _video_puts(stack, bucket) == Counter()
-
-
-@pytest.mark.slow
-def test_a_worker_killed_mid_shard_its_shard_runs_again_elsewhere(
-    stack: Server, tmp_path: Path
-) -> None:
-    """w3 dies by SIGKILL while its shard renders: its run ends Crashed (it notices its
-    worker's pipe closed), the parent starts the shard again on w1 or w2."""
-    bucket = _bucket(stack, _manifest(9, frames=16, steps=20))
-    since = time.time()
-    with running_worker(stack, tmp_path / "w3.log", "w3") as w3:
-        render = _render(stack, bucket, "--shards", "3", "--batch-size", "1")
-
-        def w3_mid_shard() -> bool:
-            client = _client(stack)
-            listing = client.list_objects_v2(Bucket=bucket, Prefix="out/.t2v/shards/")
-            for item in listing.get("Contents", []):
-                record = json.loads(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-                if record["worker"] == "w3" and record["rows"] and not record["complete"]:
-                    return True
-            return False
-
-        wait_for(w3_mid_shard, 180, "w3 to be in the middle of a shard")
-        os.killpg(w3.pid, signal.SIGKILL)
-        wait_for(lambda: not alive_in({w3.pid}), 10, "w3 to die")
-        code, output = _finish(render, 300)
-    assert code == EXIT_OK, output
-    rows = _results(stack, bucket)["rows"]
-    assert {row["status"] for row in rows} == {"ok"}, rows
-    assert "w3" in {row["worker"] for row in rows}, "w3 rendered rows before it died"
-    shards = _shard_runs(stack, since)
-    assert len(shards) == 4, [(r.name, r.state_type) for r in shards]
-    assert sum(run.state_type.value == "CRASHED" for run in shards) == 1
-    puts = _video_puts(stack, bucket)
-    assert len(puts) == 9 and set(puts.values()) == {1}, puts
