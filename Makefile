@@ -6,7 +6,7 @@ CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy worker \
-	bench-cpu bench-manifest bench-slots bench-wheels bench-gpu
+	control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu
 
 setup: $(STAMP)
 
@@ -35,11 +35,13 @@ lint: $(STAMP)
 test: lint browser
 	$(VENV)/bin/pytest
 
-# Running on Prefect (README: "Running on Prefect"). The server listens on loopback only.
+# Running on Prefect (README: "Running on Prefect"). The server listens on loopback unless
+# PREFECT_HOST says otherwise (README: "Many GPUs and machines").
 # PREFECT_API_URL is exported to these targets only: `make demo` must not look for a server
 # (a fresh machine has none; `t2v render` then starts a temporary one of its own).
 PREFECT_PORT ?= 4200
-PREFECT_TARGETS := server pool gpu-limit crash-detection deploy worker
+PREFECT_HOST ?= 127.0.0.1
+PREFECT_TARGETS := server pool gpu-limit crash-detection deploy worker control-worker
 $(PREFECT_TARGETS): export PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 PREFECT := $(VENV)/bin/prefect
 GPU_SLOTS ?= 1
@@ -53,12 +55,16 @@ SLOT_WAIT_S ?= 1
 server: $(STAMP)
 	PREFECT_UI_API_URL=$(PREFECT_API_URL) \
 	PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=$(SLOT_WAIT_S) \
-	$(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	$(PREFECT) server start --host $(PREFECT_HOST) --port $(PREFECT_PORT)
 
+# `gpu`: one worker per GPU renders; `control`: the parents of sharded runs, no GPU.
 pool: $(STAMP)
 	$(PREFECT) work-pool inspect gpu >/dev/null 2>&1 || $(PREFECT) work-pool create gpu --type process
+	$(PREFECT) work-pool inspect control >/dev/null 2>&1 || $(PREFECT) work-pool create control --type process
 
-# At most GPU_SLOTS `gpu`-tagged render tasks run at once across every worker.
+# Not part of `make deploy`: one worker per GPU taking one run at a time already keeps runs
+# off each other's GPU, and a limit costs a server round trip per batch. At most GPU_SLOTS
+# `gpu`-tagged render tasks run at once across every worker, for GPUs shared with others.
 gpu-limit: $(STAMP)
 	$(PREFECT) concurrency-limit inspect gpu >/dev/null 2>&1 || $(PREFECT) concurrency-limit create gpu $(GPU_SLOTS)
 
@@ -67,15 +73,23 @@ gpu-limit: $(STAMP)
 crash-detection: $(STAMP)
 	$(PY) -m flows.crash_detection --silent-for $(CRASH_AFTER_S)
 
-deploy: pool gpu-limit crash-detection
+deploy: pool crash-detection
 	$(PREFECT) --no-prompt deploy --all
 
-# One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker starts the one for GPU 1. It runs
-# WORKER_RUNS flow runs at a time: two runs in two processes on one GPU would share its memory.
+# One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker WORKER_NAME=box1-gpu1 starts the one
+# for GPU 1. It runs WORKER_RUNS flow runs at a time: two runs in two processes on one GPU
+# would share its memory. Its runs inherit WORKER_NAME, and results.json names it per row.
 WORKER_RUNS ?= 1
+WORKER_NAME ?= $(shell hostname)$(if $(CUDA_VISIBLE_DEVICES),-gpu$(CUDA_VISIBLE_DEVICES))
 
+worker: export WORKER_NAME := $(WORKER_NAME)
 worker: $(STAMP)
-	$(PREFECT) worker start --pool gpu --limit $(WORKER_RUNS)
+	$(PREFECT) worker start --pool gpu --name $(WORKER_NAME) --limit $(WORKER_RUNS)
+
+# The parents of sharded runs (`nightly-sharded`): they wait on their shards, so they must
+# not take a `gpu` worker's only slot.
+control-worker: $(STAMP)
+	$(PREFECT) worker start --pool control
 
 # Benchmarks write their sections of bench/RESULTS.md (see README, "Benchmarks").
 bench-cpu: $(STAMP)

@@ -108,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
         "--render-timeout-scale", metavar="FACTOR", help=described("render_timeout_scale")
     )
     render.add_argument("--presign-expiry", metavar="SECONDS", help=described("presign_expiry"))
+    render.add_argument(
+        "--shards",
+        metavar="N",
+        type=_positive,
+        help=(
+            "split the rows to render into N shards, each rendered by a worker of the `gpu` "
+            "work pool (needs PREFECT_API_URL; README: Many GPUs and machines)"
+        ),
+    )
     render.set_defaults(command=_render)
 
     check = commands.add_parser(
@@ -127,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("model", metavar="NAME|ORG/REPO")
     pull.set_defaults(command=_pull)
     return parser
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def _env(name: str) -> str:
@@ -159,11 +174,18 @@ def _render(args: argparse.Namespace) -> int:
     from flows.progress_bar import ProgressBar
     from flows.supervisor import run_supervised
 
+    if args.shards is not None and not os.environ.get("PREFECT_API_URL"):
+        print(
+            "t2v: error: --shards needs a Prefect server with workers: set PREFECT_API_URL "
+            "(make server, make deploy, make worker)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     request = _request(args)
-    _preflight(request)
+    _preflight(request, sharded=args.shards is not None)
     _quiet_prefect_console()
     with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
-        outcome, stopped_by = run_supervised(request, api_url, server, bar)
+        outcome, stopped_by = run_supervised(request, api_url, server, bar, args.shards)
     code = _report(outcome, stopped_by)
     if stopped_by is not None:
         # An abandoned render may still run in a daemon thread inside torch; shutting the
@@ -174,16 +196,21 @@ def _render(args: argparse.Namespace) -> int:
     return code
 
 
-def _preflight(request: Any) -> None:
+def _preflight(request: Any, sharded: bool) -> None:
     """What can be refused in seconds is refused before Prefect starts: the manifest's
     header and rows, the run's budget, the model's name, folder or weights, a configured
-    API, then the destination (last: checking it creates the folder)."""
+    API, then the destination (last: checking it creates the folder); for a sharded run,
+    locations the workers cannot share."""
     from flows.prefect_api import check_api
     from tasks.budget import check_budget
     from tasks.destination import check_destination, first_batch_bytes
     from tasks.manifest import read_header, read_manifest
     from tasks.presets import model_family, resolve_model
+    from tasks.shards import shared_location
 
+    if sharded:
+        shared_location(request.manifest)
+        shared_location(request.destination)
     read_header(request.manifest)
     rules = model_family(request.model).rules
     manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import os
 import queue
+import socket
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import artifacts, prefect_tasks, progress, run_logs
@@ -40,7 +44,7 @@ from tasks import interrupt
 from tasks.budget import check_budget
 from tasks.destination import first_batch_bytes
 from tasks.errors import first_line
-from tasks.manifest import RenderRow
+from tasks.manifest import Manifest, RenderRow
 from tasks.publish import OutputPlan
 from tasks.render import BatchResult, FailedRender, RenderOutcome, not_rendered, plan_batches
 from tasks.results import ResultRow, RunSummary, summarize
@@ -114,8 +118,15 @@ def render_manifest(
 def render_request(request: RenderRequest) -> RunSummary:
     """The flow's body, for a validated request whose {date} is filled in."""
     started = time.time()
-    logger = get_run_logger()
     use_aws_credentials_block(request.aws_credentials_block)
+    manifest, plan = plan_request(request)
+    with progress.listening(artifacts.ProgressArtifact()):
+        device, results, stopped = collect_results(request, plan)
+    return finish_run(request, manifest, results, device, stopped, started)
+
+
+def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
+    """Resolve the model, read and check the manifest, check the destination, key every row."""
     # The model's family decides the manifest's defaults and bounds.
     model = prefect_tasks.resolve_model(request.model)
     progress.phase("reading the manifest")
@@ -133,7 +144,7 @@ def render_request(request: RenderRequest) -> RunSummary:
         ),
     )
     plan = prefect_tasks.plan_outputs(manifest, model, request.destination, force=request.force)
-    logger.info(
+    get_run_logger().info(
         "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",
         request.manifest,
         plan.total,
@@ -142,24 +153,43 @@ def render_request(request: RenderRequest) -> RunSummary:
         plan.model.name,
         request.destination,
     )
-    with progress.listening(artifacts.ProgressArtifact()):
-        device, results, stopped = collect_results(request, plan)
+    return manifest, plan
+
+
+def finish_run(
+    request: RenderRequest,
+    manifest: Manifest,
+    results: list[ResultRow],
+    device: str,
+    stopped: str | None,
+    started: float,
+) -> RunSummary:
+    """Write the results manifest and the gallery, show them, and fail the run if a row
+    failed or was invalid."""
     summary = summarize(results, request.model, device, request.destination, started)
     prefect_tasks.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
     artifacts.publish_results(results, summary)
-    logger.info(summary.one_line())
+    get_run_logger().info(summary.one_line())
     if summary.counts["failed"] or summary.counts["invalid"]:
         raise RowsFailedError(summary, stopped)
     return summary
 
 
+def worker_name() -> str:
+    """Who renders in this process: WORKER_NAME (`make worker` exports it to its runs), else
+    the host's name."""
+    return os.environ.get("WORKER_NAME") or socket.gethostname()
+
+
 def collect_results(
     request: RenderRequest, plan: OutputPlan
 ) -> tuple[str, list[ResultRow], str | None]:
-    """Every row's result in manifest order, the device that rendered them, and why
-    rendering stopped early, if it did."""
+    """Render and publish the plan's rows to render. Every row's result in manifest order,
+    the device that rendered them, and why rendering stopped early, if it did.
+
+    Both flows call this: `render-manifest` for a whole manifest, `render-shard` for its rows."""
     progress.started(plan.total)
     stop = RenderingStop()
     device = "none"
@@ -168,7 +198,11 @@ def collect_results(
         progress.phase(f"loading {plan.model.name} on {request.device}")
         device = prefect_tasks.load_model(plan.model, request.device)
     results: list[ResultRow] = []
-    rows = itertools.chain(plan.done, render_and_publish(request, device, plan, stop))
+    worker, run_id = worker_name(), str(flow_run.id or "")
+    rendered = render_and_publish(request, device, plan, stop)
+    rows = itertools.chain(
+        plan.done, (dataclasses.replace(r, worker=worker, flow_run=run_id) for r in rendered)
+    )
     for result in rows:
         progress.row_finished(result)
         results.append(result)

@@ -27,15 +27,23 @@ EXIT_INTERRUPTED_BASE, EXIT_SERVER_DIED = 128, 1
 
 
 def run_supervised(
-    request: Any, api_url: str, server: TemporaryServer | None, bar: ProgressBar
+    request: Any,
+    api_url: str,
+    server: TemporaryServer | None,
+    bar: ProgressBar,
+    shards: int | None = None,
 ) -> tuple[Any, int | None]:
     """Run the flow in a thread while this (main) thread handles signals and watches the
-    temporary server. Returns the flow's outcome and the signal that stopped it, if any."""
+    temporary server: `render-manifest`, or with `shards`, `render-sharded` in that many
+    shards. Returns the flow's outcome and the signal that stopped it, if any."""
     from tasks import interrupt
 
     outcome: list[Any] = []
     thread = threading.Thread(
-        target=_run_flow, args=(request, api_url, outcome), name="t2v-flow", daemon=True
+        target=_run_flow,
+        args=(request, api_url, shards, outcome),
+        name="t2v-flow",
+        daemon=True,
     )
     received: list[int] = []
     stopping_since: list[float] = []
@@ -74,14 +82,19 @@ def run_supervised(
     return outcome[0], received[0] if received else None
 
 
-def _run_flow(request: Any, api_url: str, outcome: list[Any]) -> None:
+def _run_flow(request: Any, api_url: str, shards: int | None, outcome: list[Any]) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.render_flow import render_manifest
+    from flows.sharded_flow import render_sharded
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         try:
-            state = render_manifest(**request.parameters(), return_state=True)
+            state: Any = (
+                render_manifest(**request.parameters(), return_state=True)
+                if shards is None
+                else render_sharded(**request.parameters(), shards=shards, return_state=True)
+            )
             outcome.append(state.result(raise_on_failure=False))
         except BaseException as exc:  # handed to the main thread, which reports it
             outcome.append(exc)

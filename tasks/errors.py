@@ -12,6 +12,7 @@ __all__ = [
     "ModelLoadError",
     "RenderError",
     "RowError",
+    "ShardError",
     "StorageError",
     "T2VError",
     "first_line",
@@ -46,6 +47,11 @@ class BudgetError(T2VError):
 
 class EncodeError(T2VError):
     """ffmpeg could not turn frames into an MP4."""
+
+
+class ShardError(T2VError):
+    """A sharded run cannot go on: a location its workers cannot share, a worker whose
+    weights differ from the ones the run planned with."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from tasks.results import (
 
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
-VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model")
+VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker")
 
 Video = dict[str, Any]
 

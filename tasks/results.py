@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from storage import open_storage
 from tasks.columns import KNOWN_COLUMNS
@@ -48,6 +48,10 @@ class ResultRow:
     sha256: str
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0  # the manifest's data row; orders the results, not written as a column
+    # Who rendered the row (WORKER_NAME, else the host) and in which flow run: in results.json,
+    # the results artifact and the gallery; results.csv keeps its documented columns.
+    worker: str = ""
+    flow_run: str = ""
 
     @classmethod
     def for_row(
@@ -90,6 +94,7 @@ class ResultRow:
     def for_invalid(cls, row: InvalidRow, model: str) -> ResultRow:
         """Raw cells as the manifest had them, so the user sees what was refused."""
         cells = row.cells
+        parameters: dict[str, Any] = {name: cells.get(name) or None for name in PARAMETER_COLUMNS}
         return cls(
             id=row.id,
             status="invalid",
@@ -98,7 +103,7 @@ class ResultRow:
             warning="",
             prompt=cells.get("prompt", ""),
             negative_prompt=cells.get("negative_prompt", ""),
-            **{name: cells.get(name) or None for name in PARAMETER_COLUMNS},
+            **parameters,
             model=model,
             render_s=None,
             bytes=None,
@@ -109,7 +114,9 @@ class ResultRow:
 
 
 RESULT_COLUMNS = tuple(
-    f.name for f in dataclasses.fields(ResultRow) if f.name not in ("extra", "line")
+    f.name
+    for f in dataclasses.fields(ResultRow)
+    if f.name not in ("extra", "line", "worker", "flow_run")
 )
 PARAMETER_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("seed") : RESULT_COLUMNS.index("model")]
 

@@ -189,9 +189,13 @@ def running_server(tmp_path: Path) -> Iterator[Server]:
 
 
 @contextlib.contextmanager
-def running_worker(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`make worker`; the flow runs it started are stopped with it."""
-    process = start(make(server.project, "worker"), server.env, log)
+def running_worker(
+    server: Server, log: Path, name: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`make worker` (`WORKER_NAME=name`, with `env` added to the server's environment);
+    the flow runs it started are stopped with it."""
+    arguments = [] if name is None else [f"WORKER_NAME={name}"]
+    process = start(make(server.project, "worker", *arguments), {**server.env, **(env or {})}, log)
     try:
         yield process
     finally:

@@ -44,7 +44,7 @@ CRASH_AFTER_S = 45
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with the README's set-up: the `gpu` pool, limit, crash detection, deployments."""
     with running_server(tmp_path_factory.mktemp("prefect")) as server:
-        command = make(server.project, "deploy", f"CRASH_AFTER_S={CRASH_AFTER_S}")
+        command = make(server.project, "deploy", "gpu-limit", f"CRASH_AFTER_S={CRASH_AFTER_S}")
         subprocess.run(command, env=server.env, check=True)
         yield server
 

@@ -1,0 +1,135 @@
+"""The `render-shard` flow: one shard of a sharded run, on a `gpu` worker.
+
+Its parameters are small (where the manifest is, which of its rows, which weights); it reads
+the manifest itself, renders and publishes only its rows create-only, as `render-manifest`
+does, and reports them in its shard's results file for the parent to merge.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from flows import artifacts, prefect_tasks, progress
+from flows.credentials import use_aws_credentials_block
+from flows.errors import RowsFailedError
+from flows.parameters import (
+    AwsCredentialsBlock,
+    BatchSize,
+    Destination,
+    Device,
+    Force,
+    ManifestUri,
+    ModelName,
+    RenderTimeoutScale,
+    build_request,
+)
+from flows.render_flow import RENDER_WINDOW, collect_results, worker_name
+from tasks.errors import ShardError
+from tasks.manifest import Manifest
+from tasks.results import ResultRow, RunSummary, summarize
+from tasks.shards import ShardRecord, write_shard_record
+
+# The shard's results file is rewritten at most this often while rows finish, and once at
+# the end: live progress for the parent without a write per row.
+RECORD_EVERY_S = 2.0
+
+
+class ShardRecorder:
+    """A progress listener that keeps the shard's results file in DEST up to date."""
+
+    def __init__(self, destination: str, parent_run: str, shard: int) -> None:
+        self._destination, self._parent_run, self._shard = destination, parent_run, shard
+        self.rows: list[ResultRow] = []
+        self._written = 0.0
+
+    def phase(self, text: str) -> None:
+        """Only rows go into the results file."""
+
+    def started(self, total_rows: int) -> None:
+        """The parent knows the shard's rows; it counts the ones reported."""
+
+    def row_finished(self, result: ResultRow) -> None:
+        self.rows.append(result)
+        if time.monotonic() - self._written >= RECORD_EVERY_S:
+            self.write(device="", complete=False)
+
+    def write(self, device: str, complete: bool) -> None:
+        record = ShardRecord(
+            self._shard, str(flow_run.id or ""), worker_name(), device, complete, self.rows
+        )
+        write_shard_record(self._destination, self._parent_run, record)
+        self._written = time.monotonic()
+
+
+@flow(
+    name="render-shard",
+    task_runner=cast(
+        TaskRunner[PrefectFuture[Any]], ThreadPoolTaskRunner(max_workers=RENDER_WINDOW + 2)
+    ),
+    validate_parameters=True,
+)
+def render_shard(
+    manifest: ManifestUri,
+    destination: Destination,
+    model: ModelName,
+    model_identity: str,
+    lines: list[int],
+    parent_run: str,
+    shard: int,
+    batch_size: BatchSize = 4,
+    device: Device = "auto",
+    force: Force = False,
+    render_timeout_scale: RenderTimeoutScale = 1.0,
+    aws_credentials_block: AwsCredentialsBlock = None,
+) -> RunSummary:
+    """Render the manifest rows on `lines` with the model the parent planned with
+    (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
+    started = time.time()
+    request = build_request(
+        manifest=manifest,
+        destination=destination,
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        force=force,
+        aws_credentials_block=aws_credentials_block,
+        render_timeout_scale=render_timeout_scale,
+    )
+    use_aws_credentials_block(request.aws_credentials_block)
+    ref = prefect_tasks.resolve_model(request.model)
+    if ref.identity != model_identity:
+        # Infrastructure, not the rows: the parent starts the shard again, elsewhere.
+        raise ShardError(
+            f"worker {worker_name()} resolves model {model!r} to {ref.identity!r}, not the "
+            f"{model_identity!r} the run planned with: the worker has other weights"
+        )
+    read = prefect_tasks.read_manifest(request.manifest, limit=max(lines), rules=ref.family.rules)
+    wanted = set(lines)
+    mine = Manifest(
+        rows=[row for row in read.rows if row.line in wanted],
+        invalid=[],
+        extra_columns=read.extra_columns,
+    )
+    plan = prefect_tasks.plan_outputs(mine, ref, request.destination, force=request.force)
+    get_run_logger().info(
+        "shard %d of run %s: %d rows, %d to render on %s",
+        shard,
+        parent_run,
+        len(lines),
+        len(plan.to_render),
+        worker_name(),
+    )
+    recorder = ShardRecorder(request.destination, parent_run, shard)
+    with progress.listening(recorder), progress.listening(artifacts.ProgressArtifact()):
+        rendered_on, results, stopped = collect_results(request, plan)
+    recorder.write(device=rendered_on, complete=True)
+    summary = summarize(results, request.model, rendered_on, request.destination, started)
+    if summary.counts["failed"]:
+        raise RowsFailedError(summary, stopped)
+    return summary

@@ -1,0 +1,95 @@
+"""A sharded run's pieces: rows split into shards, and each shard's results file in DEST.
+
+A shard's run writes its rows' results to `DEST/.t2v/shards/<parent run>/<shard>.json` as it
+goes (`complete` once it has them all), so the parent merges them even when the shard's own
+return value is lost, and a shard run again knows which of its rows an earlier try finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage import open_storage
+from tasks.errors import ShardError
+from tasks.manifest import RenderRow
+from tasks.render import plan_batches
+from tasks.results import ResultRow
+
+SHARDS_FOLDER = ".t2v/shards"
+# About 16 minutes of GPU work a shard at 30 s a video (Wan 2.1 1.3B on an H100 class GPU):
+# long beside a shard's fixed cost (start, pick-up, model load), short enough to balance.
+DEFAULT_SHARD_ROWS = 32
+# A local folder is shared only when the user says so: every worker reads the manifest and
+# writes the videos at the same path.
+SHARED_FOLDER_ENV = "T2V_SHARED_FOLDER"
+
+
+def split_into_shards(
+    rows: list[RenderRow], batch_size: int, shards: int | None, shard_rows: int
+) -> list[list[RenderRow]]:
+    """Whole batches of compatible rows, in order, into `shards` shards (at most one per
+    batch), else into shards of about `shard_rows` rows."""
+    batches = plan_batches(rows, batch_size)
+    if not batches:
+        return []
+    wanted = shards if shards is not None else -(-len(rows) // shard_rows)
+    count = max(1, min(wanted, len(batches)))
+    # Contiguous runs of batches, sizes differing by at most one batch.
+    size, extra = divmod(len(batches), count)
+    split, start = [], 0
+    for number in range(count):
+        end = start + size + (number < extra)
+        split.append([row for batch in batches[start:end] for row in batch])
+        start = end
+    return split
+
+
+def shared_location(uri: str) -> str:
+    """`uri` as every worker finds it: s3:// as it is; a local folder or file as an absolute
+    path, only when T2V_SHARED_FOLDER=1 says every worker sees it there."""
+    if uri.startswith("s3://"):
+        return uri
+    if os.environ.get(SHARED_FOLDER_ENV) != "1":
+        raise ShardError(
+            f"{uri!r} is on this machine: a sharded run needs s3:// locations, or a folder "
+            f"every worker sees at the same path (a network mount) with {SHARED_FOLDER_ENV}=1"
+        )
+    return str(Path(uri).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """What one try of a shard reported: its rows so far, and whether that is all of them."""
+
+    shard: int
+    flow_run: str
+    worker: str
+    device: str
+    complete: bool
+    rows: list[ResultRow]
+
+
+def shard_key(parent_run: str, shard: int) -> str:
+    return f"{SHARDS_FOLDER}/{parent_run}/{shard}.json"
+
+
+def write_shard_record(destination: str, parent_run: str, record: ShardRecord) -> None:
+    document = {"generator": "t2v-batch", **dataclasses.asdict(record)}
+    data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+    open_storage(destination).write_bytes(shard_key(parent_run, record.shard), data)
+
+
+def read_shard_record(destination: str, parent_run: str, shard: int) -> ShardRecord | None:
+    """The shard's latest record; None when it has written none yet."""
+    storage = open_storage(destination)
+    key = shard_key(parent_run, shard)
+    if storage.stat(key) is None:
+        return None
+    document = json.loads(storage.read_bytes(key))
+    rows = [ResultRow(**row) for row in document.pop("rows")]
+    document.pop("generator")
+    return ShardRecord(rows=rows, **document)

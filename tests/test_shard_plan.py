@@ -1,0 +1,96 @@
+"""Sharded runs without a server: how rows split, which locations workers share, the shard
+results file, and when a shard whose run ended is started again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from flows.sharded_flow import MAX_TRIES, ShardRun, next_step
+from tasks.errors import ShardError
+from tasks.render import batch_shape
+from tasks.results import ResultRow
+from tasks.shards import (
+    ShardRecord,
+    read_shard_record,
+    shard_key,
+    shared_location,
+    split_into_shards,
+    write_shard_record,
+)
+from tests.factories import render_row
+
+
+def test_shards_hold_whole_batches_of_compatible_rows_in_order() -> None:
+    rows = [render_row(n, height=32 if n % 2 else 64) for n in range(1, 13)]
+    shards = split_into_shards(rows, batch_size=2, shards=4, shard_rows=100)
+    assert len(shards) == 4
+    assert sorted(row.line for shard in shards for row in shard) == list(range(1, 13))
+    for shard in shards:
+        # Each shard's rows come in batches of one shape: no batch is split across shards.
+        shapes = [batch_shape(row) for row in shard]
+        assert all(shapes[i] == shapes[i + 1] for i in range(0, len(shapes), 2))
+    assert [len(shard) for shard in shards] == [4, 4, 2, 2]  # 6 batches of 2 into 4 shards
+
+
+def test_shard_count_follows_shard_rows_and_never_exceeds_the_batches() -> None:
+    rows = [render_row(n) for n in range(1, 11)]
+    assert [len(s) for s in split_into_shards(rows, 1, None, shard_rows=4)] == [4, 3, 3]
+    assert len(split_into_shards(rows, batch_size=5, shards=6, shard_rows=4)) == 2
+    assert split_into_shards([], 1, 3, 4) == []
+
+
+def test_local_locations_need_the_user_to_say_every_worker_shares_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("T2V_SHARED_FOLDER", raising=False)
+    assert shared_location("s3://bucket/out") == "s3://bucket/out"
+    with pytest.raises(ShardError, match="T2V_SHARED_FOLDER=1"):
+        shared_location("out")
+    monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
+    monkeypatch.chdir(tmp_path)
+    assert shared_location("out") == str(tmp_path / "out")
+
+
+def _record(run: ShardRun, complete: bool, rows: list[ResultRow]) -> ShardRecord:
+    return ShardRecord(run.number, str(run.flow_run), "w1", "cpu", complete, rows)
+
+
+def test_shard_record_round_trips_through_the_destination(tmp_path: Path) -> None:
+    row = ResultRow.for_row(render_row(3), "ok", "tiny-random", output="x.mp4", bytes=5)
+    record = ShardRecord(2, "run-id", "w1", "cpu", True, [row])
+    assert read_shard_record(str(tmp_path), "parent", 2) is None
+    write_shard_record(str(tmp_path), "parent", record)
+    assert (tmp_path / shard_key("parent", 2)).is_file()
+    assert read_shard_record(str(tmp_path), "parent", 2) == record
+
+
+def test_a_shard_that_reported_every_row_is_not_started_again_even_with_failed_rows() -> None:
+    run = ShardRun(1, [render_row(1), render_row(2)], tries=1, flow_run=uuid4())
+    failed = [ResultRow.for_row(row, "failed", "m", error="bad") for row in run.rows]
+    list(run.take(failed))
+    assert next_step(run, _record(run, True, failed)) == "finished"
+
+
+def test_a_shard_whose_run_ended_without_its_rows_starts_again_a_bounded_number_of_times() -> None:
+    run = ShardRun(1, [render_row(1), render_row(2)], tries=1, flow_run=uuid4())
+    done = ResultRow.for_row(run.rows[0], "ok", "m")
+    list(run.take([done]))
+    partial = _record(run, False, [done])
+    assert next_step(run, partial) == "again"
+    assert run.missing() == [2]
+    # A complete record of an earlier run of the shard says nothing about this one.
+    earlier = ShardRecord(1, str(uuid4()), "w1", "cpu", True, [done])
+    assert next_step(run, earlier) == "again"
+    run.tries = MAX_TRIES
+    assert next_step(run, partial) == "give up"
+
+
+def test_rows_a_crashed_run_stored_count_as_rendered_when_the_next_run_finds_them() -> None:
+    run = ShardRun(1, [render_row(1)], tries=2, flow_run=uuid4())
+    found = ResultRow.for_row(run.rows[0], "skipped", "m", output="x.mp4")
+    (taken,) = run.take([found])
+    assert (taken.status, taken.output) == ("ok", "x.mp4")
+    assert list(run.take([found])) == [], "a row is reported once"

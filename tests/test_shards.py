@@ -1,0 +1,168 @@
+"""Sharded runs for real: `make server`, `make deploy`, `gpu` workers on loopback, moto's S3
+server as the shared destination, and `t2v render --shards N` as the parent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
+from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from tests.prefect_stack import (
+    Server,
+    flow_runs,
+    make,
+    running_server,
+    running_worker,
+)
+
+HEADER = "id,prompt,num_frames,height,width,num_inference_steps\n"
+CRASH_AFTER_S = 45
+
+
+def _manifest(rows: int, frames: int = 4, steps: int = 2) -> str:
+    return HEADER + "".join(
+        f"boat-{n},a paper boat number {n} on a pond,{frames},64,64,{steps}\n" for n in range(rows)
+    )
+
+
+def test_shards_without_a_prefect_server_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(_manifest(2))
+    assert "PREFECT_API_URL" not in os.environ
+    code = main(["render", str(manifest), "--out", "s3://bucket/out", "--shards", "2"])
+    assert code == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert error.splitlines() == [
+        "t2v: error: --shards needs a Prefect server with workers: set PREFECT_API_URL "
+        "(make server, make deploy, make worker)"
+    ]
+
+
+def _s3_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": FAKE_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": FAKE_SECRET_ACCESS_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[Server]:
+    """A deployed server (`gpu` pool, crash detection, the `shard` deployment) whose
+    environment reaches moto's S3, with two `gpu` workers, w1 and w2."""
+    folder = tmp_path_factory.mktemp("shards")
+    with running_server(folder) as server:
+        server.env.update(_s3_env(s3_server))
+        command = make(server.project, "deploy", f"CRASH_AFTER_S={CRASH_AFTER_S}")
+        subprocess.run(command, env=server.env, check=True, capture_output=True)
+        with (
+            running_worker(server, folder / "w1.log", "w1"),
+            running_worker(server, folder / "w2.log", "w2"),
+        ):
+            yield server
+
+
+def _client(server: Server) -> Any:
+    import boto3
+
+    env = server.env
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+
+
+def _bucket(server: Server, manifest: str) -> str:
+    """A new versioned bucket holding the manifest: each version of a key is one PUT."""
+    bucket = f"t2v-{uuid.uuid4().hex[:12]}"
+    client = _client(server)
+    client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    client.put_object(Bucket=bucket, Key="prompts.csv", Body=manifest.encode())
+    return bucket
+
+
+def _render(server: Server, bucket: str, *options: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "flows.cli", "render", f"s3://{bucket}/prompts.csv"]
+    command += ["--out", f"s3://{bucket}/out", "--model", "tiny-random", *options]
+    return subprocess.Popen(
+        command, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(render: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
+    out, err = render.communicate(timeout=timeout)
+    return render.returncode, out + err
+
+
+def _results(server: Server, bucket: str) -> dict[str, Any]:
+    body = _client(server).get_object(Bucket=bucket, Key="out/results.json")["Body"]
+    document: dict[str, Any] = json.loads(body.read())
+    return document
+
+
+def _video_puts(server: Server, bucket: str) -> Counter[str]:
+    """How many times each video was stored (the bucket keeps every version)."""
+    listing = _client(server).list_object_versions(Bucket=bucket, Prefix="out/")
+    return Counter(v["Key"] for v in listing.get("Versions", []) if v["Key"].endswith(".mp4"))
+
+
+def _shard_runs(server: Server, since: float) -> list[Any]:
+    return [r for r in flow_runs(server, "shard") if r.created.timestamp() >= since]
+
+
+@pytest.mark.slow
+def test_rows_spread_over_workers_each_video_stored_once(stack: Server) -> None:
+    bucket = _bucket(stack, _manifest(12))
+    since = time.time()
+    code, output = _finish(_render(stack, bucket, "--shards", "4", "--batch-size", "1"), 240)
+    assert code == EXIT_OK, output
+    assert "12 rows: 12 ok, 0 skipped, 0 failed, 0 invalid" in output
+
+    rows = _results(stack, bucket)["rows"]
+    assert [row["id"] for row in rows] == [f"boat-{n}" for n in range(12)]
+    assert {row["status"] for row in rows} == {"ok"}
+    assert {row["worker"] for row in rows} == {"w1", "w2"}
+    shards = _shard_runs(stack, since)
+    assert {row["flow_run"] for row in rows} == {str(run.id) for run in shards}
+    assert len(shards) == 4
+    puts = _video_puts(stack, bucket)
+    assert len(puts) == 12 and set(puts.values()) == {1}, puts
+
+
+@pytest.mark.slow
+def test_a_shard_whose_rows_fail_is_not_started_again(stack: Server) -> None:
+    bucket = _bucket(stack, _manifest(4))
+    since = time.time()
+    # Every render runs past its timeout: the rows fail, each shard reports them.
+    render = _render(
+        stack, bucket, "--shards", "2", "--batch-size", "1", "--render-timeout-scale", "0.000001"
+    )
+    code, output = _finish(render, 240)
+    assert code == EXIT_ROWS_FAILED, output
+    rows = _results(stack, bucket)["rows"]
+    assert {row["status"] for row in rows} == {"failed"}
+    assert all("timed out" in row["error"] or "not rendered" in row["error"] for row in rows)
+    shards = _shard_runs(stack, since)
+    assert len(shards) == 2, "one run per shard: a shard that reported its failed rows ran again"
+    assert {run.state_type.value for run in shards} == {"FAILED"}
+    assert _video_puts(stack, bucket) == Counter()
