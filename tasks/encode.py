@@ -61,6 +61,9 @@ def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
             stderr=subprocess.PIPE,
             check=False,
             timeout=timeout,
+            # Out of reach of the terminal's Ctrl-C: a stopping run still publishes what it
+            # rendered, and this encode ends with its input or its timeout.
+            start_new_session=True,
         )
     except subprocess.TimeoutExpired as exc:
         raise EncodeError(

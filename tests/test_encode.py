@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -111,6 +112,23 @@ def test_a_wedged_ffmpeg_is_stopped_with_a_one_line_error(
         f"ffmpeg did not finish encoding 64×64 frames to {target} within 1 s and was stopped"
     )
     assert not list(target.parent.iterdir())
+
+
+def test_ffmpeg_runs_out_of_reach_of_the_terminals_signals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C reaches the terminal's whole process group: an ffmpeg in it would die mid-encode
+    # while t2v, stopping gracefully, still publishes the videos it rendered.
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(
+        f"#!/bin/sh\nawk '{{print $6}}' /proc/$$/stat > {tmp_path}/sid\nexec {ffmpeg} \"$@\"\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(fake))
+    encode_mp4(gradient(4, 64, 64), 8, tmp_path / "clip.mp4")
+    assert int((tmp_path / "sid").read_text()) != os.getsid(0)
+    assert probe_mp4(tmp_path / "clip.mp4").frame_count == 4
 
 
 def test_the_encode_timeout_grows_with_the_frames() -> None:
