@@ -108,7 +108,7 @@ bench-wheels: $(STAMP)
 
 bench-gpu:
 	python3 -m pip install --quiet --no-deps .whl/*.whl
-	python3 -m bench.gpu_throughput --compile default
+	python3 -m bench.gpu_throughput --model $(or $(BENCH_MODEL),ms-1.7b-random) $(or $(BENCH_ARGS),--compile default)
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

@@ -1,12 +1,17 @@
-"""FLOPs of one video (counted on the meta device) and the dense bf16 peak of a GPU."""
+"""FLOPs of one video (counted on a pipeline call of its family) and the dense bf16 peak of
+a GPU."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from tasks.families import family_of
+from tasks.manifest import RenderRow
+from tasks.render import device_of
 
 # Dense (no sparsity) bf16/fp16 tensor-core peaks in TFLOP/s, from the vendor data sheets;
 # matched in this order against the CUDA device name.
@@ -23,16 +28,16 @@ PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
 
 @dataclass(frozen=True)
 class VideoFlops:
-    """FLOPs of one video: the UNet (classifier-free guidance doubles its batch) and the rest."""
+    """FLOPs of one video: each denoising step (classifier-free guidance included) and the
+    rest of the call (text encoding, VAE decoding)."""
 
-    unet_step: float
-    vae_decode: float
-    text_encoder: float
+    step: float
+    rest: float
     steps: int
 
     @property
     def total(self) -> float:
-        return self.unet_step * self.steps + self.vae_decode + self.text_encoder
+        return self.step * self.steps + self.rest
 
 
 def peak_tflops(device_name: str) -> float | None:
@@ -43,29 +48,19 @@ def peak_tflops(device_name: str) -> float | None:
     return None
 
 
-def count_video_flops(pipe: Any, height: int, width: int, frames: int, steps: int) -> VideoFlops:
-    """Count FLOPs on meta-device copies of the pipeline's modules: no memory, no compute."""
-    scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    channels = pipe.unet.config.in_channels
-    latent = (channels, frames, height // scale, width // scale)
-    tokens = pipe.tokenizer.model_max_length
-    with torch.device("meta"), torch.inference_mode():
-        unet = type(pipe.unet).from_config(pipe.unet.config)
-        vae = type(pipe.vae).from_config(pipe.vae.config)
-        text_encoder = type(pipe.text_encoder)(pipe.text_encoder.config)
-        # Classifier-free guidance runs the UNet and text encoder on prompt and negative prompt.
-        unet_step = _flops(
-            unet,
-            torch.randn(2, *latent),
-            torch.tensor([999, 999]),
-            encoder_hidden_states=torch.randn(2, tokens, pipe.unet.config.cross_attention_dim),
-        )
-        vae_decode = _flops(vae.decode, torch.randn(frames, channels, *latent[2:]))
-        text = _flops(text_encoder, torch.zeros(2, tokens, dtype=torch.long))
-    return VideoFlops(unet_step, vae_decode, text, steps)
+def count_video_flops(pipe: Any, row: RenderRow) -> VideoFlops:
+    """Count the family's own call (`Family.generate`) for `row` at 2 and at 3 steps: the
+    difference is one step, the rest does not grow with steps. Two short calls instead of
+    one at `row`'s steps, and no module named, so every family is counted alike. Not at 1
+    step: LTX-Video's scheduler finds no step index in a 1-step schedule."""
+    two = _flops(pipe, replace(row, num_inference_steps=2))
+    three = _flops(pipe, replace(row, num_inference_steps=3))
+    step = three - two
+    return VideoFlops(step=step, rest=two - 2 * step, steps=row.num_inference_steps)
 
 
-def _flops(module: Any, *args: Any, **kwargs: Any) -> float:
-    with FlopCounterMode(display=False) as counter:
-        module(*args, **kwargs)
+def _flops(pipe: Any, row: RenderRow) -> float:
+    generator = torch.Generator(device=device_of(pipe)).manual_seed(row.seed)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        family_of(pipe).generate(pipe, [row], [generator])
     return float(counter.get_total_flops())

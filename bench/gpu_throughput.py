@@ -1,12 +1,13 @@
-"""GPU throughput of t2v-batch against the model card's way of running ms-1.7b.
+"""GPU throughput of t2v-batch against the model card's way of running a model family.
 
-Measures, in one process: the baseline (the model card's recipe: the pipeline in fp16,
-DPMSolverMultistepScheduler, `enable_model_cpu_offload()`, one prompt per call, each
-video written like `export_to_video`), then t2v-batch's engine (`tasks.render.render_rows`
-and `tasks.encode.encode_mp4`, encoding in the background as the flow does) at each batch
-size, and optionally with `torch.compile`. Both use `ms-1.7b-random`, the exact ms-1.7b
-architecture with random weights: no download, and the same FLOPs as the real model.
-Results go to a section of bench/RESULTS.md.
+Measures, in one process: the baseline (the model card's recipe: the family's dtype,
+`enable_model_cpu_offload()`, one prompt per call, the pipeline's own output written like
+`export_to_video`), then t2v-batch's engine (`tasks.render.render_rows` and
+`tasks.encode.encode_mp4`, encoding in the background as the flow does) at each batch
+size, and optionally with `torch.compile`. Both use a `<name>-random` preset, the exact
+architecture with random weights: no download, and the same FLOPs as the real model, at the
+family's native size, frames and steps unless told otherwise. Results go to the section
+`gpu_throughput/<model>` of bench/RESULTS.md.
 
 On the GPU machine (Python 3.12 with torch, transformers and accelerate; no Prefect,
 diffusers or imageio-ffmpeg, and a call carries at most 64 MiB), the engine needs only
@@ -14,11 +15,12 @@ the two missing wheels (35 MB), downloaded here into the gitignored `.whl/`:
 
     make bench-wheels        # here: pip download diffusers==0.42.1 imageio-ffmpeg==0.6.0
                              #   --no-deps -d .whl
-    make bench-gpu           # there, with .whl carried along (device tool: carry [".whl"]):
-                             #   pip install --no-deps .whl/*.whl, then this module with
-                             #   --compile default (estimated 5–10 minutes on an H100)
+    make bench-gpu BENCH_MODEL=wan2.1-1.3b-random
+                             # there, with .whl carried along (device tool: carry [".whl"]):
+                             #   pip install --no-deps .whl/*.whl, then this module
 
-`--dry-run` runs the same code on CPU with tiny-random in seconds (what the tests run).
+`--dry-run` runs the same code on CPU with the family's tiny preset in seconds (what the
+tests run).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +43,30 @@ from bench.report import MISSING, RESULTS_MD, environment, markdown_table, numbe
 from bench.steady import Contender, busy_inside_render, run_loop
 from tasks.devices import get_pipeline, resolve_device
 from tasks.encode import encode_mp4
-from tasks.families import family_of
+from tasks.families import Family, family_of
 from tasks.loading import COMPILE_MODES, compile_denoiser, quiet_libraries
 from tasks.manifest import RenderRow
-from tasks.presets import ModelRef, build_in_memory, resolve_model
+from tasks.presets import PRESETS, ModelRef, build_in_memory, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
 
-EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default, which the model card keeps
+# What `--model` takes: presets built in memory, full-size with random weights or tiny.
+MODELS = tuple(name for name, preset in PRESETS.items() if preset.random or not preset.info.repo)
+EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default, which ModelScope's card keeps
+# The frame rate each model card passes to `export_to_video`.
+CARD_FPS = {"ModelScope": EXPORT_TO_VIDEO_FPS, "Wan": 16, "LTX-Video": 24, "CogVideoX": 8}
+# The dtype each model card loads its pipeline in: the weights' own (ms-1.7b's fp16 variant,
+# CogVideoX-2b trained in fp16); every other card loads bf16.
+CARD_DTYPES = {"ms-1.7b": torch.float16, "cogvideox-2b": torch.float16}
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 @dataclass(frozen=True)
 class Settings:
     device: str
-    model: str
-    size: int
+    model: str  # the preset that runs: `requested`, or its family's tiny preset in a dry run
+    requested: str  # the preset asked for, which names the section of RESULTS.md
+    height: int
+    width: int
     frames: int
     steps: int
     batch_sizes: tuple[int, ...]
@@ -63,6 +76,10 @@ class Settings:
     peak_tflops: float | None
     out: Path
     dry_run: bool
+
+    @property
+    def family(self) -> Family:
+        return PRESETS[self.model].family
 
 
 @dataclass(frozen=True)
@@ -92,58 +109,84 @@ class Measurement:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(argv)
     device = resolve_device(settings.device)
+    model = resolve_model(settings.model)
     with tempfile.TemporaryDirectory(prefix="t2v-bench-") as scratch:
         results = [measure_baseline(settings, device, Path(scratch))]
         # The baseline's pipeline is garbage now; give its memory back before the engine's.
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        # Counted before `measure_engine` compiles the engine's pipeline in place.
+        flops = count_video_flops(get_pipeline(model, device), _rows(settings, 1)[0])
         results += measure_engine(settings, device, Path(scratch))
-    pipe = get_pipeline(resolve_model(settings.model), device)
-    flops = count_video_flops(pipe, settings.size, settings.size, settings.frames, settings.steps)
     section = results_section(settings, device, flops, results)
-    write_section(settings.out, "gpu_throughput", section)
+    write_section(settings.out, section_name(settings.requested), section)
     print(section)
     return 0
 
 
+def section_name(model: str) -> str:
+    """Each model's table has a section of its own, so runs of several models all stay."""
+    return f"gpu_throughput/{model}"
+
+
 def measure_baseline(settings: Settings, device: torch.device, scratch: Path) -> Measurement:
     """The model card's recipe, one prompt at a time, with a pipeline of its own."""
+    family = settings.family
     pipe = baseline_pipeline(settings.model, device)
 
     def render(batch: Sequence[RenderRow]) -> list[np.ndarray]:
-        output = pipe(
-            batch[0].prompt,
-            num_inference_steps=settings.steps,
-            num_frames=settings.frames,
-            height=settings.size,
-            width=settings.size,
-        )
-        return [output.frames[0]]
+        # The pipeline's own output type: float arrays (ModelScope, Wan) or PIL images.
+        video = pipe(**family.call_arguments(batch[:1])).frames[0]
+        return [
+            video if isinstance(video, np.ndarray) else np.stack([np.asarray(f) for f in video])
+        ]
 
-    contender = Contender("baseline (model card)", 1, render, export_like_diffusers, False)
+    save = partial(export_like_diffusers, fps=CARD_FPS[family.name])
+    contender = Contender("baseline (model card)", 1, render, save, False)
     return measure(contender, _rows(settings, settings.baseline_videos), scratch, device)
 
 
 def baseline_pipeline(model: str, device: torch.device) -> Any:
-    """fp16, DPMSolverMultistepScheduler, `enable_model_cpu_offload()`, as the model card has it."""
-    from diffusers import DPMSolverMultistepScheduler
+    """The model card's set-up: its dtype, its scheduler, `enable_model_cpu_offload()`.
 
+    Offload, per card: ModelScope's calls `enable_model_cpu_offload()`; CogVideoX's calls
+    it too and names sequential offload and VAE slicing/tiling as further memory savers;
+    Wan's and LTX-Video's diffusers snippets load to the GPU and diffusers' docs for both
+    give model offload as the memory recipe. Model offload is used for all four: it keeps
+    the call's shape and costs one host-device copy of each component per call, where
+    sequential offload would copy every layer every step.
+    """
+    preset = PRESETS[model]
+    family = preset.family
     quiet_libraries()
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    dtype = baseline_dtype(model) if device.type == "cuda" else torch.float32
     pipe = build_in_memory(resolve_model(model), device, dtype).to(device=device, dtype=dtype)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    for name, component_dtype in family.component_dtypes(dtype).items():
+        getattr(pipe, name).to(dtype=component_dtype)  # Wan's card loads its VAE in fp32
+    if family.name == "ModelScope":
+        from diffusers import DPMSolverMultistepScheduler
+
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
         pipe.enable_model_cpu_offload(device=device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def export_like_diffusers(frames: np.ndarray, row: RenderRow, folder: Path) -> None:
+def baseline_dtype(model: str) -> torch.dtype:
+    """The dtype the model card of `model`'s preset loads its pipeline in, on a GPU."""
+    return CARD_DTYPES.get(PRESETS[model].info.name, torch.bfloat16)
+
+
+def export_like_diffusers(
+    frames: np.ndarray, row: RenderRow, folder: Path, fps: int = EXPORT_TO_VIDEO_FPS
+) -> None:
     """`diffusers.utils.export_to_video` without the `imageio` package it needs.
 
-    The same steps: float frames × 255 cast to uint8, written by imageio's ffmpeg writer
-    defaults (libx264, yuv420p, quality 5, 16-pixel macro blocks) at 10 fps.
+    The same steps: float frames × 255 cast to uint8 (PIL frames are uint8 already),
+    written by imageio's ffmpeg writer defaults (libx264, yuv420p, quality 5, 16-pixel
+    macro blocks) at `fps`.
     """
     import imageio_ffmpeg
 
@@ -151,7 +194,7 @@ def export_like_diffusers(frames: np.ndarray, row: RenderRow, folder: Path) -> N
     writer = imageio_ffmpeg.write_frames(
         str(folder / f"baseline-{row.id}.mp4"),
         (width, height),
-        fps=EXPORT_TO_VIDEO_FPS,
+        fps=fps,
         quality=5,
         codec="libx264",
         pix_fmt_out="yuv420p",
@@ -160,7 +203,9 @@ def export_like_diffusers(frames: np.ndarray, row: RenderRow, folder: Path) -> N
     )
     writer.send(None)
     for frame in frames:
-        writer.send((frame * 255).astype(np.uint8))
+        pixels = frame if frame.dtype == np.uint8 else (frame * 255).astype(np.uint8)
+        # imageio's ffmpeg plugin makes each frame contiguous before handing it on.
+        writer.send(np.ascontiguousarray(pixels))
     writer.close()
 
 
@@ -242,22 +287,28 @@ def results_section(
             number(100 * m.render_s / m.wall_s, 1), number(100 * m.device_busy, 1),
             number(achieved, 1), number(None if peak is None else 100 * achieved / peak, 1),
         ])  # fmt: skip
-    title = "## GPU throughput"
+    family = settings.family
+    title = f"## GPU throughput: {settings.requested}"
     if settings.dry_run:
         title += (
-            " — DRY RUN on CPU with tiny-random, not a result\n\n"
+            f" — DRY RUN on CPU with {settings.model}, not a result\n\n"
             "**The GPU table has not been measured yet** (no GPU was lent to the session that "
             "wrote this). This table only shows the shape of the real one; run "
-            "`make bench-gpu` on an H100 to replace this section."
+            f"`make bench-gpu BENCH_MODEL={settings.requested}` on an H100 or H200 to "
+            "replace this section."
         )
+    dtype = "fp32" if device.type != "cuda" else DTYPE_NAMES[baseline_dtype(settings.model)]
     return "\n\n".join([
         title,
         environment(name),
-        f"{settings.model}, {settings.size}×{settings.size}, {settings.frames} frames, "
-        f"{settings.steps} steps, guidance 9. One video: {flops.total / 1e12:.3g} TFLOP "
-        f"(UNet {flops.unet_step / 1e12:.3g} per step with guidance, VAE decode "
-        f"{flops.vae_decode / 1e12:.3g}, text encoder {flops.text_encoder / 1e12:.3g}); "
-        f"peak {MISSING if peak is None else f'{peak:g}'} TFLOP/s dense bf16.",
+        f"{settings.model} ({family.name}), {settings.height}×{settings.width}, "
+        f"{settings.frames} frames, {settings.steps} steps, guidance "
+        f"{family.rules.guidance_scale:g}. One video: {flops.total / 1e12:.3g} TFLOP "
+        f"({flops.step / 1e12:.3g} per step with guidance; text encoding and decoding "
+        f"{flops.rest / 1e12:.3g}); peak {MISSING if peak is None else f'{peak:g}'} TFLOP/s "
+        f"dense bf16. Baseline: {dtype}, one prompt per call, the pipeline's own output"
+        + (", `enable_model_cpu_offload()`" if device.type == "cuda" else " (no offload on CPU)")
+        + f", written at {CARD_FPS[family.name]} fps.",
         markdown_table(header, rows),
         METHOD,
     ])  # fmt: skip
@@ -271,26 +322,28 @@ one video after the other. *in render %*: share of the wall inside render calls 
 that holds the GPU). *device busy %*: that share × the share of one profiled render call
 covered by GPU kernels and copies (torch.profiler; on CPU, by torch operators). *peak
 GPU GiB*: `torch.cuda.max_memory_allocated`. *TFLOP/s*: FLOPs of one video (counted with
-`torch.utils.flop_counter.FlopCounterMode` on meta-device copies of the UNet, VAE and text
-encoder) × videos / wall; *MFU %*: that over the GPU's dense bf16 peak. The baseline
-writes with `imageio_ffmpeg.write_frames` and the settings of `export_to_video`, which
-needs the `imageio` package, not a dependency here."""
+`torch.utils.flop_counter.FlopCounterMode` around the family's pipeline call for one row at
+2 and 3 steps, extrapolated to the row's steps; on CPU fused attention is not counted)
+× videos / wall; *MFU %*: that over the GPU's dense bf16 peak. The baseline writes with
+`imageio_ffmpeg.write_frames` and the settings of `export_to_video`, which needs the
+`imageio` package, not a dependency here."""
 
 
 def _rows(settings: Settings, count: int) -> list[RenderRow]:
+    rules = settings.family.rules
     return [
         RenderRow(
             line=n + 1,
             id=f"bench-{n}",
             prompt=f"a fox running through fresh snow at dawn, shot number {n}",
-            negative_prompt="",
+            negative_prompt=rules.negative_prompt,
             seed=n,
             num_frames=settings.frames,
-            height=settings.size,
-            width=settings.size,
+            height=settings.height,
+            width=settings.width,
             num_inference_steps=settings.steps,
-            guidance_scale=9.0,
-            fps=8,
+            guidance_scale=rules.guidance_scale,
+            fps=rules.fps,
         )
         for n in range(count)
     ]
@@ -301,17 +354,23 @@ def _batched_rows(settings: Settings, batch_size: int) -> list[RenderRow]:
     return _rows(settings, -(-settings.videos // batch_size) * batch_size)
 
 
+def tiny_preset(model: str) -> str:
+    """The tiny preset of `model`'s family: what a dry run renders instead."""
+    family = PRESETS[model].family
+    return next(info.name for info in family.presets if info.repo is None)
+
+
 def _settings(argv: Sequence[str] | None) -> Settings:
     parser = argparse.ArgumentParser(
         prog="python -m bench.gpu_throughput", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument(
-        "--model", default="ms-1.7b-random", choices=["ms-1.7b-random", "tiny-random"]
-    )
-    parser.add_argument("--size", type=int, default=256, help="height and width")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--model", default="ms-1.7b-random", choices=MODELS)
+    native = "default: the family's native value"
+    parser.add_argument("--height", type=int, help=native)
+    parser.add_argument("--width", type=int, help=native)
+    parser.add_argument("--frames", type=int, help=native)
+    parser.add_argument("--steps", type=int, help=native)
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated")
     parser.add_argument("--videos", type=int, default=16, help="per t2v-batch measurement")
     parser.add_argument("--baseline-videos", type=int, default=4)
@@ -323,18 +382,24 @@ def _settings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--out", type=Path, default=RESULTS_MD, help="markdown file to update")
     parser.add_argument(
         "--dry-run", action="store_true",
-        help="CPU, tiny-random, 64×64, 8 frames, 2 steps, batch sizes 1,2: seconds, not results",
+        help="CPU, the family's tiny preset, 64×64, 9 frames, 2 steps, batch sizes 1,2: "
+        "seconds, not results",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    rules = PRESETS[args.model].family.rules
     settings = Settings(
-        args.device, args.model, args.size, args.frames, args.steps,
+        args.device, args.model, args.model, args.height or rules.height,
+        args.width or rules.width, args.frames or rules.num_frames,
+        args.steps or rules.num_inference_steps,
         tuple(int(size) for size in args.batch_sizes.split(",")), args.videos,
         args.baseline_videos, tuple(args.compile), args.peak_tflops, args.out, args.dry_run,
     )  # fmt: skip
     if args.dry_run:
         settings = replace(
-            settings, device="cpu", model="tiny-random", size=64, frames=8, steps=2,
-            batch_sizes=(1, 2), videos=4, baseline_videos=2,
+            settings, device="cpu", model=tiny_preset(args.model), batch_sizes=(1, 2),
+            videos=4, baseline_videos=2,
+            # Every family takes these (frames 8k + 1, sides multiples of 32): CPU seconds.
+            height=64, width=64, frames=9, steps=2,
         )  # fmt: skip
     return settings
 

@@ -10,18 +10,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bench import slot_handoff
 from bench.bare_loop import render_manifest_bare
 from bench.cpu_overhead import Fit, Shape, write_manifest
-from bench.gpu_throughput import export_like_diffusers
+from bench.flops import count_video_flops
+from bench.gpu_throughput import _settings, export_like_diffusers, section_name
 from bench.manifest_scale import baseline_mib, measure, section
 from bench.report import markdown_table, write_section
 from bench.steady import covered
 from tasks.manifest import RenderRow
+from tasks.presets import PRESETS
 from tests.mp4probe import probe_mp4
 
 REPO = Path(__file__).resolve().parent.parent
+# Each family's full-size preset the GPU benchmark is run with, and the tiny one of its dry run.
+DRY_RUNS = {
+    "ms-1.7b-random": "tiny-random",
+    "wan2.1-1.3b-random": "tiny-wan",
+    "ltx-video-random": "tiny-ltx",
+    "cogvideox-2b-random": "tiny-cogvideox",
+}
 # What the GPU machine lacks: the engine and its benchmark must run without them.
 NOT_ON_THE_GPU_MACHINE = ("prefect", "boto3", "pydantic", "pydantic_settings")
 
@@ -52,17 +62,23 @@ def test_gpu_benchmark_imports_nothing_the_gpu_machine_lacks() -> None:
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("model", "tiny"), DRY_RUNS.items())
+def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(
+    tmp_path: Path, model: str, tiny: str
+) -> None:
     out = tmp_path / "RESULTS.md"
     out.write_text("# Results\n\n<!-- cpu_overhead: begin -->\nkept\n<!-- cpu_overhead: end -->\n")
     done = _python(
         "from bench.gpu_throughput import main; "
-        f"main(['--dry-run', '--out', {str(out)!r}, '--peak-tflops', '1'])"
+        # A peak so low that any FLOPs counted show in the MFU column, however slow the CPU.
+        f"main(['--dry-run', '--model', {model!r}, '--out', {str(out)!r}, '--peak-tflops', '1e-9'])"
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    assert "DRY RUN on CPU with tiny-random, not a result" in text
+    assert f"<!-- {section_name(model)}: begin -->" in text
+    assert f"## GPU throughput: {model} — DRY RUN on CPU with {tiny}, not a result" in text
     assert "The GPU table has not been measured yet" in text
+    assert "64×64, 9 frames, 2 steps" in text
     assert "<!-- cpu_overhead: begin -->\nkept\n" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
@@ -76,6 +92,35 @@ def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(tmp_path: Path) 
         numeric = [v for i, v in enumerate(values) if header[i + 1] != "peak GPU GiB"]
         assert all(re.fullmatch(r"[0-9]+(\.[0-9]+)?", v) for v in numeric), values
         assert 0 < float(values[header.index("in render %") - 1]) <= 100
+        assert float(values[header.index("MFU %") - 1]) > 0
+
+
+@pytest.mark.parametrize("model", DRY_RUNS)
+def test_gpu_benchmark_defaults_to_the_family_s_native_shape(model: str) -> None:
+    rules = PRESETS[model].family.rules
+    settings = _settings(["--model", model])
+    assert (settings.model, settings.height, settings.width) == (model, rules.height, rules.width)
+    assert (settings.frames, settings.steps) == (rules.num_frames, rules.num_inference_steps)
+
+
+def test_gpu_benchmark_of_wan_runs_480x832_81_frames_50_steps() -> None:
+    settings = _settings(["--model", "wan2.1-1.3b-random", "--width", "480"])
+    assert (settings.height, settings.width, settings.frames, settings.steps) == (480, 480, 81, 50)
+    dry = _settings(["--model", "wan2.1-1.3b-random", "--dry-run"])
+    assert (dry.model, dry.requested, dry.device) == ("tiny-wan", "wan2.1-1.3b-random", "cpu")
+
+
+def test_video_flops_extrapolated_from_2_and_3_steps_equal_a_counted_call() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe = PRESETS["tiny-wan"].family.build_tiny()
+    row = RenderRow(1, "clip", "a fox", "", 1, 9, 32, 32, 5, 5.0, 16)
+    flops = count_video_flops(pipe, row)
+    generator = torch.Generator().manual_seed(1)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        PRESETS["tiny-wan"].family.generate(pipe, [row], [generator])
+    assert flops.step > 0 and flops.rest > 0
+    assert flops.total == pytest.approx(counter.get_total_flops(), rel=1e-9)
 
 
 def test_write_section_replaces_its_own_section_and_keeps_the_rest(tmp_path: Path) -> None:
