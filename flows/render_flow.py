@@ -40,7 +40,7 @@ from flows.parameters import (
     describe_parameters,
 )
 from flows.run_date import scheduled_date
-from tasks import interrupt
+from tasks import devices, interrupt
 from tasks.budget import check_budget
 from tasks.destination import first_batch_bytes
 from tasks.errors import first_line
@@ -206,7 +206,8 @@ def collect_results(
     for result in rows:
         progress.row_finished(result)
         results.append(result)
-    return device, sorted(results, key=lambda result: result.line), stop.reason
+    shown = devices.describe(plan.model, device)
+    return shown, sorted(results, key=lambda result: result.line), stop.reason
 
 
 def render_and_publish(

@@ -23,6 +23,7 @@ CacheKey = tuple[str, str]  # (model identity, device)
 # so that other models can be read, and loaded, meanwhile.
 _lock = threading.Lock()
 _pipelines: dict[CacheKey, Any] = {}
+_placements: dict[CacheKey, str] = {}
 _loading: dict[CacheKey, threading.Lock] = {}
 _device_locks: dict[str, threading.Lock] = {}
 _device_failures: dict[str, str] = {}
@@ -70,10 +71,18 @@ def get_pipeline(model: ModelRef, device: torch.device) -> Any:
         with _lock:
             if key in _pipelines:
                 return _pipelines[key]
-        pipe = _load(model, device)
+        pipe, placement = _load(model, device)
         with _lock:
             _pipelines[key] = pipe
+            _placements[key] = placement
     return pipe
+
+
+def describe(model: ModelRef, device: str) -> str:
+    """The device a run reports: `cuda:0 (model CPU offload)`, or `cpu`."""
+    with _lock:
+        placement = _placements.get((model.identity, device))
+    return f"{device} ({placement})" if placement and device.startswith("cuda") else device
 
 
 def device_lock(device: torch.device) -> threading.Lock:
@@ -94,7 +103,7 @@ def mark_device_failed(device: torch.device, reason: str) -> None:
         _device_failures.setdefault(str(device), reason)
 
 
-def _load(model: ModelRef, device: torch.device) -> Any:
+def _load(model: ModelRef, device: torch.device) -> tuple[Any, str]:
     started = time.perf_counter()
     dtype = dtype_for(device)
     mode = compile_mode()  # a bad T2V_COMPILE fails before minutes of loading
@@ -104,9 +113,15 @@ def _load(model: ModelRef, device: torch.device) -> Any:
         pipe = load_pretrained(model.path, family, dtype, model.variant)
     else:
         pipe = build_in_memory(model, device, dtype)
-    place(pipe, family, device, dtype)
+    placement = place(pipe, family, device, dtype)
     if mode is not None:
         compile_denoiser(pipe, family, mode)
     # Loads take minutes at full size: worth a line in the worker's log.
-    logger.info("loaded %s on %s in %.1f s", model.name, device, time.perf_counter() - started)
-    return pipe
+    logger.info(
+        "loaded %s on %s (%s) in %.1f s",
+        model.name,
+        device,
+        placement,
+        time.perf_counter() - started,
+    )
+    return pipe, placement

@@ -116,13 +116,55 @@ def load_pretrained(folder: Path, family: Family, dtype: torch.dtype, variant: s
         raise ModelLoadError(f"cannot load a pipeline from {folder}: {first_line(exc)}") from exc
 
 
-def place(pipe: Any, family: Family, device: torch.device, dtype: torch.dtype) -> None:
-    """Move `pipe` to `device`, each component in its family's dtype, ready to render."""
-    pipe.to(device=device, dtype=dtype)
+RESIDENT, TILED, OFFLOAD = "resident", "resident, VAE decoding in tiles", "model CPU offload"
+# What rendering needs on top of the weights, as a share of them: activations, attention,
+# the VAE's decode. Generous on purpose: a wrong `resident` costs out-of-memory splits.
+WORKING_SHARE, TILED_WORKING_SHARE = 0.5, 0.15
+
+
+def memory_plan(weights_bytes: int, free_bytes: int) -> str:
+    """How a pipeline lives on a GPU with `free_bytes` free: whole and resident when its
+    weights and their working memory fit (fastest); resident with the VAE decoding in tiles
+    when only a little working memory fits; else with model CPU offload, each component
+    on the GPU only while it runs (slowest, but it fits)."""
+    if weights_bytes * (1 + WORKING_SHARE) <= free_bytes:
+        return RESIDENT
+    if weights_bytes * (1 + TILED_WORKING_SHARE) <= free_bytes:
+        return TILED
+    return OFFLOAD
+
+
+def place(pipe: Any, family: Family, device: torch.device, dtype: torch.dtype) -> str:
+    """Put `pipe` on `device`, each component in its family's dtype, ready to render; on
+    CUDA, as `memory_plan` decides from the free memory. Returns how it was placed."""
+    pipe.to(dtype=dtype)
     for name, component_dtype in family.component_dtypes(dtype).items():
         getattr(pipe, name).to(dtype=component_dtype)
     pipe.set_progress_bar_config(disable=True)
+    placement = RESIDENT
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        placement = memory_plan(_bytes_off_gpu(pipe), free)
+    if placement == OFFLOAD:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device=device)
+        if placement == TILED:
+            pipe.vae.enable_tiling()
     family.prepare(pipe, device)
+    return placement
+
+
+def _bytes_off_gpu(pipe: Any) -> int:
+    """The bytes of the weights still to move to the GPU (none for a pipeline built there)."""
+    modules = (getattr(pipe, name) for name in pipe.components)
+    return sum(
+        parameter.numel() * parameter.element_size()
+        for module in modules
+        if isinstance(module, torch.nn.Module)
+        for parameter in module.parameters()
+        if parameter.device.type != "cuda"
+    )
 
 
 def hub_snapshot(repo: str, revision: str, variant: str | None, name: str) -> Path:

@@ -268,8 +268,9 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
 
 
 def device_of(pipe: Any) -> torch.device:
-    """Where the pipeline's denoiser, the module that runs every step, lives."""
-    return next(family_of(pipe).denoiser(pipe).parameters()).device
+    """Where the pipeline computes: under model CPU offload its weights wait on the CPU,
+    but every component runs on the GPU its hooks move it to."""
+    return torch.device(pipe._execution_device)
 
 
 def truncation_warnings(pipe: Any, rows: Sequence[RenderRow]) -> list[str]:

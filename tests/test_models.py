@@ -347,3 +347,26 @@ def test_wan_random_architectures_match_the_published_sizes(preset: str, billion
     assert pipe.transformer.dtype == torch.bfloat16
     assert round(_parameters(pipe.transformer) / 1e9, 2) == billions
     assert pipe.text_encoder.config.d_model == pipe.transformer.config.text_dim == 4096
+
+
+@pytest.mark.parametrize(
+    ("weights_gb", "free_gb", "placement"),
+    [
+        (10, 16, loading.RESIDENT),  # weights and working memory fit
+        (10, 12, loading.TILED),  # the weights and a little more: the VAE decodes in tiles
+        (10, 11, loading.OFFLOAD),  # not even that: one component at a time on the GPU
+        (0, 1, loading.RESIDENT),  # built on the GPU already (the -random presets)
+    ],
+)
+def test_a_pipeline_is_placed_on_a_gpu_by_the_memory_free_there(
+    weights_gb: int, free_gb: int, placement: str
+) -> None:
+    assert loading.memory_plan(weights_gb * 2**30, free_gb * 2**30) == placement
+
+
+def test_a_cpu_run_reports_its_device_without_a_placement(tiny_pipe: Any) -> None:
+    from tasks.devices import describe
+
+    model = resolve_model("tiny-random")
+    assert load_model(model, "cpu") == "cpu"
+    assert describe(model, "cpu") == "cpu"
