@@ -6,7 +6,7 @@ CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy worker \
-	control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu
+	control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu bench-scale
 
 setup: $(STAMP)
 
@@ -100,6 +100,10 @@ bench-manifest: $(STAMP)
 
 bench-slots: $(STAMP)
 	$(PY) -m bench.slot_handoff
+
+# A real server, `make deploy` and 1 then 2 `make worker`s on loopback: minutes, not seconds.
+bench-scale: $(STAMP)
+	$(PY) -m bench.scale
 
 # The GPU machine has torch, transformers and accelerate but no .venv: carry these
 # wheels in .whl/ (gitignored), then run `make bench-gpu` there with its own python3.

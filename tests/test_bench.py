@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import slot_handoff
+from bench import scale, slot_handoff
 from bench.bare_loop import render_manifest_bare
 from bench.cpu_overhead import Fit, Shape, write_manifest
 from bench.flops import count_video_flops
@@ -183,3 +183,27 @@ def test_slot_handoff_times_a_run_without_and_with_a_gpu_limit() -> None:
     assert free > 0 and limited > 0
     text = slot_handoff.section([(1.0, free, limited)], rows=4, batch_size=2)
     assert "in 2 batches of 2" in text and "| 1 | " in text
+
+
+def test_scale_separates_each_shards_pick_up_from_its_run_and_its_rendering() -> None:
+    # One worker runs two shards created at once back to back; the second waits for the
+    # first's end, which is not pick-up. The other worker runs one shard created later.
+    shards = [
+        scale.ShardTiming("w1", created=0.0, start=5.0, end=45.0, render_s=30.0),
+        scale.ShardTiming("w1", created=0.0, start=52.0, end=90.0, render_s=30.0),
+        scale.ShardTiming("w2", created=10.0, start=13.0, end=50.0, render_s=30.0),
+    ]
+    run = scale.Measured(workers=2, rows=24, wall_s=120.0, shards=shards)
+    assert run.pick_up_s == pytest.approx((5 + 7 + 3) / 3)
+    assert run.in_run_fixed_s == pytest.approx((10 + 8 + 7) / 3)
+    assert run.fixed_per_shard_s == pytest.approx(5 + 25 / 3)
+    assert run.render_s == 90.0 and run.videos_per_min == 12.0
+    one = scale.Measured(workers=1, rows=24, wall_s=240.0, shards=shards)
+    text = scale.section(scale.Shape(16, 128, 20), 4.0, 10.0, [one, run])
+    assert "**2 workers: 2.00× the videos/min of 1**" in text
+
+
+def test_scale_sizes_rows_so_each_of_the_shards_renders_long_enough() -> None:
+    # 4 s a row, batches of 4: two batches (32 s) are the fewest that last 30 s.
+    assert scale.rows_for(4.0, shard_seconds=30.0, shards=4) == 4 * 2 * 4
+    assert scale.rows_for(0.1, shard_seconds=30.0, shards=2) == 2 * 75 * 4
