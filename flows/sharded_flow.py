@@ -5,6 +5,9 @@ The parent plans as `render-manifest` does, starts one `render-shard` run per sh
 its rows (a bounded number of times, for its missing rows only), and merges the shards'
 results files into one results manifest and gallery. It renders nothing: it runs in the CLI
 process or on a worker of a non-GPU pool (`control`).
+
+Over 250 lines because the parent's signature spells out every parameter for Prefect's
+form, and following shards (states, results files, tries) is one loop with its record.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Loading a pipeline safely: safetensors only, never code from a model folder, and from the
-Hub only the files a pipeline needs."""
+Hub only the files a pipeline needs; then placing it on its device as memory allows.
+
+Over 250 lines because every way weights arrive (a folder, the Hub cache, a download) and
+every check on them before anything is trusted belong to one concern.
+"""
 
 from __future__ import annotations
 
