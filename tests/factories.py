@@ -97,21 +97,15 @@ def parse(text: str, limit: int | None = None) -> Manifest:
 
 
 def small_row(line: int, **changes: Any) -> RenderRow:
-    """A tiny valid row (8 frames of 64×64, 3 steps) numbered `line`, with `changes`."""
-    row = RenderRow(
-        line=line,
-        id=f"row-{line}",
-        prompt=f"a small test scene number {line}",
-        negative_prompt="",
-        seed=line,
-        num_frames=8,
-        height=64,
-        width=64,
-        num_inference_steps=3,
-        guidance_scale=9.0,
-        fps=8,
-    )
-    return replace(row, **changes)
+    """`render_row` shaped as ModelScope tests use it: 8 frames of 64×64, guidance 9."""
+    shape = {
+        "prompt": f"a small test scene number {line}",
+        "num_frames": 8,
+        "height": 64,
+        "width": 64,
+        "guidance_scale": 9.0,
+    }
+    return render_row(line, **{**shape, **changes})
 
 
 HEADER = "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
