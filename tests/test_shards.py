@@ -3,14 +3,17 @@ server as the shared destination, and `t2v render --shards N` as the parent."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +23,14 @@ from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.prefect_stack import (
     Server,
+    alive_in,
     flow_runs,
     make,
     running_server,
     running_worker,
+    sessions_of,
+    signal_sessions,
+    wait_for,
 )
 
 HEADER = "id,prompt,num_frames,height,width,num_inference_steps\n"
@@ -62,20 +69,32 @@ def _s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
+@dataclass
+class Stack:
+    server: Server
+    workers: dict[str, subprocess.Popen[bytes]]
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[Server]:
+def stack(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[Stack]:
     """A deployed server (`gpu` pool, crash detection, the `shard` deployment) whose
-    environment reaches moto's S3, with two `gpu` workers, w1 and w2."""
+    environment reaches moto's S3, with three `gpu` workers, w1, w2 and w3."""
     folder = tmp_path_factory.mktemp("shards")
     with running_server(folder) as server:
         server.env.update(_s3_env(s3_server))
         command = make(server.project, "deploy", f"CRASH_AFTER_S={CRASH_AFTER_S}")
         subprocess.run(command, env=server.env, check=True, capture_output=True)
-        with (
-            running_worker(server, folder / "w1.log", "w1"),
-            running_worker(server, folder / "w2.log", "w2"),
-        ):
-            yield server
+        with contextlib.ExitStack() as workers:
+            names = ("w1", "w2", "w3")
+            yield Stack(
+                server,
+                {
+                    name: workers.enter_context(
+                        running_worker(server, folder / f"{name}.log", name)
+                    )
+                    for name in names
+                },
+            )
 
 
 def _client(server: Server) -> Any:
@@ -131,38 +150,107 @@ def _shard_runs(server: Server, since: float) -> list[Any]:
 
 
 @pytest.mark.slow
-def test_rows_spread_over_workers_each_video_stored_once(stack: Server) -> None:
-    bucket = _bucket(stack, _manifest(12))
+def test_rows_spread_over_workers_each_video_stored_once(stack: Stack) -> None:
+    server = stack.server
+    bucket = _bucket(server, _manifest(24))
     since = time.time()
-    code, output = _finish(_render(stack, bucket, "--shards", "4", "--batch-size", "1"), 240)
+    code, output = _finish(_render(server, bucket, "--shards", "6", "--batch-size", "1"), 300)
     assert code == EXIT_OK, output
-    assert "12 rows: 12 ok, 0 skipped, 0 failed, 0 invalid" in output
+    assert "24 rows: 24 ok, 0 skipped, 0 failed, 0 invalid" in output
 
-    rows = _results(stack, bucket)["rows"]
-    assert [row["id"] for row in rows] == [f"boat-{n}" for n in range(12)]
+    rows = _results(server, bucket)["rows"]
+    assert [row["id"] for row in rows] == [f"boat-{n}" for n in range(24)]
     assert {row["status"] for row in rows} == {"ok"}
-    assert {row["worker"] for row in rows} == {"w1", "w2"}
-    shards = _shard_runs(stack, since)
+    assert len({row["worker"] for row in rows}) >= 2, Counter(row["worker"] for row in rows)
+    shards = _shard_runs(server, since)
     assert {row["flow_run"] for row in rows} == {str(run.id) for run in shards}
-    assert len(shards) == 4
-    puts = _video_puts(stack, bucket)
-    assert len(puts) == 12 and set(puts.values()) == {1}, puts
+    assert len(shards) == 6
+    puts = _video_puts(server, bucket)
+    assert len(puts) == 24 and set(puts.values()) == {1}, puts
 
 
 @pytest.mark.slow
-def test_a_shard_whose_rows_fail_is_not_started_again(stack: Server) -> None:
-    bucket = _bucket(stack, _manifest(4))
+def test_a_shard_whose_rows_fail_is_not_started_again(stack: Stack) -> None:
+    server = stack.server
+    bucket = _bucket(server, _manifest(4))
     since = time.time()
     # Every render runs past its timeout: the rows fail, each shard reports them.
     render = _render(
-        stack, bucket, "--shards", "2", "--batch-size", "1", "--render-timeout-scale", "0.000001"
+        server, bucket, "--shards", "2", "--batch-size", "1", "--render-timeout-scale", "0.000001"
     )
     code, output = _finish(render, 240)
     assert code == EXIT_ROWS_FAILED, output
-    rows = _results(stack, bucket)["rows"]
+    rows = _results(server, bucket)["rows"]
     assert {row["status"] for row in rows} == {"failed"}
     assert all("timed out" in row["error"] or "not rendered" in row["error"] for row in rows)
-    shards = _shard_runs(stack, since)
+    shards = _shard_runs(server, since)
     assert len(shards) == 2, "one run per shard: a shard that reported its failed rows ran again"
     assert {run.state_type.value for run in shards} == {"FAILED"}
-    assert _video_puts(stack, bucket) == Counter()
+    assert _video_puts(server, bucket) == Counter()
+
+
+def _records(server: Server, bucket: str) -> list[dict[str, Any]]:
+    """Every shard results file the run has written so far."""
+    client = _client(server)
+    listing = client.list_objects_v2(Bucket=bucket, Prefix="out/.t2v/shards/")
+    return [
+        json.loads(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+        for item in listing.get("Contents", [])
+    ]
+
+
+def _kill_mid_shard(stack: Stack, bucket: str, shard_size: int) -> str:
+    """SIGKILL a worker and the shard run it is in, as when its machine dies, once that shard
+    has reported at least one row and not all of them. Frozen first (twice: an encoder may
+    be starting), so nothing it does after the check lands. Returns the worker's name."""
+    killed: list[tuple[str, set[int]]] = []
+
+    def frozen_mid_shard() -> bool:
+        for record in _records(stack.server, bucket):
+            worker = stack.workers.get(record["worker"])
+            if worker is None or record["complete"] or not record["rows"]:
+                continue
+            sessions = sessions_of(worker.pid)
+            signal_sessions(sessions, signal.SIGSTOP)
+            signal_sessions(sessions, signal.SIGSTOP)
+            again = next(r for r in _records(stack.server, bucket) if r["shard"] == record["shard"])
+            if len(sessions) > 1 and not again["complete"] and len(again["rows"]) < shard_size:
+                signal_sessions(sessions, signal.SIGKILL)
+                killed.append((record["worker"], sessions))
+                return True
+            signal_sessions(sessions, signal.SIGCONT)
+        return False
+
+    wait_for(frozen_mid_shard, 180, "a shard with some of its rows reported")
+    ((name, sessions),) = killed
+    wait_for(lambda: not alive_in(sessions), 10, "the killed processes to end")
+    return name
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) -> None:
+    """Runs last: it kills one of the module's workers."""
+    server, rows_count = stack.server, 9
+    # About 2 s a row on one thread: slow enough to kill a shard between its videos.
+    bucket = _bucket(server, _manifest(rows_count, frames=16, steps=40))
+    since = time.time()
+    render = _render(server, bucket, "--shards", "3", "--batch-size", "1")
+    killed = _kill_mid_shard(stack, bucket, rows_count // 3)
+    # The dead run is marked Crashed once its heartbeats stop, then its shard runs again.
+    code, output = _finish(render, CRASH_AFTER_S + 300)
+    assert code == EXIT_OK, output
+    assert f"{rows_count} rows: {rows_count} ok, 0 skipped, 0 failed, 0 invalid" in output
+
+    rows = _results(server, bucket)["rows"]
+    assert {row["status"] for row in rows} == {"ok"}
+    shards = _shard_runs(server, since)
+    assert len(shards) == 4, "each shard once, and the killed one again"
+    crashed = [run for run in shards if run.state_type.value == "CRASHED"]
+    assert len(crashed) == 1, [(run.name, run.state_type) for run in shards]
+    rerun = max(shards, key=lambda run: run.created)
+    by_run = Counter(row["flow_run"] for row in rows)
+    assert by_run[str(crashed[0].id)] >= 1, "rows the killed run finished keep its name"
+    assert by_run[str(rerun.id)] >= 1, "the rows it had left rendered again elsewhere"
+    assert all(row["worker"] != killed for row in rows if row["flow_run"] == str(rerun.id))
+    puts = _video_puts(server, bucket)
+    assert len(puts) == rows_count and set(puts.values()) == {1}, puts
