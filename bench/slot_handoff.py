@@ -1,7 +1,11 @@
-"""What a Prefect tag concurrency limit `gpu` costs a run: the flow renders the same
-manifest on CPU with tiny-random without a limit, then with a `gpu` limit of one slot,
-on a temporary Prefect server whose slot wait cap is `--slot-wait` seconds (`make server`
-sets 1; Prefect's default is 10).
+"""How long the device sits idle between batches because of GPU exclusivity.
+
+The flow renders one manifest on CPU with tiny-random on a temporary Prefect server, twice:
+as a `gpu` worker runs it (one run per worker and per GPU, one render at a time per device
+in the process, no server round trip), then with a Prefect `gpu` tag limit of one slot
+(`make gpu-limit`), whose slot wait cap is `--slot-wait` seconds (`make server` sets 1;
+Prefect's default is 10). The device's lock is timed: the idle time between batches is the
+gap between one batch releasing the device and the next taking it.
 
     python -m bench.slot_handoff          # updates the slot_handoff section of bench/RESULTS.md
     python -m bench.slot_handoff --rows 4 --no-write
@@ -10,48 +14,93 @@ sets 1; Prefect's default is 10).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bench.report import environment, markdown_table, publish_section
 
+FRAMES, SIZE, STEPS = 16, 64, 20
+
 # One fresh process per slot wait: the server reads its settings when it starts.
 RUN = """
-import sys, tempfile, time
+import json, sys, tempfile, threading, time
 from pathlib import Path
 from prefect import get_client
 from prefect.testing.utilities import prefect_test_harness
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
+from tasks import devices
 
-rows, batch_size = int(sys.argv[1]), int(sys.argv[2])
+rows, batch_size, frames, size, steps = (int(arg) for arg in sys.argv[1:6])
+
+
+class TimedLock:
+    # The device's lock, noting when each batch took the device and gave it back.
+    def __init__(self):
+        self._lock, self.holds = threading.Lock(), []
+
+    def __enter__(self):
+        self._lock.acquire()
+        self._taken = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.holds.append((self._taken, time.perf_counter()))
+        self._lock.release()
+
+
 folder = Path(tempfile.mkdtemp(prefix="t2v-slot-"))
 manifest = folder / "m.csv"
 manifest.write_text("id,prompt,seed,num_frames,height,width,num_inference_steps,fps\\n" + "".join(
-    f"c{n},a small scene {n},{n},8,64,64,8,8\\n" for n in range(rows)))
+    f"c{n},a small scene {n},{n},{frames},{size},{size},{steps},8\\n" for n in range(rows)))
 with prefect_test_harness(server_startup_timeout=60):
     def run(name):
+        lock = devices._device_locks["cpu"] = TimedLock()
         request = RenderRequest(
-            manifest=str(manifest), destination=str(folder / name), batch_size=batch_size)
+            manifest=str(manifest), destination=str(folder / name), model="tiny-random",
+            batch_size=batch_size)
         started = time.perf_counter()
         summary = render_manifest(**request.parameters())
+        wall = time.perf_counter() - started
         assert summary.counts["ok"] == rows, summary.counts
-        return time.perf_counter() - started
+        gaps = [taken - given for (_, given), (taken, _) in zip(lock.holds, lock.holds[1:])]
+        return {"wall_s": wall, "idle_s": gaps}
     run("warm-up")  # loads the model and the engine
-    free = run("no-limit")
+    free = run("per-gpu")
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
     from prefect.concurrency.services import _no_limits_cache
     _no_limits_cache.clear()  # Prefect remembers for 5 s that the tag had no limit
-    print(free, run("gpu-limit"))
+    print(json.dumps({"per_gpu": free, "gpu_limit": run("gpu-limit")}))
 """
 
 
-def measure(slot_wait: float, rows: int, batch_size: int) -> tuple[float, float]:
-    """Wall seconds of the flow without and with a `gpu` limit of one slot."""
+@dataclass(frozen=True)
+class Run:
+    """One run of the flow: its wall time and the device's idle gap before each batch
+    but the first."""
+
+    wall_s: float
+    idle_s: list[float]
+
+    def cells(self) -> list[str]:
+        mean = sum(self.idle_s) / len(self.idle_s) if self.idle_s else 0.0
+        return [f"{self.wall_s:.2f}", f"{mean:.3f}", f"{max(self.idle_s, default=0.0):.3f}"]
+
+
+@dataclass(frozen=True)
+class Measured:
+    slot_wait: float
+    per_gpu: Run
+    gpu_limit: Run
+
+
+def measure(slot_wait: float, rows: int, batch_size: int) -> Measured:
+    """The flow's runs without a tag limit and with a `gpu` limit of one slot."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -61,33 +110,41 @@ def measure(slot_wait: float, rows: int, batch_size: int) -> tuple[float, float]
         "PREFECT_LOGGING_LEVEL": "ERROR",
     }
     env.pop("PREFECT_API_URL", None)
+    arguments = [str(value) for value in (rows, batch_size, FRAMES, SIZE, STEPS)]
     done = subprocess.run(
-        [sys.executable, "-c", RUN, str(rows), str(batch_size)],
+        [sys.executable, "-c", RUN, *arguments],
         env=env, capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
-    free, limited = (float(word) for word in done.stdout.split()[-2:])
-    return free, limited
+    runs = json.loads(done.stdout.splitlines()[-1])
+    return Measured(slot_wait, Run(**runs["per_gpu"]), Run(**runs["gpu_limit"]))
 
 
-def section(results: Sequence[tuple[float, float, float]], rows: int, batch_size: int) -> str:
+def section(results: Sequence[Measured], rows: int, batch_size: int) -> str:
     batches = -(-rows // batch_size)
+    per_gpu = "per GPU: a worker per GPU, a device lock per process"
     table = markdown_table(
-        ["slot wait cap s", "no limit s", "`gpu` limit of 1 s", "added per batch s"],
+        ["exclusivity", "slot wait cap s", "flow wall s", "device idle per batch s", "max s"],
         [
-            [f"{wait:g}", f"{free:.2f}", f"{limited:.2f}", f"{(limited - free) / batches:.2f}"]
-            for wait, free, limited in results
+            [per_gpu, "–", *results[0].per_gpu.cells()],
+            *(
+                ["`gpu` tag limit of 1 slot", f"{m.slot_wait:g}", *m.gpu_limit.cells()]
+                for m in results
+            ),
         ],
     )
     return (
-        "## The `gpu` concurrency limit's hand-off (measured)\n\n"
+        "## GPU exclusivity: the device's idle time between batches (measured)\n\n"
         f"{environment('CPU')}\n\n"
-        f"The flow renders {rows} rows of tiny-random (64×64, 8 frames, 8 steps) in "
-        f"{batches} batches of {batch_size} on a temporary Prefect server, once without a "
-        "limit and once with a `gpu` tag limit of one slot; the model is loaded by an "
-        f"uncounted first run.\n\n{table}\n"
-        "The flow queues each batch's render while the one before renders; with the limit "
-        "the queued task has to win the slot from the server, which tells it to ask again "
-        "later, up to the slot wait cap. On a GPU that time is idle.\n"
+        f"The flow renders {rows} rows of tiny-random ({SIZE}×{SIZE}, {FRAMES} frames, "
+        f"{STEPS} steps) in {batches} batches of {batch_size} on a temporary Prefect "
+        "server; the model is loaded by an uncounted first run. The device's lock is timed: "
+        "idle is the gap between a batch giving the device back and the next taking it.\n\n"
+        f"{table}\n"
+        "The flow queues each batch's render while the one before renders. Per GPU, the "
+        "queued render waits on the device's lock in the process and takes it at once. With "
+        "a tag limit it must first win the slot from the server, which tells it to ask again "
+        "later, up to the slot wait cap; on a GPU that time is idle. `make deploy` creates "
+        "no tag limit.\n"
     )
 
 
@@ -98,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--slot-wait", type=float, nargs="+", default=[10.0, 1.0])
     parser.add_argument("--no-write", action="store_true", help="print instead of updating")
     args = parser.parse_args(argv)
-    results = [(wait, *measure(wait, args.rows, args.batch_size)) for wait in args.slot_wait]
+    results = [measure(wait, args.rows, args.batch_size) for wait in args.slot_wait]
     text = section(results, args.rows, args.batch_size)
     publish_section("slot_handoff", text, print_only=args.no_write)
 

@@ -178,11 +178,12 @@ def test_manifest_scale_measures_validation_of_a_generated_manifest(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_slot_handoff_times_a_run_without_and_with_a_gpu_limit() -> None:
-    free, limited = slot_handoff.measure(slot_wait=1.0, rows=4, batch_size=2)
-    assert free > 0 and limited > 0
-    text = slot_handoff.section([(1.0, free, limited)], rows=4, batch_size=2)
-    assert "in 2 batches of 2" in text and "| 1 | " in text
+def test_slot_handoff_times_the_device_idle_between_batches() -> None:
+    measured = slot_handoff.measure(slot_wait=1.0, rows=4, batch_size=2)
+    for run in (measured.per_gpu, measured.gpu_limit):
+        assert run.wall_s > 0 and len(run.idle_s) == 1 and run.idle_s[0] >= 0
+    text = slot_handoff.section([measured], rows=4, batch_size=2)
+    assert "in 2 batches of 2" in text and "| `gpu` tag limit of 1 slot | 1 | " in text
 
 
 def test_scale_separates_each_shards_pick_up_from_its_run_and_its_rendering() -> None:
