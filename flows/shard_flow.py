@@ -33,7 +33,7 @@ from flows.render_flow import RENDER_WINDOW, collect_results, worker_name
 from tasks.errors import ShardError
 from tasks.manifest import Manifest
 from tasks.results import ResultRow, RunSummary, summarize
-from tasks.shards import ShardRecord, write_shard_record
+from tasks.shards import ShardRecord, check_run_marker, write_shard_record
 
 # The shard's results file is rewritten at most this often while rows finish, and once at
 # the end: live progress for the parent without a write per row.
@@ -102,9 +102,10 @@ def render_shard(
         render_timeout_scale=render_timeout_scale,
     )
     use_aws_credentials_block(request.aws_credentials_block)
+    # Infrastructure, not the rows (as below): the parent starts the shard again, elsewhere.
+    check_run_marker(request.destination, parent_run, worker_name())
     ref = prefect_tasks.resolve_model(request.model)
     if ref.identity != model_identity:
-        # Infrastructure, not the rows: the parent starts the shard again, elsewhere.
         raise ShardError(
             f"worker {worker_name()} resolves model {model!r} to {ref.identity!r}, not the "
             f"{model_identity!r} the run planned with: the worker has other weights"

@@ -59,6 +59,7 @@ from tasks.shards import (
     read_shard_record,
     shared_location,
     split_into_shards,
+    write_run_marker,
 )
 
 SHARD_DEPLOYMENT = "render-shard/shard"  # prefect.yaml's `shard` deployment, on pool `gpu`
@@ -174,11 +175,14 @@ def render_request_sharded(
         len(runs),
         SHARD_DEPLOYMENT,
     )
+    parent_run = str(flow_run.id)
+    if runs:
+        write_run_marker(request.destination, parent_run)
     with progress.listening(artifacts.ProgressArtifact()):
         progress.started(plan.total)
         for result in plan.done:
             progress.row_finished(result)
-        devices, stopped = follow_shards(request, plan, runs, str(flow_run.id))
+        devices, stopped = follow_shards(request, plan, runs, parent_run)
     results = [*plan.done, *(row for run in runs for row in run.results.values())]
     results.sort(key=lambda result: result.line)
     device = ", ".join(sorted(devices)) or "none"

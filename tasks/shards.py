@@ -77,6 +77,27 @@ def shard_key(parent_run: str, shard: int) -> str:
     return f"{SHARDS_FOLDER}/{parent_run}/{shard}.json"
 
 
+def _marker_key(parent_run: str) -> str:
+    return f"{SHARDS_FOLDER}/{parent_run}/run.json"
+
+
+def write_run_marker(destination: str, parent_run: str) -> None:
+    """Mark DEST as this run's, before any shard starts: a shard checks it sees the mark."""
+    data = json.dumps({"generator": "t2v-batch", "parent_run": parent_run}).encode("utf-8")
+    open_storage(destination).write_bytes(_marker_key(parent_run), data)
+
+
+def check_run_marker(destination: str, parent_run: str, worker: str) -> None:
+    """Refuse a worker that does not see DEST as the parent does (a folder not mounted
+    there, another S3 endpoint or account): its videos would land where nobody looks."""
+    if open_storage(destination).stat(_marker_key(parent_run)) is None:
+        raise ShardError(
+            f"worker {worker} does not see {destination!r} as the run's parent does (no "
+            f"{_marker_key(parent_run)} there): use s3:// locations, or mount the folder at "
+            "the same path on every worker"
+        )
+
+
 def write_shard_record(destination: str, parent_run: str, record: ShardRecord) -> None:
     document = {"generator": "t2v-batch", **dataclasses.asdict(record)}
     data = json.dumps(document, ensure_ascii=False).encode("utf-8")

@@ -14,10 +14,12 @@ from tasks.render import batch_shape
 from tasks.results import ResultRow
 from tasks.shards import (
     ShardRecord,
+    check_run_marker,
     read_shard_record,
     shard_key,
     shared_location,
     split_into_shards,
+    write_run_marker,
     write_shard_record,
 )
 from tests.factories import render_row
@@ -52,6 +54,20 @@ def test_local_locations_need_the_user_to_say_every_worker_shares_them(
     monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
     monkeypatch.chdir(tmp_path)
     assert shared_location("out") == str(tmp_path / "out")
+
+
+def test_a_worker_that_does_not_see_the_destination_refuses_before_writing(
+    tmp_path: Path,
+) -> None:
+    # The user said the folder is shared, but this worker's path is another folder.
+    parent_sees, worker_sees = tmp_path / "mounted", tmp_path / "local"
+    write_run_marker(str(parent_sees), "run-1")
+    check_run_marker(str(parent_sees), "run-1", "w1")
+    with pytest.raises(ShardError, match=r"worker w2 does not see .*local.* as the run's parent"):
+        check_run_marker(str(worker_sees), "run-1", "w2")
+    assert not worker_sees.exists(), "nothing was written where the parent will not look"
+    with pytest.raises(ShardError, match="does not see"):
+        check_run_marker(str(parent_sees), "run-2", "w1")  # another run's marker is not this run's
 
 
 def _record(run: ShardRun, complete: bool, rows: list[ResultRow]) -> ShardRecord:

@@ -199,13 +199,17 @@ def _records(server: Server, bucket: str) -> list[dict[str, Any]]:
     ]
 
 
-def _kill_mid_shard(stack: Stack, bucket: str, shard_size: int) -> str:
+def _kill_mid_shard(
+    stack: Stack, bucket: str, shard_size: int, render: subprocess.Popen[str]
+) -> str:
     """SIGKILL a worker and the shard run it is in, as when its machine dies, once that shard
     has reported at least one row and not all of them. Frozen first (twice: an encoder may
     be starting), so nothing it does after the check lands. Returns the worker's name."""
     killed: list[tuple[str, set[int]]] = []
 
     def frozen_mid_shard() -> bool:
+        if render.poll() is not None:
+            raise AssertionError(f"the run ended before a kill: {_finish(render, 10)}")
         for record in _records(stack.server, bucket):
             worker = stack.workers.get(record["worker"])
             if worker is None or record["complete"] or not record["rows"]:
@@ -235,7 +239,7 @@ def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) 
     bucket = _bucket(server, _manifest(rows_count, frames=16, steps=40))
     since = time.time()
     render = _render(server, bucket, "--shards", "3", "--batch-size", "1")
-    killed = _kill_mid_shard(stack, bucket, rows_count // 3)
+    killed = _kill_mid_shard(stack, bucket, rows_count // 3, render)
     # The dead run is marked Crashed once its heartbeats stop, then its shard runs again.
     code, output = _finish(render, CRASH_AFTER_S + 300)
     assert code == EXIT_OK, output
