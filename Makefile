@@ -73,6 +73,9 @@ gpu-limit: $(STAMP)
 crash-detection: $(STAMP)
 	$(PY) -m flows.crash_detection --silent-for $(CRASH_AFTER_S)
 
+# Where workers get the code (prefect.yaml's build step): unset, this folder; CODE_REPO=origin
+# (a git remote's name) or CODE_REPO=URL, this folder's commit, cloned by each worker machine.
+deploy: export T2V_CODE_REPO ?= $(CODE_REPO)
 deploy: pool crash-detection
 	$(PREFECT) --no-prompt deploy --all
 
