@@ -51,11 +51,33 @@ def pull_code(directory: str, repository: str = "", commit: str = "") -> dict[st
     if repository:
         directory = str(checkout(repository, commit, code_cache()))
     os.chdir(directory)
-    # This module came from the worker's own copy of the project; the flow's imports of
-    # flows/tasks/storage must find the run's copy (Prefect puts its folder first on sys.path).
+    # A process worker starts the flow in a fresh process with this folder first on its path;
+    # `prefect flow-run execute` (container workers' command) imports it in this process,
+    # where this module brought the worker's own copy of the project: drop it.
     for name in [name for name in sys.modules if name.partition(".")[0] in PROJECT_PACKAGES]:
         del sys.modules[name]
     return {"directory": directory}
+
+
+def main() -> int:
+    """`make deploy`'s first step: say where workers will find the code, or refuse in one line
+    (`prefect deploy` would run the same check, but shows a traceback)."""
+    try:
+        code = record_code()
+    except CodeError as error:
+        print(f"make deploy: {error}", file=sys.stderr)
+        return 2
+    if code["repository"]:
+        print(
+            f"workers run commit {code['commit']} of {_shown(code['repository'])}, cloned once "
+            "per machine into ~/.cache/t2v/code/<commit> (or under $XDG_CACHE_HOME)"
+        )
+    else:
+        print(
+            f"workers run the flows from {code['directory']}; on other machines, clone the "
+            "project there too, or deploy with CODE_REPO=origin"
+        )
+    return 0
 
 
 def code_cache() -> Path:
@@ -116,3 +138,7 @@ def _git(arguments: list[str], failure: str) -> str:
 def _shown(url: str) -> str:
     """`url` without a password or token in it."""
     return USERINFO.sub("***@", url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
