@@ -32,16 +32,18 @@ def record_code() -> dict[str, str]:
     repository = os.environ.get(CODE_REPO_ENV, "")
     if not repository:
         return {"directory": directory, "repository": "", "commit": ""}
-    if repository in _git(["remote"], "list this folder's git remotes").split():
-        repository = _git(["remote", "get-url", repository], f"read remote {repository!r}")
-    changes = _git(["status", "--porcelain"], f"read the state of {directory}").splitlines()
+    if repository in _git(["remote"], f"cannot list the git remotes of {directory}").split():
+        repository = _git(
+            ["remote", "get-url", repository], f"cannot read git remote {repository!r}"
+        )
+    changes = _git(["status", "--porcelain"], f"cannot read the state of {directory}").splitlines()
     if changes:
         raise CodeError(
             f"{CODE_REPO_ENV}={_shown(repository)} deploys a commit, but {directory} has "
             f"{len(changes)} uncommitted change(s) (first: {changes[0].strip()}): commit and "
             f"push them, or deploy without {CODE_REPO_ENV} to run this folder as it is"
         )
-    commit = _git(["rev-parse", "HEAD"], f"read the commit of {directory}")
+    commit = _git(["rev-parse", "HEAD"], f"cannot read the commit of {directory}")
     return {"directory": directory, "repository": repository, "commit": commit}
 
 
