@@ -5,8 +5,8 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy worker \
-	control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu bench-scale
+.PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy-code \
+	deploy worker control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu bench-scale
 
 setup: $(STAMP)
 
@@ -73,7 +73,14 @@ gpu-limit: $(STAMP)
 crash-detection: $(STAMP)
 	$(PY) -m flows.crash_detection --silent-for $(CRASH_AFTER_S)
 
-deploy: pool crash-detection
+# Where workers get the code (prefect.yaml's build step): unset, this folder; CODE_REPO=origin
+# (a git remote's name) or CODE_REPO=URL, this folder's commit, cloned by each worker machine.
+# deploy-code says which, or refuses uncommitted changes, before anything is created.
+deploy deploy-code: export T2V_CODE_REPO ?= $(CODE_REPO)
+deploy-code: $(STAMP)
+	@$(PY) -m flows.deployed_code
+
+deploy: deploy-code pool crash-detection
 	$(PREFECT) --no-prompt deploy --all
 
 # One worker per GPU: CUDA_VISIBLE_DEVICES=1 make worker WORKER_NAME=box1-gpu1 starts the one

@@ -1,4 +1,10 @@
-"""AWS credentials from a Prefect Secret block, for runs whose worker has none of its own."""
+"""AWS credentials from a Prefect block, for runs whose worker has none of its own: an
+AwsCredentials block (prefect-aws's type, which every Prefect server registers) or a Secret
+block holding JSON keys.
+
+A name is `aws-credentials/NAME`, `secret/NAME`, or a bare NAME: the AwsCredentials block of
+that name if there is one, else the Secret block (which is all a bare name meant before).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +16,84 @@ from storage.s3 import Credentials, use_credentials
 from tasks.errors import first_line
 
 KEYS = ("aws_access_key_id", "aws_secret_access_key")
+AWS_CREDENTIALS = "aws-credentials"
+SECRET = "secret"
 
 
 def use_aws_credentials_block(name: str | None) -> None:
-    """Sign this run's S3 requests with the keys in Prefect Secret block `name`;
-    without a name, with the standard AWS chain."""
+    """Sign this run's S3 requests with the keys in block `name`; without a name, with the
+    standard AWS chain."""
     use_credentials(None if name is None else load_credentials(name))
 
 
-def load_credentials(name: str) -> Credentials:
+def load_credentials(reference: str) -> Credentials:
+    """The keys in the block `reference` names (the module's docstring says how)."""
+    kind, slash, name = reference.partition("/")
+    if not slash:
+        data = _aws_credentials_data(reference)
+        return _from_secret(reference, bare=True) if data is None else _from_aws(reference, data)
+    if kind == AWS_CREDENTIALS:
+        data = _aws_credentials_data(name)
+        if data is None:
+            raise CredentialsError(f"there is no AwsCredentials block {name!r}")
+        return _from_aws(name, data)
+    if kind == SECRET:
+        return _from_secret(name, bare=False)
+    raise CredentialsError(
+        f"{reference!r} is not a credentials block: write aws-credentials/NAME, secret/NAME "
+        "or a bare NAME (an AwsCredentials block of that name, else a Secret block)"
+    )
+
+
+def _aws_credentials_data(name: str) -> dict[str, Any] | None:
+    """The fields of AwsCredentials block `name`, secrets included; None if there is none.
+    Read as a document, so workers need no prefect-aws."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            document = client.read_block_document_by_name(
+                name, block_type_slug=AWS_CREDENTIALS, include_secrets=True
+            )
+        except ObjectNotFound:
+            return None
+    return document.data
+
+
+def _from_aws(name: str, data: dict[str, Any]) -> Credentials:
+    token, region = data.get("aws_session_token"), data.get("region_name")
+    client_parameters = data.get("aws_client_parameters")
+    endpoint = (
+        client_parameters.get("endpoint_url") if isinstance(client_parameters, dict) else None
+    )
+    optional = (token, region, endpoint)
+    if not all(isinstance(data.get(key), str) for key in KEYS) or not all(
+        value is None or isinstance(value, str) for value in optional
+    ):
+        raise CredentialsError(
+            f"the AwsCredentials block {name!r} must hold the keys {' and '.join(KEYS)} "
+            "(a profile_name alone is not enough: set AWS_PROFILE on the worker instead)"
+        )
+    return Credentials(
+        data["aws_access_key_id"],
+        data["aws_secret_access_key"],
+        token or None,
+        region=region or None,
+        endpoint_url=endpoint or None,
+    )
+
+
+def _from_secret(name: str, *, bare: bool) -> Credentials:
     from prefect.blocks.system import Secret
 
     try:
         value: Any = Secret.load(name).get()  # type: ignore[union-attr]
     except ValueError as exc:
-        raise CredentialsError(f"cannot load the Secret block {name!r}: {first_line(exc)}") from exc
+        nor = " (nor is there an AwsCredentials block of that name)" if bare else ""
+        raise CredentialsError(
+            f"cannot load the Secret block {name!r}: {first_line(exc)}{nor}"
+        ) from exc
     if isinstance(value, str):
         try:
             value = json.loads(value)

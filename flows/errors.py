@@ -18,6 +18,10 @@ class CredentialsError(T2VError):
     """A credentials block is missing or malformed; the message never holds its value."""
 
 
+class CodeError(T2VError):
+    """A deployment's code cannot be recorded (`prefect deploy`) or fetched (a flow run)."""
+
+
 class RowsFailedError(T2VError):
     """Some rows ended `failed` or `invalid`; raised after the results manifest is written.
 

@@ -106,9 +106,11 @@ AwsCredentialsBlock = Annotated[
     Field(
         min_length=1,
         description=(
-            "Name of a Prefect Secret block whose JSON value holds aws_access_key_id and "
-            "aws_secret_access_key (optionally aws_session_token) for s3:// locations; "
-            "when unset, the worker's standard AWS chain (environment, ~/.aws, instance role)."
+            "Prefect block with AWS keys for s3:// locations: aws-credentials/NAME (an "
+            "AwsCredentials block), secret/NAME (a Secret block whose JSON value holds "
+            "aws_access_key_id and aws_secret_access_key, optionally aws_session_token), or "
+            "NAME (the AwsCredentials block, else the Secret block, of that name); when unset, "
+            "the worker's standard AWS chain (environment, ~/.aws, instance role)."
         ),
     ),
 ]

@@ -32,11 +32,14 @@ BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 @dataclass(frozen=True)
 class Credentials:
-    """AWS keys handed over by the caller (a Prefect Secret block); never shown by repr."""
+    """AWS keys handed over by the caller (a Prefect block); never shown by repr. The region
+    and endpoint, when given, replace the standard chain's and `AWS_ENDPOINT_URL`."""
 
     access_key_id: str = field(repr=False)
     secret_access_key: str = field(repr=False)
     session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    endpoint_url: str | None = None
 
 
 _clients: dict[tuple[str | None, Credentials | None], Any] = {}
@@ -51,14 +54,15 @@ def use_credentials(credentials: Credentials | None) -> None:
 
 
 def s3_client() -> Any:
-    """The process's S3 client for the endpoint in `AWS_ENDPOINT_URL` (AWS when unset).
+    """The process's S3 client for the credentials' endpoint, else `AWS_ENDPOINT_URL`, else AWS.
 
     One client per endpoint and credentials, shared by every thread (boto3 clients are
     thread-safe). Credentials come from `use_credentials`, else the standard AWS chain
     (environment, shared files, instance role), never from manifests or parameters.
     """
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-    key = (endpoint, _credentials)
+    keys = _credentials
+    endpoint = (keys and keys.endpoint_url) or os.environ.get("AWS_ENDPOINT_URL") or None
+    key = (endpoint, keys)
     with _clients_lock:
         if key not in _clients:
             import boto3
@@ -67,7 +71,6 @@ def s3_client() -> Any:
             # Standard retries: 5xx, throttling and dropped connections, with backoff, 3 tries
             # unless AWS_MAX_ATTEMPTS or the AWS config file says otherwise.
             config = Config(retries={"mode": "standard"}, signature_version="s3v4")
-            keys = _credentials
             # A session per client: boto3's default session is not thread-safe.
             session = (
                 boto3.session.Session()
@@ -76,6 +79,7 @@ def s3_client() -> Any:
                     aws_access_key_id=keys.access_key_id,
                     aws_secret_access_key=keys.secret_access_key,
                     aws_session_token=keys.session_token,
+                    region_name=keys.region,
                 )
             )
             _clients[key] = session.client("s3", endpoint_url=endpoint, config=config)

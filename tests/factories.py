@@ -167,3 +167,20 @@ def s3_results(bucket: str, key: str = "renders/results.csv") -> list[dict[str, 
     """The rows of the results.csv at `key` in `bucket`."""
     body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8-sig")
     return list(csv.DictReader(io.StringIO(body)))
+
+
+def git(folder: Path, *args: str) -> str:
+    """git in `folder` with a fixed identity, output stripped; fails the test on an error."""
+    identity = ["-c", "user.name=t2v tests", "-c", "user.email=tests@t2v.invalid"]
+    command = ["git", "-C", str(folder), *identity, *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit_to_bare_repo(folder: Path, bare: Path) -> str:
+    """Commit everything in `folder` (made a repository) and push it to a new bare repository
+    at `bare`, the remote a team would clone; returns the commit."""
+    git(folder, "init", "--quiet")
+    git(folder, "add", "--all")
+    git(folder, "commit", "--quiet", "--message", "the deployed commit")
+    git(folder.parent, "clone", "--quiet", "--bare", str(folder), str(bare))
+    return git(folder, "rev-parse", "HEAD")

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import CHROMIUM_FLAGS
+from tests.factories import commit_to_bare_repo, git
 from tests.prefect_stack import (
     Server,
+    copy_project,
     flow_runs,
     make,
     run_deployment,
@@ -152,6 +154,62 @@ def test_ui_started_run_renders_and_shows_artifacts(
     assert videos == [["ui", str(n)] for n in range(3)]
     assert {"results.csv", "results.json", "index.html"} <= {p.name for p in destination.iterdir()}
     assert (tmp_path / "flow-run.png").stat().st_size > 10_000
+
+
+# Appended to the deployed commit's flows/__init__.py: says where a process imported it from.
+IMPORTED_FROM = """
+import os as _os
+
+if "T2V_IMPORTED_FROM" in _os.environ:
+    with open(_os.environ["T2V_IMPORTED_FROM"], "w") as _out:
+        _out.write(__file__)
+"""
+
+
+def test_a_worker_elsewhere_runs_the_deployed_commit_from_its_own_clone(
+    server: Server, tmp_path: Path
+) -> None:
+    # The team's repository holds a commit whose demo manifest and `flows` package differ
+    # from the worker's copy of the project, so what ran shows where its code came from.
+    source = copy_project(tmp_path / "source")
+    (source / "examples" / "prompts.csv").write_text(MANIFEST)
+    with (source / "flows" / "__init__.py").open("a") as init:
+        init.write(IMPORTED_FROM)
+    commit = commit_to_bare_repo(source, tmp_path / "t2v.git")
+    deployer = tmp_path / "deployer"
+    git(tmp_path, "clone", "--quiet", (tmp_path / "t2v.git").as_uri(), str(deployer))
+
+    # Work not committed would not be in the workers' clones: refused, in one line.
+    (deployer / "notes.txt").write_text("work in progress\n")
+    deploy = make(deployer, "deploy", "CODE_REPO=origin")
+    refused = subprocess.run(deploy, env=server.env, capture_output=True, text=True)
+    assert refused.returncode != 0
+    url = (tmp_path / "t2v.git").as_uri()
+    assert refused.stderr.splitlines()[0] == (
+        f"make deploy: T2V_CODE_REPO={url} deploys a commit, but {deployer} has 1 uncommitted "
+        "change(s) (first: ?? notes.txt): commit and push them, or deploy without "
+        "T2V_CODE_REPO to run this folder as it is"
+    )
+    assert "work-pool" not in refused.stdout  # refused before anything was created
+    (deployer / "notes.txt").unlink()
+    deployed = subprocess.run(deploy, env=server.env, check=True, capture_output=True, text=True)
+    assert f"workers run commit {commit} of {url}, cloned once per machine" in deployed.stdout
+
+    # The worker runs in another folder (server.project, not a git repository).
+    cache, imported_from = tmp_path / "worker-cache", tmp_path / "imported-from"
+    env = {"XDG_CACHE_HOME": str(cache), "T2V_IMPORTED_FROM": str(imported_from)}
+    with running_worker(server, tmp_path / "w.log", env=env):
+        run = run_deployment(server, "on-demand", {})
+        ended = {"COMPLETED", "FAILED", "CRASHED"}
+        wait_for(lambda: _state(server, run) in ended, 300, "the on-demand run")
+    assert _state(server, run) == "COMPLETED"
+
+    checkout = cache / "t2v" / "code" / commit
+    assert imported_from.read_text() == str(checkout / "flows" / "__init__.py")
+    videos = sorted(path.name.split("-")[0:2] for path in (checkout / "out").glob("*.mp4"))
+    assert videos == [["ui", str(n)] for n in range(3)]
+    assert not (server.project / "out").exists()
+    assert not (deployer / "out").exists()
 
 
 def _state(server: Server, run_id: Any) -> str:

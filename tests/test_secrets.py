@@ -1,4 +1,4 @@
-"""Credentials from a Prefect Secret block: used for S3, and never shown anywhere."""
+"""Credentials from a Prefect AwsCredentials or Secret block: used for S3, never shown anywhere."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ from typing import Any
 import pytest
 from prefect.blocks.system import Secret
 
+from flows.credentials import load_credentials
 from flows.errors import CredentialsError, RowsFailedError
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
-from storage.s3 import s3_client, use_credentials
+from storage.s3 import Credentials, s3_client, use_credentials
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
-from tests.factories import put_manifest, s3_results
+from tests.factories import put_manifest, s3_results, s3_versions
 
 pytestmark = [pytest.mark.usefixtures("prefect_api_url"), pytest.mark.slow]
 
 # Keys only the block holds: the process's own chain has none (see `no_chain_keys`).
 BLOCK_KEY_ID = "AKIAT2VBLOCKKEYID0002"
 BLOCK_SECRET = "t2vBLOCKsecret+NeverShown/9876543210xyz"
+AWS_BLOCK_SECRET = "t2vAWSBLOCKsecret+NeverShown/0246813579"  # in AwsCredentials blocks only
 
 
 @pytest.fixture
@@ -40,9 +42,27 @@ def no_chain_keys(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     use_credentials(None)
 
 
-def _block(value: Any) -> str:
-    name = f"aws-{uuid.uuid4().hex[:8]}"
+def _block(value: Any, name: str | None = None) -> str:
+    name = name or f"aws-{uuid.uuid4().hex[:8]}"
     Secret(value=value).save(name)
+    return name
+
+
+def _aws_block(data: dict[str, Any], name: str | None = None) -> str:
+    """An AwsCredentials block as prefect-aws would save it, through the API alone: every
+    Prefect server registers the block type, without prefect-aws installed."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import BlockDocumentCreate
+
+    name = name or f"aws-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug("aws-credentials")
+        schema = client.get_most_recent_block_schema_for_block_type(block_type.id)
+        assert schema is not None
+        document = BlockDocumentCreate(
+            name=name, data=data, block_type_id=block_type.id, block_schema_id=schema.id
+        )
+        client.create_block_document(document)
     return name
 
 
@@ -127,3 +147,97 @@ def test_a_missing_block_is_named(no_chain_keys: str) -> None:
     )
     assert isinstance(error, CredentialsError)
     assert str(error).startswith("cannot load the Secret block 'no-such-block': ")
+
+
+def test_an_aws_credentials_block_signs_s3_requests_at_its_endpoint_and_hides_its_secret(
+    no_chain_keys: str,
+    s3_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bucket = no_chain_keys
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the block knows where S3 is
+    name = _aws_block(
+        {
+            "aws_access_key_id": BLOCK_KEY_ID,
+            "aws_secret_access_key": AWS_BLOCK_SECRET,
+            "region_name": "us-east-1",
+            "aws_client_parameters": {"endpoint_url": s3_server},
+        }
+    )
+    request = RenderRequest(
+        manifest=f"s3://{bucket}/prompts/today.csv",
+        destination=f"s3://{bucket}/renders",
+        aws_credentials_block=name,
+    )
+    state = render_manifest(**request.parameters(), return_state=True)
+    assert isinstance(state.result(raise_on_failure=False), RowsFailedError)  # its bad row
+    use_credentials(None)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
+    assert [row["status"] for row in s3_results(bucket)] == ["ok", "ok", "invalid", "ok"]
+    videos = [key for key in s3_versions(bucket, "renders/") if key.endswith(".mp4")]
+    assert len(videos) == 3
+
+    # The key id is a plain field of AwsCredentials (prefect-aws's choice): the API shows it
+    # with the block, as it shows a block's name. The secret key is shown nowhere.
+    outputs = [*prefect_records(), *capsys.readouterr()]
+    assert any(name in text for text in outputs)
+    for text in outputs:
+        assert AWS_BLOCK_SECRET not in text
+
+
+def test_a_name_picks_the_block_type(prefect_api_url: str) -> None:
+    aws_keys = Credentials("AKIAT2VAWSBLOCK00003", AWS_BLOCK_SECRET, region="eu-west-1")
+    secret_keys = Credentials(BLOCK_KEY_ID, BLOCK_SECRET, "a-session-token")
+    both = f"both-{uuid.uuid4().hex[:8]}"
+    _aws_block(
+        {
+            "aws_access_key_id": aws_keys.access_key_id,
+            "aws_secret_access_key": aws_keys.secret_access_key,
+            "region_name": aws_keys.region,
+        },
+        name=both,
+    )
+    secret_value = {
+        "aws_access_key_id": secret_keys.access_key_id,
+        "aws_secret_access_key": secret_keys.secret_access_key,
+        "aws_session_token": secret_keys.session_token,
+    }
+    # As JSON text: Prefect 3.9.1's API shows a Secret's dict value in clear.
+    _block(json.dumps(secret_value), name=both)
+    only_secret = _block(json.dumps(secret_value))
+
+    assert load_credentials(both) == aws_keys  # a bare name: AwsCredentials first
+    assert load_credentials(f"aws-credentials/{both}") == aws_keys
+    assert load_credentials(f"secret/{both}") == secret_keys
+    assert load_credentials(only_secret) == secret_keys  # as before AwsCredentials blocks
+
+    with pytest.raises(CredentialsError, match=r"^there is no AwsCredentials block 'nope'$"):
+        load_credentials("aws-credentials/nope")
+    with pytest.raises(CredentialsError, match=r"^cannot load the Secret block 'nope': "):
+        load_credentials("secret/nope")
+    with pytest.raises(CredentialsError, match=r"^'s3-bucket/x' is not a credentials block: "):
+        load_credentials("s3-bucket/x")
+
+
+def test_an_aws_credentials_block_without_keys_is_refused_without_echoing_it(
+    no_chain_keys: str,
+) -> None:
+    name = _aws_block({"aws_secret_access_key": AWS_BLOCK_SECRET, "profile_name": "nightly"})
+    request = RenderRequest(
+        manifest=f"s3://{no_chain_keys}/prompts/today.csv",
+        destination="unused",
+        aws_credentials_block=f"aws-credentials/{name}",
+    )
+    error = render_manifest(**request.parameters(), return_state=True).result(
+        raise_on_failure=False
+    )
+    assert isinstance(error, CredentialsError)
+    assert str(error) == (
+        f"the AwsCredentials block {name!r} must hold the keys aws_access_key_id and "
+        "aws_secret_access_key (a profile_name alone is not enough: set AWS_PROFILE on the "
+        "worker instead)"
+    )
+    assert AWS_BLOCK_SECRET not in repr(error)

@@ -1,0 +1,146 @@
+"""Where a deployment's flow runs find their code: prefect.yaml's build step records it when
+`prefect deploy` runs, its pull step goes there when a worker starts a run.
+
+Two modes. Without `T2V_CODE_REPO`, the folder `prefect deploy` ran in (one machine, or the
+project at one path everywhere). With it, a commit of that git repository, which each worker
+machine clones once into its cache and every later run of that commit reuses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from flows.errors import CodeError
+
+CODE_REPO_ENV = "T2V_CODE_REPO"
+# The project's own packages: a flow run must import them from its code's folder.
+PROJECT_PACKAGES = frozenset({"flows", "tasks", "storage"})
+COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+USERINFO = re.compile(r"(?<=://)[^/@]+@")
+
+
+def record_code() -> dict[str, str]:
+    """Build step. Without T2V_CODE_REPO: this folder. With it (a URL, or the name of one of
+    this clone's git remotes, such as `origin`): that URL and HEAD's commit, refusing
+    uncommitted changes, which a clone of the commit would not have."""
+    directory = os.getcwd()
+    repository = os.environ.get(CODE_REPO_ENV, "")
+    if not repository:
+        return {"directory": directory, "repository": "", "commit": ""}
+    if repository in _git(["remote"], f"cannot list the git remotes of {directory}").split():
+        repository = _git(
+            ["remote", "get-url", repository], f"cannot read git remote {repository!r}"
+        )
+    changes = _git(["status", "--porcelain"], f"cannot read the state of {directory}").splitlines()
+    if changes:
+        raise CodeError(
+            f"{CODE_REPO_ENV}={_shown(repository)} deploys a commit, but {directory} has "
+            f"{len(changes)} uncommitted change(s) (first: {changes[0].strip()}): commit and "
+            f"push them, or deploy without {CODE_REPO_ENV} to run this folder as it is"
+        )
+    commit = _git(["rev-parse", "HEAD"], f"cannot read the commit of {directory}")
+    return {"directory": directory, "repository": repository, "commit": commit}
+
+
+def pull_code(directory: str, repository: str = "", commit: str = "") -> dict[str, str]:
+    """Pull step: change to the run's code, `directory` or the cached clone of `commit`, and
+    make the flow import the project from there."""
+    if repository:
+        directory = str(checkout(repository, commit, code_cache()))
+    os.chdir(directory)
+    # A process worker starts the flow in a fresh process with this folder first on its path;
+    # `prefect flow-run execute` (container workers' command) imports it in this process,
+    # where this module brought the worker's own copy of the project: drop it.
+    for name in [name for name in sys.modules if name.partition(".")[0] in PROJECT_PACKAGES]:
+        del sys.modules[name]
+    return {"directory": directory}
+
+
+def main() -> int:
+    """`make deploy`'s first step: say where workers will find the code, or refuse in one line
+    (`prefect deploy` would run the same check, but shows a traceback)."""
+    try:
+        code = record_code()
+    except CodeError as error:
+        print(f"make deploy: {error}", file=sys.stderr)
+        return 2
+    if code["repository"]:
+        print(
+            f"workers run commit {code['commit']} of {_shown(code['repository'])}, cloned once "
+            "per machine into ~/.cache/t2v/code/<commit> (or under $XDG_CACHE_HOME)"
+        )
+    else:
+        print(
+            f"workers run the flows from {code['directory']}; on other machines, clone the "
+            "project there too, or deploy with CODE_REPO=origin"
+        )
+    return 0
+
+
+def code_cache() -> Path:
+    """Where this machine keeps the commits it cloned: one folder per commit."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "t2v" / "code"
+
+
+def checkout(repository: str, commit: str, cache: Path) -> Path:
+    """`cache/commit`, a checkout of `commit` of `repository`, cloned on first use. Clones go
+    to a temporary folder first and are renamed into place, so concurrent runs never see
+    half a checkout; when two clone at once, the first rename wins and the other is dropped."""
+    if not COMMIT.fullmatch(commit):
+        raise CodeError(f"commit {commit!r} of {_shown(repository)} is not a full git hash")
+    target = cache / commit
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{commit[:12]}-") as scratch:
+        clone = Path(scratch) / "code"
+        shown = _shown(repository)
+        _git(["clone", "--quiet", "--no-checkout", repository, str(clone)], f"cannot clone {shown}")
+        _git(
+            ["-C", str(clone), "checkout", "--quiet", "--detach", commit],
+            f"commit {commit} is not in {shown} (push it, then run again)",
+        )
+        try:
+            clone.rename(target)
+        except OSError as exc:
+            if not target.is_dir():
+                raise CodeError(f"cannot store commit {commit} in {target}: {exc}") from exc
+    return target
+
+
+def _git(arguments: list[str], failure: str) -> str:
+    """git's output; on failure, CodeError `failure: git's first line`. Never prompts: a
+    worker has no one to type a password or accept a host key."""
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    try:
+        done = subprocess.run(
+            ["git", *arguments],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except FileNotFoundError as exc:
+        raise CodeError(f"{failure}: git is not installed") from exc
+    except subprocess.CalledProcessError as exc:
+        said = next((line for line in exc.stderr.splitlines() if line.strip()), "no message")
+        raise CodeError(f"{failure}: {USERINFO.sub('***@', said.strip())}") from exc
+    return done.stdout.strip()
+
+
+def _shown(url: str) -> str:
+    """`url` without a password or token in it."""
+    return USERINFO.sub("***@", url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
