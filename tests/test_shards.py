@@ -37,9 +37,10 @@ HEADER = "id,prompt,num_frames,height,width,num_inference_steps\n"
 CRASH_AFTER_S = 45
 
 
-def _manifest(rows: int, frames: int = 4, steps: int = 2) -> str:
+def _manifest(rows: int, frames: int = 4, steps: int = 2, size: int = 64) -> str:
     return HEADER + "".join(
-        f"boat-{n},a paper boat number {n} on a pond,{frames},64,64,{steps}\n" for n in range(rows)
+        f"boat-{n},a paper boat number {n} on a pond,{frames},{size},{size},{steps}\n"
+        for n in range(rows)
     )
 
 
@@ -190,12 +191,13 @@ def test_a_shard_whose_rows_fail_is_not_started_again(stack: Stack) -> None:
 
 
 def _records(server: Server, bucket: str) -> list[dict[str, Any]]:
-    """Every shard results file the run has written so far."""
+    """Every shard results file the run has written so far (not the run's own mark)."""
     client = _client(server)
     listing = client.list_objects_v2(Bucket=bucket, Prefix="out/.t2v/shards/")
     return [
         json.loads(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
         for item in listing.get("Contents", [])
+        if not item["Key"].endswith("/run.json")
     ]
 
 
@@ -234,9 +236,9 @@ def _kill_mid_shard(
 @pytest.mark.slow
 def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) -> None:
     """Runs last: it kills one of the module's workers."""
-    server, rows_count = stack.server, 9
-    # About 2 s a row on one thread: slow enough to kill a shard between its videos.
-    bucket = _bucket(server, _manifest(rows_count, frames=16, steps=40))
+    server, rows_count = stack.server, 12
+    # About 4 s a row on one thread: slow enough to kill a shard between its videos.
+    bucket = _bucket(server, _manifest(rows_count, frames=16, steps=30, size=128))
     since = time.time()
     render = _render(server, bucket, "--shards", "3", "--batch-size", "1")
     killed = _kill_mid_shard(stack, bucket, rows_count // 3, render)
