@@ -3,6 +3,7 @@ takeover, and two runs of one manifest into one destination rendering each row o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -11,12 +12,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import tasks.claims
+from flows import progress
+from flows.parameters import RenderRequest
+from flows.render_flow import render_manifest
 from storage import LocalStorage, S3Storage, Storage
-from tasks.claims import Claims, Owner, claim_key
+from tasks import interrupt
+from tasks.claims import CLAIMS, Claims, Owner, claim_key
+from tasks.publish import ALREADY_STORED, publish_video
+from tasks.results import ResultRow, RunSummary
 from tests.conftest import REPO
+from tests.factories import s3_claims, s3_versions, tiny_manifest
 
 KEY = "clip-0123456789ab.mp4"
 
@@ -202,3 +212,156 @@ def test_a_killed_owners_claim_is_taken_over_after_its_lease(tmp_path: Path) -> 
     wait_until(lambda: claims.claim(KEY), 30, "the killed owner's claim to go stale")
     taken_from = claims.holder(KEY)
     assert taken_from is not None and taken_from.run == "killed"
+
+
+class RowsSeen:
+    """A progress listener that keeps every row result of every run in this process."""
+
+    def __init__(self) -> None:
+        self.rows: list[ResultRow] = []
+        self._lock = threading.Lock()
+
+    def phase(self, text: str) -> None:
+        """Only rows matter here."""
+
+    def started(self, total_rows: int) -> None:
+        """Only rows matter here."""
+
+    def row_finished(self, result: ResultRow) -> None:
+        with self._lock:
+            self.rows.append(result)
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Leases of 2 s, so a waiting run looks again every third of a second."""
+    monkeypatch.setattr(tasks.claims, "LEASE_S", 2.0)
+    return 2.0
+
+
+def _render_in_thread(request: RenderRequest) -> tuple[threading.Thread, list[Any]]:
+    """Start `render-manifest` for `request` in a thread; the list gets its final state."""
+    states: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: states.append(render_manifest(**request.parameters(), return_state=True))
+    )
+    thread.start()
+    return thread, states
+
+
+def _results(folder: Path) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in json.loads((folder / "results.json").read_text())["rows"]}
+
+
+def _claims_left(folder: Path) -> list[str]:
+    return sorted(path.name for path in (folder / CLAIMS).glob("*.json"))
+
+
+@pytest.mark.usefixtures("prefect_api_url", "short_lease")
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_two_runs_of_one_manifest_render_each_row_once(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    rows = 6
+    bucket = request.getfixturevalue("s3_bucket") if kind == "s3" else ""
+    destination = f"s3://{bucket}/renders" if kind == "s3" else str(tmp_path / "out")
+    render = RenderRequest(
+        manifest=str(tiny_manifest(tmp_path, rows)), destination=destination, batch_size=1
+    )
+    seen, start = RowsSeen(), threading.Barrier(2)
+
+    def run(_: int) -> RunSummary:
+        start.wait()
+        return render_manifest(**render.parameters())
+
+    with progress.listening(seen), ThreadPoolExecutor(2) as pool:
+        summaries = list(pool.map(run, range(2)))
+
+    # A row rendered twice would be `ok` in one run and skipped as ALREADY_STORED in the
+    # other (its PUT lost): each row is `ok` once, and every other result waited for it.
+    assert sorted(r.id for r in seen.rows if r.status == "ok") == [f"clip-{n}" for n in range(rows)]
+    assert sum(summary.counts["ok"] for summary in summaries) == rows
+    others = [r for r in seen.rows if r.status != "ok"]
+    assert len(others) == rows
+    assert all(r.status == "skipped" and r.warning != ALREADY_STORED for r in others)
+    if kind == "s3":
+        videos = {
+            key: n for key, n in s3_versions(bucket, "renders/").items() if key.endswith("mp4")
+        }
+        assert len(videos) == rows and set(videos.values()) == {1}
+        assert s3_claims(bucket, "renders/") == []
+    else:
+        assert _claims_left(tmp_path / "out") == []
+
+
+def _held_row_setup(tmp_path: Path) -> tuple[RenderRequest, LocalStorage, str, Path]:
+    """Two rows, and a video of the first rendered elsewhere: the request into `out`, its
+    storage, the first row's key, and that video."""
+    manifest = tiny_manifest(tmp_path, 2)
+    render_manifest(
+        **RenderRequest(manifest=str(manifest), destination=str(tmp_path / "elsewhere"))
+        .model_copy(update={"limit": 1})
+        .parameters()
+    )
+    (video,) = (tmp_path / "elsewhere").glob("clip-0-*.mp4")
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"), batch_size=1)
+    return request, LocalStorage(tmp_path / "out"), video.name, video
+
+
+@pytest.mark.usefixtures("prefect_api_url", "short_lease")
+def test_a_row_another_live_run_holds_is_skipped_once_that_run_stores_it(tmp_path: Path) -> None:
+    request, out, key, video = _held_row_setup(tmp_path)
+    other = Owner("other-run", "other-worker", "other-host", 7)
+    with Claims(out, other) as theirs:
+        assert theirs.claim(key)
+        thread, states = _render_in_thread(request)
+        # The run claims and renders the second row only after finding the first held.
+        wait_until(lambda: any(out.root.glob("clip-1-*.mp4")), 120, "the second row's video")
+        assert publish_video(out, key, video, exclusive=True) is not None
+        theirs.release(key)
+        thread.join(timeout=120)
+    assert states and states[0].is_completed()
+    results = _results(out.root)
+    assert results["clip-0"]["status"] == "skipped"
+    assert results["clip-0"]["warning"] == (
+        "rendered by run other-run on worker other-worker (pid 7 on other-host) "
+        "while this run waited for it"
+    )
+    assert results["clip-0"]["worker"] == "other-worker"
+    assert results["clip-0"]["sha256"] == hashlib.sha256(video.read_bytes()).hexdigest()
+    assert results["clip-1"]["status"] == "ok"
+    assert _claims_left(out.root) == []
+
+
+@pytest.mark.usefixtures("prefect_api_url", "short_lease")
+def test_a_row_whose_claim_lapses_without_a_video_is_rendered(tmp_path: Path) -> None:
+    request, out, key, _ = _held_row_setup(tmp_path)
+    # Claimed, then never renewed: its owner died after claiming.
+    assert Claims(out, Owner("dead-run", "dead-worker", "h", 7), lease_s=2.0).claim(key)
+    render_manifest(**request.parameters())
+    results = _results(out.root)
+    assert [results[f"clip-{n}"]["status"] for n in range(2)] == ["ok", "ok"]
+    assert results["clip-0"]["warning"] == ""
+    assert _claims_left(out.root) == []
+
+
+@pytest.mark.usefixtures("prefect_api_url", "short_lease")
+def test_a_stop_ends_the_wait_and_releases_the_runs_claims(tmp_path: Path) -> None:
+    request, out, key, _ = _held_row_setup(tmp_path)
+    try:
+        with Claims(out, Owner("other-run", "other-worker", "h", 7)) as theirs:
+            assert theirs.claim(key)
+            thread, states = _render_in_thread(request)
+            wait_until(lambda: any(out.root.glob("clip-1-*.mp4")), 120, "the second row's video")
+            interrupt.request_stop("stop requested (test)")
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+            # Only the other run's claim is left.
+            assert _claims_left(out.root) == [f"{key}.json"]
+    finally:
+        interrupt.clear()
+    assert states and states[0].is_failed()
+    results = _results(out.root)
+    assert results["clip-0"]["status"] == "failed"
+    assert results["clip-0"]["error"] == interrupt.INTERRUPTED
+    assert results["clip-1"]["status"] == "ok"
