@@ -1,8 +1,8 @@
 """The `render_manifest` flow: read, plan, render, publish, report.
 
 Over 250 lines because the flow's signature spells out every parameter (Prefect's form
-reads it) and the steps a shard run shares with it (plan, render and publish, finish)
-live here beside it.
+reads it) and the steps a shard run shares with it (plan, claim, render and publish, wait
+for rows another run holds, finish) live here beside it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Stale, by two rules: its recorded expiry is more than CLOCK_TOLERANCE_S in this 
 past (a claim left long ago is taken at once; the clocks of the machines must agree within
 that tolerance), or, comparing no clocks at all, this process has seen the same version of
 it for a whole lease (its owner renews three times a lease, each renewal a new version).
+
+Over 250 lines because a claim's life (create, renew, take over, release) and claiming a
+plan's rows with it are one concern, told in one place.
 """
 
 from __future__ import annotations
