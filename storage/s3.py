@@ -233,8 +233,8 @@ class S3Storage:
         return str(put["ETag"])
 
     def delete_if(self, key: str, expected: str) -> bool:
-        """A DELETE with `If-Match: <ETag>` (S3 has taken it on general purpose buckets
-        since 2025)."""
+        """A DELETE with `If-Match: <ETag>`, which S3 takes on general purpose buckets; a
+        store that ignores the header would delete unconditionally."""
         from botocore.exceptions import ClientError
 
         try:
