@@ -1,8 +1,8 @@
 """The `render_manifest` flow: read, plan, render, publish, report.
 
 Over 250 lines because the flow's signature spells out every parameter (Prefect's form
-reads it) and the steps a shard run shares with it (plan, render and publish, finish)
-live here beside it.
+reads it) and the steps a shard run shares with it (plan, claim, render and publish, wait
+for rows another run holds, finish) live here beside it.
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ from flows.parameters import (
     describe_parameters,
 )
 from flows.run_date import scheduled_date
+from storage import open_storage
 from tasks import devices, interrupt
 from tasks.budget import check_budget
+from tasks.claims import Claims, Owner, take_rows
 from tasks.destination import first_batch_bytes
 from tasks.errors import first_line
 from tasks.manifest import Manifest, RenderRow
@@ -208,7 +210,12 @@ def collect_results(
     worker, run_id = worker_name(), str(flow_run.id or "")
     rendered = render_and_publish(request, device, plan, stop)
     rows = itertools.chain(
-        plan.done, (dataclasses.replace(r, worker=worker, flow_run=run_id) for r in rendered)
+        plan.done,
+        # A row another run stored while this one waited names that run, not this one.
+        (
+            dataclasses.replace(r, worker=r.worker or worker, flow_run=r.flow_run or run_id)
+            for r in rendered
+        ),
     )
     for result in rows:
         progress.row_finished(result)
@@ -217,23 +224,60 @@ def collect_results(
     return shown, sorted(results, key=lambda result: result.line), stop.reason
 
 
+def claim_owner() -> Owner:
+    """This run in this process, as its claims name it."""
+    return Owner(str(flow_run.id or ""), worker_name(), socket.gethostname(), os.getpid())
+
+
 def render_and_publish(
     request: RenderRequest, device: str, plan: OutputPlan, stop: RenderingStop
 ) -> Iterator[ResultRow]:
-    """Render batches one after another and publish each batch while the next renders;
-    once rendering has to stop, fail the batches left and publish what was rendered."""
+    """Render the plan's rows that this run claims, then wait for those another run holds:
+    each is `skipped` once that run stores its video, or claimed and rendered here once its
+    claim goes stale. Each claim is released as its row's result comes."""
+    with Claims(open_storage(request.destination), claim_owner()) as claims:
+        held: list[RenderRow] = []
+        waiting = plan.to_render
+        while waiting:
+            batches = plan_batches(waiting, request.batch_size)
+            for result in _render_batches(request, device, plan, stop, batches, claims, held):
+                claims.release(plan.keys[result.line])
+                yield result
+            waiting, held = held, []
+            if waiting and stop.check() is None:
+                # A stop ends the wait at once; the next pass then fails the rows left.
+                progress.phase(f"waiting for {len(waiting)} rows that another run renders")
+                interrupt.wait_for_stop(claims.poll_s)
+
+
+def _render_batches(
+    request: RenderRequest,
+    device: str,
+    plan: OutputPlan,
+    stop: RenderingStop,
+    batches: list[list[RenderRow]],
+    claims: Claims,
+    held: list[RenderRow],
+) -> Iterator[ResultRow]:
+    """Claim each batch's rows and render those claimed, one batch after another, and publish
+    each batch while the next renders; rows another owner holds go to `held`. Once rendering
+    has to stop, fail the batches left and publish what was rendered."""
     rendering: deque[tuple[list[RenderRow], PrefectFuture[BatchResult]]] = deque()
     publishing = PublishQueue(plan)
-    batches = plan_batches(plan.to_render, request.batch_size)
     for number, batch in enumerate(batches, 1):
         if stop.check() is not None:
             yield from (plan.failed(row, stop.row_error()) for row in batch)
             continue
+        taken = take_rows(claims, plan, batch, request.force)
+        yield from taken.settled
+        held.extend(taken.held)
+        if not taken.render:
+            continue
         progress.phase(f"rendering batch {number} of {len(batches)} on {device}")
         future = prefect_tasks.render_rows.submit(
-            plan.model, device, batch, request.render_timeout_scale
+            plan.model, device, taken.render, request.render_timeout_scale
         )
-        rendering.append((batch, future))
+        rendering.append((taken.render, future))
         if len(rendering) >= RENDER_WINDOW:
             yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
             yield from publishing.finished(wait=False)

@@ -57,6 +57,22 @@ class Storage(Protocol):
         """
         ...
 
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """A small object's bytes and its version, an opaque token for `write_if` and
+        `delete_if`; None when `key` holds nothing. Equal bytes may share one version:
+        writers that compare versions write bytes of their own (a nonce, a counter)."""
+        ...
+
+    def write_if(self, key: str, data: bytes, expected: str | None) -> str | None:
+        """Store a small object atomically only if `key` holds nothing (`expected` None) or
+        still holds version `expected`; its new version, or None when the condition failed.
+        Of writers racing with one condition, at most one succeeds."""
+        ...
+
+    def delete_if(self, key: str, expected: str) -> bool:
+        """Delete `key` only if it still holds version `expected`; whether it did."""
+        ...
+
     def write_many(self, files: Mapping[str, bytes]) -> None:
         """Store several objects as one set as far as the backend allows: on a failure
         before the first is in place, every old object stays as it was."""

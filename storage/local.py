@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +30,9 @@ STALE_AFTER_S = 60.0
 TEMPORARY_PREFIX = ".t2v-"
 # The folder under the root that holds what t2v records, e.g. each video's metadata.
 RECORDS = ".t2v"
+# In each folder that conditional writes touch: an empty file whose lock orders them. It is
+# never deleted, since a process may have it open to lock it.
+CONDITIONS_LOCK = ".t2v-conditions.lock"
 
 
 class LocalStorage:
@@ -111,6 +115,45 @@ class LocalStorage:
                 self.path(key).unlink(missing_ok=True)
                 raise
         return True
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        path = self.path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _error("read", path, exc) from exc
+        with os.fdopen(fd, "rb") as handle:
+            try:
+                data = handle.read()
+            except OSError as exc:
+                raise _error("read", path, exc) from exc
+        return data, _version(data)
+
+    def write_if(self, key: str, data: bytes, expected: str | None) -> str | None:
+        """Under the folder's lock: a create by hard link, or a compare and then a rename."""
+        with self._conditions_locked(key):
+            if expected is None:
+                created = self._write_atomically(key, lambda handle: handle.write(data), True)
+                return _version(data) if created else None
+            current = self.read_versioned(key)
+            if current is None or current[1] != expected:
+                return None
+            self.write_bytes(key, data)
+            return _version(data)
+
+    def delete_if(self, key: str, expected: str) -> bool:
+        path = self.path(key)
+        with self._conditions_locked(key):
+            current = self.read_versioned(key)
+            if current is None or current[1] != expected:
+                return False
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise _error("delete", path, exc) from exc
+            return True
 
     def write_many(self, files: Mapping[str, bytes]) -> None:
         # Every temporary is written before the first rename: a full disk or a failed
@@ -222,6 +265,26 @@ class LocalStorage:
         return {str(name): str(value) for name, value in record.items()}
 
     @contextlib.contextmanager
+    def _conditions_locked(self, key: str) -> Iterator[None]:
+        """Hold the exclusive lock of `key`'s folder: conditional writes there take turns.
+
+        flock orders processes on this machine; on a network mount it holds only where the
+        file system forwards locks to its server (NFSv4 does, as POSIX locks)."""
+        folder = self.path(key).parent
+        lock = folder / CONDITIONS_LOCK
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise _error("lock", lock, exc) from exc
+        with os.fdopen(fd, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise _error("lock", lock, exc) from exc
+            yield  # closing the file releases the lock
+
+    @contextlib.contextmanager
     def _temporary(self, path: Path) -> Iterator[tuple[BinaryIO, Path]]:
         """A new, locked temporary file beside `path`, removed on exit unless renamed.
 
@@ -263,6 +326,11 @@ class LocalStorage:
                 return True
         except OSError as exc:
             raise _error("write", path, exc) from exc
+
+
+def _version(data: bytes) -> str:
+    """A local object's version: its bytes' digest, as S3's ETag is for a single PUT."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _seal(handle: BinaryIO, tmp: Path) -> None:

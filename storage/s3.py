@@ -26,6 +26,10 @@ RETRYABLE_CODES = frozenset(
     {"RequestTimeout", "RequestTimeoutException", "SlowDown", "Throttling", "ThrottlingException"}
 )
 NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
+# A conditional write or delete whose condition failed: 412 when the key holds another
+# version (or, for If-None-Match, any object), 404 when If-Match finds no object, 409 when
+# another conditional request on the key was in flight (S3 lets one of them land).
+CONDITION_FAILED = NOT_FOUND | {"PreconditionFailed", "ConditionalRequestConflict"}
 # S3's rules for bucket names (general purpose buckets).
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -194,6 +198,57 @@ class S3Storage:
             raise self._error("write", key, exc) from exc
         except _failures() as exc:
             raise self._error("write", key, exc) from exc
+        return True
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """One GET; the version is the object's ETag."""
+        from botocore.exceptions import ClientError
+
+        try:
+            got = s3_client().get_object(Bucket=self.bucket, Key=self._key(key))
+            data: bytes = got["Body"].read()
+        except ClientError as exc:
+            if _code(exc) in NOT_FOUND:
+                return None
+            raise self._error("read", key, exc) from exc
+        except _failures() as exc:
+            raise self._error("read", key, exc) from exc
+        return data, str(got["ETag"])
+
+    def write_if(self, key: str, data: bytes, expected: str | None) -> str | None:
+        """One PUT with `If-None-Match: *` (create) or `If-Match: <ETag>` (replace)."""
+        from botocore.exceptions import ClientError
+
+        condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
+        try:
+            put = s3_client().put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentType=_content_type(key),
+                **condition,
+            )
+        except ClientError as exc:
+            if _code(exc) in CONDITION_FAILED:
+                return None
+            raise self._error("write", key, exc) from exc
+        except _failures() as exc:
+            raise self._error("write", key, exc) from exc
+        return str(put["ETag"])
+
+    def delete_if(self, key: str, expected: str) -> bool:
+        """A DELETE with `If-Match: <ETag>`, which S3 takes on general purpose buckets; a
+        store that ignores the header would delete unconditionally."""
+        from botocore.exceptions import ClientError
+
+        try:
+            s3_client().delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=expected)
+        except ClientError as exc:
+            if _code(exc) in CONDITION_FAILED:
+                return False
+            raise self._error("delete", key, exc) from exc
+        except _failures() as exc:
+            raise self._error("delete", key, exc) from exc
         return True
 
     def write_many(self, files: Mapping[str, bytes]) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from flows.cli import main
 from storage.s3 import s3_client
+from tasks.claims import CLAIMS
 from tasks.manifest import InvalidRow, Manifest, RenderRow, parse_manifest
 from tasks.results import ResultRow, RunSummary
 from tests.conftest import REPO
@@ -156,11 +157,21 @@ def put_manifest(bucket: str, key: str = "prompts/today.csv", text: str = MIXED_
 
 
 def s3_versions(bucket: str, prefix: str) -> Counter[str]:
-    """How many PUTs landed on each key under `prefix` (the bucket is versioned)."""
+    """How many PUTs landed on each key under `prefix` (the bucket is versioned), claims
+    left out: a run creates, renews and deletes those (`s3_claims` lists the ones left)."""
     pages = s3_client().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
-    return Counter(
-        v["Key"].removeprefix(prefix) for page in pages for v in page.get("Versions", [])
+    keys = (v["Key"].removeprefix(prefix) for page in pages for v in page.get("Versions", []))
+    return Counter(key for key in keys if not key.startswith(f"{CLAIMS}/"))
+
+
+def s3_claims(bucket: str, prefix: str) -> list[str]:
+    """The claims stored under `prefix` now."""
+    pages = (
+        s3_client()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=bucket, Prefix=f"{prefix}{CLAIMS}/")
     )
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def s3_results(bucket: str, key: str = "renders/results.csv") -> list[dict[str, str]]:

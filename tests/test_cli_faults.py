@@ -249,7 +249,9 @@ def test_two_runs_at_once_write_every_video_once(
         assert [row["id"] for row in results] == [f"clip-{n}" for n in range(rows)]
         assert {row["status"] for row in results} <= {"ok", "skipped"}
         assert {row["output"].rsplit("/", 1)[-1] for row in results} == set(videos)
-    raced = sum(row["warning"] == ALREADY_STORED for row in manifests[-1])
+    # Claims keep each run off the rows the other holds: no render is thrown away.
+    raced = sum(row["warning"] == ALREADY_STORED for results in manifests for row in results)
+    assert raced == 0
     if isinstance(destination, LocalDestination):
         assert destination.temporaries() == []
         assert all(nlink == 1 for _, _, nlink in videos.values())
@@ -257,7 +259,7 @@ def test_two_runs_at_once_write_every_video_once(
     print(
         f"\nRELIABILITY two-runs-at-once {type(destination).__name__}: n={rows} "
         f"ok={counts[0]['ok']}+{counts[1]['ok']} lost={lost} duplicates={duplicates} "
-        f"lost_races_in_last_manifest={raced}"
+        f"lost_races={raced}"
     )
 
 

@@ -132,13 +132,13 @@ def test_transient_upload_faults_are_retried_and_each_video_lands_once(s3_bucket
 
 def test_access_denied_on_one_key_fails_only_that_row_at_once(s3_bucket: str) -> None:
     def deny_clip_1(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
-        if "/clip-1-" in path:
+        if "/renders/clip-1-" in path:  # the video, not its claim in renders/.t2v/claims/
             return s3_error(request, 403, "AccessDenied", "Access Denied")
         return None
 
     outcome, attempts = _render_s3_to_s3_through(s3_bucket, deny_clip_1)
     assert outcome.summary.counts == {"ok": 2, "skipped": 0, "failed": 1, "invalid": 1}
-    assert [n for path, n in attempts.items() if "/clip-1-" in path] == [1]  # no retries
+    assert [n for path, n in attempts.items() if "/renders/clip-1-" in path] == [1]  # no retries
     row = s3_results(s3_bucket)[1]
     assert (row["id"], row["status"], row["output"]) == ("clip-1", "failed", "")
     assert re.fullmatch(
@@ -210,7 +210,7 @@ def test_a_put_that_landed_but_whose_answer_was_lost_is_not_stored_twice(
     # The first PUT of clip-0 reaches the server, then the connection drops before the
     # answer: the client's retry is refused (412), as a create-only write should be.
     def land_then_drop(request: AWSPreparedRequest, path: str, attempt: int) -> AWSResponse | None:
-        if "/clip-0-" in path and attempt == 1:
+        if "/renders/clip-0-" in path and attempt == 1:  # the video, not its claim
             URLLib3Session().send(request)
             raise dropped(request)
         return None
@@ -218,7 +218,7 @@ def test_a_put_that_landed_but_whose_answer_was_lost_is_not_stored_twice(
     outcome, attempts = _render_s3_to_s3_through(s3_bucket, land_then_drop)
 
     assert outcome.summary.counts == {"ok": 2, "skipped": 1, "failed": 0, "invalid": 1}
-    assert [n for path, n in attempts.items() if "/clip-0-" in path] == [2]
+    assert [n for path, n in attempts.items() if "/renders/clip-0-" in path] == [2]
     row = s3_results(s3_bucket)[0]
     assert (row["id"], row["status"], row["warning"]) == ("clip-0", "skipped", ALREADY_STORED)
     assert row["output"].startswith(f"s3://{s3_bucket}/renders/clip-0-")

@@ -1,0 +1,263 @@
+"""Claims: which run renders an output key now, so that two runs of one manifest into one
+destination do not both render a row.
+
+A claim is a small record at `DEST/.t2v/claims/<output key>.json`, created only where none
+exists (as videos are), naming its owner and when its lease ends. The owner renews it every
+third of a lease while it lives and deletes it once the row's video is stored or the row
+failed. A claim nobody renews is stale and another run takes it over by replacing exactly
+the version it saw, so of several runs that find one stale claim, one gets it.
+
+Stale, by two rules: its recorded expiry is more than CLOCK_TOLERANCE_S in this machine's
+past (a claim left long ago is taken at once; the clocks of the machines must agree within
+that tolerance), or, comparing no clocks at all, this process has seen the same version of
+it for a whole lease (its owner renews three times a lease, each renewal a new version).
+
+Over 250 lines because a claim's life (create, renew, take over, release) and claiming a
+plan's rows with it are one concern, told in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from storage import Storage, StorageError
+from tasks.manifest import RenderRow
+from tasks.publish import OutputPlan
+from tasks.results import ResultRow
+from tasks.stored import inspect_key
+
+logger = logging.getLogger("t2v")
+
+CLAIMS = ".t2v/claims"
+# A killed worker's rows wait at most about this long (plus a poll) for another run.
+LEASE_S = 60.0
+CLOCK_TOLERANCE_S = 10.0
+# Tries at a claim whose record changes under us (released, taken, renewed) before the
+# row counts as held and is tried again after the next wait.
+ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a claim: a run in a process; `nonce` tells apart two holders in one run."""
+
+    run: str
+    worker: str
+    host: str
+    pid: int
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def describe(self) -> str:
+        run = self.run or "(no run id)"
+        return f"run {run} on worker {self.worker} (pid {self.pid} on {self.host})"
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """Another owner's claim as this process first saw its current version."""
+
+    owner: Owner | None
+    version: str
+    since: float  # time.monotonic()
+
+
+def claim_key(key: str) -> str:
+    return f"{CLAIMS}/{key}.json"
+
+
+class Claims:
+    """One owner's claims on one destination's keys, renewed in the background while held
+    and all released on leaving the `with`."""
+
+    def __init__(self, storage: Storage, owner: Owner, lease_s: float | None = None) -> None:
+        self.storage, self.owner = storage, owner
+        self.lease_s = LEASE_S if lease_s is None else lease_s  # read now: tests shorten it
+        self._held: dict[str, str] = {}  # output key → version of this owner's record
+        self._seen: dict[str, _Seen] = {}
+        self._writes = 0  # makes each record this owner writes unique, so its version is new
+        self._lock = threading.Lock()  # one conditional write at a time: versions stay ours
+        self._closed = threading.Event()
+        self._renewer = threading.Thread(target=self._renew_while_open, daemon=True)
+
+    @property
+    def poll_s(self) -> float:
+        """How often a run waiting for rows another owner holds looks again."""
+        return self.lease_s / 6
+
+    def __enter__(self) -> Claims:
+        self._renewer.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._closed.set()
+        self._renewer.join()
+        for key in list(self._held):
+            self.release(key)
+
+    def claim(self, key: str) -> bool:
+        """Whether this owner holds `key` now: created, already held, or taken over."""
+        if key in self._held:
+            return True
+        for _ in range(ATTEMPTS):
+            with self._lock:
+                version = self.storage.write_if(claim_key(key), self._record(), None)
+                if version is not None:
+                    self._held[key] = version
+                    return True
+            current = self.storage.read_versioned(claim_key(key))
+            if current is None:
+                continue  # released since: create it again
+            data, version = current
+            owner, expires_at = _parse(data)
+            if not self._stale(key, owner, version, expires_at):
+                return False
+            with self._lock:
+                taken = self.storage.write_if(claim_key(key), self._record(), version)
+                if taken is not None:
+                    logger.warning(
+                        "took over the stale claim on %s of %s",
+                        key,
+                        owner.describe() if owner else "an unknown owner",
+                    )
+                    self._held[key] = taken
+                    return True
+        return False
+
+    def holder(self, key: str) -> Owner | None:
+        """The other owner last seen holding `key`, if any: kept after this owner claims it,
+        to say who stored a video this run waited for."""
+        seen = self._seen.get(key)
+        return seen.owner if seen else None
+
+    def release(self, key: str) -> None:
+        """Delete this owner's claim on `key`, if it holds one. A claim that cannot be
+        deleted lapses within a lease."""
+        with self._lock:
+            version = self._held.pop(key, None)
+            if version is None:
+                return
+            try:
+                self.storage.delete_if(claim_key(key), version)
+            except StorageError as exc:
+                logger.warning("could not release the claim on %s (it lapses): %s", key, exc)
+
+    def renew(self) -> None:
+        """Extend the lease of every claim held; forget those another owner took over."""
+        with self._lock:
+            for key, version in list(self._held.items()):
+                try:
+                    renewed = self.storage.write_if(claim_key(key), self._record(), version)
+                    if renewed is None:
+                        renewed = self._still_mine(key)
+                except StorageError as exc:
+                    logger.warning("could not renew the claim on %s: %s", key, exc)
+                    continue
+                if renewed is None:
+                    logger.warning("lost the claim on %s to another run", key)
+                    del self._held[key]
+                else:
+                    self._held[key] = renewed
+
+    def _still_mine(self, key: str) -> str | None:
+        """The current version of `key`'s claim when the record is still this owner's (a
+        conflicting request that did not land failed our write), else None."""
+        current = self.storage.read_versioned(claim_key(key))
+        if current is None:
+            return None
+        owner, _ = _parse(current[0])
+        return current[1] if owner is not None and owner.nonce == self.owner.nonce else None
+
+    def _renew_while_open(self) -> None:
+        while not self._closed.wait(self.lease_s / 3):
+            self.renew()
+
+    def _stale(self, key: str, owner: Owner | None, version: str, expires_at: float) -> bool:
+        if expires_at + CLOCK_TOLERANCE_S < time.time():
+            return True
+        now, seen = time.monotonic(), self._seen.get(key)
+        if seen is None or seen.version != version:
+            self._seen[key] = _Seen(owner, version, now)
+            return False
+        return now - seen.since >= self.lease_s
+
+    def _record(self) -> bytes:
+        self._writes += 1
+        record = {
+            "owner": dataclasses.asdict(self.owner),
+            "expires_at": time.time() + self.lease_s,
+            "write": self._writes,
+        }
+        return json.dumps(record, sort_keys=True).encode()
+
+
+def _parse(data: bytes) -> tuple[Owner | None, float]:
+    """A claim record's owner and expiry; a record t2v cannot read is stale at once."""
+    try:
+        record = json.loads(data)
+        owner = Owner(**record["owner"])
+        return owner, float(record["expires_at"])
+    except (ValueError, TypeError, KeyError):
+        return None, 0.0
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Rows after claiming: this run renders `render`; `settled` need no render here
+    (another run stored the video, or the claim failed); another owner holds `held`."""
+
+    render: list[RenderRow]
+    settled: list[ResultRow]
+    held: list[RenderRow]
+
+
+def take_rows(claims: Claims, plan: OutputPlan, rows: list[RenderRow], force: bool) -> Taken:
+    """Claim each row's key. A claimed row whose key holds a video by now (another run
+    stored it after this run planned) is `skipped` unless `force`, and its claim released."""
+    render, settled, held = [], [], []
+    storage, model = claims.storage, plan.model.name
+    for row in rows:
+        key = plan.keys[row.line]
+        try:
+            if not claims.claim(key):
+                held.append(row)
+                continue
+            stored = inspect_key(storage, key)
+        except StorageError as exc:
+            settled.append(plan.failed(row, f"cannot claim {key} for rendering: {exc}"))
+            continue
+        if stored.state != "video" or force:
+            render.append(row)
+            continue
+        claims.release(key)
+        holder = claims.holder(key)
+        result = ResultRow.for_row(
+            row,
+            "skipped",
+            model,
+            output=storage.uri(key),
+            warning=stored_elsewhere(holder),
+            bytes=stored.bytes,
+            sha256=stored.sha256,
+        )
+        if holder is not None:
+            result = dataclasses.replace(result, worker=holder.worker, flow_run=holder.run)
+        settled.append(result)
+    return Taken(render, settled, held)
+
+
+def stored_elsewhere(holder: Owner | None) -> str:
+    if holder is None:
+        return "stored by another run after this run planned it"
+    return f"rendered by {holder.describe()} while this run waited for it"
