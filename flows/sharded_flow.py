@@ -86,6 +86,7 @@ class ShardRun:
     flow_run: UUID | None = None
     results: dict[int, ResultRow] = field(default_factory=dict)
     finished: bool = False
+    earlier: list[UUID] = field(default_factory=list)  # the shard's runs before this one
 
     def missing(self) -> list[int]:
         return [row.line for row in self.rows if row.line not in self.results]
@@ -95,11 +96,17 @@ class ShardRun:
         lines = {row.line for row in self.rows}
         for row in rows:
             if row.line in lines and row.line not in self.results:
-                if self.tries > 1 and row.status == "skipped" and not row.warning:
-                    # The parent planned it as missing: a crashed run of this shard stored it.
+                if row.status == "skipped" and self._stored_by_earlier_run(row):
                     row = dataclasses.replace(row, status="ok", warning=EARLIER_TRY)
                 self.results[row.line] = row
                 yield row
+
+    def _stored_by_earlier_run(self, row: ResultRow) -> bool:
+        """Whether a row the parent planned as missing, but found stored, was stored by a
+        crashed run of this shard: found at once, or after waiting out that run's claim."""
+        if self.tries < 2:
+            return False
+        return not row.warning or row.flow_run in {str(run) for run in self.earlier}
 
     def give_up(self, plan: OutputPlan, error: str) -> Iterator[ResultRow]:
         self.finished = True
@@ -251,6 +258,8 @@ def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: 
     """Start a run of the shard for its rows not yet reported; the key makes a retried
     request for the same try return the same run."""
     run.tries += 1
+    if run.flow_run is not None:
+        run.earlier.append(run.flow_run)
     child: FlowRun = run_deployment(  # type: ignore[assignment]  # sync in a sync flow
         SHARD_DEPLOYMENT,
         parameters={

@@ -3,12 +3,13 @@ results file, and when a shard whose run ended is started again."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
-from flows.sharded_flow import MAX_TRIES, ShardRun, next_step
+from flows.sharded_flow import EARLIER_TRY, MAX_TRIES, ShardRun, next_step
 from tasks.errors import ShardError
 from tasks.render import batch_shape
 from tasks.results import ResultRow
@@ -110,3 +111,18 @@ def test_rows_a_crashed_run_stored_count_as_rendered_when_the_next_run_finds_the
     (taken,) = run.take([found])
     assert (taken.status, taken.output) == ("ok", "x.mp4")
     assert list(run.take([found])) == [], "a row is reported once"
+
+
+def test_rows_a_crashed_run_stored_but_still_held_count_as_rendered_by_it() -> None:
+    # The dead run stored the video but never released its claim: the next run waited for
+    # the claim to lapse and reports the row as stored by that run.
+    crashed, again = uuid4(), uuid4()
+    run = ShardRun(1, [render_row(1), render_row(2)], tries=2, flow_run=again, earlier=[crashed])
+    by_crashed = ResultRow.for_row(
+        run.rows[0], "skipped", "m", output="x.mp4", warning="rendered by run …"
+    )
+    by_crashed = dataclasses.replace(by_crashed, worker="w1", flow_run=str(crashed))
+    by_another = dataclasses.replace(by_crashed, line=2, id="2", flow_run=str(uuid4()))
+    first, second = run.take([by_crashed, by_another])
+    assert (first.status, first.warning, first.worker) == ("ok", EARLIER_TRY, "w1")
+    assert second.status == "skipped", "another run's video stays skipped"
