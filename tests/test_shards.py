@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
+from flows.sharded_flow import EARLIER_TRY
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.prefect_stack import (
     Server,
@@ -190,47 +191,46 @@ def test_a_shard_whose_rows_fail_is_not_started_again(stack: Stack) -> None:
     assert _video_puts(server, bucket) == Counter()
 
 
-def _records(server: Server, bucket: str) -> list[dict[str, Any]]:
-    """Every shard results file the run has written so far (not the run's own mark)."""
-    client = _client(server)
-    listing = client.list_objects_v2(Bucket=bucket, Prefix="out/.t2v/shards/")
-    return [
-        json.loads(client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-        for item in listing.get("Contents", [])
-        if not item["Key"].endswith("/run.json")
-    ]
+def _stored_rows(server: Server, bucket: str) -> set[int]:
+    """The row numbers whose video is stored (boat-N-<hash>.mp4)."""
+    return {int(key.split("-")[1]) for key in _video_puts(server, bucket)}
 
 
 def _kill_mid_shard(
-    stack: Stack, bucket: str, shard_size: int, render: subprocess.Popen[str]
-) -> str:
-    """SIGKILL a worker and the shard run it is in, as when its machine dies, once that shard
-    has reported at least one row and not all of them. Frozen first (twice: an encoder may
-    be starting), so nothing it does after the check lands. Returns the worker's name."""
-    killed: list[tuple[str, set[int]]] = []
+    stack: Stack, bucket: str, shard_rows: int, since: float, render: subprocess.Popen[str]
+) -> tuple[str, set[int]]:
+    """SIGKILL the worker running a shard and that shard's run, as when their machine dies,
+    once some of the shard's videos are stored and not all of them. Frozen first (twice: an
+    encoder may be starting), so nothing it does after the check lands. Returns the worker's
+    name and the shard's rows stored before the kill."""
+    killed: list[tuple[str, set[int], set[int]]] = []
 
     def frozen_mid_shard() -> bool:
         if render.poll() is not None:
             raise AssertionError(f"the run ended before a kill: {_finish(render, 10)}")
-        for record in _records(stack.server, bucket):
-            worker = stack.workers.get(record["worker"])
-            if worker is None or record["complete"] or not record["rows"]:
+        for run in _shard_runs(stack.server, since):
+            if not run.state.is_running() or not run.infrastructure_pid:
                 continue
-            sessions = sessions_of(worker.pid)
-            signal_sessions(sessions, signal.SIGSTOP)
-            signal_sessions(sessions, signal.SIGSTOP)
-            again = next(r for r in _records(stack.server, bucket) if r["shard"] == record["shard"])
-            if len(sessions) > 1 and not again["complete"] and len(again["rows"]) < shard_size:
-                signal_sessions(sessions, signal.SIGKILL)
-                killed.append((record["worker"], sessions))
-                return True
-            signal_sessions(sessions, signal.SIGCONT)
+            pid = int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
+            mine = {line - 1 for line in run.parameters["lines"]}  # boat-0 is line 1
+            for name, worker in stack.workers.items():
+                sessions = sessions_of(worker.pid)
+                if pid not in sessions:
+                    continue
+                signal_sessions(sessions, signal.SIGSTOP)
+                signal_sessions(sessions, signal.SIGSTOP)
+                stored = _stored_rows(stack.server, bucket) & mine
+                if 0 < len(stored) < shard_rows:
+                    signal_sessions(sessions, signal.SIGKILL)
+                    killed.append((name, sessions, stored))
+                    return True
+                signal_sessions(sessions, signal.SIGCONT)
         return False
 
-    wait_for(frozen_mid_shard, 180, "a shard with some of its rows reported")
-    ((name, sessions),) = killed
+    wait_for(frozen_mid_shard, 180, "a shard with some of its videos stored")
+    ((name, sessions, stored),) = killed
     wait_for(lambda: not alive_in(sessions), 10, "the killed processes to end")
-    return name
+    return name, stored
 
 
 @pytest.mark.slow
@@ -241,22 +241,32 @@ def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) 
     bucket = _bucket(server, _manifest(rows_count, frames=16, steps=30, size=128))
     since = time.time()
     render = _render(server, bucket, "--shards", "3", "--batch-size", "1")
-    killed = _kill_mid_shard(stack, bucket, rows_count // 3, render)
+    killed, stored = _kill_mid_shard(stack, bucket, rows_count // 3, since, render)
+    kill = time.monotonic()
     # The dead run is marked Crashed once its heartbeats stop, then its shard runs again.
     code, output = _finish(render, CRASH_AFTER_S + 300)
+    print(
+        f"\nkilled {killed} with {len(stored)} of its shard's {rows_count // 3} videos stored; "
+        f"the run ended {time.monotonic() - kill:.1f} s after the kill"
+    )
     assert code == EXIT_OK, output
     assert f"{rows_count} rows: {rows_count} ok, 0 skipped, 0 failed, 0 invalid" in output
 
-    rows = _results(server, bucket)["rows"]
-    assert {row["status"] for row in rows} == {"ok"}
+    rows = {int(row["id"].split("-")[1]): row for row in _results(server, bucket)["rows"]}
+    assert {row["status"] for row in rows.values()} == {"ok"}
     shards = _shard_runs(server, since)
     assert len(shards) == 4, "each shard once, and the killed one again"
     crashed = [run for run in shards if run.state_type.value == "CRASHED"]
     assert len(crashed) == 1, [(run.name, run.state_type) for run in shards]
-    rerun = max(shards, key=lambda run: run.created)
-    by_run = Counter(row["flow_run"] for row in rows)
-    assert by_run[str(crashed[0].id)] >= 1, "rows the killed run finished keep its name"
-    assert by_run[str(rerun.id)] >= 1, "the rows it had left rendered again elsewhere"
-    assert all(row["worker"] != killed for row in rows if row["flow_run"] == str(rerun.id))
+    again = max(shards, key=lambda run: run.created)
+    assert again.parameters["shard"] == crashed[0].parameters["shard"]
+    assert set(again.parameters["lines"]) <= set(crashed[0].parameters["lines"])
+    for n in stored:  # kept, not rendered again: reported by the dead run or found by the next
+        assert rows[n]["flow_run"] == str(crashed[0].id) or rows[n]["warning"] == EARLIER_TRY
+    left = {line - 1 for line in again.parameters["lines"]} - stored
+    rendered_again = [rows[n] for n in left]
+    assert rendered_again, "the killed shard had rows left"
+    assert all(row["flow_run"] == str(again.id) for row in rendered_again)
+    assert all(row["worker"] not in ("", killed) for row in rendered_again)
     puts = _video_puts(server, bucket)
     assert len(puts) == rows_count and set(puts.values()) == {1}, puts
