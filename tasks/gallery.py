@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import jinja2
 
-from storage import Storage
+from storage import Storage, StorageError
 from tasks.results import (
     PARAMETER_COLUMNS,
     RESULTS_CSV,
@@ -28,6 +28,10 @@ from tasks.results import (
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
 VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker")
+
+# Tries to merge into the record while other runs write it: each lost try means another
+# run wrote it between this run's read and write, a few milliseconds apart.
+RECORD_ATTEMPTS = 20
 
 Video = dict[str, Any]
 
@@ -60,12 +64,37 @@ def merge_videos(newest: list[Video], earlier: list[Video]) -> list[Video]:
     return [*newest, *(video for video in earlier if video["key"] not in keys)]
 
 
-def read_gallery_record(storage: Storage) -> list[Video]:
-    """The videos earlier runs recorded; none for a record that is missing or torn."""
-    if storage.stat(GALLERY_RECORD) is None:
-        return []
+def record_videos(storage: Storage, newest: list[Video]) -> tuple[list[Video], str]:
+    """Merge this run's videos into the record of every video in DEST, and return them with
+    the record's new version. A compare-and-swap: when another run wrote the record since
+    it was read, read it again and merge again, so that no run's videos are lost."""
+    for _ in range(RECORD_ATTEMPTS):
+        current = storage.read_versioned(GALLERY_RECORD)
+        data, expected = current if current is not None else (b"", None)
+        videos = merge_videos(newest, _parse_record(data))
+        version = storage.write_if(GALLERY_RECORD, gallery_record(videos), expected)
+        if version is not None:
+            return videos, version
+    raise StorageError(
+        f"cannot update {storage.uri(GALLERY_RECORD)}: other runs wrote it {RECORD_ATTEMPTS} "
+        "times while this run merged its videos into it",
+        retryable=True,
+    )
+
+
+def videos_since(storage: Storage, version: str) -> tuple[list[Video], str] | None:
+    """Every recorded video and the record's version, if a run has written the record
+    since `version`; None if it has not."""
+    current = storage.read_versioned(GALLERY_RECORD)
+    if current is None or current[1] == version:
+        return None
+    return _parse_record(current[0]), current[1]
+
+
+def _parse_record(data: bytes) -> list[Video]:
+    """The videos in a record; none for a record that is missing or torn."""
     try:
-        videos = json.loads(storage.read_bytes(GALLERY_RECORD))["videos"]
+        videos = json.loads(data)["videos"]
     except (ValueError, KeyError, TypeError):
         return []  # this run's videos still make a valid record
     if not isinstance(videos, list):

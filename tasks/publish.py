@@ -16,12 +16,11 @@ from tasks.destination import check_results_files_are_ours
 from tasks.encode import encode_mp4
 from tasks.gallery import (
     GALLERY_HTML,
-    GALLERY_RECORD,
+    RECORD_ATTEMPTS,
     gallery_html,
-    gallery_record,
-    merge_videos,
-    read_gallery_record,
+    record_videos,
     run_videos,
+    videos_since,
 )
 from tasks.keys import output_key
 from tasks.manifest import Manifest, RenderRow
@@ -164,20 +163,27 @@ def write_results(
     summary: RunSummary,
     presign_expiry: int | None = None,
 ) -> None:
-    """results.csv, results.json (this run's rows), the gallery's record and index.html
-    (every video recorded in DEST), written as one set; with `presign_expiry`, the
-    gallery links presigned URLs valid for that many seconds."""
+    """results.csv, results.json (this run's rows) and index.html (every video recorded
+    in DEST), written as one set once this run's videos are merged into the gallery's
+    record; with `presign_expiry`, the gallery links presigned URLs valid for that many
+    seconds."""
     storage = open_storage(destination)
     check_results_files_are_ours(storage)  # again: one may have appeared while rendering
     link: Callable[[str], str] = quote
     if presign_expiry is not None:
         link = functools.partial(storage.presigned_url, expires_in=presign_expiry)
-    videos = merge_videos(run_videos(results, summary.finished_at), read_gallery_record(storage))
+    videos, version = record_videos(storage, run_videos(results, summary.finished_at))
     storage.write_many(
         {
             RESULTS_CSV: results_csv(results, extra_columns),
             RESULTS_JSON: results_json(results, summary),
-            GALLERY_RECORD: gallery_record(videos),
             GALLERY_HTML: gallery_html(videos, results, summary, link),
         }
     )
+    # A run that merged its videos after this one may have written its page first: the
+    # page follows the record until the record no longer changes under it.
+    for _ in range(RECORD_ATTEMPTS):
+        if (latest := videos_since(storage, version)) is None:
+            break
+        videos, version = latest
+        storage.write_bytes(GALLERY_HTML, gallery_html(videos, results, summary, link))

@@ -8,13 +8,15 @@ import io
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from storage import LocalStorage, StorageError, StoredObject
+from storage import LocalStorage, StorageError, StoredObject, open_storage
 from tasks.keys import output_key
 from tasks.manifest import Manifest
 from tasks.presets import resolve_model
@@ -157,3 +159,29 @@ def test_results_files_t2v_did_not_write_are_never_replaced(tmp_path: Path, name
         write_results(str(out), [_ok("a")], [], SUMMARY)
     assert sorted(p.name for p in out.iterdir()) == [name]
     assert (out / name).read_bytes() == b"my own notes"
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_runs_writing_their_results_at_once_lose_no_video_from_the_gallery(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Two runs of one manifest into one DEST (each renders what it claims) finish together.
+    if backend == "s3":
+        out = f"s3://{request.getfixturevalue('s3_bucket')}/out"
+    else:
+        out = str(tmp_path / "out")
+    runs = [[_ok(f"run{r}-{n}") for n in range(3)] for r in range(6)]
+    barrier = threading.Barrier(len(runs))
+
+    def finish(rows: list[ResultRow]) -> None:
+        barrier.wait()
+        write_results(out, rows, [], SUMMARY)
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        list(pool.map(finish, runs))
+    storage = open_storage(out)
+    recorded = json.loads(storage.read_bytes(".t2v/gallery.json"))["videos"]
+    everyone = {row.id for rows in runs for row in rows}
+    assert {video["id"] for video in recorded} == everyone
+    page = storage.read_bytes("index.html").decode()
+    assert all(f'src="{row_id}.mp4"' in page for row_id in everyone)
