@@ -9,11 +9,14 @@ that name if there is one, else the Secret block (which is all a bare name meant
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from flows.errors import CredentialsError
 from storage.s3 import Credentials, use_credentials
 from tasks.errors import first_line
+
+logger = logging.getLogger("t2v")
 
 KEYS = ("aws_access_key_id", "aws_secret_access_key")
 AWS_CREDENTIALS = "aws-credentials"
@@ -88,7 +91,8 @@ def _from_secret(name: str, *, bare: bool) -> Credentials:
     from prefect.blocks.system import Secret
 
     try:
-        value: Any = Secret.load(name).get()  # type: ignore[union-attr]
+        # As saved: Secret.get() would parse JSON text into the dict it holds.
+        value: Any = Secret.load(name).value.get_secret_value()  # type: ignore[union-attr]
     except ValueError as exc:
         nor = " (nor is there an AwsCredentials block of that name)" if bare else ""
         raise CredentialsError(
@@ -99,6 +103,13 @@ def _from_secret(name: str, *, bare: bool) -> Credentials:
             value = json.loads(value)
         except ValueError:
             value = None  # the error below, without echoing the secret
+    elif isinstance(value, dict):
+        logger.warning(
+            "the Secret block %r holds a JSON object, which Prefect's API shows in clear to "
+            "anyone who can read blocks: save the keys as text, Secret(value=json.dumps(keys)), "
+            "or in an AwsCredentials block",
+            name,
+        )
     if not isinstance(value, dict) or not all(isinstance(value.get(key), str) for key in KEYS):
         raise CredentialsError(
             f"the Secret block {name!r} must hold a JSON object with the strings "

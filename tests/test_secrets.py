@@ -241,3 +241,21 @@ def test_an_aws_credentials_block_without_keys_is_refused_without_echoing_it(
         "worker instead)"
     )
     assert AWS_BLOCK_SECRET not in repr(error)
+
+
+def test_a_secret_saved_as_a_dict_works_but_is_called_out(
+    prefect_api_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prefect's API shows a Secret's dict value in clear to anyone who reads blocks; JSON
+    # text it hides. The README's first set-up saved a dict: it still works, with a warning.
+    keys = {"aws_access_key_id": BLOCK_KEY_ID, "aws_secret_access_key": BLOCK_SECRET}
+    name = _block(keys)
+    with caplog.at_level("WARNING", logger="t2v"):
+        assert load_credentials(name) == Credentials(BLOCK_KEY_ID, BLOCK_SECRET, None)
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "t2v"]
+    assert name in warning and "in clear" in warning and "json.dumps" in warning
+    assert BLOCK_SECRET not in warning
+    with caplog.at_level("WARNING", logger="t2v"):
+        caplog.clear()
+        load_credentials(_block(json.dumps(keys)))
+    assert not [r for r in caplog.records if r.name == "t2v"]
