@@ -102,11 +102,19 @@ def test_ui_started_run_renders_and_shows_artifacts(
             expect(page.get_by_text("0 is less than the minimum of 1").first).to_be_visible()
             assert flow_runs(server, "on-demand") == []
 
-            # A fresh form for the real run: the UI can fail to resubmit after a refusal.
+            # A fresh form for the real run: the UI can fail to resubmit after a refusal. Each
+            # value is checked before submitting: a loading form can drop what was typed.
             page.reload()
-            field("batch_size (Optional)").fill("2")
-            field("manifest (Optional)").fill(str(tmp_path / "prompts-{date}.csv"))
-            field("destination (Optional)").fill(str(tmp_path / "renders" / "{date}"))
+            values = {
+                "batch_size (Optional)": "2",
+                "manifest (Optional)": str(tmp_path / "prompts-{date}.csv"),
+                "destination (Optional)": str(tmp_path / "renders" / "{date}"),
+            }
+            for label, value in values.items():
+                expect(field(label)).to_be_editable()
+                field(label).fill(value)
+            for label, value in values.items():
+                expect(field(label)).to_have_value(value)
             page.get_by_role("button", name="Submit").click()
             wait_for(lambda: bool(flow_runs(server, "on-demand")), 30, f"the UI's run: {problems}")
             (run,) = flow_runs(server, "on-demand")
