@@ -226,7 +226,7 @@ def collect_results(
 
 def claim_owner() -> Owner:
     """This run in this process, as its claims name it."""
-    return Owner(str(flow_run.id or ""), worker_name(), socket.gethostname(), os.getpid())
+    return Owner.here(str(flow_run.id or ""), worker_name())
 
 
 def render_and_publish(

@@ -7,7 +7,8 @@ third of a lease while it lives and deletes it once the row's video is stored or
 failed. A claim nobody renews is stale and another run takes it over by replacing exactly
 the version it saw, so of several runs that find one stale claim, one gets it.
 
-Stale, by two rules: its recorded expiry is more than CLOCK_TOLERANCE_S in this machine's
+Stale, by three rules: its owner ran on this machine and its process is gone (`kill -9`,
+then a rerun), its recorded expiry is more than CLOCK_TOLERANCE_S in this machine's
 past (a claim left long ago is taken at once; the clocks of the machines must agree within
 that tolerance), or, comparing no clocks at all, this process has seen the same version of
 it for a whole lease (its owner renews three times a lease, each renewal a new version).
@@ -21,10 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from storage import Storage, StorageError
@@ -46,13 +50,33 @@ ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class Owner:
-    """Who holds a claim: a run in a process; `nonce` tells apart two holders in one run."""
+    """Who holds a claim: a run in a process; `nonce` tells apart two holders in one run,
+    `boot` the machine's boot, so that its pid means something only there."""
 
     run: str
     worker: str
     host: str
     pid: int
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+    boot: str = ""
+
+    @classmethod
+    def here(cls, run: str, worker: str) -> Owner:
+        """This process, in run `run` on worker `worker`."""
+        return cls(run, worker, socket.gethostname(), os.getpid(), boot=_boot_id())
+
+    def gone_from_here(self) -> bool:
+        """Whether this owner ran on this machine, in this boot, and its process is gone:
+        its claims are stale now, not a lease from now (a rerun after `kill -9`)."""
+        if not self.boot or self.boot != _boot_id() or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
 
     def describe(self) -> str:
         run = self.run or "(no run id)"
@@ -66,6 +90,15 @@ class _Seen:
     owner: Owner | None
     version: str
     since: float  # time.monotonic()
+
+
+def _boot_id() -> str:
+    """This machine's boot, as Linux names it; empty where it does not (no pid is then
+    judged). Containers share their host's boot: `host`, their own name, tells them apart."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def claim_key(key: str) -> str:
@@ -185,6 +218,9 @@ class Claims:
 
     def _stale(self, key: str, owner: Owner | None, version: str, expires_at: float) -> bool:
         if expires_at + CLOCK_TOLERANCE_S < time.time():
+            return True
+        if owner is not None and owner.gone_from_here():
+            self._seen[key] = _Seen(owner, version, time.monotonic())  # says who it was
             return True
         now, seen = time.monotonic(), self._seen.get(key)
         if seen is None or seen.version != version:

@@ -3,6 +3,7 @@ takeover, and two runs of one manifest into one destination rendering each row o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -212,6 +213,41 @@ def test_a_killed_owners_claim_is_taken_over_after_its_lease(tmp_path: Path) -> 
     wait_until(lambda: claims.claim(KEY), 30, "the killed owner's claim to go stale")
     taken_from = claims.holder(KEY)
     assert taken_from is not None and taken_from.run == "killed"
+
+
+# A process of this machine that holds a claim under the full lease, until it is killed.
+HOLDER_HERE = """
+import sys, time
+from storage import open_storage
+from tasks.claims import Claims, Owner
+with Claims(open_storage(sys.argv[1]), Owner.here("killed", "worker-k")) as claims:
+    assert claims.claim(sys.argv[2])
+    print("claimed", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_claim_whose_owner_died_on_this_machine_is_taken_over_at_once(tmp_path: Path) -> None:
+    # `t2v render` killed with -9, then run again: the rerun need not wait out a lease.
+    dest = tmp_path / "dest"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_HERE, str(dest), KEY], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "claimed\n"
+        claims = Claims(LocalStorage(dest), Owner.here("next", "worker-n"))
+        assert not claims.claim(KEY), "a live owner on this machine keeps its claim"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert claims.claim(KEY), "its process is gone: taken over without waiting for the lease"
+    taken_from = claims.holder(KEY)
+    assert taken_from is not None and taken_from.run == "killed"
+    # The same pid on another machine (or in another boot) says nothing about that owner.
+    elsewhere = dataclasses.replace(taken_from, host="another-host")
+    rebooted = dataclasses.replace(taken_from, boot="another-boot")
+    assert not elsewhere.gone_from_here() and not rebooted.gone_from_here()
+    assert taken_from.gone_from_here()
 
 
 class RowsSeen:
