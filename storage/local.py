@@ -16,6 +16,7 @@ import shutil
 import stat
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -33,6 +34,8 @@ RECORDS = ".t2v"
 # In each folder that conditional writes touch: an empty file whose lock orders them. It is
 # never deleted, since a process may have it open to lock it.
 CONDITIONS_LOCK = ".t2v-conditions.lock"
+# A video's record before the video is in place: `.t2v/<key>.json.<writer>.pending`.
+PENDING_SUFFIX = ".pending"
 
 
 class LocalStorage:
@@ -97,23 +100,29 @@ class LocalStorage:
         exclusive: bool = False,
         metadata: Mapping[str, str] | None = None,
     ) -> bool:
-        """The metadata goes to `.t2v/<key>.json` once the file is in place; a crash between
-        the two leaves a file without metadata, which t2v takes for someone else's."""
+        """The metadata is written first, under a name of this writer's own, and renamed to
+        `.t2v/<key>.json` once the file is in place: a writer killed between the two leaves
+        a pending record that `stat` adopts when it matches the file."""
 
         def copy(handle: BinaryIO) -> None:
             with source.open("rb") as src:
                 shutil.copyfileobj(src, handle, length=1 << 20)
 
-        if not self._write_atomically(key, copy, exclusive):
-            return False
-        if metadata is not None:
-            record = json.dumps(dict(metadata), sort_keys=True).encode()
+        if metadata is None:
+            return self._write_atomically(key, copy, exclusive)
+        pending = f"{self._metadata_key(key)}.{uuid.uuid4().hex}{PENDING_SUFFIX}"
+        self.write_bytes(pending, _pending_record(_file_sha256(source), metadata))
+        try:
+            if not self._write_atomically(key, copy, exclusive):
+                return False
             try:
-                self.write_bytes(self._metadata_key(key), record)
+                self.write_bytes(self._metadata_key(key), _record(metadata))
             except StorageError:
                 # Without its record the file would count as someone else's for ever.
                 self.path(key).unlink(missing_ok=True)
                 raise
+        finally:
+            self.path(pending).unlink(missing_ok=True)
         return True
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
@@ -182,7 +191,10 @@ class LocalStorage:
         except OSError as exc:
             raise _error("check", path, exc) from exc
         regular = stat.S_ISREG(found.st_mode)
-        return StoredObject(found.st_size, regular, self._metadata(key) if regular else {})
+        if not regular:
+            return StoredObject(found.st_size, regular, {})
+        metadata = self._metadata(key) or self._adopt_pending(key)
+        return StoredObject(found.st_size, regular, metadata)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         path = self.path(key)
@@ -249,6 +261,29 @@ class LocalStorage:
 
     def _metadata_key(self, key: str) -> str:
         return f"{RECORDS}/{key}.json"
+
+    def _adopt_pending(self, key: str) -> dict[str, str]:
+        """The metadata of a writer killed after placing `key`'s file and before writing its
+        record, if its pending record holds the file's sha256; the record is written then."""
+        folder = self.path(self._metadata_key(key)).parent
+        prefix = f"{Path(self._metadata_key(key)).name}."
+        pending = [
+            path
+            for path in (folder.iterdir() if folder.is_dir() else ())
+            if path.name.startswith(prefix) and path.name.endswith(PENDING_SUFFIX)
+        ]
+        digest = _file_sha256(self.path(key)) if pending else ""
+        for path in pending:
+            try:
+                record = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("sha256") == digest:
+                metadata = {str(k): str(v) for k, v in dict(record.get("metadata", {})).items()}
+                self.write_bytes(self._metadata_key(key), _record(metadata))
+                path.unlink(missing_ok=True)
+                return metadata
+        return {}
 
     def _metadata(self, key: str) -> dict[str, str]:
         path = self.path(self._metadata_key(key))
@@ -353,3 +388,23 @@ def _error(action: str, path: Path, exc: OSError) -> StorageError:
         | NotADirectoryError,
     ) or exc.errno in (errno.EFBIG, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
     return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", retryable=not permanent)
+
+
+def _record(metadata: Mapping[str, str]) -> bytes:
+    return json.dumps(dict(metadata), sort_keys=True).encode()
+
+
+def _pending_record(sha256: str, metadata: Mapping[str, str]) -> bytes:
+    """A record before its file is in place, with the file's sha256 to recognise it by."""
+    return json.dumps({"sha256": sha256, "metadata": dict(metadata)}, sort_keys=True).encode()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise _error("read", path, exc) from exc
+    return digest.hexdigest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -318,3 +320,31 @@ def _wait_for_one(folder: Path, pattern: str, timeout: float = 30) -> Path:
             return found[0]
         time.sleep(0.02)
     raise AssertionError(f"nothing matched {pattern} in {folder} within {timeout} s")
+
+
+def test_a_writer_killed_between_the_file_and_its_record_leaves_a_file_t2v_still_owns(
+    tmp_path: Path,
+) -> None:
+    # The record is written first, under a name of the writer's own with the file's sha256,
+    # and for good once the file is in place: the next reader adopts the pending record of a
+    # writer killed between the two. Before, the file counted as someone else's for ever.
+    storage, source = LocalStorage(tmp_path / "dest"), tmp_path / "video.mp4"
+    source.write_bytes(b"frames" * 1000)
+    metadata = {"t2v-bytes": "6000", "t2v-note": "recorded"}
+    assert storage.write_file("a.mp4", source, exclusive=True, metadata=metadata)
+    records = tmp_path / "dest" / ".t2v"
+    assert sorted(p.name for p in records.iterdir() if p.is_file()) == ["a.mp4.json"]
+    # The state of a kill after the file was placed: only the pending record.
+    (records / "a.mp4.json").unlink()
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    pending = {"sha256": digest, "metadata": metadata}
+    (records / "a.mp4.json.1f2e3d.pending").write_text(json.dumps(pending))
+    found = storage.stat("a.mp4")
+    assert found is not None and found.metadata == metadata
+    assert sorted(p.name for p in records.iterdir() if p.is_file()) == ["a.mp4.json"]
+    # A pending record of other bytes (a writer that lost the race, then died) vouches for
+    # nothing.
+    (tmp_path / "dest" / "b.mp4").write_bytes(b"someone else's")
+    (records / "b.mp4.json.9a8b7c.pending").write_text(json.dumps(pending))
+    found = storage.stat("b.mp4")
+    assert found is not None and found.metadata == {}
