@@ -182,29 +182,39 @@ def test_a_claim_long_expired_or_unreadable_is_taken_at_once(
     assert Claims(storage, owner("new")).claim(KEY)
 
 
-# A process that holds a claim, renewing it, until it is killed.
+# A process that holds a claim, renewing it, until it is killed: as a process of another
+# machine (`elsewhere`, under a lease of argv[4] s) or of this one (`here`, the full lease).
 HOLDER = """
 import sys, time
 from storage import open_storage
 from tasks.claims import Claims, Owner
-owner = Owner("killed", "worker-k", "host-k", 0)
-with Claims(open_storage(sys.argv[1]), owner, lease_s=float(sys.argv[3])) as claims:
+if sys.argv[3] == "here":
+    owner, lease = Owner.here("killed", "worker-k"), None
+else:
+    owner, lease = Owner("killed", "worker-k", "host-k", 0), float(sys.argv[4])
+with Claims(open_storage(sys.argv[1]), owner, lease_s=lease) as claims:
     assert claims.claim(sys.argv[2])
     print("claimed", flush=True)
     time.sleep(600)
 """
 
 
-def test_a_killed_owners_claim_is_taken_over_after_its_lease(tmp_path: Path) -> None:
-    dest = tmp_path / "dest"
+def _holder(dest: Path, *where: str) -> subprocess.Popen[str]:
+    """A process holding KEY's claim in `dest`, once it has it."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(dest), KEY, "1.0"],
+        [sys.executable, "-c", HOLDER, str(dest), KEY, *where],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
+    assert holder.stdout is not None and holder.stdout.readline() == "claimed\n"
+    return holder
+
+
+def test_a_killed_owners_claim_is_taken_over_after_its_lease(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    holder = _holder(dest, "elsewhere", "1.0")
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "claimed\n"
         claims = Claims(LocalStorage(dest), owner("next"), lease_s=1.0)
         assert not claims.claim(KEY)
     finally:
@@ -215,26 +225,11 @@ def test_a_killed_owners_claim_is_taken_over_after_its_lease(tmp_path: Path) -> 
     assert taken_from is not None and taken_from.run == "killed"
 
 
-# A process of this machine that holds a claim under the full lease, until it is killed.
-HOLDER_HERE = """
-import sys, time
-from storage import open_storage
-from tasks.claims import Claims, Owner
-with Claims(open_storage(sys.argv[1]), Owner.here("killed", "worker-k")) as claims:
-    assert claims.claim(sys.argv[2])
-    print("claimed", flush=True)
-    time.sleep(600)
-"""
-
-
 def test_a_claim_whose_owner_died_on_this_machine_is_taken_over_at_once(tmp_path: Path) -> None:
     # `t2v render` killed with -9, then run again: the rerun need not wait out a lease.
     dest = tmp_path / "dest"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER_HERE, str(dest), KEY], stdout=subprocess.PIPE, text=True
-    )
+    holder = _holder(dest, "here")
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "claimed\n"
         claims = Claims(LocalStorage(dest), Owner.here("next", "worker-n"))
         assert not claims.claim(KEY), "a live owner on this machine keeps its claim"
     finally:
