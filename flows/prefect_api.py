@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import fcntl
 import os
 import signal
 import socket
@@ -21,8 +22,14 @@ import httpx
 from flows.errors import PrefectApiError
 
 HEALTH_TIMEOUT_S = 5.0
+# Set by a user for `prefect server start`; a temporary server uses its own file instead.
+DATABASE_URL_VARIABLES = frozenset(
+    {"PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL"}
+)
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 5.0
+# A server still starting has no run to finish: it gets this long, then SIGKILL.
+START_STOP_GRACE_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -65,15 +72,29 @@ def _reason(exc: httpx.HTTPError) -> str:
     return type(exc).__name__
 
 
+TEMPORARY_DATABASE = "t2v-temporary.db"
+
+
+def temporary_database() -> Path:
+    """The SQLite file temporary servers keep their runs in: beside, never inside, the
+    database `prefect server start` (`make server`) serves from the same PREFECT_HOME."""
+    from prefect.settings import get_current_settings
+
+    return Path(get_current_settings().home).expanduser() / TEMPORARY_DATABASE
+
+
 class TemporaryServer:
     """A Prefect server on a free loopback port, for one `t2v render` with no configured API.
 
     Unlike Prefect's own temporary server, it runs in a session of its own, so the
     terminal's Ctrl-C reaches t2v alone (which then finishes the run through the server),
     and the kernel ends it when t2v dies, even by SIGKILL: no run leaves a server behind.
+    Its runs go to a database of their own (`temporary_database`), so they never show up
+    in a team's server.
     """
 
     def __init__(self) -> None:
+        self.database = temporary_database()
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self._process: subprocess.Popen[bytes] | None = None
@@ -93,7 +114,8 @@ class TemporaryServer:
             "--log-level", "error", "--lifespan", "on",
         ]  # fmt: skip
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in DATABASE_URL_VARIABLES},
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.database}",
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
@@ -102,16 +124,21 @@ class TemporaryServer:
             ),
         }
         parent = os.getpid()
-        self._process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            start_new_session=True,
-            preexec_fn=lambda: _die_with(parent),
-        )
-        self._wait_until_healthy()
+        self.database.parent.mkdir(parents=True, exist_ok=True)
+        # Two servers creating (or migrating) one SQLite file at once fail; one at a time
+        # they share it. The lock is the kernel's, so a killed t2v never leaves it held.
+        with open(f"{self.database}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._process = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                start_new_session=True,
+                preexec_fn=lambda: _die_with(parent),
+            )
+            self._wait_until_healthy()
 
     def _wait_until_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -139,13 +166,13 @@ class TemporaryServer:
         """True when the server ended without t2v asking it to."""
         return not self._stopping and self.exit_code() is not None
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = STOP_TIMEOUT_S) -> None:
         self._stopping = True
         process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
             try:
-                process.wait(STOP_TIMEOUT_S)
+                process.wait(grace_s)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -161,10 +188,34 @@ class TemporaryServer:
 def temporary_server() -> Iterator[TemporaryServer]:
     server = TemporaryServer()
     try:
-        server.start()
+        with _ended_by_signals(server):
+            server.start()
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def _ended_by_signals(server: TemporaryServer) -> Iterator[None]:
+    """While the server starts, Ctrl-C or SIGTERM stop it, say so and end t2v: nothing has
+    run yet, and the run's own handlers are not in place before it has started."""
+
+    def end(signum: int, frame: object) -> None:
+        server.stop(grace_s=START_STOP_GRACE_S)
+        name = signal.Signals(signum).name
+        print(
+            f"t2v: interrupted by {name} while starting the temporary Prefect server; "
+            "nothing was rendered",
+            file=sys.stderr,
+        )
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, end) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _die_with(parent: int) -> None:

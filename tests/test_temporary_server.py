@@ -1,0 +1,94 @@
+"""The temporary Prefect server of a `t2v render` with no PREFECT_API_URL: a database of its
+own, safe first starts side by side, and signals that land while it starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_signals import _alive, _server_pid, _wait_for
+
+pytestmark = pytest.mark.slow
+T2V = [sys.executable, "-m", "flows.cli"]
+
+
+def _start(tmp_path: Path, home: Path, name: str) -> subprocess.Popen[str]:
+    manifest = tmp_path / f"{name}.csv"
+    manifest.write_text(
+        "id,prompt,num_frames,height,width,num_inference_steps\na,a boat,2,64,64,1\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), OMP_NUM_THREADS="1")
+    command = [*T2V, "render", str(manifest), "--model", "tiny-random",
+               "--out", str(tmp_path / f"out-{name}")]  # fmt: skip
+    return subprocess.Popen(
+        command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _finish(t2v: subprocess.Popen[str]) -> tuple[int, str]:
+    try:
+        out, err = t2v.communicate(timeout=300)
+    finally:
+        if t2v.poll() is None:
+            os.killpg(t2v.pid, signal.SIGKILL)
+    return t2v.returncode, out + err
+
+
+def test_temporary_runs_keep_out_of_the_database_make_server_serves(tmp_path: Path) -> None:
+    home = tmp_path / "prefect-home"
+    code, output = _finish(_start(tmp_path, home, "one"))
+    assert code == 0, output
+    # `prefect server start` (make server) serves PREFECT_HOME/prefect.db: a CLI run is
+    # not a team's run, and shows up in no team's UI.
+    assert not (home / "prefect.db").exists()
+    assert (home / "t2v-temporary.db").is_file()
+
+
+def test_two_first_runs_at_once_both_render(tmp_path: Path) -> None:
+    home = tmp_path / "prefect-home"  # new: both runs' servers create its database
+    runs = [_start(tmp_path, home, name) for name in ("one", "two")]
+    outcomes = [_finish(run) for run in runs]
+    for code, output in outcomes:
+        assert code == 0, output
+        assert "1 ok" in output
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_while_the_server_starts_ends_t2v_and_the_server_at_once(
+    tmp_path: Path, signum: int, code: int
+) -> None:
+    t2v = _start(tmp_path, tmp_path / "prefect-home", "one")
+    try:
+        server: list[int] = []
+
+        def started() -> bool:
+            try:
+                server.append(_server_pid(t2v.pid))
+            except AssertionError:
+                return False
+            return True
+
+        _wait_for(started, 120, "the temporary server's process")
+        os.killpg(t2v.pid, signum)
+        _, stderr = t2v.communicate(timeout=30)
+        ended = time.monotonic()
+    finally:
+        if t2v.poll() is None:
+            os.killpg(t2v.pid, signal.SIGKILL)
+    assert t2v.returncode == code, stderr
+    lines = stderr.strip().splitlines()
+    assert lines == [
+        f"t2v: interrupted by {signal.Signals(signum).name} while starting the temporary "
+        "Prefect server; nothing was rendered"
+    ], stderr
+    _wait_for(lambda: not _alive(server[0]), 1, "the server to be gone")
+    assert time.monotonic() - ended < 1
