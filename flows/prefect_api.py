@@ -13,8 +13,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,13 @@ import httpx
 from flows.errors import PrefectApiError
 
 HEALTH_TIMEOUT_S = 5.0
+CHECK_DEADLINE_S = 10.0
+# What a Prefect server answers at these paths of its API, and other servers do not.
+PREFECT_ANSWERS: dict[str, Callable[[object], bool]] = {
+    "/health": lambda answer: answer is True,
+    "/admin/version": lambda answer: isinstance(answer, str) and answer[:1].isdigit(),
+}
+FIX = "start it with `make server`, or unset PREFECT_API_URL to use a temporary local server"
 # Set by a user for `prefect server start`; a temporary server uses its own file instead.
 DATABASE_URL_VARIABLES = frozenset(
     {"PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL"}
@@ -34,25 +42,52 @@ _PR_SET_PDEATHSIG = 1
 
 
 def check_api(url: str) -> None:
-    """Refuse, in one sentence, an API URL that does not answer as a Prefect server."""
-    fix = "start it with `make server`, or unset PREFECT_API_URL to use a temporary local server"
-    health = url.rstrip("/") + "/health"
-    try:
-        response = httpx.get(health, headers=_auth_headers(), timeout=HEALTH_TIMEOUT_S)
-    except httpx.HTTPError as exc:
+    """Refuse, in one sentence, an API URL that does not answer as a Prefect server: its
+    health is `true` and its version a version string, both within CHECK_DEADLINE_S."""
+    answers: list[tuple[str, httpx.Response] | httpx.HTTPError] = []
+    asking = threading.Thread(target=_ask_prefect, args=(url, answers), daemon=True)
+    asking.start()
+    asking.join(CHECK_DEADLINE_S)  # a server that trickles bytes never times out a read
+    if not answers:
         raise PrefectApiError(
-            f"cannot reach the Prefect API at PREFECT_API_URL={url} ({_reason(exc)}): {fix}"
-        ) from exc
+            f"the Prefect API at PREFECT_API_URL={url} gave no complete answer within "
+            f"{CHECK_DEADLINE_S:g} s: {FIX}"
+        )
+    for answer in answers:
+        if isinstance(answer, httpx.HTTPError):
+            raise PrefectApiError(
+                f"cannot reach the Prefect API at PREFECT_API_URL={url} ({_reason(answer)}): {FIX}"
+            ) from answer
+        _check_answer(url, *answer)
+
+
+def _ask_prefect(url: str, answers: list[tuple[str, httpx.Response] | httpx.HTTPError]) -> None:
+    base = url.rstrip("/")
+    try:
+        with httpx.Client(headers=_auth_headers(), timeout=HEALTH_TIMEOUT_S) as client:
+            found = [(path, client.get(base + path)) for path in PREFECT_ANSWERS]
+    except httpx.HTTPError as exc:
+        answers.append(exc)
+    else:
+        answers.extend(found)
+
+
+def _check_answer(url: str, path: str, response: httpx.Response) -> None:
     if response.status_code in (401, 403):
         raise PrefectApiError(
             f"the Prefect API at PREFECT_API_URL={url} refused t2v (HTTP "
             f"{response.status_code}): set PREFECT_API_AUTH_STRING (or PREFECT_API_KEY) as the "
             "server expects"
         )
-    if response.status_code != 200:
+    try:
+        answered = response.json() if response.status_code == 200 else None
+    except ValueError:
+        answered = None
+    if not PREFECT_ANSWERS[path](answered):
+        shown = f"HTTP {response.status_code}" if answered is None else "not as Prefect does"
         raise PrefectApiError(
-            f"PREFECT_API_URL={url} is not a Prefect API ({health} answered HTTP "
-            f"{response.status_code}; the URL usually ends in /api): {fix}"
+            f"PREFECT_API_URL={url} is not a Prefect API ({url.rstrip('/')}{path} answered "
+            f"{shown}; the URL usually ends in /api): {FIX}"
         )
 
 
