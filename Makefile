@@ -3,9 +3,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
+PG_PACKAGE := /usr/bin/pg_ctlcluster
+PG_DATA ?= $(HOME)/.local/share/t2v/postgres
+PG_PORT ?= 5432
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy-code \
+.PHONY: setup demo test lint browser postgres postgres-stop clean server pool gpu-limit crash-detection deploy-code \
 	deploy worker control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu bench-scale
 
 setup: $(STAMP)
@@ -32,8 +35,22 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint browser
+test: lint browser $(PG_PACKAGE)
 	$(VENV)/bin/pytest
+
+# A server that many workers share keeps its state in PostgreSQL: SQLite, Prefect's default,
+# takes one writer at a time ("database is locked" under a few workers and a parent).
+# `make postgres` starts Debian's PostgreSQL on 127.0.0.1:PG_PORT with a `prefect` database
+# and prints its URL; `make server` uses it when PREFECT_SERVER_DATABASE_CONNECTION_URL holds it.
+$(PG_PACKAGE):
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq postgresql
+
+postgres: $(PG_PACKAGE)
+	@PG_DATA=$(PG_DATA) PG_PORT=$(PG_PORT) scripts/postgres.sh
+
+postgres-stop:
+	@PG_DATA=$(PG_DATA) scripts/postgres.sh stop
 
 # Running on Prefect (README: "Running on Prefect"). The server listens on loopback unless
 # PREFECT_HOST says otherwise (README: "Many GPUs and machines").

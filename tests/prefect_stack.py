@@ -164,10 +164,11 @@ def listening_addresses(port: int) -> set[str]:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path) -> Iterator[Server]:
-    """`make server` on a free loopback port with its own PREFECT_HOME (SQLite)."""
+def running_server(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`make server` on a free loopback port with its own PREFECT_HOME (SQLite, unless
+    `extra_env` names another database)."""
     port = free_port()
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
