@@ -83,12 +83,21 @@ def run_supervised(
 
 
 def _run_flow(request: Any, api_url: str, shards: int | None, outcome: list[Any]) -> None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect import tags
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
+    from flows.crash_detection import HEARTBEAT_SECONDS, RUN_TAG
     from flows.render_flow import render_manifest
     from flows.sharded_flow import render_sharded
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+    # Heartbeats and the tag crash detection watches, as deployed runs have: a killed t2v's
+    # run then ends Crashed on a configured server, instead of showing Running for good.
+    settings = {PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS}
+    with temporary_settings(updates=settings), tags(RUN_TAG):
         try:
             state: Any = (
                 render_manifest(**request.parameters(), return_state=True)

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +206,31 @@ def test_run_outliving_its_killed_worker_crashes_itself(deployed: Server, tmp_pa
         f"\nthe worker killed alone: its run Crashed itself after {crashed_after:.1f} s, "
         f"its gpu slot free after {slot_free_after:.1f} s: {state.message}"
     )
+
+
+def test_a_killed_cli_run_on_a_configured_server_ends_crashed(
+    deployed: Server, tmp_path: Path
+) -> None:
+    """`t2v render` against `make server`, SIGKILLed mid-run: Prefect shows no zombie."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    request = _request(tmp_path)
+    destination = Path(request["destination"])
+    command = [sys.executable, "-m", "flows.cli", "render", request["manifest"], "--out",
+               request["destination"], "--model", "tiny-random", "--batch-size", "1"]  # fmt: skip
+    t2v = subprocess.Popen(
+        command, env={**deployed.env, "PREFECT_API_URL": deployed.api}, cwd=deployed.project,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(_videos(destination)) >= 1, 180, "a video")
+    finally:
+        os.killpg(t2v.pid, signal.SIGKILL)
+        t2v.wait(timeout=30)
+    killed = time.monotonic()
+    with _client(deployed) as client:
+        tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=["t2v"]))
+        runs = [r for r in client.read_flow_runs(flow_run_filter=tagged) if not r.deployment_id]
+    (run,) = runs
+    wait_for(lambda: _state(deployed, run.id).is_crashed(), CRASH_AFTER_S + 45, "Crashed")
+    print(f"\nthe killed CLI run was Crashed {time.monotonic() - killed:.0f} s after the kill")
