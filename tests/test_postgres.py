@@ -3,6 +3,7 @@ postgresql started by `make postgres`, and a sharded render through it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.slow
 
 def _psql(url_port: int, query: str) -> str:
     command = ["psql", "-h", "127.0.0.1", "-p", str(url_port), "-U", "prefect", "-d", "prefect"]
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     return subprocess.run(
-        ["runuser", "-u", "postgres", "--", *command, "-tAc", query],
+        [*as_owner, *command, "-tAc", query],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
 
