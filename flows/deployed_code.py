@@ -36,7 +36,11 @@ def record_code() -> dict[str, str]:
         repository = _git(
             ["remote", "get-url", repository], f"cannot read git remote {repository!r}"
         )
-    changes = _git(["status", "--porcelain"], f"cannot read the state of {directory}").splitlines()
+    _refuse_credentials(repository)
+    # Only tracked files are code: an output folder or a scratch file is not deployed anyway.
+    changes = _git(
+        ["status", "--porcelain", "--untracked-files=no"], f"cannot read the state of {directory}"
+    ).splitlines()
     if changes:
         raise CodeError(
             f"{CODE_REPO_ENV}={_shown(repository)} deploys a commit, but {directory} has "
@@ -44,7 +48,44 @@ def record_code() -> dict[str, str]:
             f"push them, or deploy without {CODE_REPO_ENV} to run this folder as it is"
         )
     commit = _git(["rev-parse", "HEAD"], f"cannot read the commit of {directory}")
+    _check_fetchable(repository, commit)
     return {"directory": directory, "repository": repository, "commit": commit}
+
+
+def _refuse_credentials(repository: str) -> None:
+    """A deployment's pull step is readable by everyone who can read deployments, and a
+    failed clone prints its URL in the worker's log: no password or token may be in it.
+    An ssh account name (`git@host:…`, `ssh://git@host/…`) is no credential."""
+    scheme, _, rest = repository.partition("://")
+    userinfo = rest.split("/", 1)[0].rpartition("@")[0] if rest else ""
+    if userinfo and (":" in userinfo or scheme.lower() in ("http", "https")):
+        raise CodeError(
+            f"{CODE_REPO_ENV}={_shown(repository)} holds a credential, which every deployment "
+            "would store in clear: give the URL without it and let git find it on each worker "
+            "(a git credential helper, or an ssh key)"
+        )
+
+
+def _check_fetchable(repository: str, commit: str) -> None:
+    """Workers clone `repository` and check out `commit`: it must be reachable from one of
+    that repository's refs, as `git ls-remote` lists them from here."""
+    shown = _shown(repository)
+    listing = _git(["ls-remote", repository], f"cannot reach {shown} as workers would")
+    heads = {line.split()[0] for line in listing.splitlines() if line.strip()}
+    if commit in heads or any(_contains(head, commit) for head in heads):
+        return
+    raise CodeError(
+        f"commit {commit} is not in {shown}, where workers fetch it: push it, then deploy again"
+    )
+
+
+def _contains(head: str, commit: str) -> bool:
+    """Whether `head` (a commit this clone knows, or not) has `commit` in its history."""
+    try:
+        _git(["merge-base", "--is-ancestor", commit, head], "not an ancestor")
+    except CodeError:
+        return False
+    return True
 
 
 def pull_code(directory: str, repository: str = "", commit: str = "") -> dict[str, str]:
