@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
-import storage.s3
 from storage import StorageError
-from storage.s3 import s3_client
 from tasks.destination import check_destination
 from tasks.publish import write_results
 from tasks.results import RESULT_COLUMNS
 from tests.factories import SUMMARY, sample_results
+from tests.s3faults import mocked_s3
 
 
 @pytest.mark.parametrize("spelling", ["{d}", "{d}/", "{d}/../selfout", "file://{d}"])
@@ -60,10 +58,8 @@ def test_results_files_of_this_and_earlier_releases_are_ours(tmp_path: Path) -> 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setattr(storage.s3, "_clients", {})
-    with mock_aws():
-        s3_client().create_bucket(Bucket="t2v-dest")
-        yield s3_client()
+    with mocked_s3("t2v-dest") as client:
+        yield client
 
 
 def test_an_s3_destination_is_checked_too(s3: Any) -> None:
