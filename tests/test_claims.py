@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -243,6 +244,59 @@ def test_a_claim_whose_owner_died_on_this_machine_is_taken_over_at_once(tmp_path
     rebooted = dataclasses.replace(taken_from, boot="another-boot")
     assert not elsewhere.gone_from_here() and not rebooted.gone_from_here()
     assert taken_from.gone_from_here()
+
+
+def test_a_live_owner_in_another_pid_namespace_keeps_its_claim(tmp_path: Path) -> None:
+    # Pods with hostNetwork share the node's hostname and boot id, not its pids: a pid that
+    # is free here may be a live process there.
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is missing")
+    dest, pid = tmp_path / "dest", 4_000_000  # beyond any pid of this namespace
+    holder = subprocess.Popen(
+        ["unshare", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount-proc",
+         "sh", "-c", f'echo {pid} > /proc/sys/kernel/ns_last_pid && "$0" -c "$1" "$2" "$3" here',
+         sys.executable, HOLDER, str(dest), KEY],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        if holder.stdout is None or holder.stdout.readline() != "claimed\n":
+            pytest.skip("this kernel does not let an unprivileged user make a pid namespace")
+        record = json.loads(LocalStorage(dest).read_bytes(claim_key(KEY)))
+        assert record["owner"]["pid"] == pid + 1 and not Path(f"/proc/{pid + 1}").exists()
+        claims = Claims(LocalStorage(dest), Owner.here("next", "worker-n"))
+        assert not claims.claim(KEY), "its pid is not ours to judge: it waits for the lease"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_owners_claim() -> None:
+    me = Owner.here("run", "worker")
+    assert not me.gone_from_here()
+    # This very pid, started at another time: its owner is gone and the pid was reused.
+    assert dataclasses.replace(me, started=me.started + 1).gone_from_here()
+    # Recorded in another pid namespace: nothing about its pid can be judged from here.
+    assert not dataclasses.replace(me, pid=4_000_001, pidns="pid:[1]").gone_from_here()
+
+
+def _claim_record(owner: dict[str, Any], **fields: Any) -> bytes:
+    return json.dumps({"owner": owner, "expires_at": time.time() + 60, **fields}).encode()
+
+
+def test_a_record_with_fields_from_a_newer_version_is_not_stale(storage: Storage) -> None:
+    holder = owner("newer")
+    newer = {**dataclasses.asdict(holder), "gpu": "H100", "labels": {"a": 1}}
+    storage.write_bytes(claim_key(KEY), _claim_record(newer, format=2, priority=5))
+    theirs = Claims(storage, owner("older"))
+    assert not theirs.claim(KEY)
+    assert theirs.holder(KEY) == holder
+
+
+@pytest.mark.parametrize("pid", ["1234", 2**70, -5, True, None, 1.5])
+def test_a_claim_whose_pid_cannot_be_a_process_is_stale(storage: Storage, pid: object) -> None:
+    here = {**dataclasses.asdict(Owner.here("odd", "w")), "pid": pid}
+    storage.write_bytes(claim_key(KEY), _claim_record(here))
+    assert Claims(storage, owner("new")).claim(KEY)
 
 
 class RowsSeen:
