@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ConnectionClosedError
+from botocore.httpsession import URLLib3Session
 from moto import mock_aws
 
 from storage.s3 import s3_client, use_credentials
@@ -37,6 +38,14 @@ def s3_error(request: AWSPreparedRequest, status: int, code: str, message: str) 
 
 def dropped(request: AWSPreparedRequest) -> ConnectionClosedError:
     return ConnectionClosedError(endpoint_url=request.url)
+
+
+def landed_then_dropped(request: AWSPreparedRequest) -> ConnectionClosedError:
+    """Send `request` to the server for real, then lose its answer: the error to raise, as
+    a connection that dropped after the request landed (against moto's server)."""
+    URLLib3Session().send(request)
+    request.reset_stream()  # the client's retry sends the body again
+    return dropped(request)
 
 
 @contextmanager

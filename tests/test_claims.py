@@ -29,6 +29,7 @@ from tasks.publish import ALREADY_STORED, publish_video
 from tasks.results import ResultRow, RunSummary
 from tests.conftest import REPO
 from tests.factories import s3_claims, s3_versions, tiny_manifest
+from tests.s3faults import injected, landed_then_dropped, s3_error
 
 KEY = "clip-0123456789ab.mp4"
 
@@ -297,6 +298,59 @@ def test_a_claim_whose_pid_cannot_be_a_process_is_stale(storage: Storage, pid: o
     here = {**dataclasses.asdict(Owner.here("odd", "w")), "pid": pid}
     storage.write_bytes(claim_key(KEY), _claim_record(here))
     assert Claims(storage, owner("new")).claim(KEY)
+
+
+def test_a_claim_whose_create_landed_but_whose_answer_was_lost_is_held(s3_bucket: str) -> None:
+    # botocore retries the dropped PUT; the retry's If-None-Match finds the claim in place.
+    store = S3Storage(s3_bucket, "renders")
+    mine = Claims(store, owner("a"))
+
+    def lose_the_first_answer(request: Any, path: str, attempt: int) -> None:
+        if path.endswith(claim_key(KEY)) and attempt == 1:
+            raise landed_then_dropped(request)
+
+    started = time.monotonic()
+    with injected("PutObject", lose_the_first_answer) as attempts:
+        assert mine.claim(KEY), "its own claim, not another run's"
+    assert time.monotonic() - started < 5, "no lease waited for"
+    assert sum(attempts.values()) == 2
+    assert mine.holder(KEY) is None
+    mine.release(KEY)
+    assert s3_claims(s3_bucket, "renders/") == []
+
+
+def test_claim_io_is_retried_after_a_pause_when_storage_slows_down(s3_bucket: str) -> None:
+    store = S3Storage(s3_bucket, "renders")
+
+    def slow_down(request: Any, path: str, attempt: int) -> Any:
+        if path.endswith(claim_key(KEY)) and attempt <= 3:  # every try of botocore's
+            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    started = time.monotonic()
+    with injected("PutObject", slow_down) as attempts:
+        assert Claims(store, owner("a")).claim(KEY)
+    assert sum(attempts.values()) == 4
+    assert time.monotonic() - started >= 1.0  # the first pause of 1, 4 and 16 s
+
+
+def test_a_claim_whose_renewals_keep_failing_is_given_up_as_lapsed(s3_bucket: str) -> None:
+    store = S3Storage(s3_bucket, "renders")
+
+    def refuse(request: Any, path: str, attempt: int) -> Any:
+        if path.endswith(claim_key(KEY)):
+            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    with Claims(store, owner("a"), lease_s=1.5) as mine:
+        assert mine.claim(KEY) and mine.lapsed() == frozenset()
+        with injected("PutObject", refuse):
+            wait_until(lambda: KEY in mine.lapsed(), 10, "the claim to lapse")
+        # Given up within its lease: before another run may take it over.
+        record = json.loads(store.read_bytes(claim_key(KEY)))
+        assert time.time() < record["expires_at"] + tasks.claims.CLOCK_TOLERANCE_S
+        assert mine.claim(KEY), "claimed again once storage answers"
+        assert mine.lapsed() == frozenset()
 
 
 class RowsSeen:
