@@ -56,8 +56,10 @@ def adopt_pending(record: Path, file: Path) -> dict[str, str]:
             found = json.loads(path.read_bytes())
         except (OSError, ValueError):
             continue
-        if isinstance(found, dict) and found.get("sha256") == digest:
-            metadata = {str(k): str(v) for k, v in dict(found.get("metadata", {})).items()}
+        if not isinstance(found, dict) or not isinstance(found.get("metadata"), dict):
+            continue  # not a record t2v wrote: it vouches for nothing
+        if found.get("sha256") == digest:
+            metadata = {str(k): str(v) for k, v in found["metadata"].items()}
             write_record(record, metadata)
             path.unlink(missing_ok=True)
             return metadata

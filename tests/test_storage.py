@@ -348,3 +348,16 @@ def test_a_writer_killed_between_the_file_and_its_record_leaves_a_file_t2v_still
     (records / "b.mp4.json.9a8b7c.pending").write_text(json.dumps(pending))
     found = storage.stat("b.mp4")
     assert found is not None and found.metadata == {}
+
+
+@pytest.mark.parametrize("metadata", ["a string", ["a", "list"], 7, None])
+def test_a_pending_record_whose_metadata_is_not_an_object_is_ignored(
+    tmp_path: Path, metadata: object
+) -> None:
+    dest = tmp_path / "dest"
+    (dest / ".t2v").mkdir(parents=True)
+    (dest / "a.mp4").write_bytes(b"frames")
+    pending = {"sha256": hashlib.sha256(b"frames").hexdigest(), "metadata": metadata}
+    (dest / ".t2v" / "a.mp4.json.1f2e3d.pending").write_text(json.dumps(pending))
+    found = LocalStorage(dest).stat("a.mp4")
+    assert found is not None and found.metadata == {}
