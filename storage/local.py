@@ -98,14 +98,16 @@ class LocalStorage:
         pending = f"{record}.{uuid.uuid4().hex}{records.PENDING_SUFFIX}"
         self.write_bytes(pending, records.pending_bytes(records.file_sha256(source), metadata))
         try:
-            if not write_atomically(path, copy, exclusive):
-                return False
-            try:
-                records.write_record(self.path(record), metadata)
-            except StorageError:
-                # Without its record the file would count as someone else's for ever.
-                path.unlink(missing_ok=True)
-                raise
+            # Locked until the file is recorded: the sweep leaves a live writer's alone.
+            with records.locked(self.path(pending)):
+                if not write_atomically(path, copy, exclusive):
+                    return False
+                try:
+                    records.write_record(self.path(record), metadata)
+                except StorageError:
+                    # Without its record the file would count as someone else's for ever.
+                    path.unlink(missing_ok=True)
+                    raise
         finally:
             self.path(pending).unlink(missing_ok=True)
         return True
@@ -176,4 +178,4 @@ class LocalStorage:
 
     def remove_dead_temporaries(self, older_than: float = sweep.STALE_AFTER_S) -> tuple[str, ...]:
         """What t2v writers killed mid-write left here (`sweep.remove_dead_temporaries`)."""
-        return sweep.remove_dead_temporaries(self.root, older_than)
+        return sweep.remove_dead_temporaries(self.root, self.stat, older_than)

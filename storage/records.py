@@ -5,9 +5,12 @@ placing it and recording it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from storage.atomic import os_error, write_atomically
@@ -15,6 +18,19 @@ from storage.atomic import os_error, write_atomically
 # The folder under the root that holds what t2v records, e.g. each video's metadata.
 RECORDS = ".t2v"
 PENDING_SUFFIX = ".pending"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file at `path` (where the file system has locks)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise os_error("lock", path, exc) from exc
+    with os.fdopen(fd, "rb") as handle:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def record_key(key: str) -> str:
