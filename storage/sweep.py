@@ -34,11 +34,8 @@ def remove_dead_temporaries(
     """
     records = root / RECORDS
     shards = records / "shards"
-    runs = (
-        [p for p in shards.iterdir() if p.is_dir() and not p.is_symlink()]
-        if shards.is_dir()
-        else []
-    )
+    found = shards.iterdir() if shards.is_dir() else ()
+    runs = [path for path in found if path.is_dir() and not path.is_symlink()]
     folders = [root, records, records / "claims", *runs]
     removed: set[str] = set()
     for folder in folders:
