@@ -124,6 +124,15 @@ class LocalStorage:
     def write_many(self, files: Mapping[str, bytes]) -> None:
         write_set({self.path(key): data for key, data in files.items()})
 
+    def names(self, folder: str) -> list[str]:
+        path = self.path(folder)
+        try:
+            return sorted(p.name for p in path.iterdir() if p.is_file() and not p.is_symlink())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise os_error("list", path, exc) from exc
+
     def stat(self, key: str) -> StoredObject | None:
         path = self.path(key)
         try:

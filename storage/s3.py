@@ -190,6 +190,16 @@ class S3Storage:
         for key, data in files.items():
             self.write_bytes(key, data)
 
+    def names(self, folder: str) -> list[str]:
+        """One LIST per 1,000 names, without what lies deeper."""
+        prefix = f"{self._key(folder)}/"
+        with self._translated("list", folder):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/"
+            )
+            keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return sorted(key.removeprefix(prefix) for key in keys)
+
     def stat(self, key: str) -> StoredObject | None:
         """A HEAD on the key (as `exists`); every S3 object is a plain one."""
         head = self._head(key)

@@ -33,8 +33,9 @@ from typing import TypeVar
 from storage import Storage, StorageError
 from storage.errors import RETRY_DELAYS_S
 from tasks import interrupt
+from tasks.litter import remove_dead_claims
 from tasks.manifest import RenderRow
-from tasks.owner import Owner, parse_claim
+from tasks.owner import CLAIMS, CLOCK_TOLERANCE_S, Owner, claim_key, parse_claim
 from tasks.publish import OutputPlan
 from tasks.results import ResultRow
 from tasks.stored import inspect_key
@@ -43,10 +44,8 @@ __all__ = ["CLAIMS", "Claims", "Owner", "Taken", "claim_key", "stored_elsewhere"
 
 logger = logging.getLogger("t2v")
 
-CLAIMS = ".t2v/claims"
 # A killed worker's rows wait at most about this long (plus a poll) for another run.
 LEASE_S = 60.0
-CLOCK_TOLERANCE_S = 10.0
 # Tries at a claim whose record changes under us (released, taken, renewed) before the
 # row counts as held and is tried again after the next wait.
 ATTEMPTS = 3
@@ -64,10 +63,6 @@ class _Seen:
     owner: Owner | None
     version: str
     since: float  # time.monotonic()
-
-
-def claim_key(key: str) -> str:
-    return f"{CLAIMS}/{key}.json"
 
 
 class Claims:
@@ -92,6 +87,7 @@ class Claims:
         return self.lease_s / 6
 
     def __enter__(self) -> Claims:
+        remove_dead_claims(self.storage)
         self._renewer.start()
         return self
 

@@ -12,6 +12,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+CLAIMS = ".t2v/claims"
+# How far the clocks of the machines sharing a destination may disagree.
+CLOCK_TOLERANCE_S = 10.0
+
+
+def claim_key(key: str) -> str:
+    return f"{CLAIMS}/{key}.json"
+
 
 @dataclass(frozen=True)
 class Owner:

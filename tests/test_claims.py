@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import tasks.claims
@@ -25,6 +26,7 @@ from flows.render_flow import render_manifest
 from storage import LocalStorage, S3Storage, Storage
 from tasks import interrupt
 from tasks.claims import CLAIMS, Claims, Owner, claim_key
+from tasks.encode import encode_mp4
 from tasks.publish import ALREADY_STORED, publish_video
 from tasks.results import ResultRow, RunSummary
 from tests.conftest import REPO
@@ -504,3 +506,43 @@ def test_a_stop_ends_the_wait_and_releases_the_runs_claims(tmp_path: Path) -> No
     assert results["clip-0"]["status"] == "failed"
     assert results["clip-0"]["error"] == interrupt.INTERRUPTED
     assert results["clip-1"]["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mp4") / "clip.mp4"
+    encode_mp4(np.zeros((2, 64, 64, 3), dtype=np.uint8) + 90, 8, path)
+    return path
+
+
+def _left_claim(storage: Storage, key: str, holder: Owner, expires_at: float) -> None:
+    record = {"owner": dataclasses.asdict(holder), "expires_at": expires_at, "write": 3}
+    storage.write_bytes(claim_key(key), json.dumps(record).encode())
+
+
+def test_a_rerun_removes_dead_runs_claims_on_stored_rows_and_nothing_else(
+    storage: Storage, mp4: Path
+) -> None:
+    for key in (KEY, "live.mp4"):
+        assert publish_video(storage, key, mp4, exclusive=True) is not None
+    _left_claim(storage, KEY, owner("dead"), time.time() - 3600)
+    _left_claim(storage, "unstored.mp4", owner("dead"), time.time() - 3600)
+    _left_claim(storage, "live.mp4", owner("live"), time.time() + 60)
+    storage.write_bytes(f"{CLAIMS}/readme.txt", b"someone's notes")
+    with Claims(storage, owner("rerun")):
+        pass
+    assert storage.read_versioned(claim_key(KEY)) is None
+    for left in (claim_key("unstored.mp4"), claim_key("live.mp4"), f"{CLAIMS}/readme.txt"):
+        assert storage.read_versioned(left) is not None, left
+
+
+def test_a_rerun_after_kill_9_leaves_no_claim_of_the_killed_run(tmp_path: Path, mp4: Path) -> None:
+    dest = tmp_path / "dest"
+    holder = _holder(dest, "here")
+    holder.kill()
+    holder.wait()
+    storage = LocalStorage(dest)
+    assert publish_video(storage, KEY, mp4, exclusive=True) is not None  # its video landed
+    with Claims(storage, Owner.here("rerun", "worker-r")):
+        pass
+    assert _claims_left(dest) == []
