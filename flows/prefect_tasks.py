@@ -10,7 +10,7 @@ from prefect import State, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
-from storage.errors import StorageError
+from storage.errors import RETRY_DELAYS_S, StorageError
 from tasks import destination, devices, manifest, presets, publish, render
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
@@ -18,7 +18,7 @@ from tasks.render import BatchResult, FailedRender
 
 P = ParamSpec("P")
 R = TypeVar("R")
-IO_RETRY_DELAYS = [1.0, 4.0, 16.0]
+IO_RETRY_DELAYS = list(RETRY_DELAYS_S)
 
 
 def _is_storage_error(task: Task[..., object], task_run: TaskRun, state: State[object]) -> bool:

@@ -78,6 +78,10 @@ class Storage(Protocol):
         before the first is in place, every old object stays as it was."""
         ...
 
+    def names(self, folder: str) -> list[str]:
+        """The names of the objects directly in `folder` (a key prefix); none when empty."""
+        ...
+
     def stat(self, key: str) -> StoredObject | None:
         """What `key` holds, without following links; None when it holds nothing."""
         ...

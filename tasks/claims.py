@@ -7,14 +7,15 @@ third of a lease while it lives and deletes it once the row's video is stored or
 failed. A claim nobody renews is stale and another run takes it over by replacing exactly
 the version it saw, so of several runs that find one stale claim, one gets it.
 
-Stale, by three rules: its owner ran on this machine and its process is gone (`kill -9`,
+Stale, by three rules: its owner ran on this machine, in this boot and pid namespace, and
+its process is gone or its pid now names a process started at another time (`kill -9`,
 then a rerun), its recorded expiry is more than CLOCK_TOLERANCE_S in this machine's
 past (a claim left long ago is taken at once; the clocks of the machines must agree within
 that tolerance), or, comparing no clocks at all, this process has seen the same version of
 it for a whole lease (its owner renews three times a lease, each renewal a new version).
-
-Over 250 lines because a claim's life (create, renew, take over, release) and claiming a
-plan's rows with it are one concern, told in one place.
+An owner whose renewals fail for two thirds of a lease gives the claim up (`lapsed`), so
+that it stops rendering the row before another run may take the claim over.
+A record t2v cannot read is stale; fields it does not know (a newer version's) are ignored.
 """
 
 from __future__ import annotations
@@ -22,65 +23,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from storage import Storage, StorageError
+from storage.errors import RETRY_DELAYS_S
+from tasks import interrupt
+from tasks.litter import remove_dead_claims
 from tasks.manifest import RenderRow
+from tasks.owner import CLAIMS, CLOCK_TOLERANCE_S, Owner, claim_key, parse_claim
 from tasks.publish import OutputPlan
 from tasks.results import ResultRow
 from tasks.stored import inspect_key
 
+__all__ = ["CLAIMS", "Claims", "Owner", "Taken", "claim_key", "stored_elsewhere", "take_rows"]
+
 logger = logging.getLogger("t2v")
 
-CLAIMS = ".t2v/claims"
 # A killed worker's rows wait at most about this long (plus a poll) for another run.
 LEASE_S = 60.0
-CLOCK_TOLERANCE_S = 10.0
 # Tries at a claim whose record changes under us (released, taken, renewed) before the
 # row counts as held and is tried again after the next wait.
 ATTEMPTS = 3
+# The share of a lease after its last renewal at which an owner whose renewals keep failing
+# gives a claim up: before anyone else may take it over.
+GIVE_UP_SHARE = 2 / 3
 
-
-@dataclass(frozen=True)
-class Owner:
-    """Who holds a claim: a run in a process; `nonce` tells apart two holders in one run,
-    `boot` the machine's boot, so that its pid means something only there."""
-
-    run: str
-    worker: str
-    host: str
-    pid: int
-    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
-    boot: str = ""
-
-    @classmethod
-    def here(cls, run: str, worker: str) -> Owner:
-        """This process, in run `run` on worker `worker`."""
-        return cls(run, worker, socket.gethostname(), os.getpid(), boot=_boot_id())
-
-    def gone_from_here(self) -> bool:
-        """Whether this owner ran on this machine, in this boot, and its process is gone:
-        its claims are stale now, not a lease from now (a rerun after `kill -9`)."""
-        if not self.boot or self.boot != _boot_id() or self.host != socket.gethostname():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False  # alive, another user's
-        return False
-
-    def describe(self) -> str:
-        run = self.run or "(no run id)"
-        return f"run {run} on worker {self.worker} (pid {self.pid} on {self.host})"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,19 +65,6 @@ class _Seen:
     since: float  # time.monotonic()
 
 
-def _boot_id() -> str:
-    """This machine's boot, as Linux names it; empty where it does not (no pid is then
-    judged). Containers share their host's boot: `host`, their own name, tells them apart."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def claim_key(key: str) -> str:
-    return f"{CLAIMS}/{key}.json"
-
-
 class Claims:
     """One owner's claims on one destination's keys, renewed in the background while held
     and all released on leaving the `with`."""
@@ -113,6 +73,8 @@ class Claims:
         self.storage, self.owner = storage, owner
         self.lease_s = LEASE_S if lease_s is None else lease_s  # read now: tests shorten it
         self._held: dict[str, str] = {}  # output key → version of this owner's record
+        self._renewed: dict[str, float] = {}  # output key → time.monotonic() of its last write
+        self._lapsed: set[str] = set()
         self._seen: dict[str, _Seen] = {}
         self._writes = 0  # makes each record this owner writes unique, so its version is new
         self._lock = threading.Lock()  # one conditional write at a time: versions stay ours
@@ -125,6 +87,7 @@ class Claims:
         return self.lease_s / 6
 
     def __enter__(self) -> Claims:
+        remove_dead_claims(self.storage)
         self._renewer.start()
         return self
 
@@ -140,33 +103,40 @@ class Claims:
             self.release(key)
 
     def claim(self, key: str) -> bool:
-        """Whether this owner holds `key` now: created, already held, or taken over."""
+        """Whether this owner holds `key` now: created, already held, or taken over. Storage
+        failures that may pass are tried again after 1, 4 and 16 s."""
         if key in self._held:
             return True
         for _ in range(ATTEMPTS):
-            with self._lock:
-                version = self.storage.write_if(claim_key(key), self._record(), None)
-                if version is not None:
-                    self._held[key] = version
-                    return True
-            current = self.storage.read_versioned(claim_key(key))
+            if self._retried(self._write, key, None) is not None:
+                return True
+            current = self._retried(self.storage.read_versioned, claim_key(key))
             if current is None:
                 continue  # released since: create it again
             data, version = current
-            owner, expires_at = _parse(data)
+            owner, expires_at = parse_claim(data)
+            if owner is not None and owner.nonce == self.owner.nonce:
+                # This owner's own record: a create whose answer was lost and whose retry
+                # found it in place, or a claim given up whose record stayed.
+                self._hold(key, version)
+                return True
             if not self._stale(key, owner, version, expires_at):
                 return False
-            with self._lock:
-                taken = self.storage.write_if(claim_key(key), self._record(), version)
-                if taken is not None:
-                    logger.warning(
-                        "took over the stale claim on %s of %s",
-                        key,
-                        owner.describe() if owner else "an unknown owner",
-                    )
-                    self._held[key] = taken
-                    return True
+            if self._retried(self._write, key, version) is not None:
+                logger.warning(
+                    "took over the stale claim on %s of %s",
+                    key,
+                    owner.describe() if owner else "an unknown owner",
+                )
+                return True
         return False
+
+    def lapsed(self) -> frozenset[str]:
+        """The keys whose claims this owner lost while holding them, without releasing them:
+        renewals failed for two thirds of a lease, or another run took the claim over. Their
+        rows should not be rendered or stored by this owner (claim them again first)."""
+        with self._lock:
+            return frozenset(self._lapsed)
 
     def holder(self, key: str) -> Owner | None:
         """The other owner last seen holding `key`, if any: kept after this owner claims it,
@@ -179,15 +149,18 @@ class Claims:
         deleted lapses within a lease."""
         with self._lock:
             version = self._held.pop(key, None)
-            if version is None:
-                return
-            try:
-                self.storage.delete_if(claim_key(key), version)
-            except StorageError as exc:
-                logger.warning("could not release the claim on %s (it lapses): %s", key, exc)
+            self._renewed.pop(key, None)
+        if version is None:
+            return
+        try:
+            self._retried(self.storage.delete_if, claim_key(key), version)
+        except StorageError as exc:
+            logger.warning("could not release the claim on %s (it lapses): %s", key, exc)
 
-    def renew(self) -> None:
-        """Extend the lease of every claim held; forget those another owner took over."""
+    def renew(self) -> bool:
+        """Extend the lease of every claim held; give up those another owner took over or
+        whose renewals failed for too long. Whether every renewal succeeded."""
+        failed = False
         with self._lock:
             for key, version in list(self._held.items()):
                 try:
@@ -195,13 +168,20 @@ class Claims:
                     if renewed is None:
                         renewed = self._still_mine(key)
                 except StorageError as exc:
-                    logger.warning("could not renew the claim on %s: %s", key, exc)
+                    failed = True
+                    late = time.monotonic() - self._renewed[key] >= self.lease_s * GIVE_UP_SHARE
+                    if late:
+                        logger.warning("gave up the claim on %s: cannot renew it: %s", key, exc)
+                        self._give_up(key)
+                    else:
+                        logger.warning("could not renew the claim on %s: %s", key, exc)
                     continue
                 if renewed is None:
                     logger.warning("lost the claim on %s to another run", key)
-                    del self._held[key]
+                    self._give_up(key)
                 else:
-                    self._held[key] = renewed
+                    self._held[key], self._renewed[key] = renewed, time.monotonic()
+        return not failed
 
     def _still_mine(self, key: str) -> str | None:
         """The current version of `key`'s claim when the record is still this owner's (a
@@ -209,12 +189,49 @@ class Claims:
         current = self.storage.read_versioned(claim_key(key))
         if current is None:
             return None
-        owner, _ = _parse(current[0])
+        owner, _ = parse_claim(current[0])
         return current[1] if owner is not None and owner.nonce == self.owner.nonce else None
 
     def _renew_while_open(self) -> None:
-        while not self._closed.wait(self.lease_s / 3):
-            self.renew()
+        """Renew every third of a lease; after a failed renewal, again after 1, 4 and 16 s
+        (never later than a third of a lease)."""
+        every = self.lease_s / 3
+        wait, delays = every, iter(RETRY_DELAYS_S)
+        while not self._closed.wait(wait):
+            if self.renew():
+                wait, delays = every, iter(RETRY_DELAYS_S)
+            else:
+                wait = min(next(delays, every), every)
+
+    def _write(self, key: str, expected: str | None) -> str | None:
+        """Create (`expected` None) or replace this owner's record for `key`; held if so."""
+        with self._lock:
+            version = self.storage.write_if(claim_key(key), self._record(), expected)
+            if version is not None:
+                self._hold(key, version)
+            return version
+
+    def _hold(self, key: str, version: str) -> None:
+        self._held[key], self._renewed[key] = version, time.monotonic()
+        self._lapsed.discard(key)
+
+    def _give_up(self, key: str) -> None:
+        del self._held[key], self._renewed[key]
+        self._lapsed.add(key)
+
+    def _retried(self, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)`, tried again after each pause of RETRY_DELAYS_S while it fails in a
+        way that may pass; a stop request ends the pauses."""
+        for delay in RETRY_DELAYS_S:
+            try:
+                return call(*args)
+            except StorageError as exc:
+                if not exc.retryable:
+                    raise
+                logger.warning("%s; trying again in %g s", exc, delay)
+                if interrupt.wait_for_stop(delay):
+                    raise
+        return call(*args)
 
     def _stale(self, key: str, owner: Owner | None, version: str, expires_at: float) -> bool:
         if expires_at + CLOCK_TOLERANCE_S < time.time():
@@ -236,16 +253,6 @@ class Claims:
             "write": self._writes,
         }
         return json.dumps(record, sort_keys=True).encode()
-
-
-def _parse(data: bytes) -> tuple[Owner | None, float]:
-    """A claim record's owner and expiry; a record t2v cannot read is stale at once."""
-    try:
-        record = json.loads(data)
-        owner = Owner(**record["owner"])
-        return owner, float(record["expires_at"])
-    except (ValueError, TypeError, KeyError):
-        return None, 0.0
 
 
 @dataclass(frozen=True)

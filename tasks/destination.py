@@ -9,6 +9,7 @@ two writes, and it survives a spreadsheet saving results.csv with the header kep
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,16 +32,36 @@ HOLDS: dict[str, tuple[bytes, ...]] = {
     GALLERY_HTML: (b'<meta name="generator" content="t2v-batch">', b"<h1>t2v-batch results</h1>"),
 }
 WRITTEN_FILES = (RESULTS_CSV, RESULTS_JSON, GALLERY_HTML, GALLERY_RECORD)
+PROBES = ".t2v/probes"
 
 
 def check_destination(destination: str, manifest: str, first_batch_bytes: int) -> None:
     """Everything about DEST that would fail the run after its renders, checked first:
-    writable with room for the first batch, results that cannot overwrite the manifest,
-    and no results file there that t2v did not write."""
+    writable with room for the first batch, conditional writes honoured, results that
+    cannot overwrite the manifest, and no results file there that t2v did not write."""
     storage = open_storage(destination)
     storage.check_writable(first_batch_bytes)
+    check_conditional_writes(storage)
     check_not_manifest(storage, manifest)
     check_results_files_are_ours(storage)
+
+
+def check_conditional_writes(storage: Storage) -> None:
+    """Refuse a store that ignores create-only writes (some S3-compatible servers ignore
+    If-None-Match): storing each video once and claims both rest on them. The probe
+    creates a key of its own twice, expects the second refused, and deletes it."""
+    probe = f"{PROBES}/{uuid.uuid4().hex}.json"
+    version = storage.write_if(probe, b"{}", None)
+    if version is None:
+        return  # taken already: the store refused to create it again
+    second = storage.write_if(probe, b"{}", None)
+    storage.delete_if(probe, second or version)
+    if second is not None:
+        raise StorageError(
+            f"{storage.uri()} ignores conditional writes (a create-only PUT with "
+            "If-None-Match: * replaced an object): t2v needs them to store each video once "
+            "and to claim rows; use a store that honours If-None-Match and If-Match"
+        )
 
 
 def first_batch_bytes(rows: Sequence[RenderRow], batch_size: int, total_rows: int) -> int:

@@ -2,13 +2,17 @@
 
 The page lists this run's videos first, then those of earlier runs, from a record
 t2v keeps beside them (`.t2v/gallery.json`): a `--limit 1` run into a folder of 8
-videos still shows all 8, while results.csv/json describe this run's rows only.
+videos still shows all 8, while results.csv/json describe this run's rows only. A damaged
+record is kept aside and the list rebuilt from the last results.json's stored videos.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +28,9 @@ from tasks.results import (
     RunSummary,
     format_counts,
 )
+from tasks.stored import inspect_key
+
+logger = logging.getLogger("t2v")
 
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
@@ -71,7 +78,10 @@ def record_videos(storage: Storage, newest: list[Video]) -> tuple[list[Video], s
     for _ in range(RECORD_ATTEMPTS):
         current = storage.read_versioned(GALLERY_RECORD)
         data, expected = current if current is not None else (b"", None)
-        videos = merge_videos(newest, _parse_record(data))
+        earlier = _parse_record(data) if data else []
+        if earlier is None:
+            earlier = _set_aside(storage, data)
+        videos = merge_videos(newest, earlier)
         version = storage.write_if(GALLERY_RECORD, gallery_record(videos), expected)
         if version is not None:
             return videos, version
@@ -88,18 +98,43 @@ def videos_since(storage: Storage, version: str) -> tuple[list[Video], str] | No
     current = storage.read_versioned(GALLERY_RECORD)
     if current is None or current[1] == version:
         return None
-    return _parse_record(current[0]), current[1]
+    return _parse_record(current[0]) or [], current[1]
 
 
-def _parse_record(data: bytes) -> list[Video]:
-    """The videos in a record; none for a record that is missing or torn."""
+def _parse_record(data: bytes) -> list[Video] | None:
+    """The videos in a record; None for a damaged one."""
     try:
         videos = json.loads(data)["videos"]
     except (ValueError, KeyError, TypeError):
-        return []  # this run's videos still make a valid record
+        return None
     if not isinstance(videos, list):
-        return []
+        return None
     return [v for v in videos if isinstance(v, dict) and isinstance(v.get("key"), str)]
+
+
+def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
+    """Keep a damaged record beside it (named by its digest, so a retry keeps one copy),
+    say so, and list instead the videos of DEST's last results.json that are still stored."""
+    aside = f"{GALLERY_RECORD}.damaged-{hashlib.sha256(damaged).hexdigest()[:12]}"
+    storage.write_bytes(aside, damaged)
+    logger.warning(
+        "%s was damaged: kept as %s; the gallery lists this run's videos and those of the "
+        "last results.json still stored",
+        storage.uri(GALLERY_RECORD),
+        storage.uri(aside),
+    )
+    try:
+        document = json.loads(storage.read_bytes(RESULTS_JSON))
+        fields = {field.name for field in dataclasses.fields(ResultRow)}
+        rows = [ResultRow(**{k: v for k, v in r.items() if k in fields}) for r in document["rows"]]
+        run = str(document["summary"]["finished_at"])
+    except (StorageError, ValueError, KeyError, TypeError, AttributeError):
+        return []  # none, or not one t2v can read: this run's videos make a valid record
+    return [
+        video
+        for video in run_videos(rows, run)
+        if inspect_key(storage, video["key"]).state == "video"
+    ]
 
 
 def gallery_record(videos: list[Video]) -> bytes:

@@ -120,10 +120,10 @@ def s3_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """The server's endpoint and fake credentials, set here and returned for subprocesses;
-    the backend makes its client afresh from them."""
-    import storage.s3
+    the backend makes its default client afresh from them."""
+    from storage.s3 import use_credentials
 
     env = {
         "AWS_ENDPOINT_URL": s3_server,
@@ -137,8 +137,9 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_MAX_ATTEMPTS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(storage.s3, "_clients", {})
-    return env
+    use_credentials(None)
+    yield env
+    use_credentials(None)
 
 
 @pytest.fixture

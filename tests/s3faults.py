@@ -12,8 +12,10 @@ from urllib.parse import unquote, urlsplit
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ConnectionClosedError
+from botocore.httpsession import URLLib3Session
+from moto import mock_aws
 
-from storage.s3 import s3_client
+from storage.s3 import s3_client, use_credentials
 
 # (request, URL path, how many times this path was sent so far) → a fake response,
 # None to let the request through, or an exception as if the network failed.
@@ -38,10 +40,33 @@ def dropped(request: AWSPreparedRequest) -> ConnectionClosedError:
     return ConnectionClosedError(endpoint_url=request.url)
 
 
+def landed_then_dropped(request: AWSPreparedRequest) -> ConnectionClosedError:
+    """Send `request` to the server for real, then lose its answer: the error to raise, as
+    a connection that dropped after the request landed (against moto's server)."""
+    URLLib3Session().send(request)
+    request.reset_stream()  # the client's retry sends the body again
+    return dropped(request)
+
+
 @contextmanager
-def injected(operation: str, fault: Fault) -> Iterator[Counter[str]]:
-    """Send every `operation` request through `fault` first; yields attempts per URL path
-    (`/bucket/key` against an endpoint on an IP address, `/key` on AWS's virtual hosts)."""
+def mocked_s3(*buckets: str) -> Iterator[Any]:
+    """moto's in-process S3 holding `buckets`, and the process's default client made inside
+    it (moto answers only clients made while it runs); yields that client."""
+    with mock_aws():
+        use_credentials(None)
+        try:
+            for bucket in buckets:
+                s3_client().create_bucket(Bucket=bucket)
+            yield s3_client()
+        finally:
+            use_credentials(None)
+
+
+@contextmanager
+def injected(operation: str, fault: Fault, client: Any = None) -> Iterator[Counter[str]]:
+    """Send every `operation` request of `client` (the process's default client when None)
+    through `fault` first; yields attempts per URL path (`/bucket/key` against an endpoint
+    on an IP address, `/key` on AWS's virtual hosts)."""
     attempts: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -57,7 +82,7 @@ def injected(operation: str, fault: Fault) -> Iterator[Counter[str]]:
     # under mock_aws the faked request lands in moto all the same; against moto's server
     # it is never sent. A raised exception stops it in both.
     event, unique_id = f"before-send.s3.{operation}", uuid.uuid4().hex
-    events = s3_client().meta.events
+    events = (client or s3_client()).meta.events
     events.register_first(event, before_send, unique_id=unique_id)
     try:
         yield attempts

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import tasks.claims
@@ -24,10 +26,12 @@ from flows.render_flow import render_manifest
 from storage import LocalStorage, S3Storage, Storage
 from tasks import interrupt
 from tasks.claims import CLAIMS, Claims, Owner, claim_key
+from tasks.encode import encode_mp4
 from tasks.publish import ALREADY_STORED, publish_video
 from tasks.results import ResultRow, RunSummary
 from tests.conftest import REPO
 from tests.factories import s3_claims, s3_versions, tiny_manifest
+from tests.s3faults import injected, landed_then_dropped, s3_error
 
 KEY = "clip-0123456789ab.mp4"
 
@@ -245,6 +249,112 @@ def test_a_claim_whose_owner_died_on_this_machine_is_taken_over_at_once(tmp_path
     assert taken_from.gone_from_here()
 
 
+def test_a_live_owner_in_another_pid_namespace_keeps_its_claim(tmp_path: Path) -> None:
+    # Pods with hostNetwork share the node's hostname and boot id, not its pids: a pid that
+    # is free here may be a live process there.
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is missing")
+    dest, pid = tmp_path / "dest", 4_000_000  # beyond any pid of this namespace
+    holder = subprocess.Popen(
+        ["unshare", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount-proc",
+         "sh", "-c", f'echo {pid} > /proc/sys/kernel/ns_last_pid && "$0" -c "$1" "$2" "$3" here',
+         sys.executable, HOLDER, str(dest), KEY],
+        stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        if holder.stdout is None or holder.stdout.readline() != "claimed\n":
+            pytest.skip("this kernel does not let an unprivileged user make a pid namespace")
+        record = json.loads(LocalStorage(dest).read_bytes(claim_key(KEY)))
+        assert record["owner"]["pid"] == pid + 1 and not Path(f"/proc/{pid + 1}").exists()
+        claims = Claims(LocalStorage(dest), Owner.here("next", "worker-n"))
+        assert not claims.claim(KEY), "its pid is not ours to judge: it waits for the lease"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_owners_claim() -> None:
+    me = Owner.here("run", "worker")
+    assert not me.gone_from_here()
+    # This very pid, started at another time: its owner is gone and the pid was reused.
+    assert dataclasses.replace(me, started=me.started + 1).gone_from_here()
+    # Recorded in another pid namespace: nothing about its pid can be judged from here.
+    assert not dataclasses.replace(me, pid=4_000_001, pidns="pid:[1]").gone_from_here()
+
+
+def _claim_record(owner: dict[str, Any], **fields: Any) -> bytes:
+    return json.dumps({"owner": owner, "expires_at": time.time() + 60, **fields}).encode()
+
+
+def test_a_record_with_fields_from_a_newer_version_is_not_stale(storage: Storage) -> None:
+    holder = owner("newer")
+    newer = {**dataclasses.asdict(holder), "gpu": "H100", "labels": {"a": 1}}
+    storage.write_bytes(claim_key(KEY), _claim_record(newer, format=2, priority=5))
+    theirs = Claims(storage, owner("older"))
+    assert not theirs.claim(KEY)
+    assert theirs.holder(KEY) == holder
+
+
+@pytest.mark.parametrize("pid", ["1234", 2**70, -5, True, None, 1.5])
+def test_a_claim_whose_pid_cannot_be_a_process_is_stale(storage: Storage, pid: object) -> None:
+    here = {**dataclasses.asdict(Owner.here("odd", "w")), "pid": pid}
+    storage.write_bytes(claim_key(KEY), _claim_record(here))
+    assert Claims(storage, owner("new")).claim(KEY)
+
+
+def test_a_claim_whose_create_landed_but_whose_answer_was_lost_is_held(s3_bucket: str) -> None:
+    # botocore retries the dropped PUT; the retry's If-None-Match finds the claim in place.
+    store = S3Storage(s3_bucket, "renders")
+    mine = Claims(store, owner("a"))
+
+    def lose_the_first_answer(request: Any, path: str, attempt: int) -> None:
+        if path.endswith(claim_key(KEY)) and attempt == 1:
+            raise landed_then_dropped(request)
+
+    started = time.monotonic()
+    with injected("PutObject", lose_the_first_answer) as attempts:
+        assert mine.claim(KEY), "its own claim, not another run's"
+    assert time.monotonic() - started < 5, "no lease waited for"
+    assert sum(attempts.values()) == 2
+    assert mine.holder(KEY) is None
+    mine.release(KEY)
+    assert s3_claims(s3_bucket, "renders/") == []
+
+
+def test_claim_io_is_retried_after_a_pause_when_storage_slows_down(s3_bucket: str) -> None:
+    store = S3Storage(s3_bucket, "renders")
+
+    def slow_down(request: Any, path: str, attempt: int) -> Any:
+        if path.endswith(claim_key(KEY)) and attempt <= 3:  # every try of botocore's
+            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    started = time.monotonic()
+    with injected("PutObject", slow_down) as attempts:
+        assert Claims(store, owner("a")).claim(KEY)
+    assert sum(attempts.values()) == 4
+    assert time.monotonic() - started >= 1.0  # the first pause of 1, 4 and 16 s
+
+
+def test_a_claim_whose_renewals_keep_failing_is_given_up_as_lapsed(s3_bucket: str) -> None:
+    store = S3Storage(s3_bucket, "renders")
+
+    def refuse(request: Any, path: str, attempt: int) -> Any:
+        if path.endswith(claim_key(KEY)):
+            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    with Claims(store, owner("a"), lease_s=1.5) as mine:
+        assert mine.claim(KEY) and mine.lapsed() == frozenset()
+        with injected("PutObject", refuse):
+            wait_until(lambda: KEY in mine.lapsed(), 10, "the claim to lapse")
+        # Given up within its lease: before another run may take it over.
+        record = json.loads(store.read_bytes(claim_key(KEY)))
+        assert time.time() < record["expires_at"] + tasks.claims.CLOCK_TOLERANCE_S
+        assert mine.claim(KEY), "claimed again once storage answers"
+        assert mine.lapsed() == frozenset()
+
+
 class RowsSeen:
     """A progress listener that keeps every row result of every run in this process."""
 
@@ -396,3 +506,43 @@ def test_a_stop_ends_the_wait_and_releases_the_runs_claims(tmp_path: Path) -> No
     assert results["clip-0"]["status"] == "failed"
     assert results["clip-0"]["error"] == interrupt.INTERRUPTED
     assert results["clip-1"]["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mp4") / "clip.mp4"
+    encode_mp4(np.zeros((2, 64, 64, 3), dtype=np.uint8) + 90, 8, path)
+    return path
+
+
+def _left_claim(storage: Storage, key: str, holder: Owner, expires_at: float) -> None:
+    record = {"owner": dataclasses.asdict(holder), "expires_at": expires_at, "write": 3}
+    storage.write_bytes(claim_key(key), json.dumps(record).encode())
+
+
+def test_a_rerun_removes_dead_runs_claims_on_stored_rows_and_nothing_else(
+    storage: Storage, mp4: Path
+) -> None:
+    for key in (KEY, "live.mp4"):
+        assert publish_video(storage, key, mp4, exclusive=True) is not None
+    _left_claim(storage, KEY, owner("dead"), time.time() - 3600)
+    _left_claim(storage, "unstored.mp4", owner("dead"), time.time() - 3600)
+    _left_claim(storage, "live.mp4", owner("live"), time.time() + 60)
+    storage.write_bytes(f"{CLAIMS}/readme.txt", b"someone's notes")
+    with Claims(storage, owner("rerun")):
+        pass
+    assert storage.read_versioned(claim_key(KEY)) is None
+    for left in (claim_key("unstored.mp4"), claim_key("live.mp4"), f"{CLAIMS}/readme.txt"):
+        assert storage.read_versioned(left) is not None, left
+
+
+def test_a_rerun_after_kill_9_leaves_no_claim_of_the_killed_run(tmp_path: Path, mp4: Path) -> None:
+    dest = tmp_path / "dest"
+    holder = _holder(dest, "here")
+    holder.kill()
+    holder.wait()
+    storage = LocalStorage(dest)
+    assert publish_video(storage, KEY, mp4, exclusive=True) is not None  # its video landed
+    with Claims(storage, Owner.here("rerun", "worker-r")):
+        pass
+    assert _claims_left(dest) == []

@@ -10,9 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto import mock_aws
 
-import storage.s3
 import tasks.csvstream
 from storage import StorageError
 from storage.s3 import s3_client
@@ -20,6 +18,7 @@ from tasks.csvstream import MAX_MANIFEST_BYTES
 from tasks.errors import ManifestError
 from tasks.manifest import read_manifest
 from tests.factories import parse
+from tests.s3faults import mocked_s3
 
 
 def test_a_manifest_past_the_byte_cap_is_refused_while_read(
@@ -56,9 +55,7 @@ def test_the_default_byte_cap_takes_a_100_mb_manifest() -> None:
 def s3_manifest(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A bucket in moto's in-process S3; yields the location of a manifest to write there."""
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setattr(storage.s3, "_clients", {})
-    with mock_aws():
-        s3_client().create_bucket(Bucket="t2v-manifest")
+    with mocked_s3("t2v-manifest"):
         yield "s3://t2v-manifest/in/m.csv"
 
 

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
-import storage.s3
-from storage import StorageError
-from storage.s3 import s3_client
-from tasks.destination import check_destination
+from storage import S3Storage, StorageError
+from storage.s3client import new_client, s3_client
+from tasks.destination import check_conditional_writes, check_destination
 from tasks.publish import write_results
 from tasks.results import RESULT_COLUMNS
 from tests.factories import SUMMARY, sample_results
+from tests.s3faults import mocked_s3
 
 
 @pytest.mark.parametrize("spelling", ["{d}", "{d}/", "{d}/../selfout", "file://{d}"])
@@ -60,10 +59,8 @@ def test_results_files_of_this_and_earlier_releases_are_ours(tmp_path: Path) -> 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setattr(storage.s3, "_clients", {})
-    with mock_aws():
-        s3_client().create_bucket(Bucket="t2v-dest")
-        yield s3_client()
+    with mocked_s3("t2v-dest") as client:
+        yield client
 
 
 def test_an_s3_destination_is_checked_too(s3: Any) -> None:
@@ -75,3 +72,42 @@ def test_an_s3_destination_is_checked_too(s3: Any) -> None:
         check_destination("s3://t2v-dest/out", "s3://t2v-dest/in/m.csv", 0)
     with pytest.raises(StorageError, match="bucket 'no-such-bucket' does not exist"):
         check_destination("s3://no-such-bucket/out", "s3://t2v-dest/in/m.csv", 0)
+
+
+def _ignoring_conditions(client: Any) -> Any:
+    """`client`, with every PUT's If-None-Match and If-Match left off before it is signed:
+    what a store that ignores conditional writes receives, over the real network."""
+
+    def strip(request: Any, **_: Any) -> None:
+        for header in ("If-None-Match", "If-Match"):
+            if header in request.headers:
+                del request.headers[header]
+
+    client.meta.events.register("before-sign.s3.PutObject", strip)
+    return client
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused_in_one_line(s3_bucket: str) -> None:
+    honouring = S3Storage(s3_bucket, "out", new_client())
+    check_conditional_writes(honouring)
+    ignoring = S3Storage(s3_bucket, "out", _ignoring_conditions(new_client()))
+    with pytest.raises(StorageError) as refused:
+        check_conditional_writes(ignoring)
+    assert str(refused.value) == (
+        f"s3://{s3_bucket}/out ignores conditional writes (a create-only PUT with "
+        "If-None-Match: * replaced an object): t2v needs them to store each video once and "
+        "to claim rows; use a store that honours If-None-Match and If-Match"
+    )
+    assert "\n" not in str(refused.value)
+    # The probe leaves nothing behind, on either store.
+    listed = honouring.client.list_objects_v2(Bucket=s3_bucket, Prefix="out/")
+    assert listed.get("KeyCount", 0) == 0
+
+
+def test_a_destination_is_probed_for_conditional_writes_when_checked(
+    s3_bucket: str,
+) -> None:
+    check_destination(f"s3://{s3_bucket}/out", f"s3://{s3_bucket}/in/m.csv", 0)
+    _ignoring_conditions(s3_client())
+    with pytest.raises(StorageError, match="ignores conditional writes"):
+        check_destination(f"s3://{s3_bucket}/out", f"s3://{s3_bucket}/in/m.csv", 0)

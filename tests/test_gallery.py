@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import replace
+from pathlib import Path
 
-from tasks.gallery import gallery_html, merge_videos, run_videos
+import numpy as np
+import pytest
+
+from storage import LocalStorage
+from tasks.encode import encode_mp4
+from tasks.gallery import GALLERY_RECORD, gallery_html, merge_videos, run_videos
+from tasks.publish import publish_video, write_results
 from tasks.results import ResultRow
 from tests.factories import ROW, SUMMARY, sample_results
 
@@ -48,3 +57,38 @@ def test_earlier_videos_follow_this_runs_and_none_is_listed_twice() -> None:
         ("a.mp4", "2026-11-27"),
         ("c.mp4", "2026-11-27"),
     ]
+
+
+def test_a_damaged_record_is_kept_aside_and_the_gallery_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dest = LocalStorage(tmp_path / "out")
+    clip = tmp_path / "clip.mp4"
+    encode_mp4(np.zeros((2, 64, 64, 3), dtype=np.uint8) + 90, 8, clip)
+
+    def run(*ids: str) -> list[ResultRow]:
+        for name in ids:
+            publish_video(dest, f"{name}.mp4", clip)
+        rows = [
+            ResultRow.for_row(replace(ROW, id=n), "ok", "m", output=dest.uri(f"{n}.mp4"))
+            for n in ids
+        ]
+        write_results(str(dest.root), rows, [], SUMMARY)
+        return rows
+
+    run("a", "b")
+    damaged = b'{"generator": "t2v-batch", "videos": [{"key": "a.mp4", "pro'
+    dest.write_bytes(GALLERY_RECORD, damaged)
+    (tmp_path / "out" / "b.mp4").unlink()  # gone since: the rebuilt gallery leaves it out
+    with caplog.at_level(logging.WARNING, logger="t2v"):
+        run("c")
+    record = json.loads(dest.read_bytes(GALLERY_RECORD))
+    assert [video["key"] for video in record["videos"]] == ["c.mp4", "a.mp4"]
+    (aside,) = (tmp_path / "out" / ".t2v").glob("gallery.json.damaged-*")
+    assert aside.read_bytes() == damaged
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{dest.uri(GALLERY_RECORD)} was damaged: kept as {aside}; the gallery lists this "
+        "run's videos and those of the last results.json still stored"
+    ]
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert 'src="a.mp4"' in page and 'src="c.mp4"' in page and 'src="b.mp4"' not in page

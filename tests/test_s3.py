@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
-from moto import mock_aws
 
-import storage.s3
 from storage import S3Storage, StorageError, StoredObject, open_location, open_storage
-from storage.s3 import s3_client
-from tests.s3faults import dropped, injected, s3_error
+from storage.s3client import new_client, s3_client
+from tests.s3faults import dropped, injected, mocked_s3, s3_error
 
 BUCKET = "t2v-unit"
 
@@ -23,10 +21,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A mocked S3 with one bucket; the backend's client is made afresh for each test."""
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # one retry: keeps backoff sleeps short
-    monkeypatch.setattr(storage.s3, "_clients", {})
-    with mock_aws():
-        client = s3_client()
-        client.create_bucket(Bucket=BUCKET)
+    with mocked_s3(BUCKET) as client:
         yield client
 
 
@@ -255,3 +250,15 @@ def test_prefixes_with_dot_or_empty_parts_are_refused(uri: str) -> None:
 def test_bucket_names_follow_s3_rules(uri: str) -> None:
     with pytest.raises(StorageError, match="which is not an S3 bucket name"):
         open_storage(uri)
+
+
+def test_a_storage_given_a_client_sends_every_request_through_it(s3: Any) -> None:
+    # As httpx takes a transport: the caller's client, its hooks and settings, not the default.
+    client = new_client()
+    store = S3Storage(BUCKET, "out", client)
+    with injected("PutObject", lambda *_: None, client) as puts:
+        store.write_bytes("a.csv", b"x")
+    with injected("PutObject", lambda *_: None) as default_puts:
+        store.write_bytes("b.csv", b"y")
+    assert sum(puts.values()) == 1 and sum(default_puts.values()) == 0
+    assert S3Storage(BUCKET, "out").read_bytes("b.csv") == b"y"

@@ -31,13 +31,11 @@ AWS_BLOCK_SECRET = "t2vAWSBLOCKsecret+NeverShown/0246813579"  # in AwsCredential
 def no_chain_keys(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The bucket with the manifest in it (put with the session's keys); then no client,
     and no keys in the environment, so only a block's keys can sign a request."""
-    import storage.s3
-
     put_manifest(s3_bucket)
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr(storage.s3, "_clients", {})
+    use_credentials(None)
     yield s3_bucket
     use_credentials(None)
 

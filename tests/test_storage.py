@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -348,3 +349,57 @@ def test_a_writer_killed_between_the_file_and_its_record_leaves_a_file_t2v_still
     (records / "b.mp4.json.9a8b7c.pending").write_text(json.dumps(pending))
     found = storage.stat("b.mp4")
     assert found is not None and found.metadata == {}
+
+
+@pytest.mark.parametrize("metadata", ["a string", ["a", "list"], 7, None])
+def test_a_pending_record_whose_metadata_is_not_an_object_is_ignored(
+    tmp_path: Path, metadata: object
+) -> None:
+    dest = tmp_path / "dest"
+    (dest / ".t2v").mkdir(parents=True)
+    (dest / "a.mp4").write_bytes(b"frames")
+    pending = {"sha256": hashlib.sha256(b"frames").hexdigest(), "metadata": metadata}
+    (dest / ".t2v" / "a.mp4.json.1f2e3d.pending").write_text(json.dumps(pending))
+    found = LocalStorage(dest).stat("a.mp4")
+    assert found is not None and found.metadata == {}
+
+
+def _left_an_hour_ago(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (time.time() - 3600,) * 2)
+    return path
+
+
+def test_temporaries_under_claims_and_shards_of_dead_writers_are_swept(tmp_path: Path) -> None:
+    ours = [
+        _left_an_hour_ago(tmp_path / ".t2v" / "claims" / ".t2v-k.mp4.json.ab12.tmp"),
+        _left_an_hour_ago(tmp_path / ".t2v" / "shards" / "run-1" / ".t2v-3.json.cd34.tmp"),
+    ]
+    theirs = _left_an_hour_ago(tmp_path / ".t2v" / "shards" / "run-1" / "notes.tmp")
+    removed = LocalStorage(tmp_path).remove_dead_temporaries()
+    assert removed == (
+        ".t2v/claims/.t2v-k.mp4.json.ab12.tmp",
+        ".t2v/shards/run-1/.t2v-3.json.cd34.tmp",
+    )
+    assert not any(path.exists() for path in ours) and theirs.exists()
+
+
+def test_pending_records_of_dead_writers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    records = tmp_path / ".t2v"
+    (tmp_path / "placed.mp4").write_bytes(b"frames")
+    digest = hashlib.sha256(b"frames").hexdigest()
+    record = json.dumps({"sha256": digest, "metadata": {"t2v-bytes": "6"}}).encode()
+    never_placed = _left_an_hour_ago(records / "lost.mp4.json.1a.pending", record)
+    placed = _left_an_hour_ago(records / "placed.mp4.json.2b.pending", record)
+    fresh = records / "new.mp4.json.3c.pending"
+    fresh.write_bytes(record)
+    live = _left_an_hour_ago(records / "slow.mp4.json.4d.pending", record)
+    with live.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a writer still copying holds it
+        removed = LocalStorage(tmp_path).remove_dead_temporaries()
+    assert removed == (".t2v/lost.mp4.json.1a.pending", ".t2v/placed.mp4.json.2b.pending")
+    assert not never_placed.exists() and not placed.exists()
+    assert fresh.exists() and live.exists()
+    # The placed file's writer died before recording it: adopted, not forgotten.
+    assert json.loads((records / "placed.mp4.json").read_text()) == {"t2v-bytes": "6"}

@@ -9,14 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from moto import mock_aws
 
-import storage.s3
 from storage import LocalStorage, S3Storage, Storage
 from storage.s3 import s3_client
 from tasks.encode import encode_mp4
 from tasks.publish import publish_video
 from tasks.stored import StoredKey, inspect_key, mp4_boxes_sound
+from tests.s3faults import mocked_s3
 
 KEY = "clip-0123456789ab.mp4"
 
@@ -32,10 +31,8 @@ def mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setattr(storage.s3, "_clients", {})
-    with mock_aws():
-        s3_client().create_bucket(Bucket="t2v-stored")
-        yield s3_client()
+    with mocked_s3("t2v-stored") as client:
+        yield client
 
 
 @pytest.fixture(params=["local", "s3"])
