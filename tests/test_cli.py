@@ -64,6 +64,47 @@ def test_check_of_a_clean_manifest_exits_0(capfd: pytest.CaptureFixture[str]) ->
     assert stdout.strip().endswith("8 valid, 0 invalid for ModelScope")
 
 
+def test_check_names_the_extra_columns_it_carries(capfd: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = t2v_main(capfd, "check", str(REPO / "examples" / "prompts.csv"))
+    assert code == 0
+    assert stdout.splitlines()[0].endswith(
+        "prompts.csv: t2v reads none of these columns and carries them to the results "
+        "untouched: `campaign`"
+    )
+
+
+def test_check_reports_every_broken_column_of_a_row_and_invisible_prompts(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,prompt,height\n../x,a cat,100\nblank,\u200b\u2060\ufeff,64\n")
+    code, stdout, _ = t2v_main(capfd, "check", str(manifest))
+    assert code == 1
+    assert stdout.splitlines() == [
+        "row 1 ('../x'): `id` must be 1–128 ASCII letters, digits, '.', '_' or '-' starting "
+        "with a letter or digit (a safe file name), got '../x'. `height` must be a multiple "
+        "of 8 in 64…1024, got '100'.",
+        "row 2 ('blank'): `prompt` must not be empty after trimming spaces and invisible "
+        "characters, got '\\u200b\\u2060\\ufeff'.",
+        f"{manifest}: 0 valid, 2 invalid for ModelScope",
+    ]
+
+
+def test_a_column_people_write_for_a_known_one_exits_2_naming_it(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,steps\na cat,4\n")
+    for command in ("check", "render"):
+        code, _, stderr = t2v_main(capfd, command, str(manifest), "--model", "tiny-random")
+        assert code == 2
+        assert stderr == (
+            f"t2v: error: {manifest} has a column `steps`, which t2v does not read: rename it "
+            "`num_inference_steps` to set that, or give it another name to keep it as an extra "
+            "column.\n"
+        )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -149,6 +190,9 @@ def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
     first = render_demo(tmp_path / "out", "--limit", "3", env=cli_env)
     assert first.returncode == 0, first.stderr
     _assert_clean(first.stderr)
+    # Said before rendering, once: a column meant as a setting is noticed in time.
+    notice = "carries them to the results untouched: `campaign`"
+    assert first.stderr.count(notice) == 1
     assert "3 ok" in first.stdout
     second = render_demo(tmp_path / "out", "--limit", "3", env=cli_env)
     assert second.returncode == 0, second.stderr
