@@ -4,7 +4,9 @@ renders, as the real command in a subprocess (exit codes, messages, clean output
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +128,10 @@ def test_usage_errors_exit_2_with_one_line(
     args: list[str],
     message: str,
 ) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    from huggingface_hub import constants
+
+    # HF_HUB_CACHE as huggingface_hub read it when this process imported it.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     if args[0] == "render" and "--out" not in args:
         args = [*args, "--out", str(tmp_path / "out")]
     code, _, stderr = t2v_main(capfd, *args)
@@ -214,6 +219,61 @@ def test_render_without_a_server_starts_a_temporary_one(
     _assert_clean(done.stderr)
     assert len(list(out.glob("*.mp4"))) == 2
     assert (out / "index.html").exists()
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_a_folder_with_a_bad_model_index_exits_2_before_prefect_starts(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model_index.json").write_text("[]")
+    code, _, stderr = t2v_main(
+        capfd, "render", "examples/prompts.csv", "--model", str(tmp_path / "model"),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2
+    assert stderr == (
+        f"t2v: error: {tmp_path / 'model'}/model_index.json is not a pipeline's index (a JSON "
+        "object with a `_class_name`): pass a folder saved with save_pretrained\n"
+    )
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path: Path) -> dict[str, str]:
+    """An environment without network: the Hub's endpoint a closed local port, no offline
+    mode, an empty Hugging Face cache."""
+    from tests.prefect_stack import free_port
+
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), OMP_NUM_THREADS="1")
+    env.pop("HF_HUB_OFFLINE")
+    return env
+
+
+@slow
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["check", "examples/prompts.csv", "--model", "acme/video"], "acme/video's model_index"),
+        (["models", "pull", "ms-1.7b"], "cannot download ali-vilab/text-to-video-ms-1.7b"),
+        (["render", "examples/prompts.csv", "--model", "ms-1.7b"], "weights of ali-vilab"),
+    ],
+)
+def test_an_unreachable_hub_is_said_at_once_with_what_works_offline(
+    unreachable_hub: dict[str, str], tmp_path: Path, args: list[str], problem: str
+) -> None:
+    if args[0] == "render":
+        args = [*args, "--out", str(tmp_path / "out")]
+    started = time.monotonic()
+    done = t2v(*args, env=unreachable_hub)
+    # Starting Python and torch takes seconds; huggingface_hub's retries took 26 s.
+    assert time.monotonic() - started < 15
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"t2v: error: {problem}")
+    assert f"the Hugging Face Hub at {unreachable_hub['HF_ENDPOINT']} cannot be reached" in line
+    assert "point HF_HUB_CACHE at it, and set HF_HUB_OFFLINE=1" in line
+    assert "models pull ms-1.7b" not in line  # no advice that fails the same way
 
 
 @pytest.mark.parametrize("kind", ["pickle", "code"])
