@@ -205,6 +205,42 @@ def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
 
 
 @slow
+def test_tiny_wan_renders_a_row_as_wide_as_its_rules_allow(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "wide.csv"
+    manifest.write_text("prompt,num_frames,height,width,num_inference_steps\na kite,1,16,1280,1\n")
+    done = t2v(
+        "render", str(manifest), "--model", "tiny-wan", "--out", str(tmp_path / "out"),
+        env=cli_env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 ok" in done.stdout
+
+
+@slow
+def test_a_results_csv_fed_back_keeps_both_status_columns(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "again.csv"
+    manifest.write_text(
+        "prompt,num_frames,height,width,num_inference_steps,status,manifest_status\n"
+        "a kite,2,64,64,1,failed,skipped\n"
+    )
+    done = t2v(
+        "render", str(manifest), "--model", "tiny-random", "--out", str(tmp_path / "out"),
+        env=cli_env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = csv.DictReader((tmp_path / "out" / "results.csv").open(encoding="utf-8-sig"))
+    assert (row["status"], row["manifest_status_2"], row["manifest_status"]) == (
+        "ok",
+        "failed",
+        "skipped",
+    )
+
+
+@slow
 def test_render_without_a_server_starts_a_temporary_one(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
