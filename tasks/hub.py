@@ -58,7 +58,6 @@ def hub_snapshot(repo: str, revision: str, variant: str | None, name: str) -> Pa
     user called the model, for `t2v models pull`."""
     from huggingface_hub import snapshot_download
 
-    _quiet()
     try:
         return Path(
             snapshot_download(repo, revision=revision, cache_dir=hub_cache(), local_files_only=True)
@@ -66,15 +65,22 @@ def hub_snapshot(repo: str, revision: str, variant: str | None, name: str) -> Pa
     except Exception:  # huggingface_hub raises several types for "not in the cache"
         missing = f"weights of {repo} ({revision}) are not in the Hugging Face cache"
         _check_reachable(f"{missing} at {hub_cache()}", name)
-    return pull(repo, revision, variant, name)
+    return _download(repo, revision, variant)
 
 
 def pull(repo: str, revision: str, variant: str | None, name: str) -> Path:
     """Download the files of `repo` that a pipeline of `variant` needs into the Hugging Face
-    cache: configs, tokenizers and safetensors of that variant; never pickles."""
+    cache (`t2v models pull`); `name` is what the user called the model."""
+    _check_reachable(f"cannot download {repo}", name)
+    return _download(repo, revision, variant)
+
+
+def _download(repo: str, revision: str, variant: str | None) -> Path:
+    """The files a pipeline of `variant` needs: configs, tokenizers and safetensors of that
+    variant; never pickles."""
     from huggingface_hub import snapshot_download
 
-    _check_reachable(f"cannot download {repo}", name)
+    _quiet()
     if variant:
         weights, ignored = [f"*.{variant}.safetensors", f"*.{variant}-*.safetensors"], []
     else:
