@@ -63,7 +63,10 @@ def test_the_rules_default_to_the_pipelines_own_defaults_and_let_them_through() 
 
 def test_one_step_is_refused_as_its_scheduler_cannot_take_it(tiny: Any) -> None:
     # shift_terminal stretches the schedule by its last sigma: 0 / 0 with a single step.
-    with pytest.raises(IndexError):
+    with (
+        pytest.warns(RuntimeWarning, match="invalid value encountered in divide"),
+        pytest.raises(IndexError),
+    ):
         render(tiny, [render_row(1, num_inference_steps=1)])
     manifest = parse_manifest(
         b"prompt,num_inference_steps\na,1\nb,2\n", "m.csv", rules=FAMILY.rules
