@@ -129,8 +129,10 @@ bench-slots: $(STAMP)
 bench-scale: $(STAMP)
 	$(PY) -m bench.scale
 
-# The GPU machine has torch, transformers and accelerate but no .venv: carry these
-# wheels in .whl/ (gitignored), then run `make bench-gpu` there with its own python3.
+# For a CUDA machine that has torch, transformers and accelerate but no .venv: copy these
+# wheels there in .whl/ (gitignored) with the repository, then run `make bench-gpu` with its
+# python3. imageio-ffmpeg 0.6.0 rather than constraints.txt's 0.8.1: its wheel is 29.5 MB
+# against 66 MB, small enough for a copy capped at 64 MiB, and bundles the same libx264.
 bench-wheels: $(STAMP)
 	$(PY) -m pip download --quiet --no-deps -d .whl diffusers==0.42.1 imageio-ffmpeg==0.6.0
 

@@ -203,6 +203,7 @@ def _preflight(request: Any, sharded: bool) -> None:
     locations the workers cannot share."""
     from flows.prefect_api import check_api
     from tasks.budget import check_budget
+    from tasks.columns import carried_notice
     from tasks.destination import check_destination, first_batch_bytes
     from tasks.manifest import read_header, read_manifest
     from tasks.presets import model_family, resolve_model
@@ -224,6 +225,8 @@ def _preflight(request: Any, sharded: bool) -> None:
         request.manifest,
         first_batch_bytes(manifest.rows, request.batch_size, total),
     )
+    if notice := carried_notice(manifest.extra_columns):
+        print(f"t2v: {notice}", file=sys.stderr)
 
 
 @contextmanager
@@ -272,11 +275,14 @@ def _report(outcome: Any, stopped_by: int | None) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from flows.parameters import defaults
+    from tasks.columns import carried_notice
     from tasks.manifest import read_manifest
     from tasks.presets import model_family
 
     family = model_family(args.model or defaults().model)
     manifest = read_manifest(args.manifest, rules=family.rules)
+    if notice := carried_notice(manifest.extra_columns):
+        print(f"{args.manifest}: {notice}")
     for row in manifest.invalid:
         print(f"row {row.line} ({row.id!r}): {row.error}")
     print(

@@ -49,6 +49,7 @@ from storage import open_storage
 from tasks import devices, interrupt
 from tasks.budget import check_budget
 from tasks.claims import Claims, Owner, take_rows
+from tasks.columns import carried_notice
 from tasks.destination import first_batch_bytes
 from tasks.errors import first_line
 from tasks.manifest import Manifest, RenderRow
@@ -142,6 +143,8 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
     manifest = prefect_tasks.read_manifest(
         request.manifest, limit=request.limit, rules=model.family.rules
     )
+    if notice := carried_notice(manifest.extra_columns):
+        get_run_logger().warning(notice)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     # Before any model loads or row renders: a destination that cannot take the results
     # must not cost a night of GPU time first.

@@ -9,6 +9,7 @@ from tasks.celltext import show
 from tasks.errors import ManifestError
 
 MAX_COLUMNS = 10_000
+SHOWN_EXTRAS = 10  # extra columns named in the notice before a run
 # A header cell this plain may be quoted in an error; others could be a line of a secrets
 # file given by mistake, so errors give their position instead.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 _.-]{1,40}")
@@ -26,6 +27,23 @@ KNOWN_COLUMNS = (
     "guidance_scale",
     "fps",
 )
+# Names people write for known columns (other tools' and libraries' names), after folding
+# case, '-' and spaces to '_'. Read as extra columns they would silently change nothing
+# (`steps` rendering every row at the default count), so they are refused with the real name.
+ALIASES = {
+    **dict.fromkeys(("text", "caption", "positive_prompt"), "prompt"),
+    **dict.fromkeys(("negative", "neg_prompt"), "negative_prompt"),
+    **dict.fromkeys(("random_seed", "rng_seed"), "seed"),
+    **dict.fromkeys(("frames", "n_frames", "nframes", "frame_count", "video_length"), "num_frames"),
+    **dict.fromkeys(("h", "video_height"), "height"),
+    **dict.fromkeys(("w", "video_width"), "width"),
+    **dict.fromkeys(
+        ("steps", "n_steps", "num_steps", "inference_steps", "sampling_steps"),
+        "num_inference_steps",
+    ),
+    **dict.fromkeys(("cfg", "cfg_scale", "guidance"), "guidance_scale"),
+    **dict.fromkeys(("frame_rate", "framerate", "frames_per_second"), "fps"),
+}
 
 
 def column_names(header: list[str], source: str) -> list[str]:
@@ -65,6 +83,11 @@ def column_names(header: list[str], source: str) -> list[str]:
         )
     if lookalikes:
         name, known = lookalikes[0]
+        if _folded(name) in ALIASES:
+            raise ManifestError(
+                f"{source} has a column {_quote(name)}, which t2v does not read: rename it "
+                f"`{known}` to set that, or give it another name to keep it as an extra column."
+            )
         raise ManifestError(
             f"{source} has a column {_quote(name)} that looks like `{known}`: rename it "
             f"`{known}`, or give it a name further from `{known}` to keep it as an extra column."
@@ -72,22 +95,43 @@ def column_names(header: list[str], source: str) -> list[str]:
     return columns
 
 
+def carried_notice(extra_columns: list[str]) -> str:
+    """The line a run shows before rendering about the columns it does not read ("" for
+    none), so that a column meant as a setting is noticed before the videos are."""
+    if not extra_columns:
+        return ""
+    shown = ", ".join(_quote(name) for name in extra_columns[:SHOWN_EXTRAS])
+    more = len(extra_columns) - SHOWN_EXTRAS
+    if more > 0:
+        shown += f" and {more:,} more"
+    return f"t2v reads none of these columns and carries them to the results untouched: {shown}"
+
+
 def _lookalikes(columns: list[str], present: set[str]) -> Iterator[tuple[str, str]]:
     """Each unknown column that looks like a known one, with that known name.
 
     Spelled the same up to case, '-', '_' and spaces, it looks like any known column;
-    within a few edits (1 for names of up to 4 letters, else 2), only like one the header
-    lacks, so that `seed` next to a deliberate `seeds` column stays allowed.
+    as one of its `ALIASES`, or within a few edits (1 for names of up to 4 letters, else 2),
+    only like one the header lacks, so that `seed` next to a deliberate `seeds` column, or
+    `prompt` next to a `caption`, stays allowed.
     """
     for name in columns:
         if name.lower() in KNOWN_COLUMNS:
             continue
-        folded = name.lower().replace("-", "_").replace(" ", "_")
+        folded = _folded(name)
+        alias = ALIASES.get(folded)
+        if alias is not None and alias not in present:
+            yield name, alias
+            continue
         for known in KNOWN_COLUMNS:
             edits = 1 if len(known) <= 4 else 2
             if folded == known or (known not in present and _within(folded, known, edits)):
                 yield name, known
                 break
+
+
+def _folded(name: str) -> str:
+    return name.lower().replace("-", "_").replace(" ", "_")
 
 
 def _within(a: str, b: str, edits: int) -> bool:

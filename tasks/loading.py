@@ -1,12 +1,9 @@
-"""Loading a pipeline safely: safetensors only, never code from a model folder, and from the
-Hub only the files a pipeline needs; then placing it on its device as memory allows.
-
-Over 250 lines because every way weights arrive (a folder, the Hub cache, a download) and
-every check on them before anything is trusted belong to one concern.
-"""
+"""Loading a saved pipeline safely: safetensors only, never code from a model folder; then
+placing it on its device as memory allows. Fetching from the Hub is tasks/hub.py."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -22,35 +19,19 @@ COMPILE_ENV = "T2V_COMPILE"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # A model folder may name components of these libraries only (model_index.json), and
 # holds weights as safetensors: pickles run code when they load.
-COMPONENT_LIBRARIES = frozenset({"diffusers", "transformers", None})
+LIBRARIES = ("diffusers", "transformers")
+COMPONENT_LIBRARIES = frozenset({*LIBRARIES, None})
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# What from_pretrained reads besides weights: configs, tokenizer vocabularies.
-HUB_CONFIG_PATTERNS = ["*.json", "*.txt", "*.model"]
-HALF_VARIANTS = ("fp16", "bf16")
 
 
 def folder_family(folder: Path) -> Family:
     """The family of a saved pipeline, from model_index.json alone, after checking that
     loading it would trust nothing it should not."""
     index = check_pipeline_folder(folder)
-    return family_for_class(str(index.get("_class_name")), f"{folder}/model_index.json")
-
-
-def index_family(repo: str, revision: str) -> Family:
-    """The family of a Hub repo, from its model_index.json alone (cached, else fetched)."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        index = Path(
-            hf_hub_download(repo, "model_index.json", revision=revision, cache_dir=hub_cache())
-        )
-        class_name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
-    except Exception as exc:  # offline, not cached, no such repo, not a pipeline
-        raise ModelLoadError(
-            f"cannot read {repo}'s model_index.json ({first_line(exc)}): fetch the model once "
-            f"with `t2v models pull {repo}`"
-        ) from exc
-    return family_for_class(str(class_name), f"{repo}/model_index.json")
+    family = family_for_class(str(index.get("_class_name")), f"{folder}/model_index.json")
+    for name, entry in sorted(index.items()):
+        _check_component_class(folder, name, entry)
+    return family
 
 
 def check_pipeline_folder(folder: Path) -> dict[str, Any]:
@@ -70,6 +51,11 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
             f"{folder} has no model_index.json that can be read ({first_line(exc)}): "
             "pass a folder saved with save_pretrained"
         ) from exc
+    if not isinstance(index, dict) or not isinstance(index.get("_class_name"), str):
+        raise ModelLoadError(
+            f"{folder}/model_index.json is not a pipeline's index (a JSON object with a "
+            "`_class_name`): pass a folder saved with save_pretrained"
+        )
     for name, entry in sorted(index.items()):
         if isinstance(entry, list) and entry and entry[0] not in COMPONENT_LIBRARIES:
             raise ModelLoadError(
@@ -86,6 +72,21 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
                 "save_pretrained(safe_serialization=True)"
             )
     return dict(index)
+
+
+def _check_component_class(folder: Path, name: str, entry: object) -> None:
+    """A component's class must be one its library has: found out here, in a second, not
+    after the other components have loaded."""
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in LIBRARIES):
+        return  # a pipeline setting, or a component saved as absent ([null, null])
+    library, class_name = entry
+    module = importlib.import_module(library)
+    # Both libraries import lazily: dir() lists every class without importing its module.
+    if class_name not in dir(module):
+        raise ModelLoadError(
+            f"{folder}/model_index.json takes `{name}` as {class_name!r} from {library} "
+            f"{module.__version__}, which has no such class: re-save the pipeline with it"
+        )
 
 
 def folder_variant(folder: Path) -> str | None:
@@ -171,72 +172,6 @@ def _bytes_off_gpu(pipe: Any) -> int:
     )
 
 
-def hub_snapshot(repo: str, revision: str, variant: str | None, name: str) -> Path:
-    """The folder of `repo` at `revision` in the Hugging Face cache; the files a pipeline
-    needs are downloaded first if missing, unless HF_HUB_OFFLINE is set. `name` is what
-    the user called the model, for `t2v models pull`."""
-    from huggingface_hub import snapshot_download
-
-    cache = hub_cache()
-    try:
-        return Path(
-            snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=True)
-        )
-    except Exception as exc:  # huggingface_hub raises several types for "not in the cache"
-        missing = f"weights of {repo} ({revision}) are not in the Hugging Face cache at {cache}"
-        fetch = (
-            f"fetch them once with `t2v models pull {name}` (only the files it needs), "
-            "or try `--model tiny-random` offline"
-        )
-        if hub_offline():
-            raise ModelLoadError(f"{missing} and HF_HUB_OFFLINE is set: {fetch}") from exc
-    try:
-        return pull(repo, revision, variant)
-    except ModelLoadError as exc:
-        raise ModelLoadError(f"{missing} and {exc}: {fetch}") from exc
-
-
-def pull(repo: str, revision: str, variant: str | None) -> Path:
-    """Download the files of `repo` that a pipeline of `variant` needs into the Hugging Face
-    cache: configs, tokenizers and safetensors of that variant; never pickles."""
-    from huggingface_hub import snapshot_download
-
-    if hub_offline():
-        raise ModelLoadError(f"cannot download {repo}: HF_HUB_OFFLINE is set")
-    if variant:
-        weights, ignored = [f"*.{variant}.safetensors", f"*.{variant}-*.safetensors"], []
-    else:
-        weights = ["*.safetensors"]
-        ignored = [f"*.{half}{end}" for half in HALF_VARIANTS for end in (".*", "-*")]
-    try:
-        return Path(
-            snapshot_download(
-                repo,
-                revision=revision,
-                cache_dir=hub_cache(),
-                allow_patterns=[*HUB_CONFIG_PATTERNS, *weights],
-                ignore_patterns=ignored,
-            )
-        )
-    except Exception as exc:  # network, authentication, a repo that does not exist...
-        raise ModelLoadError(f"cannot download {repo} ({revision}): {first_line(exc)}") from exc
-
-
-def hub_offline() -> bool:
-    """Whether HF_HUB_OFFLINE forbids downloads, read as huggingface_hub reads it."""
-    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_cache() -> Path:
-    """Where huggingface_hub keeps models, read from the environment as it reads it."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"
-    )
-    return Path(home).expanduser() / "hub"
-
-
 def compile_mode() -> str | None:
     """The `torch.compile` mode that `T2V_COMPILE` asks for: unset or 0 is off, 1 the default."""
     value = os.environ.get(COMPILE_ENV, "").strip()
@@ -260,11 +195,14 @@ def compile_denoiser(pipe: Any, family: Family, mode: str) -> None:
 
 
 def quiet_libraries() -> None:
-    """Keep diffusers' and transformers' notices (ModelScope's pipeline is deprecated) and
-    info logs out of users' output. Their loggers' levels, set once for the process: a
-    context around every render would race with the threads publishing beside it."""
+    """Keep diffusers' and transformers' notices (ModelScope's pipeline is deprecated), info
+    logs and progress bars out of users' output. Set once for the process: a context around
+    every render would race with the threads publishing beside it."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    # "Loading pipeline components…" and "Loading weights" bars, on every load.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from tasks.celltext import NOT_TEXT, printable, show
+from tasks.celltext import NOT_TEXT, printable, show, visible
 from tasks.columns import KNOWN_COLUMNS, column_names
 from tasks.csvstream import open_manifest, read_records
 from tasks.errors import ManifestError, RowError
@@ -23,6 +23,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Derived seeds stay below 10**15, the 15 significant digits a spreadsheet keeps, so a
 # manifest saved back from one still holds the same seeds (2**53 would allow 16 digits).
 MAX_DERIVED_SEED = 2**49 - 1
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ def _parse(stream: BinaryIO, source: str, limit: int | None, rules: ManifestRule
     """Validate every row (the first `limit` ones when given); `source` names it in errors.
 
     Only a manifest unusable as a whole raises `ManifestError`; a bad row becomes an
-    `InvalidRow` whose error is one sentence about its first problem, in column order.
+    `InvalidRow` whose error has a sentence for each broken column, in column order.
     """
     # 1. Check the header; the records after it are decoded as they are read
     columns, records = _open(stream, source)
@@ -118,13 +119,23 @@ def _parse(stream: BinaryIO, source: str, limit: int | None, rules: ManifestRule
         cells = _cells(columns, record)
         row_id = cells.get("id", "").strip() or f"row-{line}"
         first_line = first_line_of.setdefault(row_id, line)
-        try:
-            _check_width(record, columns)
-            _check_text(cells)
-            rows.append(_parse_row(line, row_id, cells, first_line, rules, numbers))
-        except RowError as exc:
+        errors = _RowErrors()
+        if len(record) > len(columns):
+            # A short row is fine (its missing cells are empty); a long one has cells with
+            # no column.
+            errors.add(
+                "",
+                f"the row must have at most {len(columns)} cells, one per column of the "
+                f"header, got {len(record)}.",
+            )
+        for name, cell in cells.items():
+            errors.check(name, _check_text, name, cell)
+        row = _parse_row(line, row_id, cells, first_line, rules, numbers, errors)
+        if row is None:
             shown = {name: printable(cell) for name, cell in cells.items()}
-            invalid.append(InvalidRow(line, printable(row_id), str(exc), shown))
+            invalid.append(InvalidRow(line, printable(row_id), errors.sentence(), shown))
+        else:
+            rows.append(row)
     if line == 0:
         raise ManifestError(f"{source} has a header but no data rows.")
     return Manifest(rows, invalid, extra_columns)
@@ -146,29 +157,45 @@ def _cells(columns: list[str], record: list[str]) -> dict[str, str]:
     }
 
 
-def _check_text(cells: dict[str, str]) -> None:
-    """Every cell must be UTF-8 text without NUL; the first one that is not names its column."""
-    for name, cell in cells.items():
-        found = NOT_TEXT.search(cell)
-        if found is None:
-            continue
-        where = f"at character {found.start() + 1}"
-        if found.group() == "\x00":
-            raise RowError(f"`{name}` must not hold a NUL character, got one {where}.")
-        byte = ord(found.group()) - 0xDC00
-        raise RowError(
-            f"`{name}` must be UTF-8 text, got the byte {byte:#04x} {where}: "
-            "save the manifest as UTF-8 CSV."
-        )
+class _RowErrors:
+    """A row's problems: the first one of each column, in the order they were found."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, str] = {}
+
+    def add(self, column: str, sentence: str) -> None:
+        self._found.setdefault(column, sentence)
+
+    def check(self, column: str, check: Callable[..., _T], *args: Any) -> _T | None:
+        """`check(*args)`, or None once it raises `RowError` or `column` is already broken."""
+        if column in self._found:
+            return None
+        try:
+            return check(*args)
+        except RowError as exc:
+            self.add(column, str(exc))
+            return None
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def sentence(self) -> str:
+        return " ".join(self._found.values())
 
 
-def _check_width(record: list[str], columns: list[str]) -> None:
-    # A short row is fine (its missing cells are empty); a long one has cells with no column.
-    if len(record) > len(columns):
-        raise RowError(
-            f"the row must have at most {len(columns)} cells, one per column of the header, "
-            f"got {len(record)}."
-        )
+def _check_text(name: str, cell: str) -> None:
+    """A cell must be UTF-8 text without NUL."""
+    found = NOT_TEXT.search(cell)
+    if found is None:
+        return
+    where = f"at character {found.start() + 1}"
+    if found.group() == "\x00":
+        raise RowError(f"`{name}` must not hold a NUL character, got one {where}.")
+    byte = ord(found.group()) - 0xDC00
+    raise RowError(
+        f"`{name}` must be UTF-8 text, got the byte {byte:#04x} {where}: "
+        "save the manifest as UTF-8 CSV."
+    )
 
 
 def _parse_row(
@@ -178,21 +205,23 @@ def _parse_row(
     first_line: int,
     rules: ManifestRules,
     numbers: tuple[NumberColumn, ...],
-) -> RenderRow:
+    errors: _RowErrors,
+) -> RenderRow | None:
+    """The row with its defaults filled in; None when `errors` holds any of its problems."""
     # 1. Check the text columns, in the order errors are reported
     prompt = cells.get("prompt", "").strip()
-    if not prompt:
-        raise RowError(
-            f"`prompt` must not be empty after trimming, got {show(cells.get('prompt', ''))}."
-        )
-    _check_length("prompt", prompt)
-    _check_id(row_id, line, first_line)
+    errors.check("prompt", _check_prompt, prompt, cells.get("prompt", ""))
+    errors.check("id", _check_id, row_id, line, first_line)
     negative_prompt = cells.get("negative_prompt", "").strip()
-    _check_length("negative_prompt", negative_prompt)
+    errors.check("negative_prompt", _check_length, "negative_prompt", negative_prompt)
     # 2. Check the numbers, then the size of the video they describe
-    values = {c.name: c.parse(cells.get(c.name, "").strip()) for c in numbers}
-    num_frames, height, width = (int(values[name]) for name in ("num_frames", "height", "width"))
-    check_voxels(num_frames, height, width, rules)
+    parsed = {c.name: errors.check(c.name, c.parse, cells.get(c.name, "").strip()) for c in numbers}
+    values = {name: value for name, value in parsed.items() if value is not None}
+    if {"num_frames", "height", "width"} <= values.keys():
+        shape = (int(values["num_frames"]), int(values["height"]), int(values["width"]))
+        errors.check("num_frames × height × width", check_voxels, *shape, rules)
+    if errors:
+        return None
     seed = int(values["seed"])
     return RenderRow(
         line=line,
@@ -200,14 +229,23 @@ def _parse_row(
         prompt=prompt,
         negative_prompt=negative_prompt or rules.negative_prompt,
         seed=seed if seed >= 0 else derived_seed(row_id),
-        num_frames=num_frames,
-        height=height,
-        width=width,
+        num_frames=int(values["num_frames"]),
+        height=int(values["height"]),
+        width=int(values["width"]),
         num_inference_steps=int(values["num_inference_steps"]),
         guidance_scale=float(values["guidance_scale"]),
         fps=int(values["fps"]),
         extra={name: cell for name, cell in cells.items() if name not in KNOWN_COLUMNS},
     )
+
+
+def _check_prompt(prompt: str, cell: str) -> None:
+    if not visible(prompt):
+        raise RowError(
+            "`prompt` must not be empty after trimming spaces and invisible characters, "
+            f"got {show(cell)}."
+        )
+    _check_length("prompt", prompt)
 
 
 def _check_length(column: str, text: str) -> None:

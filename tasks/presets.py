@@ -14,7 +14,8 @@ from tasks.contenthash import folder_digest
 from tasks.errors import ModelLoadError
 from tasks.families import FAMILIES, Family, family_named
 from tasks.families.base import PresetInfo
-from tasks.loading import folder_family, folder_variant, hub_snapshot, index_family, pull
+from tasks.hub import hub_snapshot, index_family, pull
+from tasks.loading import folder_family, folder_variant
 
 # The revision presets take from the Hub. Output keys hash the commit it resolves to in
 # the cache, so other weights never reuse an old video's key.
@@ -150,9 +151,9 @@ def pull_model(model: str) -> Path:
     """`t2v models pull NAME|ORG/REPO`: fetch the files it needs into the Hugging Face cache."""
     preset = PRESETS.get(model)
     if preset is not None and preset.info.repo and not preset.random:
-        return pull(preset.info.repo, HUB_REVISION, preset.info.variant)
+        return pull(preset.info.repo, HUB_REVISION, preset.info.variant, model)
     if preset is None and HUB_REPO_ID.fullmatch(model):
-        return pull(model, HUB_REVISION, None)
+        return pull(model, HUB_REVISION, None, model)
     hub = [name for name, preset in PRESETS.items() if preset.info.repo and not preset.random]
     raise ModelLoadError(
         f"{model!r} has nothing to pull: use one of {', '.join(hub)} or a Hub repo id ORG/NAME"

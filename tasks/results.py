@@ -190,7 +190,7 @@ def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
     UTF-8 with a BOM, so spreadsheets do not read prompts as Latin-1."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    header = [*RESULT_COLUMNS, *(_extra_header(name) for name in extra_columns)]
+    header = [*RESULT_COLUMNS, *_extra_headers(extra_columns)]
     writer.writerow([_csv_cell(name) for name in header])
     for result in results:
         cells = [getattr(result, column) for column in RESULT_COLUMNS]
@@ -199,9 +199,21 @@ def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
     return buffer.getvalue().encode("utf-8-sig")
 
 
-def _extra_header(name: str) -> str:
-    """A manifest column named like a results column (a results.csv fed back in) is renamed."""
-    return f"manifest_{name}" if name.lower() in RESULT_COLUMNS else name
+def _extra_headers(extra_columns: list[str]) -> list[str]:
+    """The extra columns' headers: one named like a results column (a results.csv fed back
+    in) becomes `manifest_<name>`, numbered from 2 past any header already taken, so that
+    every header stays unique (up to case, as a spreadsheet compares them)."""
+    taken = {name.lower() for name in [*RESULT_COLUMNS, *extra_columns]}
+    headers = []
+    for name in extra_columns:
+        if name.lower() in RESULT_COLUMNS:
+            renamed, number = f"manifest_{name}", 2
+            while renamed.lower() in taken:
+                renamed, number = f"manifest_{name}_{number}", number + 1
+            taken.add(renamed.lower())
+            name = renamed
+        headers.append(name)
+    return headers
 
 
 def _csv_cell(value: Cell) -> str:

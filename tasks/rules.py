@@ -30,6 +30,7 @@ class ManifestRules:
     height: int = 256
     width: int = 256
     num_inference_steps: int = 25
+    min_inference_steps: int = 1
     guidance_scale: float = 9.0
     fps: int = 8
     negative_prompt: str = ""
@@ -145,7 +146,14 @@ def number_columns(rules: ManifestRules) -> tuple[NumberColumn, ...]:
         ),
         size("height", rules.height),
         size("width", rules.width),
-        NumberColumn("num_inference_steps", int, rules.num_inference_steps, 1, 150),
+        NumberColumn(
+            "num_inference_steps",
+            int,
+            rules.num_inference_steps,
+            rules.min_inference_steps,
+            150,
+            family=family,
+        ),
         NumberColumn("guidance_scale", float, rules.guidance_scale, 0, 30),
         NumberColumn("fps", int, rules.fps, 1, 60),
     )

@@ -4,7 +4,9 @@ renders, as the real command in a subprocess (exit codes, messages, clean output
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,47 @@ def test_check_of_a_clean_manifest_exits_0(capfd: pytest.CaptureFixture[str]) ->
     assert stdout.strip().endswith("8 valid, 0 invalid for ModelScope")
 
 
+def test_check_names_the_extra_columns_it_carries(capfd: pytest.CaptureFixture[str]) -> None:
+    code, stdout, _ = t2v_main(capfd, "check", str(REPO / "examples" / "prompts.csv"))
+    assert code == 0
+    assert stdout.splitlines()[0].endswith(
+        "prompts.csv: t2v reads none of these columns and carries them to the results "
+        "untouched: `campaign`"
+    )
+
+
+def test_check_reports_every_broken_column_of_a_row_and_invisible_prompts(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,prompt,height\n../x,a cat,100\nblank,\u200b\u2060\ufeff,64\n")
+    code, stdout, _ = t2v_main(capfd, "check", str(manifest))
+    assert code == 1
+    assert stdout.splitlines() == [
+        "row 1 ('../x'): `id` must be 1–128 ASCII letters, digits, '.', '_' or '-' starting "
+        "with a letter or digit (a safe file name), got '../x'. `height` must be a multiple "
+        "of 8 in 64…1024, got '100'.",
+        "row 2 ('blank'): `prompt` must not be empty after trimming spaces and invisible "
+        "characters, got '\\u200b\\u2060\\ufeff'.",
+        f"{manifest}: 0 valid, 2 invalid for ModelScope",
+    ]
+
+
+def test_a_column_people_write_for_a_known_one_exits_2_naming_it(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,steps\na cat,4\n")
+    for command in ("check", "render"):
+        code, _, stderr = t2v_main(capfd, command, str(manifest), "--model", "tiny-random")
+        assert code == 2
+        assert stderr == (
+            f"t2v: error: {manifest} has a column `steps`, which t2v does not read: rename it "
+            "`num_inference_steps` to set that, or give it another name to keep it as an extra "
+            "column.\n"
+        )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -85,7 +128,10 @@ def test_usage_errors_exit_2_with_one_line(
     args: list[str],
     message: str,
 ) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    from huggingface_hub import constants
+
+    # HF_HUB_CACHE as huggingface_hub read it when this process imported it.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     if args[0] == "render" and "--out" not in args:
         args = [*args, "--out", str(tmp_path / "out")]
     code, _, stderr = t2v_main(capfd, *args)
@@ -149,10 +195,49 @@ def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
     first = render_demo(tmp_path / "out", "--limit", "3", env=cli_env)
     assert first.returncode == 0, first.stderr
     _assert_clean(first.stderr)
+    # Said before rendering, once: a column meant as a setting is noticed in time.
+    notice = "carries them to the results untouched: `campaign`"
+    assert first.stderr.count(notice) == 1
     assert "3 ok" in first.stdout
     second = render_demo(tmp_path / "out", "--limit", "3", env=cli_env)
     assert second.returncode == 0, second.stderr
     assert "3 skipped" in second.stdout
+
+
+@slow
+def test_tiny_wan_renders_a_row_as_wide_as_its_rules_allow(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "wide.csv"
+    manifest.write_text("prompt,num_frames,height,width,num_inference_steps\na kite,1,16,1280,1\n")
+    done = t2v(
+        "render", str(manifest), "--model", "tiny-wan", "--out", str(tmp_path / "out"),
+        env=cli_env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 ok" in done.stdout
+
+
+@slow
+def test_a_results_csv_fed_back_keeps_both_status_columns(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "again.csv"
+    manifest.write_text(
+        "prompt,num_frames,height,width,num_inference_steps,status,manifest_status\n"
+        "a kite,2,64,64,1,failed,skipped\n"
+    )
+    done = t2v(
+        "render", str(manifest), "--model", "tiny-random", "--out", str(tmp_path / "out"),
+        env=cli_env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (row,) = csv.DictReader((tmp_path / "out" / "results.csv").open(encoding="utf-8-sig"))
+    assert (row["status"], row["manifest_status_2"], row["manifest_status"]) == (
+        "ok",
+        "failed",
+        "skipped",
+    )
 
 
 @slow
@@ -170,6 +255,61 @@ def test_render_without_a_server_starts_a_temporary_one(
     _assert_clean(done.stderr)
     assert len(list(out.glob("*.mp4"))) == 2
     assert (out / "index.html").exists()
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_a_folder_with_a_bad_model_index_exits_2_before_prefect_starts(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model_index.json").write_text("[]")
+    code, _, stderr = t2v_main(
+        capfd, "render", "examples/prompts.csv", "--model", str(tmp_path / "model"),
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert code == 2
+    assert stderr == (
+        f"t2v: error: {tmp_path / 'model'}/model_index.json is not a pipeline's index (a JSON "
+        "object with a `_class_name`): pass a folder saved with save_pretrained\n"
+    )
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path: Path) -> dict[str, str]:
+    """An environment without network: the Hub's endpoint a closed local port, no offline
+    mode, an empty Hugging Face cache."""
+    from tests.prefect_stack import free_port
+
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), OMP_NUM_THREADS="1")
+    env.pop("HF_HUB_OFFLINE")
+    return env
+
+
+@slow
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["check", "examples/prompts.csv", "--model", "acme/video"], "acme/video's model_index"),
+        (["models", "pull", "ms-1.7b"], "cannot download ali-vilab/text-to-video-ms-1.7b"),
+        (["render", "examples/prompts.csv", "--model", "ms-1.7b"], "weights of ali-vilab"),
+    ],
+)
+def test_an_unreachable_hub_is_said_at_once_with_what_works_offline(
+    unreachable_hub: dict[str, str], tmp_path: Path, args: list[str], problem: str
+) -> None:
+    if args[0] == "render":
+        args = [*args, "--out", str(tmp_path / "out")]
+    started = time.monotonic()
+    done = t2v(*args, env=unreachable_hub)
+    # Starting Python and torch takes seconds; huggingface_hub's retries took 26 s.
+    assert time.monotonic() - started < 15
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"t2v: error: {problem}")
+    assert f"the Hugging Face Hub at {unreachable_hub['HF_ENDPOINT']} cannot be reached" in line
+    assert "point HF_HUB_CACHE at it, and set HF_HUB_OFFLINE=1" in line
+    assert "models pull ms-1.7b" not in line  # no advice that fails the same way
 
 
 @pytest.mark.parametrize("kind", ["pickle", "code"])

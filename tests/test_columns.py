@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tasks.columns import MAX_COLUMNS
+from tasks.columns import MAX_COLUMNS, carried_notice
 from tasks.errors import ManifestError
 from tests.factories import parse, table
 
@@ -37,6 +37,57 @@ def test_a_column_that_looks_like_a_known_one_stops_the_manifest(column: str, kn
         f"test.csv has a column `{column}` that looks like `{known}`: rename it `{known}`, "
         f"or give it a name further from `{known}` to keep it as an extra column."
     )
+
+
+@pytest.mark.parametrize(
+    ("column", "known"),
+    [
+        ("steps", "num_inference_steps"),
+        ("Num Steps", "num_inference_steps"),
+        ("frames", "num_frames"),
+        ("n_frames", "num_frames"),
+        ("video_length", "num_frames"),
+        ("cfg", "guidance_scale"),
+        ("CFG-Scale", "guidance_scale"),
+        ("guidance", "guidance_scale"),
+        ("negative", "negative_prompt"),
+        ("frame rate", "fps"),
+        ("random_seed", "seed"),
+        ("W", "width"),
+    ],
+)
+def test_a_name_people_write_for_a_known_column_is_refused_with_the_real_name(
+    column: str, known: str
+) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse(table(["prompt", column], ["a cat", "7"]))
+    assert str(caught.value) == (
+        f"test.csv has a column `{column}`, which t2v does not read: rename it `{known}` "
+        "to set that, or give it another name to keep it as an extra column."
+    )
+
+
+def test_an_alias_next_to_its_known_column_is_an_extra_column() -> None:
+    manifest = parse(
+        table(["prompt", "caption", "steps", "num_inference_steps"], ["a", "b", "c", "4"])
+    )
+    assert manifest.extra_columns == ["caption", "steps"]
+    assert manifest.rows[0].num_inference_steps == 4
+
+
+def test_a_caption_column_without_a_prompt_column_is_named() -> None:
+    with pytest.raises(ManifestError, match="did you mean its column `Caption`"):
+        parse(table(["id", "Caption"], ["a", "a cat"]))
+
+
+def test_the_notice_names_the_extra_columns_and_counts_the_rest() -> None:
+    assert carried_notice([]) == ""
+    assert carried_notice(["Campaign", "owner"]) == (
+        "t2v reads none of these columns and carries them to the results untouched: "
+        "`Campaign`, `owner`"
+    )
+    many = carried_notice([f"c{n}" for n in range(1_012)])
+    assert many.endswith("`c8`, `c9` and 1,002 more")
 
 
 def test_a_known_column_in_odd_case_and_spaces_is_used() -> None:

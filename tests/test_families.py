@@ -107,3 +107,32 @@ def test_a_batch_gives_the_frames_of_each_row_rendered_alone(preset: str) -> Non
         difference = np.abs(video.frames.astype(int) - alone.frames.astype(int))
         assert difference.max() <= 1
         assert (difference > 0).mean() < 0.001
+
+
+def _extreme_rows(preset: str) -> list[str]:
+    """Manifest rows at the edges of what the preset's rules accept, with its fewest steps:
+    the most frames at the smallest size, and the largest height and width each at one frame."""
+    rules = PRESETS[preset].family.rules
+    step = rules.size_multiple
+    low, high = -(-rules.min_size // step) * step, rules.max_size // step * step
+    most = rules.max_frames - (rules.max_frames - 1) % rules.frame_step
+    steps = rules.min_inference_steps
+    return [f"{most},{low},{low},{steps}", f"1,{low},{high},{steps}", f"1,{high},{low},{steps}"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset", "row"), [(preset, row) for preset in TINY for row in _extreme_rows(preset)]
+)
+def test_a_tiny_preset_renders_every_shape_its_rules_accept(preset: str, row: str) -> None:
+    manifest = parse_manifest(
+        f"prompt,num_frames,height,width,num_inference_steps\na kite,{row}\n".encode(),
+        "m.csv",
+        rules=PRESETS[preset].family.rules,
+    )
+    assert not manifest.invalid, manifest.invalid
+    result = render_rows(resolve_model(preset), "cpu", manifest.rows)
+    (video,) = result.outcomes
+    assert isinstance(video, RenderedVideo), video
+    frames, height, width, _ = map(int, row.split(","))
+    assert video.frames.shape == (frames, height, width, 3)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tasks.families.ltx import LTXVideo
-from tasks.manifest import RenderRow
+from tasks.manifest import RenderRow, parse_manifest
 from tests.factories import render_row
 
 FAMILY = LTXVideo()
@@ -59,6 +59,22 @@ def test_the_rules_default_to_the_pipelines_own_defaults_and_let_them_through() 
         assert size % rules.size_multiple == 0 and rules.min_size <= size <= rules.max_size
     assert rules.num_frames <= rules.max_frames
     assert rules.num_frames * rules.height * rules.width <= rules.max_voxels
+
+
+def test_one_step_is_refused_as_its_scheduler_cannot_take_it(tiny: Any) -> None:
+    # shift_terminal stretches the schedule by its last sigma: 0 / 0 with a single step.
+    with (
+        pytest.warns(RuntimeWarning, match="invalid value encountered in divide"),
+        pytest.raises(IndexError),
+    ):
+        render(tiny, [render_row(1, num_inference_steps=1)])
+    manifest = parse_manifest(
+        b"prompt,num_inference_steps\na,1\nb,2\n", "m.csv", rules=FAMILY.rules
+    )
+    assert [row.num_inference_steps for row in manifest.rows] == [2]
+    assert manifest.invalid[0].error == (
+        "`num_inference_steps` must be an integer in 2…150 for LTX-Video, got 1 (nearest: 2)."
+    )
 
 
 def test_long_prompts_count_more_tokens_than_the_limit(tiny: Any) -> None:

@@ -186,11 +186,25 @@ def test_text_columns_are_trimmed_and_bounded() -> None:
         )
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", "\t\n"])
-def test_an_empty_prompt_is_invalid(prompt: str) -> None:
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        *("", "   ", "\t\n", "\u00a0\u00a0"),
+        # Zero-width, joiners and other format characters, fillers, and mixes with spaces.
+        *("\u200b", "\u200c\u200d", "\u2060", "\ufeff", " \u200b \u00ad "),
+        *("\u3164", "\u2800\u2800", "\u180e", "\u202e\u200e", "\ufe0f"),
+    ],
+)
+def test_a_prompt_with_nothing_visible_is_invalid(prompt: str) -> None:
     assert error_of(id="quiet", prompt=prompt) == (
-        f"`prompt` must not be empty after trimming, got {prompt!r}."
+        "`prompt` must not be empty after trimming spaces and invisible characters, "
+        f"got {prompt!r}."
     )
+
+
+@pytest.mark.parametrize("prompt", ["a\u200bcat", "\u200bcat", "🦊", "猫", "\u00a0."])
+def test_a_prompt_with_a_visible_character_is_valid(prompt: str) -> None:
+    assert isinstance(one_row(prompt=prompt), RenderRow)
 
 
 # Ids
@@ -242,25 +256,33 @@ def test_a_default_id_collides_with_the_same_explicit_id() -> None:
     assert "which data row 1 already has" in manifest.invalid[0].error
 
 
-# One error per row: the first problem in DESIGN's column order
+# Every broken column of a row in one error, in DESIGN's column order
 
 
 @pytest.mark.parametrize(
-    ("cells", "column"),
+    ("cells", "columns"),
     [
-        ({"prompt": "", "id": "../x", "height": "100"}, "prompt"),
-        ({"id": "../x", "negative_prompt": "n" * 2001, "height": "100"}, "id"),
-        ({"negative_prompt": "n" * 2001, "seed": "-1"}, "negative_prompt"),
-        ({"seed": "-1", "num_frames": "0"}, "seed"),
-        ({"height": "100", "width": "100", "fps": "0"}, "height"),
-        ({"num_inference_steps": "0", "guidance_scale": "nan", "fps": "0"}, "num_inference_steps"),
-        ({"guidance_scale": "nan", "fps": "0"}, "guidance_scale"),
+        ({"prompt": "", "id": "../x", "height": "100"}, ["prompt", "id", "height"]),
+        ({"id": "../x", "negative_prompt": "n" * 2001}, ["id", "negative_prompt"]),
+        ({"seed": "-1", "num_frames": "0"}, ["seed", "num_frames"]),
+        ({"height": "100", "width": "100", "fps": "0"}, ["height", "width", "fps"]),
+        (
+            {"num_inference_steps": "0", "guidance_scale": "nan", "fps": "0"},
+            ["num_inference_steps", "guidance_scale", "fps"],
+        ),
+        ({"prompt": "a\x00b", "seed": "x"}, ["prompt", "seed"]),
     ],
 )
-def test_a_row_reports_only_its_first_problem(cells: dict[str, str], column: str) -> None:
+def test_a_row_reports_every_broken_column(cells: dict[str, str], columns: list[str]) -> None:
     error = error_of(**cells)
-    assert error.startswith(f"`{column}` ")
-    assert error.count("`") == 2 and "; " not in error  # one sentence about one column
+    sentences = re.split(r"(?<=\.) (?=`)", error)
+    assert [re.findall(r"^`(\w+)`", sentence)[0] for sentence in sentences] == columns
+
+
+def test_a_row_too_large_is_reported_with_its_other_problems() -> None:
+    error = error_of(id="../x", num_frames="128", height="1024", width="1024")
+    assert error.startswith("`id` must be 1–128 ASCII letters")
+    assert error.endswith("got 128×1024×1024 = 134,217,728.")
 
 
 def test_a_repeated_id_is_reported_before_bad_numbers() -> None:

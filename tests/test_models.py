@@ -171,27 +171,37 @@ def test_unknown_model_lists_the_presets() -> None:
         resolve_model("nope")
 
 
-def test_missing_real_weights_say_where_and_how(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache, as HF_HUB_CACHE would name it: huggingface_hub read
+    the variable when this process imported it, so its setting is changed instead."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_missing_real_weights_say_where_and_what_works_offline(hub_cache: Path) -> None:
     with pytest.raises(ModelLoadError) as caught:
         resolve_model("ms-1.7b")
-    message = str(caught.value)
-    assert f"not in the Hugging Face cache at {tmp_path / 'hub'}" in message
-    assert "HF_HUB_OFFLINE is set: fetch them once with `t2v models pull ms-1.7b`" in message
+    assert str(caught.value) == (
+        f"weights of {MS_17B_REPO} (main) are not in the Hugging Face cache at {hub_cache}, "
+        "and HF_HUB_OFFLINE is set: run `HF_HUB_OFFLINE=0 t2v models pull ms-1.7b` where the "
+        "Hub can be reached, or copy a Hugging Face cache that holds it (one where `t2v "
+        "models pull` ran) to this machine and point HF_HUB_CACHE at it; `--model "
+        "tiny-random` needs no weights"
+    )
 
 
 def test_real_model_loads_from_the_hub_cache_pinned_to_its_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_pipe: Any
+    hub_cache: Path, tiny_pipe: Any
 ) -> None:
     # The Hub cache's layout, holding a tiny pipeline saved as the fp16 variant.
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / f"models--{MS_17B_REPO.replace('/', '--')}"
+    repo = hub_cache / f"models--{MS_17B_REPO.replace('/', '--')}"
     tiny_pipe.save_pretrained(repo / "snapshots" / commit, variant="fp16")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
 
     ref = resolve_model("ms-1.7b")
     assert ref.identity == f"ms-1.7b@{commit}"
@@ -247,6 +257,41 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
     with pytest.raises(ModelLoadError, match=r"has no model_index\.json"):
         get_pipeline(resolve_model(str(tmp_path / "weights")), torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    ("index", "error"),
+    [
+        ("[]", "is not a pipeline's index (a JSON object with a `_class_name`)"),
+        ('{"unet": ["diffusers", "UNet3DConditionModel"]}', "is not a pipeline's index"),
+        (
+            '{"_class_name": "TextToVideoSDPipeline", "unet": ["diffusers", "UNet9DModel"]}',
+            "takes `unet` as 'UNet9DModel' from diffusers 0.42.1, which has no such class",
+        ),
+        (
+            '{"_class_name": "TextToVideoSDPipeline", "text_encoder": ["transformers", "Nope"]}',
+            "takes `text_encoder` as 'Nope' from transformers",
+        ),
+    ],
+)
+def test_a_bad_model_index_is_refused_before_anything_loads(
+    tmp_path: Path, index: str, error: str
+) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model_index.json").write_text(index)
+    with pytest.raises(ModelLoadError) as caught:
+        resolve_model(str(tmp_path / "model"))
+    assert str(caught.value).startswith(f"{tmp_path / 'model'}/model_index.json {error}")
+
+
+def test_loading_a_folder_shows_no_progress_bars(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A seed no other test uses: the folder's content is its identity, loaded only once.
+    ModelScope().build_tiny(seed=17).save_pretrained(tmp_path / "tiny")
+    capfd.readouterr()
+    get_pipeline(resolve_model(str(tmp_path / "tiny")), torch.device("cpu"))
+    assert capfd.readouterr().err == ""
 
 
 def test_ms17b_architecture_matches_the_published_model() -> None:

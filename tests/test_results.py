@@ -114,6 +114,20 @@ def test_extra_columns_named_like_results_columns_are_renamed() -> None:
     assert dict(zip(header, values, strict=True))["status"] == "ok"
 
 
+def test_a_renamed_extra_column_never_takes_the_name_of_another() -> None:
+    # A results.csv fed back in twice: `status` and the earlier run's `manifest_status`.
+    row = ResultRow.for_row(ROW, "ok", "m", output="/out/new.mp4")
+    extra = {"status": "failed", "manifest_status": "skipped", "Manifest_Status_2": "x"}
+    text = results_csv([replace(row, extra=extra)], list(extra)).decode("utf-8-sig")
+    (read,) = list(csv.DictReader(io.StringIO(text)))
+    assert list(read)[-3:] == ["manifest_status_3", "manifest_status", "Manifest_Status_2"]
+    assert (read["status"], read["manifest_status_3"], read["manifest_status"]) == (
+        "ok",
+        "failed",
+        "skipped",
+    )
+
+
 def test_results_csv_starts_with_a_bom_for_spreadsheets() -> None:
     # Without it, spreadsheets read the UTF-8 prompts (猫 🎬) as Latin-1.
     data = results_csv(sample_results(), ["Campaign"])

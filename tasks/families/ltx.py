@@ -68,6 +68,7 @@ class LTXVideo(Family):
         height=512,
         width=704,
         num_inference_steps=50,
+        min_inference_steps=2,  # its scheduler's terminal shift divides by zero at 1 step
         guidance_scale=3.0,
         fps=25,
         max_frames=257,

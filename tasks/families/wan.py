@@ -95,7 +95,7 @@ class Wan(Family):
             num_layers=2,
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
+            rope_max_seq_len=1024,  # as published: its table must cover the largest size allowed
         )
         return WanPipeline(
             tokenizer=tokenizer,
