@@ -120,8 +120,8 @@ def parse_attention(value: str) -> str:
     if text in ATTENTION_ALIASES or text in backends:
         return text
     raise ValueError(
-        f"attention {value!r} is not a backend: use {'|'.join(ATTENTION_ALIASES)} or one of "
-        f"diffusers' backends ({', '.join(sorted(backends))})"
+        f"attention {value!r} is not a backend: use {'|'.join(ATTENTION_ALIASES)} or a name "
+        "of diffusers' AttentionBackendName (e.g. _native_flash, sage_hub)"
     )
 
 
