@@ -4,6 +4,7 @@ that cannot apply here is skipped with its reason, never raised."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,12 @@ from tasks.speed.levers import ATTENTION_ALIASES, EXACT, Levers
 
 if TYPE_CHECKING:
     from tasks.families import Family
+
+
+# The modules TaylorSeer predicts between full steps: each transformer block's attention
+# and feed-forward, as the paper caches them. diffusers' default patterns match modules
+# named `attn` only, none of Wan's, LTX-Video's or CogVideoX's (`attn1`, `attn2`, `ff`).
+TAYLORSEER_MODULES = r"(transformer_)?blocks\.\d+\.(attn\d|ffn?)"
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,11 @@ def _cache(denoiser: torch.nn.Module, value: str) -> str:
     if kind == "first-block":
         config = FirstBlockCacheConfig(threshold=float(argument))
     else:
-        config = TaylorSeerCacheConfig(cache_interval=int(argument))
+        if not any(re.fullmatch(TAYLORSEER_MODULES, name) for name, _ in denoiser.named_modules()):
+            raise LeverSkipped(f"{type(denoiser).__name__} has no blocks TaylorSeer knows")
+        config = TaylorSeerCacheConfig(
+            cache_interval=int(argument), cache_identifiers=[TAYLORSEER_MODULES]
+        )
     try:
         denoiser.enable_cache(config)
     except ValueError as exc:  # a cache enabled already, a config it does not take
