@@ -99,7 +99,7 @@ def _attention(denoiser: torch.nn.Module, backend: str, device: torch.device) ->
             f"{type(denoiser).__name__}'s attention does not dispatch on diffusers' backends"
         )
     if device.type != "cuda":
-        raise LeverSkipped(f"the {name} kernel needs CUDA")
+        raise LeverSkipped(f"the {backend} kernel needs CUDA")
     try:
         denoiser.set_attention_backend(name)  # type: ignore[operator]
     except (RuntimeError, ImportError, ValueError) as exc:  # kernel package missing, unusable
