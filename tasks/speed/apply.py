@@ -52,6 +52,7 @@ def apply_levers(pipe: Any, family: Family, levers: Levers) -> SpeedReport:
     # Under model CPU offload the weights wait on the CPU; they compute where this says.
     device = torch.device(pipe._execution_device)
     report = SpeedReport()
+    applied = report.applied
     if _dispatching(denoiser):
         # diffusers makes the last backend set the process's default, which reaches every
         # processor left without one: each pipeline names its own, exact ones too.
@@ -60,7 +61,7 @@ def apply_levers(pipe: Any, family: Family, levers: Levers) -> SpeedReport:
         ("quantize", lambda module, value: _quantize(module, value, device)),
         ("attention", lambda module, value: _attention(module, value, device)),
         ("cache", _cache),
-        ("compile", lambda module, value: _compile(module, value, device, levers.cache != "none")),
+        ("compile", lambda module, value: _compile(module, value, device, "cache" in applied)),
     )
     for name, step in steps:
         value = getattr(levers, name)
