@@ -44,10 +44,11 @@ from bench.steady import Contender, busy_inside_render, run_loop
 from tasks.devices import get_pipeline, resolve_device
 from tasks.encode import encode_mp4
 from tasks.families import Family, family_of
-from tasks.loading import COMPILE_MODES, compile_denoiser, quiet_libraries
+from tasks.loading import quiet_libraries
 from tasks.manifest import RenderRow
 from tasks.presets import PRESETS, ModelRef, build_in_memory, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
+from tasks.speed.levers import COMPILE_MODES
 
 # What `--model` takes: presets built in memory, full-size with random weights or tiny.
 MODELS = tuple(name for name, preset in PRESETS.items() if preset.random or not preset.info.repo)
@@ -220,7 +221,7 @@ def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> l
     for mode in settings.compile_modes:
         # Module.compile wraps the denoiser's original forward again, so modes do not stack.
         pipe = get_pipeline(model, device)
-        compile_denoiser(pipe, family_of(pipe), mode)
+        family_of(pipe).denoiser(pipe).compile(mode=mode)
         contender = _engine(f"t2v-batch b={fastest} compile={mode}", model, device, fastest)
         results.append(measure(contender, _batched_rows(settings, fastest), scratch, device))
     return results

@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
         "--render-timeout-scale", metavar="FACTOR", help=described("render_timeout_scale")
     )
     render.add_argument("--presign-expiry", metavar="SECONDS", help=described("presign_expiry"))
+    render.add_argument("--speed", metavar="exact|fast|fastest", help=described("speed"))
+    for lever in ("attention", "cache", "compile", "quantize"):
+        render.add_argument(f"--{lever}", metavar="SETTING", help=described(lever))
     render.add_argument(
         "--shards",
         metavar="N",
@@ -305,6 +308,11 @@ def _models(args: argparse.Namespace) -> int:
             f"at {rules.fps} fps; {preset.description}"
         )
         print(f"{'':<{width}}  weights: {preset.weights}")
+        speed = preset.family.speed
+        print(
+            f"{'':<{width}}  speed: fast = {speed.fast.describe()}; "
+            f"fastest = {speed.fastest.describe()}"
+        )
     print(f"{'PATH':<{width}}  a folder saved with save_pretrained (safetensors only)")
     print(f"{'ORG/REPO':<{width}}  a Hub repo of a supported pipeline class (`t2v models pull`)")
     return EXIT_OK

@@ -19,8 +19,11 @@ from flows.errors import ParameterError
 from storage.s3 import MAX_PRESIGN_EXPIRY
 from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
 from tasks.errors import first_line
+from tasks.families import Family
 from tasks.manifest import MAX_ROWS
 from tasks.presets import PRESETS
+from tasks.speed import Levers, Speed, resolve_levers
+from tasks.speed.levers import ATTENTION_ALIASES, CACHES, COMPILES, PARSERS, QUANTIZATIONS
 
 DATE_PLACEHOLDER = "{date}"
 ENV_PREFIX = "T2V_"
@@ -137,6 +140,48 @@ PresignExpiry = Annotated[
     ),
 ]
 
+SpeedProfile = Annotated[
+    Speed,
+    Field(
+        description=(
+            "exact: the model card's recipe; fast: levers that keep the video close to exact "
+            "(a conservative step cache, an exact attention kernel, compiling); fastest: more "
+            "aggressive (FP8 where the GPU has it). `t2v models` lists each family's."
+        )
+    ),
+]
+AttentionLever = Annotated[
+    str | None,
+    Field(
+        description=(
+            f"Attention kernel ({'|'.join(ATTENTION_ALIASES)} or a diffusers backend name), "
+            "over the speed profile's choice."
+        )
+    ),
+]
+CacheLever = Annotated[
+    str | None,
+    Field(description=f"Step cache ({'|'.join(CACHES)}), over the speed profile's choice."),
+]
+CompileLever = Annotated[
+    str | None,
+    Field(
+        description=(
+            f"Compile the denoiser ({'|'.join(COMPILES)}; 0 and 1 as off and full), over the "
+            "speed profile's choice."
+        )
+    ),
+]
+QuantizeLever = Annotated[
+    str | None,
+    Field(
+        description=(
+            f"Quantize the denoiser's weights ({'|'.join(QUANTIZATIONS)}, with torchao), over "
+            "the speed profile's choice."
+        )
+    ),
+]
+
 
 class RenderRequest(BaseSettings):
     """What to render, with which model, and where the videos go.
@@ -158,6 +203,16 @@ class RenderRequest(BaseSettings):
     aws_credentials_block: AwsCredentialsBlock = None
     render_timeout_scale: RenderTimeoutScale = 1.0
     presign_expiry: PresignExpiry = None
+    speed: SpeedProfile = "exact"
+    attention: AttentionLever = None
+    cache: CacheLever = None
+    compile: CompileLever = None
+    quantize: QuantizeLever = None
+
+    @field_validator("attention", "cache", "compile", "quantize")
+    @classmethod
+    def _lever(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else PARSERS[str(info.field_name)](value)
 
     @field_validator("presign_expiry")
     @classmethod
@@ -174,6 +229,17 @@ class RenderRequest(BaseSettings):
                 "manifest": self.manifest.replace(DATE_PLACEHOLDER, stamp),
                 "destination": self.destination.replace(DATE_PLACEHOLDER, stamp),
             }
+        )
+
+    def levers(self, family: Family) -> Levers:
+        """The speed levers for `family`: its profile, each lever set here over it."""
+        return resolve_levers(
+            family.speed,
+            self.speed,
+            attention=self.attention,
+            cache=self.cache,
+            compile=self.compile,
+            quantize=self.quantize,
         )
 
     def parameters(self) -> dict[str, Any]:

@@ -27,8 +27,11 @@ from flows import artifacts, prefect_tasks, progress, run_logs
 from flows.credentials import use_aws_credentials_block
 from flows.errors import RowsFailedError
 from flows.parameters import (
+    AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
+    CacheLever,
+    CompileLever,
     Destination,
     Device,
     Force,
@@ -38,8 +41,10 @@ from flows.parameters import (
     MaxWork,
     ModelName,
     PresignExpiry,
+    QuantizeLever,
     RenderRequest,
     RenderTimeoutScale,
+    SpeedProfile,
     build_request,
     defaults,
     describe_parameters,
@@ -55,7 +60,7 @@ from tasks.errors import first_line
 from tasks.manifest import Manifest, RenderRow
 from tasks.publish import OutputPlan
 from tasks.render import BatchResult, FailedRender, RenderOutcome, not_rendered, plan_batches
-from tasks.results import ResultRow, RunSummary, summarize
+from tasks.results import ResultRow, RunSummary, SpeedLevers, summarize
 
 # Batches submitted ahead of publishing: while batch k renders, the next two are queued
 # for the device, so one is waiting when k ends (with one queued, a task run's start, a
@@ -106,6 +111,11 @@ def render_manifest(
     aws_credentials_block: AwsCredentialsBlock = DEFAULTS.aws_credentials_block,
     render_timeout_scale: RenderTimeoutScale = DEFAULTS.render_timeout_scale,
     presign_expiry: PresignExpiry = DEFAULTS.presign_expiry,
+    speed: SpeedProfile = DEFAULTS.speed,
+    attention: AttentionLever = DEFAULTS.attention,
+    cache: CacheLever = DEFAULTS.cache,
+    compile: CompileLever = DEFAULTS.compile,
+    quantize: QuantizeLever = DEFAULTS.quantize,
 ) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     request = build_request(
@@ -121,6 +131,11 @@ def render_manifest(
         aws_credentials_block=aws_credentials_block,
         render_timeout_scale=render_timeout_scale,
         presign_expiry=presign_expiry,
+        speed=speed,
+        attention=attention,
+        cache=cache,
+        compile=compile,
+        quantize=quantize,
     ).on_date(scheduled_date())
     return render_request(request)
 
@@ -131,8 +146,8 @@ def render_request(request: RenderRequest) -> RunSummary:
     use_aws_credentials_block(request.aws_credentials_block)
     manifest, plan = plan_request(request)
     with progress.listening(artifacts.ProgressArtifact()):
-        device, results, stopped = collect_results(request, plan)
-    return finish_run(request, manifest, results, device, stopped, started)
+        device, results, stopped, levers = collect_results(request, plan)
+    return finish_run(request, manifest, results, device, stopped, started, levers)
 
 
 def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
@@ -155,7 +170,13 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
             manifest.rows, request.batch_size, len(manifest.rows) + len(manifest.invalid)
         ),
     )
-    plan = prefect_tasks.plan_outputs(manifest, model, request.destination, force=request.force)
+    plan = prefect_tasks.plan_outputs(
+        manifest,
+        model,
+        request.destination,
+        force=request.force,
+        levers=request.levers(model.family),
+    )
     get_run_logger().info(
         "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",
         request.manifest,
@@ -175,10 +196,14 @@ def finish_run(
     device: str,
     stopped: str | None,
     started: float,
+    levers: SpeedLevers | None = None,
 ) -> RunSummary:
     """Write the results manifest and the gallery, show them, and fail the run if a row
-    failed or was invalid."""
-    summary = summarize(results, request.model, device, request.destination, started)
+    failed or was invalid. `levers`: the speed levers applied and skipped, per family."""
+    results = [dataclasses.replace(result, speed=request.speed) for result in results]
+    summary = summarize(
+        results, request.model, device, request.destination, started, request.speed, levers
+    )
     prefect_tasks.write_results(
         request.destination, results, manifest.extra_columns, summary, request.presign_expiry
     )
@@ -197,18 +222,21 @@ def worker_name() -> str:
 
 def collect_results(
     request: RenderRequest, plan: OutputPlan
-) -> tuple[str, list[ResultRow], str | None]:
+) -> tuple[str, list[ResultRow], str | None, SpeedLevers]:
     """Render and publish the plan's rows to render. Every row's result in manifest order,
-    the device that rendered them, and why rendering stopped early, if it did.
+    the device that rendered them, why rendering stopped early, if it did, and the speed
+    levers its pipeline applied and skipped.
 
     Both flows call this: `render-manifest` for a whole manifest, `render-shard` for its rows."""
     progress.started(plan.total)
     stop = RenderingStop()
     device = "none"
+    levers: SpeedLevers = {}
     if plan.to_render and stop.check() is None:
         # A rerun with every video in place loads no model at all.
         progress.phase(f"loading {plan.model.name} on {request.device}")
-        device = prefect_tasks.load_model(plan.model, request.device)
+        device = prefect_tasks.load_model(plan.model, request.device, plan.levers)
+        levers = report_speed(request, plan, device)
     results: list[ResultRow] = []
     worker, run_id = worker_name(), str(flow_run.id or "")
     rendered = render_and_publish(request, device, plan, stop)
@@ -223,8 +251,23 @@ def collect_results(
     for result in rows:
         progress.row_finished(result)
         results.append(result)
-    shown = devices.describe(plan.model, device)
-    return shown, sorted(results, key=lambda result: result.line), stop.reason
+    shown = devices.describe(plan.model, device, plan.levers)
+    return shown, sorted(results, key=lambda result: result.line), stop.reason, levers
+
+
+def report_speed(request: RenderRequest, plan: OutputPlan, device: str) -> SpeedLevers:
+    """Say once, in the run's log and progress, which speed levers the loaded pipeline
+    applied and which it skipped and why; the same for the run's summary."""
+    report = devices.speed_report(plan.model, device, plan.levers)
+    if report is None or not (report.applied or report.skipped):
+        return {}
+    line = f"speed {request.speed} on {plan.model.family.name}: {report.line()}"
+    progress.phase(line)
+    if report.skipped:
+        get_run_logger().warning(line)
+    else:
+        get_run_logger().info(line)
+    return {plan.model.family.name: dataclasses.asdict(report)}
 
 
 def claim_owner() -> Owner:
@@ -242,7 +285,7 @@ def render_and_publish(
         held: list[RenderRow] = []
         waiting = plan.to_render
         while waiting:
-            batches = plan_batches(waiting, request.batch_size)
+            batches = plan_batches(waiting, plan.levers.rows_per_call(request.batch_size))
             for result in _render_batches(request, device, plan, stop, batches, claims, held):
                 claims.release(plan.keys[result.line])
                 yield result
@@ -278,7 +321,7 @@ def _render_batches(
             continue
         progress.phase(f"rendering batch {number} of {len(batches)} on {device}")
         future = prefect_tasks.render_rows.submit(
-            plan.model, device, taken.render, request.render_timeout_scale
+            plan.model, device, taken.render, request.render_timeout_scale, plan.levers
         )
         rendering.append((taken.render, future))
         if len(rendering) >= RENDER_WINDOW:

@@ -19,14 +19,19 @@ from flows import artifacts, prefect_tasks, progress
 from flows.credentials import use_aws_credentials_block
 from flows.errors import RowsFailedError
 from flows.parameters import (
+    AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
+    CacheLever,
+    CompileLever,
     Destination,
     Device,
     Force,
     ManifestUri,
     ModelName,
+    QuantizeLever,
     RenderTimeoutScale,
+    SpeedProfile,
     build_request,
 )
 from flows.render_flow import RENDER_WINDOW, collect_results, worker_name
@@ -87,6 +92,11 @@ def render_shard(
     force: Force = False,
     render_timeout_scale: RenderTimeoutScale = 1.0,
     aws_credentials_block: AwsCredentialsBlock = None,
+    speed: SpeedProfile = "exact",
+    attention: AttentionLever = None,
+    cache: CacheLever = None,
+    compile: CompileLever = None,
+    quantize: QuantizeLever = None,
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
@@ -100,6 +110,11 @@ def render_shard(
         force=force,
         aws_credentials_block=aws_credentials_block,
         render_timeout_scale=render_timeout_scale,
+        speed=speed,
+        attention=attention,
+        cache=cache,
+        compile=compile,
+        quantize=quantize,
     )
     use_aws_credentials_block(request.aws_credentials_block)
     # Infrastructure, not the rows (as below): the parent starts the shard again, elsewhere.
@@ -117,7 +132,9 @@ def render_shard(
         invalid=[],
         extra_columns=read.extra_columns,
     )
-    plan = prefect_tasks.plan_outputs(mine, ref, request.destination, force=request.force)
+    plan = prefect_tasks.plan_outputs(
+        mine, ref, request.destination, force=request.force, levers=request.levers(ref.family)
+    )
     get_run_logger().info(
         "shard %d of run %s: %d rows, %d to render on %s",
         shard,
@@ -128,9 +145,11 @@ def render_shard(
     )
     recorder = ShardRecorder(request.destination, parent_run, shard)
     with progress.listening(recorder), progress.listening(artifacts.ProgressArtifact()):
-        rendered_on, results, stopped = collect_results(request, plan)
+        rendered_on, results, stopped, levers = collect_results(request, plan)
     recorder.write(device=rendered_on, complete=True)
-    summary = summarize(results, request.model, rendered_on, request.destination, started)
+    summary = summarize(
+        results, request.model, rendered_on, request.destination, started, request.speed, levers
+    )
     if summary.counts["failed"]:
         raise RowsFailedError(summary, stopped)
     return summary

@@ -30,8 +30,11 @@ from pydantic import Field
 from flows import artifacts, progress
 from flows.credentials import use_aws_credentials_block
 from flows.parameters import (
+    AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
+    CacheLever,
+    CompileLever,
     Destination,
     Device,
     Force,
@@ -41,8 +44,10 @@ from flows.parameters import (
     MaxWork,
     ModelName,
     PresignExpiry,
+    QuantizeLever,
     RenderRequest,
     RenderTimeoutScale,
+    SpeedProfile,
     build_request,
     defaults,
     describe_parameters,
@@ -135,6 +140,11 @@ def render_sharded(
     aws_credentials_block: AwsCredentialsBlock = DEFAULTS.aws_credentials_block,
     render_timeout_scale: RenderTimeoutScale = DEFAULTS.render_timeout_scale,
     presign_expiry: PresignExpiry = DEFAULTS.presign_expiry,
+    speed: SpeedProfile = DEFAULTS.speed,
+    attention: AttentionLever = DEFAULTS.attention,
+    cache: CacheLever = DEFAULTS.cache,
+    compile: CompileLever = DEFAULTS.compile,
+    quantize: QuantizeLever = DEFAULTS.quantize,
     shards: Shards = None,
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
 ) -> RunSummary:
@@ -152,6 +162,11 @@ def render_sharded(
         aws_credentials_block=aws_credentials_block,
         render_timeout_scale=render_timeout_scale,
         presign_expiry=presign_expiry,
+        speed=speed,
+        attention=attention,
+        cache=cache,
+        compile=compile,
+        quantize=quantize,
     ).on_date(scheduled_date())
     return render_request_sharded(request, shards, shard_rows)
 
@@ -275,6 +290,11 @@ def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: 
             "force": request.force,
             "render_timeout_scale": request.render_timeout_scale,
             "aws_credentials_block": request.aws_credentials_block,
+            "speed": request.speed,
+            "attention": request.attention,
+            "cache": request.cache,
+            "compile": request.compile,
+            "quantize": request.quantize,
         },
         timeout=0,
         idempotency_key=f"{parent_run}-{run.number}-{run.tries}",

@@ -12,18 +12,21 @@ from typing import Any
 import torch
 
 from tasks.errors import ModelLoadError
-from tasks.loading import compile_denoiser, compile_mode, load_pretrained, place, quiet_libraries
+from tasks.loading import load_pretrained, place, quiet_libraries
 from tasks.presets import ModelRef, build_in_memory
+from tasks.speed import EXACT, Levers, SpeedReport, apply_levers
 
 logger = logging.getLogger("t2v")
 
-CacheKey = tuple[str, str]  # (model identity, device)
+# A pipeline with a step cache or compiled is another pipeline than the exact one.
+CacheKey = tuple[str, str, Levers]  # (model identity, device, levers)
 
 # `_lock` guards the dicts only, never a load: a minutes-long load holds its own key's lock,
 # so that other models can be read, and loaded, meanwhile.
 _lock = threading.Lock()
 _pipelines: dict[CacheKey, Any] = {}
 _placements: dict[CacheKey, str] = {}
+_reports: dict[CacheKey, SpeedReport] = {}
 _loading: dict[CacheKey, threading.Lock] = {}
 _device_locks: dict[str, threading.Lock] = {}
 _device_failures: dict[str, str] = {}
@@ -53,16 +56,17 @@ def dtype_for(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_model(model: ModelRef, device: str) -> str:
-    """Load the pipeline for `model` on `device` into this process's cache; return the device."""
+def load_model(model: ModelRef, device: str, levers: Levers = EXACT) -> str:
+    """Load the pipeline for `model` on `device` with `levers` into this process's cache;
+    return the device."""
     resolved = resolve_device(device)
-    get_pipeline(model, resolved)
+    get_pipeline(model, resolved, levers)
     return str(resolved)
 
 
-def get_pipeline(model: ModelRef, device: torch.device) -> Any:
-    """The process's one pipeline for (model, device), loaded on first use."""
-    key = (model.identity, str(device))
+def get_pipeline(model: ModelRef, device: torch.device, levers: Levers = EXACT) -> Any:
+    """The process's one pipeline for (model, device, levers), loaded on first use."""
+    key = (model.identity, str(device), levers)
     with _lock:
         if key in _pipelines:
             return _pipelines[key]
@@ -71,18 +75,26 @@ def get_pipeline(model: ModelRef, device: torch.device) -> Any:
         with _lock:
             if key in _pipelines:
                 return _pipelines[key]
-        pipe, placement = _load(model, device)
+        pipe, placement, report = _load(model, device, levers)
         with _lock:
             _pipelines[key] = pipe
             _placements[key] = placement
+            _reports[key] = report
     return pipe
 
 
-def describe(model: ModelRef, device: str) -> str:
+def describe(model: ModelRef, device: str, levers: Levers = EXACT) -> str:
     """The device a run reports: `cuda:0 (model CPU offload)`, or `cpu`."""
     with _lock:
-        placement = _placements.get((model.identity, device))
+        placement = _placements.get((model.identity, device, levers))
     return f"{device} ({placement})" if placement and device.startswith("cuda") else device
+
+
+def speed_report(model: ModelRef, device: str, levers: Levers) -> SpeedReport | None:
+    """The levers applied to, and skipped on, the pipeline loaded for (model, device, levers);
+    None when none was loaded."""
+    with _lock:
+        return _reports.get((model.identity, device, levers))
 
 
 def device_lock(device: torch.device) -> threading.Lock:
@@ -103,10 +115,9 @@ def mark_device_failed(device: torch.device, reason: str) -> None:
         _device_failures.setdefault(str(device), reason)
 
 
-def _load(model: ModelRef, device: torch.device) -> tuple[Any, str]:
+def _load(model: ModelRef, device: torch.device, levers: Levers) -> tuple[Any, str, SpeedReport]:
     started = time.perf_counter()
     dtype = dtype_for(device)
-    mode = compile_mode()  # a bad T2V_COMPILE fails before minutes of loading
     family = model.family
     quiet_libraries()
     if model.path is not None:
@@ -114,8 +125,7 @@ def _load(model: ModelRef, device: torch.device) -> tuple[Any, str]:
     else:
         pipe = build_in_memory(model, device, dtype)
     placement = place(pipe, family, device, dtype)
-    if mode is not None:
-        compile_denoiser(pipe, family, mode)
+    report = apply_levers(pipe, family, levers)
     # Loads take minutes at full size: worth a line in the worker's log.
     logger.info(
         "loaded %s on %s (%s) in %.1f s",
@@ -124,4 +134,4 @@ def _load(model: ModelRef, device: torch.device) -> tuple[Any, str]:
         placement,
         time.perf_counter() - started,
     )
-    return pipe, placement
+    return pipe, placement, report

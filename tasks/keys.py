@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 
 from tasks.manifest import RenderRow
 
 OUTPUT_FORMAT_VERSION = 1
 
 
-def output_key(row: RenderRow, model_identity: str) -> str:
-    """`<id>-<h>.mp4`: `h` hashes the model and every parameter that changes the video."""
+def output_key(row: RenderRow, model_identity: str, speed: Mapping[str, str] | None = None) -> str:
+    """`<id>-<h>.mp4`: `h` hashes the model and every parameter that changes the video,
+    `speed` levers too (tasks.speed.key_settings: none for `exact`, whose keys never change)."""
     parameters = {
         "format": OUTPUT_FORMAT_VERSION,
         "model": model_identity,
@@ -25,5 +27,7 @@ def output_key(row: RenderRow, model_identity: str) -> str:
         "guidance_scale": float(row.guidance_scale),  # 9 and 9.0 are the same video
         "fps": row.fps,
     }
+    if speed:
+        parameters["speed"] = dict(speed)
     canonical = json.dumps(parameters, sort_keys=True, ensure_ascii=False)
     return f"{row.id}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}.mp4"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,6 @@ import torch
 from tasks.errors import ModelLoadError, first_line
 from tasks.families import Family, family_for_class
 
-# Off by default: compiling costs minutes on the first render of each batch size.
-COMPILE_ENV = "T2V_COMPILE"
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # A model folder may name components of these libraries only (model_index.json), and
 # holds weights as safetensors: pickles run code when they load.
 LIBRARIES = ("diffusers", "transformers")
@@ -170,28 +166,6 @@ def _bytes_off_gpu(pipe: Any) -> int:
         for parameter in module.parameters()
         if parameter.device.type != "cuda"
     )
-
-
-def compile_mode() -> str | None:
-    """The `torch.compile` mode that `T2V_COMPILE` asks for: unset or 0 is off, 1 the default."""
-    value = os.environ.get(COMPILE_ENV, "").strip()
-    if value in ("", "0"):
-        return None
-    if value == "1":
-        return "default"
-    if value not in COMPILE_MODES:
-        raise ModelLoadError(
-            f"{COMPILE_ENV}={value!r} is not a torch.compile mode: "
-            f"use 0, 1 or one of {', '.join(COMPILE_MODES)}"
-        )
-    return value
-
-
-def compile_denoiser(pipe: Any, family: Family, mode: str) -> None:
-    """Compile the denoiser in place; it runs every step, the text encoder and VAE once."""
-    # Compilation happens on the first call of each new input shape (each batch size),
-    # so a compiled pipeline pays it once per batch size and process.
-    family.denoiser(pipe).compile(mode=mode)
 
 
 def quiet_libraries() -> None:

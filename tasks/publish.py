@@ -32,6 +32,7 @@ from tasks.results import (
     results_csv,
     results_json,
 )
+from tasks.speed import EXACT, Levers, key_settings
 from tasks.stored import foreign_error, inspect_key, video_metadata
 
 if TYPE_CHECKING:
@@ -75,21 +76,26 @@ class OutputPlan:
     to_render: list[RenderRow]
     done: list[ResultRow]  # invalid rows, rows whose video is stored, rows t2v may not write
     total: int
+    levers: Levers = EXACT  # the speed levers the keys hash and the renders use
 
     def failed(self, row: RenderRow, error: str) -> ResultRow:
         return ResultRow.for_row(row, "failed", self.model.name, error=error)
 
 
-def plan_outputs(manifest: Manifest, ref: ModelRef, destination: str, force: bool) -> OutputPlan:
-    """Key every valid row. A row whose key holds a video t2v stored is `skipped` (unless
-    `force`); one whose key holds anything t2v did not store is `failed`, never rendered."""
+def plan_outputs(
+    manifest: Manifest, ref: ModelRef, destination: str, force: bool, levers: Levers = EXACT
+) -> OutputPlan:
+    """Key every valid row, rendered with `levers`. A row whose key holds a video t2v stored
+    is `skipped` (unless `force`); one whose key holds anything t2v did not store is `failed`,
+    never rendered."""
     model = ref.name
     storage = open_storage(destination)
     if isinstance(storage, LocalStorage):
         # What a run killed mid-write left; S3 has no such files (a PUT that never
         # completed is invisible).
         storage.remove_dead_temporaries()
-    keys = {row.line: output_key(row, ref.identity) for row in manifest.rows}
+    speed = key_settings(levers, ref.family.speed)
+    keys = {row.line: output_key(row, ref.identity, speed) for row in manifest.rows}
     done = [ResultRow.for_invalid(row, model) for row in manifest.invalid]
     to_render = []
     for row in manifest.rows:
@@ -112,7 +118,8 @@ def plan_outputs(manifest: Manifest, ref: ModelRef, destination: str, force: boo
             )
         else:
             to_render.append(row)
-    return OutputPlan(ref, keys, to_render, done, len(manifest.rows) + len(manifest.invalid))
+    total = len(manifest.rows) + len(manifest.invalid)
+    return OutputPlan(ref, keys, to_render, done, total, levers)
 
 
 def publish_rendered(

@@ -34,6 +34,7 @@ from tasks.families import family_of
 from tasks.interrupt import INTERRUPTED, stop_requested
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
+from tasks.speed import EXACT, Levers, reset_step_cache
 
 BatchShape = tuple[int, int, int, int, float, int]
 
@@ -123,7 +124,11 @@ STOP_POLL_S = 0.1
 
 
 def render_rows(
-    model: ModelRef, device: str, rows: Sequence[RenderRow], timeout_scale: float = 1.0
+    model: ModelRef,
+    device: str,
+    rows: Sequence[RenderRow],
+    timeout_scale: float = 1.0,
+    levers: Levers = EXACT,
 ) -> BatchResult:
     """Render one micro-batch of `model` on `device`, holding the device only while rendering.
 
@@ -133,7 +138,7 @@ def render_rows(
     """
     if stop_requested():
         return _interrupted(rows, [])
-    pipe = get_pipeline(model, torch.device(device))
+    pipe = get_pipeline(model, torch.device(device), levers)
     target = device_of(pipe)
     timeout_s = render_timeout(rows, target.type, timeout_scale)
     with device_lock(target):
@@ -242,6 +247,7 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
     # 2. One generator per row, so a row's noise does not depend on its batch-mates
     device = device_of(pipe)
     generators = [torch.Generator(device=device).manual_seed(row.seed) for row in rows]
+    reset_step_cache(family.denoiser(pipe))
     # 3. One pipeline call, the family's way, to uint8 frames on the device
     try:
         with torch.inference_mode():

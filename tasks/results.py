@@ -22,6 +22,8 @@ RESULTS_CSV, RESULTS_JSON = "results.csv", "results.json"
 Status = Literal["ok", "skipped", "failed", "invalid"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 Cell = str | int | float | None
+# Per model family: the speed levers applied, with their settings, and those skipped, with why.
+SpeedLevers = dict[str, dict[str, dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ResultRow:
     render_s: float | None
     bytes: int | None
     sha256: str
+    speed: str = ""  # the run's speed profile: exact, fast, fastest
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0  # the manifest's data row; orders the results, not written as a column
     # Who rendered the row (WORKER_NAME, else the host) and in which flow run: in results.json,
@@ -141,6 +144,8 @@ class RunSummary:
     started_at: str
     finished_at: str
     versions: dict[str, str]
+    speed: str = "exact"
+    speed_levers: SpeedLevers = field(default_factory=dict)
 
     def one_line(self) -> str:
         return (
@@ -150,7 +155,13 @@ class RunSummary:
 
 
 def summarize(
-    results: list[ResultRow], model: str, device: str, destination: str, started: float
+    results: list[ResultRow],
+    model: str,
+    device: str,
+    destination: str,
+    started: float,
+    speed: str = "exact",
+    speed_levers: SpeedLevers | None = None,
 ) -> RunSummary:
     finished = time.time()
     counts: dict[str, int] = {s: sum(r.status == s for r in results) for s in STATUSES}
@@ -168,6 +179,8 @@ def summarize(
         started_at=_iso(started),
         finished_at=_iso(finished),
         versions=package_versions(),
+        speed=speed,
+        speed_levers=speed_levers or {},
     )
 
 

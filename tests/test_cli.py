@@ -4,6 +4,7 @@ renders, as the real command in a subprocess (exit codes, messages, clean output
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import time
@@ -15,6 +16,7 @@ import pytest
 from flows.cli import main
 from tests.conftest import REPO
 from tests.factories import t2v, t2v_main
+from tests.mp4probe import probe_mp4
 from tests.unsafe_models import custom_code_folder, pickle_only_folder
 
 # The subprocess tests start Python, torch and Prefect afresh: seconds apiece.
@@ -47,6 +49,7 @@ def test_models_lists_the_presets(capfd: pytest.CaptureFixture[str]) -> None:
     for name in ("ms-1.7b", "ms-1.7b-random", "tiny-random", "PATH"):
         assert name in stdout
     assert "Hugging Face cache" in stdout
+    assert "speed: fast = cache first-block:0.05, compile full; fastest = " in stdout
 
 
 @pytest.mark.usefixtures("in_repo")
@@ -118,6 +121,12 @@ def test_a_column_people_write_for_a_known_one_exits_2_naming_it(
         (["render", "m.csv", "--batch-size", "0"], "--batch-size='0'"),
         (["render", "examples/prompts.csv", "--out", "gs://bucket/x"], "unsupported location"),
         (["render", "examples/prompts.csv", "--max-rows", "100001"], "--max-rows='100001'"),
+        (
+            ["render", "examples/prompts.csv", "--cache", "first-block"],
+            "use none|first-block:THRESHOLD|taylorseer[:INTERVAL]",
+        ),
+        (["render", "examples/prompts.csv", "--compile", "fastest"], "use off|regional|full|"),
+        (["render", "examples/prompts.csv", "--attention", "flsh"], "use sdpa|flash|flash3|"),
     ],
 )
 @pytest.mark.usefixtures("in_repo")
@@ -337,3 +346,55 @@ def test_an_unsafe_model_folder_exits_2_before_rendering(
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert not marker.exists()
     assert not list(out.glob("*.mp4"))
+
+
+@pytest.mark.parametrize(
+    ("args", "variables", "message"),
+    [
+        (["--speed", "turbo"], {}, "--speed='turbo': Input should be 'exact', 'fast' or 'fastest'"),
+        ([], {"T2V_QUANTIZE": "fp4"}, "T2V_QUANTIZE='fp4': quantize 'fp4' is not a quantization"),
+    ],
+)
+def test_a_wrong_speed_setting_exits_2_with_one_line_naming_the_allowed_values(
+    tmp_path: Path, args: list[str], variables: dict[str, str], message: str
+) -> None:
+    env = {**os.environ, **variables}
+    out = tmp_path / "out"
+    done = t2v("render", "examples/prompts.csv", "--out", str(out), *args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("t2v: error: ")
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not out.exists()
+
+
+@slow
+def test_render_fast_records_the_profile_and_the_levers_applied_and_skipped(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    manifest = tmp_path / "wan.csv"
+    manifest.write_text(
+        "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
+        "a,a red kite over the sea,1,9,32,32,4,8\n"
+        "b,a small boat in the rain,2,9,32,32,4,8\n"
+    )
+    done = t2v(
+        "render", str(manifest), "--model", "tiny-wan", "--out", str(out), "--speed", "fast",
+        env=cli_env, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _assert_clean(done.stderr)
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))
+    assert [row["speed"] for row in rows] == ["fast", "fast"]
+    assert list(rows[0])[list(rows[0]).index("sha256") + 1] == "speed"
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert summary["speed"] == "fast"
+    assert summary["speed_levers"] == {
+        "Wan": {
+            "applied": {"cache": "first-block:0.05", "compile": "regional"},
+            "skipped": {"attention": "cudnn: the cudnn kernel needs CUDA"},
+        }
+    }
+    for row in rows:
+        assert probe_mp4(Path(row["output"])).frame_count == 9

@@ -19,6 +19,8 @@ from tasks.errors import ModelLoadError, RenderError
 from tasks.families.modelscope import MS_17B_REPO, ModelScope, ms17b_components
 from tasks.presets import ModelRef, resolve_model
 from tasks.render import render_batch
+from tasks.speed import Levers
+from tasks.speed.levers import parse_compile
 from tests.factories import small_row
 from tests.unsafe_models import custom_code_folder, pickle_only_folder
 
@@ -311,26 +313,21 @@ def test_ms17b_random_builds_in_half_precision_where_asked() -> None:
     assert torch.get_default_dtype() == torch.float32
 
 
-def test_compile_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch, tiny_pipe: Any) -> None:
-    monkeypatch.delenv(loading.COMPILE_ENV, raising=False)
-    assert loading.compile_mode() is None
-    monkeypatch.setenv(loading.COMPILE_ENV, "0")
-    assert loading.compile_mode() is None
+def test_compile_is_off_unless_asked(tiny_pipe: Any) -> None:
+    assert parse_compile("0") == parse_compile("") == "off"
     # This stance refuses every compilation: a render that compiles nothing passes it.
     with torch.compiler.set_stance("fail_on_recompile"):
         (video,) = render_batch(tiny_pipe, [small_row(1)])
     assert video.frames.shape == (8, 64, 64, 3)
 
 
-def test_compile_env_compiles_the_unet_of_a_loaded_pipeline(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_the_compile_lever_compiles_the_unet_of_a_loaded_pipeline(tmp_path: Path) -> None:
     # Compiling tiny-random's first render takes ~80 s on two CPU cores: check the wiring
     # here (compilation itself is lazy) and measure compiled renders in the GPU benchmark.
     # Weights no other test loads: the process caches pipelines by content.
     ModelScope().build_tiny(seed=3).save_pretrained(tmp_path / "tiny", safe_serialization=True)
-    monkeypatch.setenv(loading.COMPILE_ENV, "1")
-    loaded = get_pipeline(resolve_model(str(tmp_path / "tiny")), torch.device("cpu"))
+    levers = Levers(compile=parse_compile("1"))
+    loaded = get_pipeline(resolve_model(str(tmp_path / "tiny")), torch.device("cpu"), levers)
     assert type(loaded.unet).__name__ == "UNet3DConditionModel"
     # The first denoising step would start compiling the UNet; this stance refuses instead,
     # naming the function it was about to compile.
@@ -341,12 +338,11 @@ def test_compile_env_compiles_the_unet_of_a_loaded_pipeline(
         render_batch(loaded, [small_row(1)])
 
 
-def test_compile_env_refuses_an_unknown_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(loading.COMPILE_ENV, "fastest")
-    with pytest.raises(ModelLoadError, match=r"T2V_COMPILE='fastest' is not a torch\.compile mode"):
-        loading.compile_mode()
-    monkeypatch.setenv(loading.COMPILE_ENV, "max-autotune-no-cudagraphs")
-    assert loading.compile_mode() == "max-autotune-no-cudagraphs"
+def test_compile_takes_todays_modes_and_refuses_others() -> None:
+    assert parse_compile("max-autotune-no-cudagraphs") == "max-autotune-no-cudagraphs"
+    assert parse_compile("default") == parse_compile("1") == "full"
+    with pytest.raises(ValueError, match=r"compile 'fastest' is not a compile setting: use off\|"):
+        parse_compile("fastest")
 
 
 # Wan

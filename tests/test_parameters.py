@@ -30,7 +30,16 @@ def test_paths_without_a_date_are_unchanged() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("batch_size", 0), ("batch_size", 65), ("limit", 0), ("device", "gpu"), ("manifest", "")],
+    [
+        ("batch_size", 0),
+        ("batch_size", 65),
+        ("limit", 0),
+        ("device", "gpu"),
+        ("manifest", ""),
+        ("speed", "turbo"),
+        ("cache", "first-block:2"),
+        ("quantize", "fp4"),
+    ],
 )
 def test_bad_values_are_refused_before_a_run(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
@@ -49,6 +58,8 @@ def test_the_form_has_one_field_per_parameter_with_bounds_and_dropdowns() -> Non
     assert properties["device"]["enum"][:3] == ["auto", "cpu", "cuda"]
     preset, free_text = properties["model"]["anyOf"]
     assert preset["enum"] == list(PRESETS) and free_text["type"] == "string"
+    assert properties["speed"]["enum"] == ["exact", "fast", "fastest"]
+    assert properties["speed"]["default"] == "exact"
     assert schema.get("required", []) == []
 
 
@@ -107,3 +118,19 @@ def test_an_unscheduled_deployment_uses_local_time() -> None:
         flow_id = client.create_flow_from_name("render-manifest")
         deployment_id = client.create_deployment(flow_id, "unscheduled")
     assert schedule_zone(str(deployment_id)) is None
+
+
+def test_speed_levers_take_their_variables_and_override_the_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks.presets import PRESETS
+
+    wan = PRESETS["tiny-wan"].family
+    monkeypatch.setenv("T2V_SPEED", "fast")
+    monkeypatch.setenv("T2V_COMPILE", "1")
+    monkeypatch.setenv("T2V_CACHE", "TaylorSeer:3")
+    request = RenderRequest()
+    assert (request.speed, request.compile, request.cache) == ("fast", "full", "taylorseer:3")
+    levers = request.levers(wan)
+    assert (levers.compile, levers.cache) == ("full", "taylorseer:3")
+    assert levers.attention == wan.speed.fast.attention

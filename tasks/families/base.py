@@ -16,6 +16,7 @@ import torch
 
 from tasks.manifest import RenderRow
 from tasks.rules import ManifestRules
+from tasks.speed.levers import SpeedSupport
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Family(ABC):
     token_limit: ClassVar[int]  # the text encoder's window; longer prompts are truncated
     denoiser_name: ClassVar[str]  # the pipeline attribute that runs every step
     presets: ClassVar[tuple[PresetInfo, ...]]  # full-size and tiny presets of the family
+    speed: ClassVar[SpeedSupport]  # what its denoiser offers; its `fast` and `fastest` profiles
 
     def denoiser(self, pipe: Any) -> torch.nn.Module:
         """The module that runs every step: for attention processors, compile and FLOPs."""

@@ -10,6 +10,7 @@ import torch
 from tasks.families.base import Family, PresetInfo
 from tasks.manifest import RenderRow
 from tasks.rules import MODELSCOPE_RULES, ManifestRules
+from tasks.speed.levers import Levers, SpeedSupport
 
 MS_17B_REPO = "ali-vilab/text-to-video-ms-1.7b"
 CLIP_MAX_TOKENS = 77
@@ -21,6 +22,14 @@ class ModelScope(Family):
     rules: ClassVar[ManifestRules] = MODELSCOPE_RULES
     token_limit = CLIP_MAX_TOKENS
     denoiser_name = "unet"
+    # A UNet has no step-cache hooks, and its attention calls PyTorch's SDPA itself: compiling
+    # the whole UNet is what speeds it up, and FP8 its linear layers where the GPU has it.
+    speed = SpeedSupport(
+        step_caches=False,
+        attention_backends=False,
+        fast=Levers(compile="full"),
+        fastest=Levers(compile="full", quantize="fp8"),
+    )
     presets = (
         PresetInfo("ms-1.7b", MS_17B_REPO, "1.7 B", 6.0, "CC-BY-NC-4.0", variant="fp16"),
         PresetInfo("tiny-random", None, "~0.3 M", None, "built in code"),
