@@ -1,0 +1,217 @@
+"""The engine both rendering flows share: render a plan's rows in batches on the device,
+publish each batch while the next renders, and wait for rows another run holds.
+
+`render-manifest` runs it over a whole manifest, `render-shard` over its shard's rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import queue
+import socket
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+
+from flows import prefect_tasks, progress
+from flows.parameters import RenderRequest, request_from, variable_errors
+from storage import open_storage
+from tasks import devices, interrupt
+from tasks.claims import Claims, Owner, take_rows
+from tasks.errors import first_line
+from tasks.manifest import RenderRow
+from tasks.publish import OutputPlan
+from tasks.render import BatchResult, FailedRender, RenderOutcome, not_rendered, plan_batches
+from tasks.results import ResultRow
+from tasks.settings import settings
+
+# Batches submitted ahead of publishing: while batch k renders, the next two are queued
+# for the device, so one is waiting when k ends (with one queued, a task run's start, a
+# server round trip, outlasted a short render: up to 1.1 s idle, `make bench-slots`).
+# Queued batches hold no frames: a batch's frames exist once the device has rendered it.
+RENDER_WINDOW = 3
+
+
+def flow_request(arguments: Mapping[str, Any]) -> RenderRequest:
+    """The request a flow's arguments make. A `T2V_*` variable its signature could not take
+    (a bad value) is said once in the run's log."""
+    for error in variable_errors():
+        get_run_logger().warning("%s; this run does not use it", error)
+    return request_from(arguments)
+
+
+@dataclass
+class RenderingStop:
+    """Why no more batches render in this run: the device became unusable, or a stop was
+    requested (Ctrl-C, SIGTERM)."""
+
+    reason: str | None = None
+    interrupted: bool = False
+
+    def check(self) -> str | None:
+        if self.reason is None and (requested := interrupt.stop_requested()):
+            self.reason, self.interrupted = requested, True
+        return self.reason
+
+    def row_error(self) -> str:
+        """The error of a row left unrendered because of this stop."""
+        assert self.reason is not None
+        return interrupt.INTERRUPTED if self.interrupted else not_rendered(self.reason)
+
+
+def worker_name() -> str:
+    """Who renders in this process: WORKER_NAME (`make worker` exports it to its runs), else
+    the host's name."""
+    return settings().worker_name or socket.gethostname()
+
+
+def collect_results(
+    request: RenderRequest, plan: OutputPlan
+) -> tuple[str, list[ResultRow], str | None]:
+    """Render and publish the plan's rows to render. Every row's result in manifest order,
+    the device that rendered them, and why rendering stopped early, if it did.
+
+    Both flows call this: `render-manifest` for a whole manifest, `render-shard` for its rows."""
+    progress.started(plan.total)
+    stop = RenderingStop()
+    device = "none"
+    if plan.to_render and stop.check() is None:
+        # A rerun with every video in place loads no model at all.
+        progress.phase(f"loading {plan.model.name} on {request.device}")
+        device = prefect_tasks.load_model(plan.model, request.device)
+    results: list[ResultRow] = []
+    worker, run_id = worker_name(), str(flow_run.id or "")
+    rendered = render_and_publish(request, device, plan, stop)
+    rows = itertools.chain(
+        plan.done,
+        # A row another run stored while this one waited names that run, not this one.
+        (
+            dataclasses.replace(r, worker=r.worker or worker, flow_run=r.flow_run or run_id)
+            for r in rendered
+        ),
+    )
+    for result in rows:
+        progress.row_finished(result)
+        results.append(result)
+    shown = devices.describe(plan.model, device)
+    return shown, sorted(results, key=lambda result: result.line), stop.reason
+
+
+def claim_owner() -> Owner:
+    """This run in this process, as its claims name it."""
+    return Owner.here(str(flow_run.id or ""), worker_name())
+
+
+def render_and_publish(
+    request: RenderRequest, device: str, plan: OutputPlan, stop: RenderingStop
+) -> Iterator[ResultRow]:
+    """Render the plan's rows that this run claims, then wait for those another run holds:
+    each is `skipped` once that run stores its video, or claimed and rendered here once its
+    claim goes stale. Each claim is released as its row's result comes."""
+    with Claims(open_storage(request.destination), claim_owner()) as claims:
+        held: list[RenderRow] = []
+        waiting = plan.to_render
+        while waiting:
+            batches = plan_batches(waiting, request.batch_size)
+            for result in _render_batches(request, device, plan, stop, batches, claims, held):
+                claims.release(plan.keys[result.line])
+                yield result
+            waiting, held = held, []
+            if waiting and stop.check() is None:
+                # A stop ends the wait at once; the next pass then fails the rows left.
+                progress.phase(f"waiting for {len(waiting)} rows that another run renders")
+                interrupt.wait_for_stop(claims.poll_s)
+
+
+def _render_batches(
+    request: RenderRequest,
+    device: str,
+    plan: OutputPlan,
+    stop: RenderingStop,
+    batches: list[list[RenderRow]],
+    claims: Claims,
+    held: list[RenderRow],
+) -> Iterator[ResultRow]:
+    """Claim each batch's rows and render those claimed, one batch after another, and publish
+    each batch while the next renders; rows another owner holds go to `held`. Once rendering
+    has to stop, fail the batches left and publish what was rendered."""
+    rendering: deque[tuple[list[RenderRow], PrefectFuture[BatchResult]]] = deque()
+    publishing = PublishQueue(plan)
+    for number, batch in enumerate(batches, 1):
+        if stop.check() is not None:
+            yield from (plan.failed(row, stop.row_error()) for row in batch)
+            continue
+        taken = take_rows(claims, plan, batch, request.force)
+        yield from taken.settled
+        held.extend(taken.held)
+        if not taken.render:
+            continue
+        progress.phase(f"rendering batch {number} of {len(batches)} on {device}")
+        future = prefect_tasks.render_rows.submit(
+            plan.model, device, taken.render, request.render_timeout_scale
+        )
+        rendering.append((taken.render, future))
+        if len(rendering) >= RENDER_WINDOW:
+            yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
+            yield from publishing.finished(wait=False)
+    while rendering:
+        yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
+    yield from publishing.finished(wait=True)
+
+
+def _publish_rendered(
+    batch: list[RenderRow],
+    future: PrefectFuture[BatchResult],
+    request: RenderRequest,
+    plan: OutputPlan,
+    publishing: PublishQueue,
+    stop: RenderingStop,
+) -> Iterator[ResultRow]:
+    """Wait for a batch's render, submit its videos for publishing, yield its failed rows."""
+    outcome = future.result(raise_on_failure=False)
+    outcomes: list[RenderOutcome]
+    if isinstance(outcome, BaseException):
+        outcomes = [FailedRender(row, first_line(outcome)) for row in batch]
+    else:
+        stop.reason = stop.reason or outcome.device_failure
+        outcomes = outcome.outcomes
+    for rendered in outcomes:
+        if isinstance(rendered, FailedRender):
+            yield plan.failed(rendered.row, rendered.error)
+        else:
+            key = plan.keys[rendered.row.line]
+            task = prefect_tasks.publish_rendered.submit(
+                request.destination, rendered, key, plan.model.name, exclusive=not request.force
+            )
+            publishing.track(rendered.row, task)
+
+
+class PublishQueue:
+    """Publish tasks in flight; hands back each row's result as its task finishes."""
+
+    def __init__(self, plan: OutputPlan) -> None:
+        self._plan = plan
+        self._pending = 0
+        self._done: queue.SimpleQueue[tuple[RenderRow, PrefectFuture[ResultRow]]]
+        self._done = queue.SimpleQueue()
+
+    def track(self, row: RenderRow, future: PrefectFuture[ResultRow]) -> None:
+        self._pending += 1
+        future.add_done_callback(lambda done: self._done.put((row, done)))
+
+    def finished(self, wait: bool) -> Iterator[ResultRow]:
+        """Results of tasks that have finished; with `wait`, of every task tracked."""
+        while self._pending and (wait or not self._done.empty()):
+            row, future = self._done.get()
+            self._pending -= 1
+            result = future.result(raise_on_failure=False)
+            if isinstance(result, BaseException):
+                yield self._plan.failed(row, first_line(result))
+            else:
+                yield result
