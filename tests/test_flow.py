@@ -234,3 +234,30 @@ def test_progress_says_what_the_run_is_doing(tmp_path: Path) -> None:
         "ok",
         "ok",
     ]
+
+
+def test_a_failing_progress_listener_is_logged_and_the_run_goes_on(tmp_path: Path) -> None:
+    from flows import progress
+
+    class Unreachable:
+        """A listener whose every event fails, as an artifact update does in an API blip."""
+
+        def phase(self, text: str) -> None:
+            raise ConnectionError("the API is away")
+
+        def started(self, total_rows: int) -> None:
+            raise ConnectionError("the API is away")
+
+        def row_finished(self, result: ResultRow) -> None:
+            raise ConnectionError("the API is away")
+
+    manifest = tiny_manifest(tmp_path, rows=2)
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
+    with progress.listening(Unreachable()):
+        state = render_manifest(**request.parameters(), return_state=True)
+    assert state.is_completed()
+    assert state.result().counts["ok"] == 2
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open(encoding="utf-8-sig")))
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    failures = [line for line in _run_logs(state) if "the API is away" in line]
+    assert failures and all("\n" not in line and "Traceback" not in line for line in failures)
