@@ -11,8 +11,9 @@ import itertools
 import queue
 import socket
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from prefect import get_run_logger
@@ -21,13 +22,21 @@ from prefect.runtime import flow_run
 
 from flows import prefect_tasks, progress
 from flows.parameters import RenderRequest, request_from, variable_errors
+from flows.progress import RenderedBatch
 from storage import open_storage
 from tasks import devices, interrupt
 from tasks.claims import Claims, Owner, take_rows
 from tasks.errors import first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan
-from tasks.render import BatchResult, FailedRender, RenderOutcome, not_rendered, plan_batches
+from tasks.render import (
+    BatchResult,
+    FailedRender,
+    RenderedVideo,
+    RenderOutcome,
+    not_rendered,
+    plan_batches,
+)
 from tasks.results import ResultRow
 from tasks.settings import settings
 
@@ -138,11 +147,10 @@ def _render_batches(
     claims: Claims,
     held: list[RenderRow],
 ) -> Iterator[ResultRow]:
-    """Claim each batch's rows and render those claimed, one batch after another, and publish
-    each batch while the next renders; rows another owner holds go to `held`. Once rendering
-    has to stop, fail the batches left and publish what was rendered."""
-    rendering: deque[tuple[list[RenderRow], PrefectFuture[BatchResult]]] = deque()
-    publishing = PublishQueue(plan)
+    """Claim each batch's rows and queue those claimed for the device, in order; publish each
+    batch as soon as its render ends, while the next renders; rows another owner holds go to
+    `held`. Once rendering has to stop, fail the batches left and publish what was rendered."""
+    window = RenderWindow(request, device, plan, stop, len(batches))
     for number, batch in enumerate(batches, 1):
         if stop.check() is not None:
             yield from (plan.failed(row, stop.row_error()) for row in batch)
@@ -150,68 +158,96 @@ def _render_batches(
         taken = take_rows(claims, plan, batch, request.force)
         yield from taken.settled
         held.extend(taken.held)
-        if not taken.render:
-            continue
-        progress.phase(f"rendering batch {number} of {len(batches)} on {device}")
+        if taken.render:
+            window.render(number, taken.render)
+        while len(window.rendering) >= RENDER_WINDOW:
+            yield from window.next_settled()
+    while window.busy():
+        yield from window.next_settled()
+
+
+class RenderWindow:
+    """The batches queued for the device, which take it in the order queued, and the videos
+    being published. Each batch's videos go to publishing as soon as its render ends."""
+
+    def __init__(
+        self,
+        request: RenderRequest,
+        device: str,
+        plan: OutputPlan,
+        stop: RenderingStop,
+        batches: int,
+    ) -> None:
+        self._request, self._device, self._plan, self._stop = request, device, plan, stop
+        self._batches = batches
+        self._turns = devices.device_turns(device)
+        self.rendering: deque[int] = deque()  # the numbers of the batches queued, in order
+        self._publishing = 0
+        # What to do about each task that ended, in the order they ended.
+        self._ended: queue.SimpleQueue[Callable[[], Iterator[ResultRow]]] = queue.SimpleQueue()
+
+    def render(self, number: int, rows: list[RenderRow]) -> None:
+        if not self.rendering:
+            progress.phase(f"rendering batch {number} of {self._batches} on {self._device}")
+        self.rendering.append(number)
+        ticket = self._turns.queue()
         future = prefect_tasks.render_rows.submit(
-            plan.model, device, taken.render, request.render_timeout_scale
+            self._plan.model, self._device, rows, self._request.render_timeout_scale, ticket
         )
-        rendering.append((taken.render, future))
-        if len(rendering) >= RENDER_WINDOW:
-            yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
-            yield from publishing.finished(wait=False)
-    while rendering:
-        yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)
-    yield from publishing.finished(wait=True)
+        future.add_done_callback(
+            lambda done: self._ended.put(partial(self._rendered, number, rows, ticket, done))
+        )
 
+    def busy(self) -> bool:
+        return bool(self.rendering) or self._publishing > 0
 
-def _publish_rendered(
-    batch: list[RenderRow],
-    future: PrefectFuture[BatchResult],
-    request: RenderRequest,
-    plan: OutputPlan,
-    publishing: PublishQueue,
-    stop: RenderingStop,
-) -> Iterator[ResultRow]:
-    """Wait for a batch's render, submit its videos for publishing, yield its failed rows."""
-    outcome = future.result(raise_on_failure=False)
-    outcomes: list[RenderOutcome]
-    if isinstance(outcome, BaseException):
-        outcomes = [FailedRender(row, first_line(outcome)) for row in batch]
-    else:
-        stop.reason = stop.reason or outcome.device_failure
-        outcomes = outcome.outcomes
-    for rendered in outcomes:
-        if isinstance(rendered, FailedRender):
-            yield plan.failed(rendered.row, rendered.error)
+    def next_settled(self) -> Iterator[ResultRow]:
+        """Wait for the next render or publish to end; the rows it settled."""
+        yield from self._ended.get()()
+
+    def _rendered(
+        self, number: int, rows: list[RenderRow], ticket: int, future: PrefectFuture[BatchResult]
+    ) -> Iterator[ResultRow]:
+        """Submit a rendered batch's videos for publishing; its failed rows."""
+        self.rendering.remove(number)
+        self._turns.leave(ticket)  # a task that failed before its turn holds up no other
+        outcome = future.result(raise_on_failure=False)
+        outcomes: list[RenderOutcome]
+        if isinstance(outcome, BaseException):
+            outcomes = [FailedRender(row, first_line(outcome)) for row in rows]
         else:
-            key = plan.keys[rendered.row.line]
-            task = prefect_tasks.publish_rendered.submit(
-                request.destination, rendered, key, plan.model.name, exclusive=not request.force
-            )
-            publishing.track(rendered.row, task)
-
-
-class PublishQueue:
-    """Publish tasks in flight; hands back each row's result as its task finishes."""
-
-    def __init__(self, plan: OutputPlan) -> None:
-        self._plan = plan
-        self._pending = 0
-        self._done: queue.SimpleQueue[tuple[RenderRow, PrefectFuture[ResultRow]]]
-        self._done = queue.SimpleQueue()
-
-    def track(self, row: RenderRow, future: PrefectFuture[ResultRow]) -> None:
-        self._pending += 1
-        future.add_done_callback(lambda done: self._done.put((row, done)))
-
-    def finished(self, wait: bool) -> Iterator[ResultRow]:
-        """Results of tasks that have finished; with `wait`, of every task tracked."""
-        while self._pending and (wait or not self._done.empty()):
-            row, future = self._done.get()
-            self._pending -= 1
-            result = future.result(raise_on_failure=False)
-            if isinstance(result, BaseException):
-                yield self._plan.failed(row, first_line(result))
+            self._stop.reason = self._stop.reason or outcome.device_failure
+            outcomes = outcome.outcomes
+            lines = [row.line for row in rows]
+            progress.batch_rendered(RenderedBatch(number, lines, outcome.started, outcome.ended))
+        if self.rendering:
+            following = self.rendering[0]
+            progress.phase(f"rendering batch {following} of {self._batches} on {self._device}")
+        for rendered in outcomes:
+            if isinstance(rendered, FailedRender):
+                yield self._plan.failed(rendered.row, rendered.error)
             else:
-                yield result
+                self._publish(rendered)
+
+    def _publish(self, rendered: RenderedVideo) -> None:
+        request, plan = self._request, self._plan
+        future = prefect_tasks.publish_rendered.submit(
+            request.destination,
+            rendered,
+            plan.keys[rendered.row.line],
+            plan.model.name,
+            exclusive=not request.force,
+        )
+        self._publishing += 1
+        future.add_done_callback(
+            lambda done: self._ended.put(partial(self._published, rendered.row, done))
+        )
+
+    def _published(self, row: RenderRow, future: PrefectFuture[ResultRow]) -> Iterator[ResultRow]:
+        self._publishing -= 1
+        result = future.result(raise_on_failure=False)
+        yield (
+            self._plan.failed(row, first_line(result))
+            if isinstance(result, BaseException)
+            else result
+        )

@@ -10,19 +10,30 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
 
 from tasks.errors import first_line
 from tasks.results import ResultRow
+
+
+@dataclass(frozen=True)
+class RenderedBatch:
+    """A batch's render: its number in the run, its rows' manifest lines, and when it took
+    the device and gave it back (time.time())."""
+
+    number: int
+    lines: list[int]
+    started: float
+    ended: float
 
 
 class ProgressListener(Protocol):
     def phase(self, text: str) -> None: ...
 
     def started(self, total_rows: int) -> None: ...
+
+    def batch_rendered(self, batch: RenderedBatch) -> None: ...
 
     def row_finished(self, result: ResultRow) -> None: ...
 
@@ -52,7 +63,12 @@ def started(total_rows: int) -> None:
     _deliver("started", total_rows)
 
 
+def batch_rendered(batch: RenderedBatch) -> None:
+    _deliver("batch_rendered", batch)
+
+
 def row_finished(result: ResultRow) -> None:
+    """A row's result, as soon as it is settled (its video stored, or its failure known)."""
     _deliver("row_finished", result)
 
 
@@ -71,6 +87,11 @@ def _deliver(event: str, value: Any) -> None:
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
     """The run's logger; outside a run (the CLI before its flow starts), t2v's."""
+    # Imported here: Prefect sets up its logging on import, and the CLI, which imports this
+    # module, quiets Prefect's console before that.
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
     try:
         return get_run_logger()
     except MissingContextError:

@@ -30,6 +30,7 @@ from flows.parameters import (
     ModelName,
     RenderTimeoutScale,
 )
+from flows.progress import RenderedBatch
 from tasks.errors import ShardError
 from tasks.manifest import Manifest
 from tasks.results import ResultRow, RunSummary, summarize
@@ -53,6 +54,9 @@ class ShardRecorder:
 
     def started(self, total_rows: int) -> None:
         """The parent knows the shard's rows; it counts the ones reported."""
+
+    def batch_rendered(self, batch: RenderedBatch) -> None:
+        """Only rows go into the results file."""
 
     def row_finished(self, result: ResultRow) -> None:
         self.rows.append(result)
