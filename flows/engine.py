@@ -40,10 +40,10 @@ from tasks.render import (
 from tasks.results import ResultRow
 from tasks.settings import settings
 
-# Batches submitted ahead of publishing: while batch k renders, the next two are queued
-# for the device, so one is waiting when k ends (with one queued, a task run's start, a
-# server round trip, outlasted a short render: up to 1.1 s idle, `make bench-slots`).
-# Queued batches hold no frames: a batch's frames exist once the device has rendered it.
+# Batches queued for the device at once: while batch k renders, the next two wait for
+# their turn, so one takes the device the moment k gives it back (with one queued, a task
+# run's start, a server round trip, outlasted a short render: up to 1.1 s idle, `make
+# bench-slots`). Queued batches hold no frames: those exist once the device renders them.
 RENDER_WINDOW = 3
 
 
@@ -180,7 +180,6 @@ class RenderWindow:
     ) -> None:
         self._request, self._device, self._plan, self._stop = request, device, plan, stop
         self._batches = batches
-        self._turns = devices.device_turns(device)
         self.rendering: deque[int] = deque()  # the numbers of the batches queued, in order
         self._publishing = 0
         # What to do about each task that ended, in the order they ended.
@@ -190,13 +189,16 @@ class RenderWindow:
         if not self.rendering:
             progress.phase(f"rendering batch {number} of {self._batches} on {self._device}")
         self.rendering.append(number)
-        ticket = self._turns.queue()
+        turns = devices.device_turns(self._device)
+        ticket = turns.queue()
         future = prefect_tasks.render_rows.submit(
             self._plan.model, self._device, rows, self._request.render_timeout_scale, ticket
         )
         future.add_done_callback(
-            lambda done: self._ended.put(partial(self._rendered, number, rows, ticket, done))
+            lambda done: self._ended.put(partial(self._rendered, number, rows, done))
         )
+        # A task that failed before it took its turn must not hold up the batches after it.
+        future.add_done_callback(lambda done: turns.leave(ticket))
 
     def busy(self) -> bool:
         return bool(self.rendering) or self._publishing > 0
@@ -206,11 +208,10 @@ class RenderWindow:
         yield from self._ended.get()()
 
     def _rendered(
-        self, number: int, rows: list[RenderRow], ticket: int, future: PrefectFuture[BatchResult]
+        self, number: int, rows: list[RenderRow], future: PrefectFuture[BatchResult]
     ) -> Iterator[ResultRow]:
         """Submit a rendered batch's videos for publishing; its failed rows."""
         self.rendering.remove(number)
-        self._turns.leave(ticket)  # a task that failed before its turn holds up no other
         outcome = future.result(raise_on_failure=False)
         outcomes: list[RenderOutcome]
         if isinstance(outcome, BaseException):
