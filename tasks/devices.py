@@ -115,7 +115,7 @@ class DeviceTurns:
     def turn(self, ticket: int | None = None) -> Iterator[None]:
         """Hold the device once every place queued before `ticket` has had its turn or
         left; without a ticket, queue now. A ticket that already had its turn (a retried
-        render) is before every place still queued."""
+        render) waits for none of the places queued after it."""
         ticket = self.queue() if ticket is None else ticket
         with self._changed:
             self._changed.wait_for(
