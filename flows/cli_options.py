@@ -11,11 +11,14 @@ from flows.parameters import ENV_PREFIX, RenderRequest, build_request, defaults
 
 Command = Callable[[argparse.Namespace], int]
 # `t2v render` has an option per run parameter, `--name-with-dashes` but for these, and
-# shows N as its value unless named here.
+# shows its name in capitals as its value unless named here.
 OPTIONS = {"destination": "--out"}
 METAVARS = {
     "destination": "DEST",
-    "device": "DEVICE",
+    "batch_size": "N",
+    "limit": "N",
+    "max_rows": "N",
+    "max_work": "N",
     "aws_credentials_block": "NAME",
     "render_timeout_scale": "FACTOR",
     "presign_expiry": "SECONDS",
@@ -83,7 +86,9 @@ def parser(
         if field.annotation is bool:
             rendering.add_argument(option, dest=name, action="store_const", const=True, help=shown)
         else:
-            rendering.add_argument(option, dest=name, metavar=METAVARS.get(name, "N"), help=shown)
+            rendering.add_argument(
+                option, dest=name, metavar=METAVARS.get(name, name.upper()), help=shown
+            )
     rendering.add_argument(
         "--shards",
         metavar="N",
