@@ -1,5 +1,6 @@
-"""Progress events from a running flow (its phase, each row finished) to whoever listens:
-the CLI's bar, the run's progress artifact, a shard's results file.
+"""Progress events from a running flow (its phase, each batch's hold on the device, each row
+settled) to whoever listens: the CLI's bar, the run's progress artifact, a shard's results
+file.
 
 Listeners are side channels: one that fails (an API blip, a write refused) is logged in a
 line and the run goes on."""
