@@ -314,3 +314,15 @@ def test_batches_take_the_device_in_manifest_order_and_publish_as_each_ends(
         spent = sum(float(results[line - 1]["render_s"]) for line in batch.lines)
         assert spent <= batch.ended - batch.started + 0.01
         assert all(timeline.finished[line] >= batch.ended for line in batch.lines)
+
+
+def test_a_bad_variable_the_flow_could_not_take_is_one_line_in_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T2V_BATCH_SIZE", "abc")
+    manifest = tiny_manifest(tmp_path, rows=1)
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"), batch_size=2)
+    state = render_manifest(**request.parameters(), return_state=True)
+    assert state.is_completed()
+    warnings = [line for line in _run_logs(state) if line.startswith("T2V_BATCH_SIZE='abc': ")]
+    assert len(warnings) == 1 and warnings[0].endswith("; this run does not use it"), warnings
