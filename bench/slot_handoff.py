@@ -4,8 +4,9 @@ The flow renders one manifest on CPU with tiny-random on a temporary Prefect ser
 as a `gpu` worker runs it (one run per worker and per GPU, one render at a time per device
 in the process, no server round trip), then with a Prefect `gpu` tag limit of one slot
 (`make gpu-limit`), whose slot wait cap is `--slot-wait` seconds (`make server` sets 1;
-Prefect's default is 10). The device's lock is timed: the idle time between batches is the
-gap between one batch releasing the device and the next taking it.
+Prefect's default is 10). A progress listener records when each batch took the device and
+gave it back, and when each video was stored: the idle time between batches is the gap
+between one batch giving the device back and the next taking it.
 
     python -m bench.slot_handoff          # updates the slot_handoff section of bench/RESULTS.md
     python -m bench.slot_handoff --rows 4 --no-write
@@ -21,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bench.report import environment, markdown_table, publish_section
 
@@ -28,29 +30,33 @@ FRAMES, SIZE, STEPS = 16, 64, 20
 
 # One fresh process per slot wait: the server reads its settings when it starts.
 RUN = """
-import json, sys, tempfile, threading, time
+import json, sys, tempfile, time
 from pathlib import Path
 from prefect import get_client
 from prefect.testing.utilities import prefect_test_harness
+from flows import progress
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
-from tasks import devices
 
 rows, batch_size, frames, size, steps = (int(arg) for arg in sys.argv[1:6])
 
 
-class TimedLock:
-    # The device's lock, noting when each batch took the device and gave it back.
+class Timeline:
+    # A progress listener: each batch's hold on the device, and when each row was stored.
     def __init__(self):
-        self._lock, self.holds = threading.Lock(), []
+        self.batches, self.stored = [], {}
 
-    def __enter__(self):
-        self._lock.acquire()
-        self._taken = time.perf_counter()
+    def phase(self, text):
+        pass
 
-    def __exit__(self, *exc):
-        self.holds.append((self._taken, time.perf_counter()))
-        self._lock.release()
+    def started(self, total_rows):
+        pass
+
+    def batch_rendered(self, batch):
+        self.batches.append(batch)
+
+    def row_finished(self, result):
+        self.stored[result.line] = time.time()
 
 
 folder = Path(tempfile.mkdtemp(prefix="t2v-slot-"))
@@ -59,16 +65,23 @@ manifest.write_text("id,prompt,seed,num_frames,height,width,num_inference_steps,
     f"c{n},a small scene {n},{n},{frames},{size},{size},{steps},8\\n" for n in range(rows)))
 with prefect_test_harness(server_startup_timeout=60):
     def run(name):
-        lock = devices._device_locks["cpu"] = TimedLock()
+        timeline = Timeline()
         request = RenderRequest(
             manifest=str(manifest), destination=str(folder / name), model="tiny-random",
             batch_size=batch_size)
-        started = time.perf_counter()
-        summary = render_manifest(**request.parameters())
-        wall = time.perf_counter() - started
+        started = time.time()
+        with progress.listening(timeline):
+            summary = render_manifest(**request.parameters())
+        wall = time.time() - started
         assert summary.counts["ok"] == rows, summary.counts
-        gaps = [taken - given for (_, given), (taken, _) in zip(lock.holds, lock.holds[1:])]
-        return {"wall_s": wall, "idle_s": gaps}
+        held = sorted(timeline.batches, key=lambda batch: batch.started)
+        gaps = [after.started - before.ended for before, after in zip(held, held[1:])]
+        batches = [
+            [batch.number, batch.started - started, batch.ended - started,
+             max(timeline.stored[line] for line in batch.lines) - started]
+            for batch in held
+        ]
+        return {"wall_s": wall, "idle_s": gaps, "batches": batches}
     run("warm-up")  # loads the model and the engine
     free = run("per-gpu")
     with get_client(sync_client=True) as client:
@@ -81,11 +94,13 @@ with prefect_test_harness(server_startup_timeout=60):
 
 @dataclass(frozen=True)
 class Run:
-    """One run of the flow: its wall time and the device's idle gap before each batch
-    but the first."""
+    """One run of the flow: its wall time, the device's idle gap before each batch but the
+    first, and per batch in the order it took the device: its number, when it took the
+    device and gave it back, and when its last video was stored (seconds into the run)."""
 
     wall_s: float
     idle_s: list[float]
+    batches: list[tuple[int, float, float, float]]
 
     def cells(self) -> list[str]:
         mean = sum(self.idle_s) / len(self.idle_s) if self.idle_s else 0.0
@@ -116,7 +131,12 @@ def measure(slot_wait: float, rows: int, batch_size: int) -> Measured:
         env=env, capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     runs = json.loads(done.stdout.splitlines()[-1])
-    return Measured(slot_wait, Run(**runs["per_gpu"]), Run(**runs["gpu_limit"]))
+    return Measured(slot_wait, _run(runs["per_gpu"]), _run(runs["gpu_limit"]))
+
+
+def _run(measured: dict[str, Any]) -> Run:
+    batches = [(int(n), took, gave, stored) for n, took, gave, stored in measured["batches"]]
+    return Run(measured["wall_s"], measured["idle_s"], batches)
 
 
 def section(results: Sequence[Measured], rows: int, batch_size: int) -> str:
@@ -132,19 +152,30 @@ def section(results: Sequence[Measured], rows: int, batch_size: int) -> str:
             ),
         ],
     )
+    timeline = markdown_table(
+        ["batch", "took the device s", "gave it back s", "videos stored by s"],
+        [
+            [str(number), f"{took:.2f}", f"{gave:.2f}", f"{stored:.2f}"]
+            for number, took, gave, stored in results[0].per_gpu.batches
+        ],
+    )
     return (
         "## GPU exclusivity: the device's idle time between batches (measured)\n\n"
         f"{environment('CPU')}\n\n"
         f"The flow renders {rows} rows of tiny-random ({SIZE}×{SIZE}, {FRAMES} frames, "
         f"{STEPS} steps) in {batches} batches of {batch_size} on a temporary Prefect "
-        "server; the model is loaded by an uncounted first run. The device's lock is timed: "
-        "idle is the gap between a batch giving the device back and the next taking it.\n\n"
+        "server; the model is loaded by an uncounted first run. A progress listener records "
+        "each batch's hold on the device: idle is the gap between a batch giving the device "
+        "back and the next taking it.\n\n"
         f"{table}\n"
-        "The flow queues each batch's render while the one before renders. Per GPU, the "
-        "queued render waits on the device's lock in the process and takes it at once. With "
-        "a tag limit it must first win the slot from the server, which tells it to ask again "
-        "later, up to the slot wait cap; on a GPU that time is idle. `make deploy` creates "
-        "no tag limit.\n"
+        "The flow queues up to three batches for the device, which they take in manifest "
+        "order. Per GPU, the next queued render waits for its turn in the process and takes "
+        "the device at once. With a tag limit it must first win the slot from the server, "
+        "which tells it to ask again later, up to the slot wait cap; on a GPU that time is "
+        "idle. `make deploy` creates no tag limit.\n\n"
+        "The per-GPU run's timeline (seconds from the flow's start): each batch's videos are "
+        "encoded and stored while the next batch renders.\n\n"
+        f"{timeline}\n"
     )
 
 

@@ -13,6 +13,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flows.progress import RenderedBatch
 from storage import open_storage
 from tasks.gallery import GALLERY_HTML
 from tasks.results import RESULTS_CSV, ResultRow, RunSummary, format_counts
@@ -45,6 +46,9 @@ class ProgressArtifact:
             ),
         )
         self._updated = time.monotonic()
+
+    def batch_rendered(self, batch: RenderedBatch) -> None:
+        """This artifact shows the share of rows finished."""
 
     def row_finished(self, result: ResultRow) -> None:
         self._finished += 1

@@ -16,8 +16,10 @@ import tempfile
 from pathlib import Path
 
 from flows.errors import CodeError
+from tasks.errors import T2VError
+from tasks.settings import settings
 
-CODE_REPO_ENV = "T2V_CODE_REPO"
+CODE_REPO_ENV = "T2V_CODE_REPO"  # tasks/settings.py reads it
 # The project's own packages: a flow run must import them from its code's folder.
 PROJECT_PACKAGES = frozenset({"flows", "tasks", "storage"})
 COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -29,7 +31,7 @@ def record_code() -> dict[str, str]:
     this clone's git remotes, such as `origin`): that URL and HEAD's commit, refusing
     uncommitted changes, which a clone of the commit would not have."""
     directory = os.getcwd()
-    repository = os.environ.get(CODE_REPO_ENV, "")
+    repository = settings().code_repo
     if not repository:
         return {"directory": directory, "repository": "", "commit": ""}
     if repository in _git(["remote"], f"cannot list the git remotes of {directory}").split():
@@ -107,7 +109,7 @@ def main() -> int:
     (`prefect deploy` would run the same check, but shows a traceback)."""
     try:
         code = record_code()
-    except CodeError as error:
+    except T2VError as error:  # a commit it cannot record, a bad setting
         print(f"make deploy: {error}", file=sys.stderr)
         return 2
     if code["repository"]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, field_validator
@@ -246,19 +246,71 @@ class RenderRequest(BaseSettings):
         """The flow's keyword arguments for this request."""
         return self.model_dump()
 
+    def shard_parameters(self) -> dict[str, Any]:
+        """The parameters a sharded run passes on to each shard's run."""
+        return self.model_dump(exclude=set(PARENT_ONLY))
+
+
+# What the parent of a sharded run applies before any shard starts (the rows to read, the
+# run's budget, the gallery's links): its shards do not take them.
+PARENT_ONLY = frozenset({"limit", "max_rows", "max_work", "presign_expiry"})
+
 
 def build_request(option: Callable[[str], str] = str, **values: Any) -> RenderRequest:
-    """A validated request; one sentence naming the parameter (as `option` spells it) or
-    the `T2V_*` variable that breaks its rule."""
+    """A validated request, values left out taken from `T2V_*` variables; one sentence
+    naming the parameter (as `option` spells it) or the variable that breaks its rule."""
     try:
         return RenderRequest(**values)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        name = str(error["loc"][0]) if error["loc"] else ""
-        given = values.get(name, error.get("input"))
-        source = option(name) if name in values else f"{ENV_PREFIX}{name.upper()}"
-        message = first_line(ValueError(error["msg"])).removeprefix("Value error, ")
-        raise ParameterError(f"{source}={given!r}: {message}") from exc
+        raise ParameterError(_first_error(exc, values, option)[1]) from exc
+
+
+def request_from(arguments: Mapping[str, Any]) -> RenderRequest:
+    """The request a flow's arguments make: every parameter as given, a parameter the flow
+    does not take at its built-in default; no variable is read (the flow's signature did)."""
+    values = {
+        name: arguments.get(name, field.default)
+        for name, field in RenderRequest.model_fields.items()
+    }
+    return build_request(**values)
+
+
+def defaults() -> RenderRequest:
+    """The defaults in force: each valid `T2V_*` variable over the built-in default. A bad
+    variable is left out, so that importing a flow or `t2v --help` never fails on one;
+    `build_request` refuses it where its parameter is not given."""
+    return _defaults_and_errors()[0]
+
+
+def variable_errors() -> list[str]:
+    """A sentence for each `T2V_*` variable of a run parameter that breaks its rule."""
+    return _defaults_and_errors()[1]
+
+
+def _defaults_and_errors() -> tuple[RenderRequest, list[str]]:
+    fallback: dict[str, Any] = {}
+    errors: list[str] = []
+    while True:
+        try:
+            return RenderRequest(**fallback), errors
+        except ValidationError as exc:
+            name, message = _first_error(exc, fallback, str)
+            if name in fallback:  # a built-in default cannot break a rule; a bug if it does
+                raise
+            fallback[name] = RenderRequest.model_fields[name].default
+            errors.append(message)
+
+
+def _first_error(
+    exc: ValidationError, values: Mapping[str, Any], option: Callable[[str], str]
+) -> tuple[str, str]:
+    """The field of the first error, and a sentence naming where its value came from."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else ""
+    given = values.get(name, error.get("input"))
+    source = option(name) if name in values else f"{ENV_PREFIX}{name.upper()}"
+    message = first_line(ValueError(error["msg"])).removeprefix("Value error, ")
+    return name, f"{source}={given!r}: {message}"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -274,6 +326,5 @@ def describe_parameters(fn: F) -> F:
     return fn
 
 
-def defaults() -> RenderRequest:
-    """The defaults in force: the `T2V_*` environment variables over the built-in ones."""
-    return build_request()
+# The flows' signatures' defaults: the environment as it was when they were imported.
+DEFAULTS = defaults()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
@@ -65,13 +64,14 @@ def render_rows(
     rows: Sequence[RenderRow],
     timeout_scale: float = 1.0,
     levers: Levers = EXACT,
+    ticket: int | None = None,
 ) -> BatchResult:
-    """`render.render_rows`, and one log line that says what the batch was and cost.
+    """`render.render_rows`, and one log line that says what the batch was and cost, from
+    taking the device to giving it back.
 
     A device that fails (a fatal CUDA error, a hung render) is in the result, not raised:
     retrying in this process is futile, only a rerun in a fresh one can render the rows."""
-    started = time.perf_counter()
-    result = render.render_rows(model, device, rows, timeout_scale, levers)
+    result = render.render_rows(model, device, rows, timeout_scale, levers, ticket)
     first = rows[0]
     failed = sum(isinstance(outcome, FailedRender) for outcome in result.outcomes)
     get_run_logger().info(
@@ -84,6 +84,6 @@ def render_rows(
         first.num_inference_steps,
         model.name,
         device,
-        time.perf_counter() - started,
+        result.ended - result.started,
     )
     return result

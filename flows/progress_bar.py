@@ -8,6 +8,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows.progress import RenderedBatch
 from tasks.results import ResultRow
 
 
@@ -51,6 +52,9 @@ class ProgressBar:
 
     def started(self, total_rows: int) -> None:
         self._progress.update(self._task, total=total_rows)
+
+    def batch_rendered(self, batch: RenderedBatch) -> None:
+        """The bar counts rows; the phase says which batch renders."""
 
     def row_finished(self, result: ResultRow) -> None:
         if result.status in ("failed", "invalid"):

@@ -17,8 +17,10 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import artifacts, prefect_tasks, progress
 from flows.credentials import use_aws_credentials_block
+from flows.engine import RENDER_WINDOW, collect_results, flow_request, worker_name
 from flows.errors import RowsFailedError
 from flows.parameters import (
+    DEFAULTS,
     AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
@@ -32,9 +34,8 @@ from flows.parameters import (
     QuantizeLever,
     RenderTimeoutScale,
     SpeedProfile,
-    build_request,
 )
-from flows.render_flow import RENDER_WINDOW, collect_results, worker_name
+from flows.progress import RenderedBatch
 from tasks.errors import ShardError
 from tasks.manifest import Manifest
 from tasks.results import ResultRow, RunSummary, summarize
@@ -58,6 +59,9 @@ class ShardRecorder:
 
     def started(self, total_rows: int) -> None:
         """The parent knows the shard's rows; it counts the ones reported."""
+
+    def batch_rendered(self, batch: RenderedBatch) -> None:
+        """Only rows go into the results file."""
 
     def row_finished(self, result: ResultRow) -> None:
         self.rows.append(result)
@@ -87,35 +91,21 @@ def render_shard(
     lines: list[int],
     parent_run: str,
     shard: int,
-    batch_size: BatchSize = 4,
-    device: Device = "auto",
-    force: Force = False,
-    render_timeout_scale: RenderTimeoutScale = 1.0,
-    aws_credentials_block: AwsCredentialsBlock = None,
-    speed: SpeedProfile = "exact",
-    attention: AttentionLever = None,
-    cache: CacheLever = None,
-    compile: CompileLever = None,
-    quantize: QuantizeLever = None,
+    batch_size: BatchSize = DEFAULTS.batch_size,
+    device: Device = DEFAULTS.device,
+    force: Force = DEFAULTS.force,
+    render_timeout_scale: RenderTimeoutScale = DEFAULTS.render_timeout_scale,
+    aws_credentials_block: AwsCredentialsBlock = DEFAULTS.aws_credentials_block,
+    speed: SpeedProfile = DEFAULTS.speed,
+    attention: AttentionLever = DEFAULTS.attention,
+    cache: CacheLever = DEFAULTS.cache,
+    compile: CompileLever = DEFAULTS.compile,
+    quantize: QuantizeLever = DEFAULTS.quantize,
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
+    request = flow_request(locals())
     started = time.time()
-    request = build_request(
-        manifest=manifest,
-        destination=destination,
-        model=model,
-        device=device,
-        batch_size=batch_size,
-        force=force,
-        aws_credentials_block=aws_credentials_block,
-        render_timeout_scale=render_timeout_scale,
-        speed=speed,
-        attention=attention,
-        cache=cache,
-        compile=compile,
-        quantize=quantize,
-    )
     use_aws_credentials_block(request.aws_credentials_block)
     # Infrastructure, not the rows (as below): the parent starts the shard again, elsewhere.
     check_run_marker(request.destination, parent_run, worker_name())

@@ -5,9 +5,6 @@ The parent plans as `render-manifest` does, starts one `render-shard` run per sh
 its rows (a bounded number of times, for its missing rows only), and merges the shards'
 results files into one results manifest and gallery. It renders nothing: it runs in the CLI
 process or on a worker of a non-GPU pool (`control`).
-
-Over 250 lines because the parent's signature spells out every parameter for Prefect's
-form, and following shards (states, results files, tries) is one loop with its record.
 """
 
 from __future__ import annotations
@@ -29,7 +26,9 @@ from pydantic import Field
 
 from flows import artifacts, progress
 from flows.credentials import use_aws_credentials_block
+from flows.engine import flow_request
 from flows.parameters import (
+    DEFAULTS,
     AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
@@ -48,8 +47,6 @@ from flows.parameters import (
     RenderRequest,
     RenderTimeoutScale,
     SpeedProfile,
-    build_request,
-    defaults,
     describe_parameters,
 )
 from flows.render_flow import finish_run, plan_request
@@ -73,7 +70,6 @@ FOLLOW_EVERY_S = 1.5
 # The API's page size: one request reads the states of this many shard runs.
 STATES_PER_REQUEST = 200
 EARLIER_TRY = "stored by an earlier run of its shard, which crashed"
-DEFAULTS = defaults()
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
@@ -149,25 +145,7 @@ def render_sharded(
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
 ) -> RunSummary:
     """Render a prompt manifest over the `gpu` pool's workers, one run per shard of rows."""
-    request = build_request(
-        manifest=manifest,
-        destination=destination,
-        model=model,
-        device=device,
-        batch_size=batch_size,
-        force=force,
-        limit=limit,
-        max_rows=max_rows,
-        max_work=max_work,
-        aws_credentials_block=aws_credentials_block,
-        render_timeout_scale=render_timeout_scale,
-        presign_expiry=presign_expiry,
-        speed=speed,
-        attention=attention,
-        cache=cache,
-        compile=compile,
-        quantize=quantize,
-    ).on_date(scheduled_date())
+    request = flow_request(locals()).on_date(scheduled_date())
     return render_request_sharded(request, shards, shard_rows)
 
 
@@ -278,23 +256,11 @@ def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: 
     child: FlowRun = run_deployment(  # type: ignore[assignment]  # sync in a sync flow
         SHARD_DEPLOYMENT,
         parameters={
-            "manifest": request.manifest,
-            "destination": request.destination,
-            "model": request.model,
+            **request.shard_parameters(),
             "model_identity": plan.model.identity,
             "lines": run.missing(),
             "parent_run": parent_run,
             "shard": run.number,
-            "batch_size": request.batch_size,
-            "device": request.device,
-            "force": request.force,
-            "render_timeout_scale": request.render_timeout_scale,
-            "aws_credentials_block": request.aws_credentials_block,
-            "speed": request.speed,
-            "attention": request.attention,
-            "cache": request.cache,
-            "compile": request.compile,
-            "quantize": request.quantize,
         },
         timeout=0,
         idempotency_key=f"{parent_run}-{run.number}-{run.tries}",

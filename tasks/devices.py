@@ -1,5 +1,5 @@
 """Device and dtype choice, the process's pipelines (loaded once each), and per-device
-locks and failure marks."""
+turns (one render at a time, in the order queued) and failure marks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -28,7 +30,7 @@ _pipelines: dict[CacheKey, Any] = {}
 _placements: dict[CacheKey, str] = {}
 _reports: dict[CacheKey, SpeedReport] = {}
 _loading: dict[CacheKey, threading.Lock] = {}
-_device_locks: dict[str, threading.Lock] = {}
+_device_turns: dict[str, DeviceTurns] = {}
 _device_failures: dict[str, str] = {}
 
 
@@ -97,10 +99,57 @@ def speed_report(model: ModelRef, device: str, levers: Levers) -> SpeedReport | 
         return _reports.get((model.identity, device, levers))
 
 
-def device_lock(device: torch.device) -> threading.Lock:
-    """One lock per device, so only one render at a time holds a GPU in this process."""
+class DeviceTurns:
+    """One render at a time on a device, in the order the renders were queued: a batch
+    queued earlier never waits behind one queued later, so a run's batches take the device
+    in manifest order however their threads are scheduled."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._issued = 0
+        self._queued: set[int] = set()
+        self._busy = False
+
+    def queue(self) -> int:
+        """A place in the queue, taken where the order is known (the flow, batch by batch)."""
+        with self._changed:
+            self._issued += 1
+            self._queued.add(self._issued)
+            return self._issued
+
+    def leave(self, ticket: int) -> None:
+        """Give up a place (its render ended, or never started): later ones may go."""
+        with self._changed:
+            self._queued.discard(ticket)
+            self._changed.notify_all()
+
+    @contextmanager
+    def turn(self, ticket: int | None = None) -> Iterator[None]:
+        """Hold the device once every place queued before `ticket` has had its turn or
+        left; without a ticket, queue now. A ticket that already had its turn (a retried
+        render) waits for none of the places queued after it."""
+        ticket = self.queue() if ticket is None else ticket
+        with self._changed:
+            self._changed.wait_for(
+                lambda: not self._busy and all(queued >= ticket for queued in self._queued)
+            )
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy = False
+                self._queued.discard(ticket)
+                self._changed.notify_all()
+
+
+def device_turns(device: torch.device | str) -> DeviceTurns:
+    """The device's queue: `cuda` and `cuda:N` of the current GPU are one device."""
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())
     with _lock:
-        return _device_locks.setdefault(str(device), threading.Lock())
+        return _device_turns.setdefault(str(resolved), DeviceTurns())
 
 
 def device_failure(device: torch.device) -> str | None:

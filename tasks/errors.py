@@ -12,6 +12,7 @@ __all__ = [
     "ModelLoadError",
     "RenderError",
     "RowError",
+    "SettingsError",
     "ShardError",
     "StorageError",
     "T2VError",
@@ -47,6 +48,10 @@ class BudgetError(T2VError):
 
 class EncodeError(T2VError):
     """ffmpeg could not turn frames into an MP4."""
+
+
+class SettingsError(T2VError):
+    """An environment variable of the process's settings (tasks/settings.py) breaks its rule."""
 
 
 class ShardError(T2VError):

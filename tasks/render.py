@@ -11,13 +11,11 @@ up to 14 levels in decoded frames and into other MP4 bytes, so: the output key h
 model and the row's parameters, never its batch; the sha256 a result records is that of
 the bytes stored; and a stored video is never compared by bytes with a new render of its
 row.
-
-Over 250 lines because a render's failure modes are one concern: out-of-memory splits,
-the hung-render watchdog, a failed device and a stop request all decide the same outcomes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -28,7 +26,7 @@ import numpy as np
 import torch
 
 from tasks.budget import work
-from tasks.devices import device_failure, device_lock, get_pipeline, mark_device_failed
+from tasks.devices import device_failure, device_turns, get_pipeline, mark_device_failed
 from tasks.errors import DeviceFailedError, RenderError, first_line
 from tasks.families import family_of
 from tasks.interrupt import INTERRUPTED, stop_requested
@@ -61,10 +59,13 @@ RenderOutcome = RenderedVideo | FailedRender
 @dataclass(frozen=True)
 class BatchResult:
     """Every row's outcome, in the batch's order, and why the device failed, if it did:
-    then nothing else in this process may render on it, and a rerun resumes."""
+    then nothing else in this process may render on it, and a rerun resumes. `started` and
+    `ended` (time.time()) bound the batch's hold on the device; 0 when it never held it."""
 
     outcomes: list[RenderOutcome]
     device_failure: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
 
 
 def batch_shape(row: RenderRow) -> BatchShape:
@@ -129,25 +130,33 @@ def render_rows(
     rows: Sequence[RenderRow],
     timeout_scale: float = 1.0,
     levers: Levers = EXACT,
+    ticket: int | None = None,
 ) -> BatchResult:
-    """Render one micro-batch of `model` on `device`, holding the device only while rendering.
+    """Render one micro-batch of `model` on `device`, holding the device only while rendering,
+    once the renders queued before `ticket` (tasks.devices.DeviceTurns) have had their turn.
 
     A fatal CUDA error or a hung render leaves the device unusable by this process: the
     result says why, and every later call renders nothing. Once a stop is requested
     (tasks.interrupt), a render in flight is abandoned and none starts.
     """
-    if stop_requested():
-        return _interrupted(rows, [])
-    pipe = get_pipeline(model, torch.device(device), levers)
-    target = device_of(pipe)
-    timeout_s = render_timeout(rows, target.type, timeout_scale)
-    with device_lock(target):
-        reason = device_failure(target)
-        if reason is not None:
-            return BatchResult([FailedRender(row, not_rendered(reason)) for row in rows], reason)
-        if stop_requested():  # asked while this batch waited for the device
+    try:
+        if stop_requested():
             return _interrupted(rows, [])
-        return _render_watched(pipe, rows, timeout_s)
+        pipe = get_pipeline(model, torch.device(device), levers)
+        target = device_of(pipe)
+        timeout_s = render_timeout(rows, target.type, timeout_scale)
+        with device_turns(target).turn(ticket):
+            started = time.time()
+            if (reason := device_failure(target)) is not None:
+                result = _device_failed(not_rendered(reason), reason, rows, [])
+            elif stop_requested():  # asked while this batch waited for the device
+                result = _interrupted(rows, [])
+            else:
+                result = _render_watched(pipe, rows, timeout_s)
+            return dataclasses.replace(result, started=started, ended=time.time())
+    finally:
+        if ticket is not None:  # a render that never took its turn lets the later ones go
+            device_turns(device).leave(ticket)
 
 
 def _render_watched(pipe: Any, rows: Sequence[RenderRow], timeout_s: float) -> BatchResult:

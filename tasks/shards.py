@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,14 +17,12 @@ from tasks.errors import ShardError
 from tasks.manifest import RenderRow
 from tasks.render import plan_batches
 from tasks.results import ResultRow
+from tasks.settings import settings
 
 SHARDS_FOLDER = ".t2v/shards"
 # About 16 minutes of GPU work a shard at 30 s a video (Wan 2.1 1.3B on an H100 class GPU):
 # long beside a shard's fixed cost (start, pick-up, model load), short enough to balance.
 DEFAULT_SHARD_ROWS = 32
-# A local folder is shared only when the user says so: every worker reads the manifest and
-# writes the videos at the same path.
-SHARED_FOLDER_ENV = "T2V_SHARED_FOLDER"
 
 
 def split_into_shards(
@@ -53,10 +50,10 @@ def shared_location(uri: str) -> str:
     path, only when T2V_SHARED_FOLDER=1 says every worker sees it there."""
     if uri.startswith("s3://"):
         return uri
-    if os.environ.get(SHARED_FOLDER_ENV) != "1":
+    if not settings().shared_folder:
         raise ShardError(
             f"{uri!r} is on this machine: a sharded run needs s3:// locations, or a folder "
-            f"every worker sees at the same path (a network mount) with {SHARED_FOLDER_ENV}=1"
+            "every worker sees at the same path (a network mount) with T2V_SHARED_FOLDER=1"
         )
     return str(Path(uri).expanduser().resolve())
 

@@ -95,13 +95,13 @@ def test_t2v_variables_set_the_defaults_and_options_override_them(
 ) -> None:
     import argparse
 
-    from flows.cli import _request
+    from flows.cli_options import request_from_options
 
     monkeypatch.setenv("T2V_BATCH_SIZE", "3")
     monkeypatch.setenv("T2V_DESTINATION", "s3://bucket/nightly")
-    from_env = _request(argparse.Namespace(manifest="m.csv"))
+    from_env = request_from_options(argparse.Namespace(manifest="m.csv"))
     assert (from_env.batch_size, from_env.destination) == (3, "s3://bucket/nightly")
-    given = _request(argparse.Namespace(manifest="m.csv", batch_size="5"))
+    given = request_from_options(argparse.Namespace(manifest="m.csv", batch_size="5"))
     assert (given.batch_size, given.destination) == (5, "s3://bucket/nightly")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -234,3 +235,94 @@ def test_progress_says_what_the_run_is_doing(tmp_path: Path) -> None:
         "ok",
         "ok",
     ]
+
+
+def test_a_failing_progress_listener_is_logged_and_the_run_goes_on(tmp_path: Path) -> None:
+    from flows import progress
+
+    class Unreachable:
+        """A listener whose every event fails, as an artifact update does in an API blip."""
+
+        def phase(self, text: str) -> None:
+            raise ConnectionError("the API is away")
+
+        def started(self, total_rows: int) -> None:
+            raise ConnectionError("the API is away")
+
+        def row_finished(self, result: ResultRow) -> None:
+            raise ConnectionError("the API is away")
+
+    manifest = tiny_manifest(tmp_path, rows=2)
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
+    with progress.listening(Unreachable()):
+        state = render_manifest(**request.parameters(), return_state=True)
+    assert state.is_completed()
+    assert state.result().counts["ok"] == 2
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open(encoding="utf-8-sig")))
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    failures = [line for line in _run_logs(state) if "the API is away" in line]
+    assert failures and all("\n" not in line and "Traceback" not in line for line in failures)
+
+
+def test_batches_take_the_device_in_manifest_order_and_publish_as_each_ends(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from flows import progress
+    from flows.progress import RenderedBatch
+
+    class Timeline:
+        def __init__(self) -> None:
+            self.batches: list[RenderedBatch] = []
+            self.finished: dict[int, float] = {}  # by manifest line
+
+        def phase(self, text: str) -> None:
+            """Phases are not timed here."""
+
+        def started(self, total_rows: int) -> None:
+            """Nor the start."""
+
+        def batch_rendered(self, batch: RenderedBatch) -> None:
+            self.batches.append(batch)
+
+        def row_finished(self, result: ResultRow) -> None:
+            self.finished[result.line] = time.time()
+
+    manifest = tmp_path / "m.csv"
+    rows = [f"clip-{n},a tiny scene number {n},{n},8,64,64,12,8\n" for n in range(5)]
+    manifest.write_text(
+        "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n" + "".join(rows)
+    )
+    out = tmp_path / "out"
+    timeline = Timeline()
+    request = RenderRequest(manifest=str(manifest), destination=str(out), batch_size=2)
+    with progress.listening(timeline):
+        summary = render_manifest(**request.parameters())
+    assert summary.counts["ok"] == 5
+    by_start = sorted(timeline.batches, key=lambda batch: batch.started)
+    assert [batch.number for batch in by_start] == [1, 2, 3]
+    assert [batch.lines for batch in by_start] == [[1, 2], [3, 4], [5]]
+    for before, after in itertools.pairwise(by_start):
+        assert before.ended <= after.started  # one at a time
+    first, _, last = by_start
+    # Batch 1's videos are stored while batch 3 still waits for the device or renders.
+    assert max(timeline.finished[line] for line in first.lines) < last.ended
+    results = list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))
+    for batch in by_start:
+        # render_s counts from taking the device, never the wait for it.
+        spent = sum(float(results[line - 1]["render_s"]) for line in batch.lines)
+        assert spent <= batch.ended - batch.started + 0.01
+        assert all(timeline.finished[line] >= batch.ended for line in batch.lines)
+
+
+def test_a_bad_variable_the_flow_could_not_take_is_one_line_in_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T2V_BATCH_SIZE", "abc")
+    manifest = tiny_manifest(tmp_path, rows=1)
+    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"), batch_size=2)
+    state = render_manifest(**request.parameters(), return_state=True)
+    assert state.is_completed()
+    warnings = [line for line in _run_logs(state) if line.startswith("T2V_BATCH_SIZE='abc': ")]
+    assert len(warnings) == 1 and warnings[0].endswith("; this run does not use it"), warnings

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
+from flows.errors import ParameterError
 from flows.parameters import RenderRequest
 from flows.run_date import schedule_zone
 
@@ -77,6 +78,40 @@ def test_every_parameter_default_is_the_requests_and_follows_t2v_variables(
     )
     monkeypatch.setenv("T2V_DEVICE", "cpu")
     assert defaults().device == "cpu"
+
+
+def test_every_flow_takes_every_parameter_a_shard_the_ones_its_parent_does_not_apply() -> None:
+    import inspect
+
+    from flows.parameters import PARENT_ONLY
+    from flows.render_flow import render_manifest
+    from flows.shard_flow import render_shard
+    from flows.sharded_flow import render_sharded
+
+    fields = set(RenderRequest.model_fields)
+    assert set(inspect.signature(render_manifest.fn).parameters) == fields
+    assert set(inspect.signature(render_sharded.fn).parameters) == fields | {"shards", "shard_rows"}
+    shard_own = {"model_identity", "lines", "parent_run", "shard"}
+    assert set(inspect.signature(render_shard.fn).parameters) == fields - PARENT_ONLY | shard_own
+    assert set(RenderRequest().shard_parameters()) == fields - PARENT_ONLY
+
+
+def test_a_bad_variable_leaves_its_default_built_in_and_names_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.parameters import build_request, defaults, variable_errors
+
+    monkeypatch.setenv("T2V_BATCH_SIZE", "abc")
+    monkeypatch.setenv("T2V_PRESIGN_EXPIRY", "60")  # with the default destination, `out`
+    monkeypatch.setenv("T2V_DEVICE", "cpu")
+    assert (defaults().batch_size, defaults().presign_expiry, defaults().device) == (4, None, "cpu")
+    assert [error.split(":")[0] for error in variable_errors()] == [
+        "T2V_BATCH_SIZE='abc'",
+        "T2V_PRESIGN_EXPIRY='60'",
+    ]
+    assert build_request(batch_size=2, destination="s3://bucket/p").presign_expiry == 60
+    with pytest.raises(ParameterError, match=r"^T2V_BATCH_SIZE='abc': Input should be a valid"):
+        build_request()
 
 
 def test_runs_outside_a_deployment_use_local_time() -> None:

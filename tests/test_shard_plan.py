@@ -84,6 +84,22 @@ def test_shard_record_round_trips_through_the_destination(tmp_path: Path) -> Non
     assert read_shard_record(str(tmp_path), "parent", 2) == record
 
 
+def test_a_shard_record_that_cannot_be_written_is_logged_and_rows_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flows import progress
+    from flows.shard_flow import ShardRecorder
+
+    (tmp_path / ".t2v").write_text("a file where the records' folder goes")
+    recorder = ShardRecorder(str(tmp_path), "parent", 1)
+    row = ResultRow.for_row(render_row(1), "ok", "tiny-random", output="x.mp4", bytes=5)
+    with progress.listening(recorder):
+        progress.row_finished(row)
+    assert recorder.rows == [row]
+    (logged,) = [r.getMessage() for r in caplog.records if "ShardRecorder" in r.getMessage()]
+    assert logged.startswith("progress listener ShardRecorder failed on row_finished, the run")
+
+
 def test_a_shard_that_reported_every_row_is_not_started_again_even_with_failed_rows() -> None:
     run = ShardRun(1, [render_row(1), render_row(2)], tries=1, flow_run=uuid4())
     failed = [ResultRow.for_row(row, "failed", "m", error="bad") for row in run.rows]
