@@ -113,11 +113,13 @@ def _report(outcome: Any, stopped_by: int | None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from flows.credentials import use_block_here
     from flows.parameters import defaults
     from tasks.columns import carried_notice
     from tasks.manifest import read_manifest
     from tasks.presets import model_family
 
+    use_block_here(args.aws_credentials_block, args.s3_endpoint)
     family = model_family(args.model or defaults().model)
     manifest = read_manifest(args.manifest, rules=family.rules)
     if notice := carried_notice(manifest.extra_columns):

@@ -4,6 +4,7 @@ its help from the parameter's description and the default in force."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from importlib import metadata
 
@@ -85,7 +86,7 @@ def parser(
     )
     rendering.add_argument("manifest", metavar="MANIFEST", help="prompt CSV: a path or s3:// URI")
     for name, field in fields.items():
-        if name in ("manifest", "model"):  # the argument above, and an option `check` shares
+        if name in ("manifest", "model", "s3_endpoint"):  # declared above, shared with `check`
             continue
         option, shown = _option(name), described(name)
         if field.annotation is bool:
@@ -111,6 +112,9 @@ def parser(
         help="validate a manifest against a model's rules and print its row errors",
     )
     checking.add_argument("manifest", metavar="MANIFEST")
+    checking.add_argument(
+        _option("aws_credentials_block"), metavar="NAME", help=described("aws_credentials_block")
+    )
     checking.set_defaults(command=check)
 
     listing = commands.add_parser("models", help="list the model presets, or pull one's weights")
@@ -152,4 +156,7 @@ def request_from_options(args: argparse.Namespace) -> RenderRequest:
         for name in RenderRequest.model_fields
         if getattr(args, name, None) is not None
     }
+    # The endpoint this process reaches S3 at goes to a sharded run's workers too.
+    if "s3_endpoint" not in given and (endpoint := os.environ.get("AWS_ENDPOINT_URL")):
+        given["s3_endpoint"] = endpoint
     return build_request(_option, **given)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 from flows.errors import CredentialsError
@@ -23,10 +24,21 @@ AWS_CREDENTIALS = "aws-credentials"
 SECRET = "secret"
 
 
-def use_aws_credentials_block(name: str | None) -> None:
-    """Sign this run's S3 requests with the keys in block `name`; without a name, with the
-    standard AWS chain."""
-    use_credentials(None if name is None else load_credentials(name))
+def use_s3_access(block: str | None, endpoint: str | None = None) -> None:
+    """Sign this run's S3 requests with the keys in `block` (without one, the standard AWS
+    chain) and send them to `endpoint` (without one, AWS_ENDPOINT_URL, else AWS)."""
+    use_credentials(None if block is None else load_credentials(block), endpoint)
+
+
+def use_block_here(block: str | None, endpoint: str | None = None) -> None:
+    """`use_s3_access` for this command's own reads and checks, before any run: a block can
+    only come from the configured Prefect server."""
+    if block is not None and not os.environ.get("PREFECT_API_URL"):
+        raise CredentialsError(
+            f"--aws-credentials-block {block} needs PREFECT_API_URL: blocks are kept by a "
+            "Prefect server"
+        )
+    use_s3_access(block, endpoint)
 
 
 def load_credentials(reference: str) -> Credentials:

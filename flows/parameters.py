@@ -117,6 +117,17 @@ AwsCredentialsBlock = Annotated[
         ),
     ),
 ]
+S3Endpoint = Annotated[
+    str | None,
+    Field(
+        pattern=r"^https?://",
+        description=(
+            "S3-compatible server for s3:// locations (http:// or https:// URL), passed to a "
+            "sharded run's workers so that they reach the store the run checked; when unset, "
+            "each worker's AWS_ENDPOINT_URL, else AWS."
+        ),
+    ),
+]
 RenderTimeoutScale = Annotated[
     float,
     Field(
@@ -201,6 +212,7 @@ class RenderRequest(BaseSettings):
     max_rows: MaxRows = DEFAULT_MAX_ROWS
     max_work: MaxWork = DEFAULT_MAX_WORK
     aws_credentials_block: AwsCredentialsBlock = None
+    s3_endpoint: S3Endpoint = None
     render_timeout_scale: RenderTimeoutScale = 1.0
     presign_expiry: PresignExpiry = None
     speed: SpeedProfile = "exact"

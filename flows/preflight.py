@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from flows.credentials import use_block_here
 from flows.parameters import RenderRequest
 from flows.prefect_api import check_api
 from tasks.budget import check_budget
@@ -20,6 +21,10 @@ def preflight(request: RenderRequest, sharded: bool) -> None:
     header and rows, the run's budget, the model's name, folder or weights, a configured
     API, then the destination (last: checking it creates the folder); for a sharded run,
     locations the workers cannot share."""
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured and request.aws_credentials_block:
+        check_api(configured)  # before the block's keys are read through it
+    use_block_here(request.aws_credentials_block, request.s3_endpoint)
     if sharded:
         shared_location(request.manifest)
         shared_location(request.destination)
@@ -28,7 +33,7 @@ def preflight(request: RenderRequest, sharded: bool) -> None:
     manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     resolve_model(request.model)
-    if configured := os.environ.get("PREFECT_API_URL"):
+    if configured and not request.aws_credentials_block:
         check_api(configured)
     total = len(manifest.rows) + len(manifest.invalid)
     check_destination(

@@ -11,7 +11,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import artifacts, prefect_tasks, progress, run_logs
-from flows.credentials import use_aws_credentials_block
+from flows.credentials import use_s3_access
 from flows.engine import RENDER_WINDOW, collect_results, flow_request
 from flows.errors import RowsFailedError
 from flows.parameters import (
@@ -33,6 +33,7 @@ from flows.parameters import (
     QuantizeLever,
     RenderRequest,
     RenderTimeoutScale,
+    S3Endpoint,
     SpeedProfile,
     describe_parameters,
 )
@@ -66,6 +67,7 @@ def render_manifest(
     max_rows: MaxRows = DEFAULTS.max_rows,
     max_work: MaxWork = DEFAULTS.max_work,
     aws_credentials_block: AwsCredentialsBlock = DEFAULTS.aws_credentials_block,
+    s3_endpoint: S3Endpoint = DEFAULTS.s3_endpoint,
     render_timeout_scale: RenderTimeoutScale = DEFAULTS.render_timeout_scale,
     presign_expiry: PresignExpiry = DEFAULTS.presign_expiry,
     speed: SpeedProfile = DEFAULTS.speed,
@@ -82,7 +84,7 @@ def render_manifest(
 def render_request(request: RenderRequest) -> RunSummary:
     """The flow's body, for a validated request whose {date} is filled in."""
     started = time.time()
-    use_aws_credentials_block(request.aws_credentials_block)
+    use_s3_access(request.aws_credentials_block, request.s3_endpoint)
     manifest, plan = plan_request(request)
     with progress.listening(artifacts.ProgressArtifact()):
         device, results, stopped, levers = collect_results(request, plan)

@@ -16,7 +16,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows import artifacts, prefect_tasks, progress
-from flows.credentials import use_aws_credentials_block
+from flows.credentials import use_s3_access
 from flows.engine import RENDER_WINDOW, collect_results, flow_request, worker_name
 from flows.errors import RowsFailedError
 from flows.parameters import (
@@ -33,6 +33,7 @@ from flows.parameters import (
     ModelName,
     QuantizeLever,
     RenderTimeoutScale,
+    S3Endpoint,
     SpeedProfile,
 )
 from flows.progress import RenderedBatch
@@ -96,6 +97,7 @@ def render_shard(
     force: Force = DEFAULTS.force,
     render_timeout_scale: RenderTimeoutScale = DEFAULTS.render_timeout_scale,
     aws_credentials_block: AwsCredentialsBlock = DEFAULTS.aws_credentials_block,
+    s3_endpoint: S3Endpoint = DEFAULTS.s3_endpoint,
     speed: SpeedProfile = DEFAULTS.speed,
     attention: AttentionLever = DEFAULTS.attention,
     cache: CacheLever = DEFAULTS.cache,
@@ -106,7 +108,7 @@ def render_shard(
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
     request = flow_request(locals())
     started = time.time()
-    use_aws_credentials_block(request.aws_credentials_block)
+    use_s3_access(request.aws_credentials_block, request.s3_endpoint)
     # Infrastructure, not the rows (as below): the parent starts the shard again, elsewhere.
     check_run_marker(request.destination, parent_run, worker_name())
     ref = prefect_tasks.resolve_model(request.model)

@@ -25,7 +25,7 @@ from prefect.states import Cancelling
 from pydantic import Field
 
 from flows import artifacts, progress
-from flows.credentials import use_aws_credentials_block
+from flows.credentials import use_s3_access
 from flows.engine import flow_request
 from flows.parameters import (
     DEFAULTS,
@@ -46,6 +46,7 @@ from flows.parameters import (
     QuantizeLever,
     RenderRequest,
     RenderTimeoutScale,
+    S3Endpoint,
     SpeedProfile,
     describe_parameters,
 )
@@ -134,6 +135,7 @@ def render_sharded(
     max_rows: MaxRows = DEFAULTS.max_rows,
     max_work: MaxWork = DEFAULTS.max_work,
     aws_credentials_block: AwsCredentialsBlock = DEFAULTS.aws_credentials_block,
+    s3_endpoint: S3Endpoint = DEFAULTS.s3_endpoint,
     render_timeout_scale: RenderTimeoutScale = DEFAULTS.render_timeout_scale,
     presign_expiry: PresignExpiry = DEFAULTS.presign_expiry,
     speed: SpeedProfile = DEFAULTS.speed,
@@ -154,7 +156,7 @@ def render_request_sharded(
 ) -> RunSummary:
     """The flow's body, for a validated request whose {date} is filled in."""
     started = time.time()
-    use_aws_credentials_block(request.aws_credentials_block)
+    use_s3_access(request.aws_credentials_block, request.s3_endpoint)
     # Workers elsewhere read the manifest and write the videos: the locations must be shared.
     request = request.model_copy(
         update={

@@ -12,9 +12,16 @@ from typing import Any, BinaryIO
 
 from storage.base import StoredObject
 from storage.errors import StorageError
-from storage.s3client import Credentials, s3_client, use_credentials
+from storage.s3client import Credentials, reset_client, s3_client, use_credentials
 
-__all__ = ["Credentials", "S3Storage", "s3_client", "split_s3_uri", "use_credentials"]
+__all__ = [
+    "Credentials",
+    "S3Storage",
+    "reset_client",
+    "s3_client",
+    "split_s3_uri",
+    "use_credentials",
+]
 
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
 # What botocore's standard retry mode also treats as transient or throttled.

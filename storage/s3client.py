@@ -27,14 +27,26 @@ class Credentials:
 _lock = threading.Lock()
 _default: Any = None
 _credentials: Credentials | None = None
+_endpoint: str | None = None
 
 
-def use_credentials(credentials: Credentials | None) -> None:
+def use_credentials(credentials: Credentials | None, endpoint: str | None = None) -> None:
     """Sign this process's later S3 requests with `credentials` (None: the standard AWS
-    chain); the default client is made again, from them and the environment as it is then."""
-    global _credentials, _default
+    chain) and send them to `endpoint` (None: `AWS_ENDPOINT_URL`, else AWS; an endpoint in
+    the credentials wins). The default client is made again only if they changed: every
+    run sets them, and a client's connections and event hooks outlive a run."""
+    global _credentials, _default, _endpoint
     with _lock:
-        _credentials, _default = credentials, None
+        if (credentials, endpoint) != (_credentials, _endpoint):
+            _credentials, _endpoint, _default = credentials, endpoint, None
+
+
+def reset_client() -> None:
+    """Forget the default client and its settings: the next is made from the standard chain
+    and the environment as they are then."""
+    global _credentials, _default, _endpoint
+    with _lock:
+        _credentials, _endpoint, _default = None, None, None
 
 
 def s3_client() -> Any:
@@ -43,16 +55,19 @@ def s3_client() -> Any:
     global _default
     with _lock:
         if _default is None:
-            _default = new_client(_credentials)
+            _default = new_client(_credentials, _endpoint)
         return _default
 
 
-def new_client(credentials: Credentials | None = None) -> Any:
-    """A new S3 client for the credentials' endpoint, else `AWS_ENDPOINT_URL`, else AWS."""
+def new_client(credentials: Credentials | None = None, endpoint: str | None = None) -> Any:
+    """A new S3 client for the credentials' endpoint, else `endpoint`, else
+    `AWS_ENDPOINT_URL`, else AWS."""
     import boto3
     from botocore.config import Config
 
-    endpoint = (credentials and credentials.endpoint_url) or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = (
+        (credentials and credentials.endpoint_url) or endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    )
     # Standard retries: 5xx, throttling and dropped connections, with backoff, 3 tries
     # unless AWS_MAX_ATTEMPTS or the AWS config file says otherwise.
     config = Config(retries={"mode": "standard"}, signature_version="s3v4")

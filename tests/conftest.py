@@ -123,7 +123,7 @@ def s3_server() -> Iterator[str]:
 def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """The server's endpoint and fake credentials, set here and returned for subprocesses;
     the backend makes its default client afresh from them."""
-    from storage.s3 import use_credentials
+    from storage.s3 import reset_client
 
     env = {
         "AWS_ENDPOINT_URL": s3_server,
@@ -137,9 +137,9 @@ def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_MAX_ATTEMPTS"):
         monkeypatch.delenv(name, raising=False)
-    use_credentials(None)
+    reset_client()
     yield env
-    use_credentials(None)
+    reset_client()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from flows.cli import main
 from storage.s3 import s3_client
 from tasks.claims import CLAIMS
+from tasks.destination import PROBES
 from tasks.manifest import InvalidRow, Manifest, RenderRow, parse_manifest
 from tasks.results import ResultRow, RunSummary
 from tests.conftest import REPO
@@ -158,10 +159,11 @@ def put_manifest(bucket: str, key: str = "prompts/today.csv", text: str = MIXED_
 
 def s3_versions(bucket: str, prefix: str) -> Counter[str]:
     """How many PUTs landed on each key under `prefix` (the bucket is versioned), claims
-    left out: a run creates, renews and deletes those (`s3_claims` lists the ones left)."""
+    and conditional-write probes left out: a run creates and deletes those (`s3_claims`
+    lists the claims left)."""
     pages = s3_client().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
     keys = (v["Key"].removeprefix(prefix) for page in pages for v in page.get("Versions", []))
-    return Counter(key for key in keys if not key.startswith(f"{CLAIMS}/"))
+    return Counter(key for key in keys if not key.startswith((f"{CLAIMS}/", f"{PROBES}/")))
 
 
 def s3_claims(bucket: str, prefix: str) -> list[str]:

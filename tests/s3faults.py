@@ -15,7 +15,7 @@ from botocore.exceptions import ConnectionClosedError
 from botocore.httpsession import URLLib3Session
 from moto import mock_aws
 
-from storage.s3 import s3_client, use_credentials
+from storage.s3 import reset_client, s3_client
 
 # (request, URL path, how many times this path was sent so far) → a fake response,
 # None to let the request through, or an exception as if the network failed.
@@ -53,13 +53,13 @@ def mocked_s3(*buckets: str) -> Iterator[Any]:
     """moto's in-process S3 holding `buckets`, and the process's default client made inside
     it (moto answers only clients made while it runs); yields that client."""
     with mock_aws():
-        use_credentials(None)
+        reset_client()
         try:
             for bucket in buckets:
                 s3_client().create_bucket(Bucket=bucket)
             yield s3_client()
         finally:
-            use_credentials(None)
+            reset_client()
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from flows.credentials import load_credentials
 from flows.errors import CredentialsError, RowsFailedError
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
-from storage.s3 import Credentials, s3_client, use_credentials
+from storage.s3 import Credentials, reset_client, s3_client
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, prefect_records
 from tests.factories import put_manifest, s3_results, s3_versions
 
@@ -35,9 +35,9 @@ def no_chain_keys(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    use_credentials(None)
+    reset_client()
     yield s3_bucket
-    use_credentials(None)
+    reset_client()
 
 
 def _block(value: Any, name: str | None = None) -> str:
@@ -77,7 +77,7 @@ def test_a_secret_block_signs_s3_requests_and_shows_nowhere(
     )
     state = render_manifest(**request.parameters(), return_state=True)
     assert isinstance(state.result(raise_on_failure=False), RowsFailedError)  # its bad row
-    use_credentials(None)  # the session's keys again, to look at what the run wrote
+    reset_client()  # the session's keys again, to look at what the run wrote
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
     statuses = [row["status"] for row in s3_results(bucket)]
@@ -170,7 +170,7 @@ def test_an_aws_credentials_block_signs_s3_requests_at_its_endpoint_and_hides_it
     )
     state = render_manifest(**request.parameters(), return_state=True)
     assert isinstance(state.result(raise_on_failure=False), RowsFailedError)  # its bad row
-    use_credentials(None)
+    reset_client()
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_ACCESS_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET_ACCESS_KEY)
