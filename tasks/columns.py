@@ -26,6 +26,9 @@ KNOWN_COLUMNS = (
     "num_inference_steps",
     "guidance_scale",
     "fps",
+    "image",
+    "last_image",
+    "image_fit",
 )
 # Names people write for known columns (other tools' and libraries' names), after folding
 # case, '-' and spaces to '_'. Read as extra columns they would silently change nothing
@@ -43,6 +46,9 @@ ALIASES = {
     ),
     **dict.fromkeys(("cfg", "cfg_scale", "guidance"), "guidance_scale"),
     **dict.fromkeys(("frame_rate", "framerate", "frames_per_second"), "fps"),
+    **dict.fromkeys(("start_image", "first_image", "init_image", "input_image"), "image"),
+    **dict.fromkeys(("end_image", "final_image"), "last_image"),
+    **dict.fromkeys(("fit", "resize_mode"), "image_fit"),
 }
 
 
