@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--speed", metavar="exact|fast|fastest", help=described("speed"))
     for lever in ("attention", "cache", "compile", "quantize"):
         render.add_argument(f"--{lever}", metavar="SETTING", help=described(lever))
+    render.add_argument("--image-root", metavar="FOLDER", help=described("image_root"))
     render.add_argument(
         "--shards",
         metavar="N",
@@ -128,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
         help="validate a manifest against a model's rules and print its row errors",
     )
     check.add_argument("manifest", metavar="MANIFEST")
+    check.add_argument("--image-root", metavar="FOLDER", help=fields["image_root"].description)
     check.set_defaults(command=_check)
 
     models = commands.add_parser("models", help="list the model presets, or pull one's weights")
@@ -217,7 +219,9 @@ def _preflight(request: Any, sharded: bool) -> None:
         shared_location(request.destination)
     read_header(request.manifest)
     rules = model_family(request.model).rules
-    manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)
+    manifest = read_manifest(
+        request.manifest, limit=request.limit, rules=rules, image_root=request.image_root
+    )
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     resolve_model(request.model)
     if configured := os.environ.get("PREFECT_API_URL"):
@@ -283,7 +287,7 @@ def _check(args: argparse.Namespace) -> int:
     from tasks.presets import model_family
 
     family = model_family(args.model or defaults().model)
-    manifest = read_manifest(args.manifest, rules=family.rules)
+    manifest = read_manifest(args.manifest, rules=family.rules, image_root=args.image_root)
     if notice := carried_notice(manifest.extra_columns):
         print(f"{args.manifest}: {notice}")
     for row in manifest.invalid:

@@ -35,6 +35,7 @@ from flows.parameters import (
     Destination,
     Device,
     Force,
+    ImageRoot,
     Limit,
     ManifestUri,
     MaxRows,
@@ -116,6 +117,7 @@ def render_manifest(
     cache: CacheLever = DEFAULTS.cache,
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
+    image_root: ImageRoot = DEFAULTS.image_root,
 ) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     request = build_request(
@@ -136,6 +138,7 @@ def render_manifest(
         cache=cache,
         compile=compile,
         quantize=quantize,
+        image_root=image_root,
     ).on_date(scheduled_date())
     return render_request(request)
 
@@ -156,7 +159,10 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
     model = prefect_tasks.resolve_model(request.model)
     progress.phase("reading the manifest")
     manifest = prefect_tasks.read_manifest(
-        request.manifest, limit=request.limit, rules=model.family.rules
+        request.manifest,
+        limit=request.limit,
+        rules=model.family.rules,
+        image_root=request.image_root,
     )
     if notice := carried_notice(manifest.extra_columns):
         get_run_logger().warning(notice)

@@ -27,6 +27,7 @@ from flows.parameters import (
     Destination,
     Device,
     Force,
+    ImageRoot,
     ManifestUri,
     ModelName,
     QuantizeLever,
@@ -97,6 +98,7 @@ def render_shard(
     cache: CacheLever = None,
     compile: CompileLever = None,
     quantize: QuantizeLever = None,
+    image_root: ImageRoot = None,
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
@@ -115,6 +117,7 @@ def render_shard(
         cache=cache,
         compile=compile,
         quantize=quantize,
+        image_root=image_root,
     )
     use_aws_credentials_block(request.aws_credentials_block)
     # Infrastructure, not the rows (as below): the parent starts the shard again, elsewhere.
@@ -125,7 +128,12 @@ def render_shard(
             f"worker {worker_name()} resolves model {model!r} to {ref.identity!r}, not the "
             f"{model_identity!r} the run planned with: the worker has other weights"
         )
-    read = prefect_tasks.read_manifest(request.manifest, limit=max(lines), rules=ref.family.rules)
+    read = prefect_tasks.read_manifest(
+        request.manifest,
+        limit=max(lines),
+        rules=ref.family.rules,
+        image_root=request.image_root,
+    )
     wanted = set(lines)
     mine = Manifest(
         rows=[row for row in read.rows if row.line in wanted],

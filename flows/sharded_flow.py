@@ -38,6 +38,7 @@ from flows.parameters import (
     Destination,
     Device,
     Force,
+    ImageRoot,
     Limit,
     ManifestUri,
     MaxRows,
@@ -145,6 +146,7 @@ def render_sharded(
     cache: CacheLever = DEFAULTS.cache,
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
+    image_root: ImageRoot = DEFAULTS.image_root,
     shards: Shards = None,
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
 ) -> RunSummary:
@@ -167,6 +169,7 @@ def render_sharded(
         cache=cache,
         compile=compile,
         quantize=quantize,
+        image_root=image_root,
     ).on_date(scheduled_date())
     return render_request_sharded(request, shards, shard_rows)
 
@@ -295,6 +298,7 @@ def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: 
             "cache": request.cache,
             "compile": request.compile,
             "quantize": request.quantize,
+            "image_root": request.image_root,
         },
         timeout=0,
         idempotency_key=f"{parent_run}-{run.number}-{run.tries}",
