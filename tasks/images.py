@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from storage import URI_LOOKALIKE, StorageError, open_location
 from tasks.celltext import show
-from tasks.errors import RowError
+from tasks.errors import RenderError, RowError
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 # Read from the header before any pixel is decoded: a few KB of PNG can claim gigapixels.
@@ -168,10 +168,13 @@ def fit_image(image: Image.Image, width: int, height: int, fit: str) -> Image.Im
 
 
 def load_image(image: StartImage, width: int, height: int, fit: str) -> Image.Image:
-    """A checked image read again for its render, refused if its bytes changed since."""
-    data = read_image_bytes(image.uri)
+    """A checked image read again for its render; `RenderError` if it changed since."""
+    try:
+        data = read_image_bytes(image.uri)
+    except StorageError as exc:
+        raise RenderError(f"the start image could not be read again: {exc}") from exc
     if hashlib.sha256(data).hexdigest() != image.sha256:
-        raise StorageError(f"{image.uri} changed since the manifest was checked")
+        raise RenderError(f"the start image {image.uri} changed since the manifest was checked")
     return fit_image(check_image_bytes("image", image.uri, data), width, height, fit)
 
 

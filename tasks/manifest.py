@@ -234,7 +234,7 @@ def _parse_row(
         shape = (int(values["num_frames"]), int(values["height"]), int(values["width"]))
         errors.check("num_frames × height × width", check_voxels, *shape, rules)
     # 3. Read and check the images, the row's only file reads
-    start = {name: _image(name, cells, images, errors) for name in ("image", "last_image")}
+    start = {name: _image(name, cells, rules, images, errors) for name in ("image", "last_image")}
     image_fit = errors.check("image_fit", check_fit, cells.get("image_fit", ""))
     if errors:
         return None
@@ -259,11 +259,28 @@ def _parse_row(
 
 
 def _image(
-    column: str, cells: dict[str, str], images: ImageSources, errors: _RowErrors
+    column: str,
+    cells: dict[str, str],
+    rules: ManifestRules,
+    images: ImageSources,
+    errors: _RowErrors,
 ) -> StartImage | None:
     """The checked image a column names, None when its cell is empty or the image is bad."""
     cell = cells.get(column, "").strip()
-    return errors.check(column, images.check, column, cell) if cell else None
+    if not cell:
+        return None
+    if column not in rules.image_columns:
+        # Families import this module; the presets that take images are theirs.
+        from tasks.families import image_presets
+
+        presets = ", ".join(image_presets(column))
+        errors.add(
+            column,
+            f"`{column}` needs a model that takes one, and {rules.family} does not "
+            f"({f'presets that do: {presets}' if presets else 'no preset does yet'}).",
+        )
+        return None
+    return errors.check(column, images.check, column, cell)
 
 
 def _check_prompt(prompt: str, cell: str) -> None:

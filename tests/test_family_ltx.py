@@ -1,13 +1,18 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 
 from tasks.families.ltx import LTXVideo
+from tasks.images import ImageSources, StartImage
 from tasks.manifest import RenderRow, parse_manifest
+from tasks.render import plan_batches
 from tests.factories import render_row
 
 FAMILY = LTXVideo()
@@ -95,3 +100,44 @@ def test_the_random_preset_has_the_full_size_architecture() -> None:
     assert pipe.vae.temporal_compression_ratio == 8
     assert pipe.transformer.dtype == torch.bfloat16
     assert pipe.transformer.device.type == "meta"
+
+
+def start_image(folder: Path, name: str, colour: tuple[int, int, int]) -> StartImage:
+    """A 48×40 PNG of one colour with a white square, saved and checked as a manifest would."""
+    picture = Image.new("RGB", (48, 40), colour)
+    picture.paste((255, 255, 255), (8, 8, 24, 24))
+    picture.save(folder / name)
+    return ImageSources(str(folder)).check("image", name)
+
+
+def test_image_rows_render_through_the_image_pipeline_over_the_same_weights(
+    tiny: Any, tmp_path: Path
+) -> None:
+    red, blue = (start_image(tmp_path, f"{c}.png", rgb) for c, rgb in
+                 (("red", (255, 0, 0)), ("blue", (0, 0, 255))))  # fmt: skip
+    rows = [render_row(1, image=red), render_row(2, image=blue)]
+    batched = render(tiny, rows)
+    alone = torch.cat([render(tiny, [row]) for row in rows])
+    assert (batched.int() - alone.int()).abs().max() <= 1
+    assert not torch.equal(batched[0], batched[1])
+    text = render(tiny, [render_row(1)])
+    assert not torch.equal(text[0], batched[0])
+    assert not torch.equal(render(tiny, [replace(rows[0], image_fit="contain")]), batched[:1])
+
+
+def test_the_image_pipeline_shares_components_and_keeps_their_dtypes(tiny: Any) -> None:
+    image_pipe = FAMILY.image_pipe(tiny)
+    assert type(image_pipe).__name__ == FAMILY.image_pipeline
+    assert image_pipe.transformer is tiny.transformer and image_pipe.vae is tiny.vae
+    tiny.vae.to(torch.float64)
+    try:
+        assert FAMILY.image_pipe(tiny).vae.dtype == torch.float64
+        assert tiny.transformer.dtype == torch.float32
+    finally:
+        tiny.vae.to(torch.float32)
+
+
+def test_rows_with_and_without_images_never_share_a_batch(tmp_path: Path) -> None:
+    image = start_image(tmp_path, "a.png", (0, 255, 0))
+    rows = [render_row(1), render_row(2, image=image), render_row(3)]
+    assert [[row.line for row in batch] for batch in plan_batches(rows, 4)] == [[1, 3], [2]]

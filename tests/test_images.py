@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from storage.s3 import s3_client
-from tasks.errors import RowError
+from tasks.errors import RenderError, RowError
+from tasks.families.ltx import LTXVideo
 from tasks.images import (
     MAX_IMAGE_BYTES,
     StartImage,
@@ -25,6 +26,8 @@ from tasks.images import (
 )
 from tasks.manifest import InvalidRow, RenderRow, read_manifest
 from tests.factories import table
+
+LTX = LTXVideo.rules
 
 
 def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -147,7 +150,7 @@ def manifest_rows(
     """Rows of a manifest in `folder` naming each of `images`, in input order."""
     rows = [[f"p{n}", f"r{n}", cell] for n, cell in enumerate(images)]
     (folder / "m.csv").write_text(table(["prompt", "id", "image"], *rows))
-    manifest = read_manifest(str(folder / "m.csv"), image_root=image_root)
+    manifest = read_manifest(str(folder / "m.csv"), rules=LTX, image_root=image_root)
     return sorted([*manifest.rows, *manifest.invalid], key=lambda row: row.line)
 
 
@@ -224,7 +227,7 @@ def test_keys_of_an_s3_manifest_resolve_against_its_prefix_and_never_reach_local
     ]
     body = table(["prompt", "id", "image"], *rows).encode()
     client.put_object(Bucket=s3_bucket, Key="jobs/m.csv", Body=body)
-    manifest = read_manifest(f"s3://{s3_bucket}/jobs/m.csv", image_root=str(tmp_path))
+    manifest = read_manifest(f"s3://{s3_bucket}/jobs/m.csv", rules=LTX, image_root=str(tmp_path))
     ok = {row.id: row.image for row in manifest.rows}
     digest = hashlib.sha256(png).hexdigest()
     assert ok == {
@@ -243,5 +246,35 @@ def test_a_checked_image_is_refused_at_render_once_its_bytes_changed(tmp_path: P
     image = StartImage(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
     assert load_image(image, 32, 16, "cover").size == (32, 16)
     path.write_bytes(encoded(gradient(30, 30), "PNG"))
-    with pytest.raises(Exception, match="changed since the manifest was checked"):
+    with pytest.raises(RenderError, match="changed since the manifest was checked"):
         load_image(image, 32, 16, "cover")
+
+
+def test_a_model_that_takes_no_image_refuses_image_rows_naming_the_presets_that_do(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.png").write_bytes(encoded(gradient(), "PNG"))
+    (tmp_path / "m.csv").write_text(
+        table(
+            ["prompt", "image", "last_image"],
+            ["text", "", ""],
+            ["p", "a.png", ""],
+            ["p", "", "a.png"],
+        )
+    )
+    manifest = read_manifest(str(tmp_path / "m.csv"))
+    assert [row.line for row in manifest.rows] == [1]
+    assert [row.error for row in manifest.invalid] == [
+        "`image` needs a model that takes one, and ModelScope does not "
+        "(presets that do: ltx-video, tiny-ltx).",
+        "`last_image` needs a model that takes one, and ModelScope does not (no preset does yet).",
+    ]
+
+
+def test_image_fit_is_cover_or_contain(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text(
+        table(["prompt", "image_fit"], ["a", ""], ["b", "Contain"], ["c", "stretch"])
+    )
+    manifest = read_manifest(str(tmp_path / "m.csv"))
+    assert [row.image_fit for row in manifest.rows] == ["cover", "contain"]
+    assert manifest.invalid[0].error == "`image_fit` must be cover or contain, got 'stretch'."
