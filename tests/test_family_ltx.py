@@ -12,7 +12,6 @@ from PIL import Image
 from tasks.families.ltx import LTXVideo
 from tasks.images import ImageSources, StartImage
 from tasks.manifest import RenderRow, parse_manifest
-from tasks.render import plan_batches
 from tests.factories import render_row
 
 FAMILY = LTXVideo()
@@ -135,9 +134,3 @@ def test_the_image_pipeline_shares_components_and_keeps_their_dtypes(tiny: Any) 
         assert tiny.transformer.dtype == torch.float32
     finally:
         tiny.vae.to(torch.float32)
-
-
-def test_rows_with_and_without_images_never_share_a_batch(tmp_path: Path) -> None:
-    image = start_image(tmp_path, "a.png", (0, 255, 0))
-    rows = [render_row(1), render_row(2, image=image), render_row(3)]
-    assert [[row.line for row in batch] for batch in plan_batches(rows, 4)] == [[1, 3], [2]]
