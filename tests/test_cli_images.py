@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.factories import t2v, table
-
-pytestmark = pytest.mark.slow
+from tests.conftest import REPO
+from tests.factories import t2v, t2v_main, table
 
 COLUMNS = ["id", "prompt", "image", "image_fit", "num_frames", "height", "width",
            "num_inference_steps", "fps"]  # fmt: skip
@@ -23,6 +22,17 @@ def rows_of(out: Path) -> dict[str, dict[str, str]]:
         return {row["id"]: row for row in csv.DictReader(results)}
 
 
+def test_the_example_image_manifest_is_valid_for_tiny_ltx_and_not_for_modelscope(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    example = str(REPO / "examples" / "image_prompts.csv")
+    code, out, _ = t2v_main(capfd, "check", example, "--model", "tiny-ltx")
+    assert (code, out.splitlines()[-1]) == (0, f"{example}: 3 valid, 0 invalid for LTX-Video")
+    code, out, _ = t2v_main(capfd, "check", example, "--model", "tiny-random")
+    assert code == 1 and "(presets that do: ltx-video, tiny-ltx)" in out
+
+
+@pytest.mark.slow
 def test_text_and_image_rows_render_in_one_run_and_keys_follow_the_images_bytes(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
