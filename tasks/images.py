@@ -9,7 +9,7 @@ import io
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -45,6 +45,8 @@ class ImageSources:
 
     base: str  # the manifest's folder: a local path, or `s3://bucket/prefix/`
     root: Path | None = None
+    # Rows often share an image (one product shot, many prompts): it is read once.
+    _checked: dict[str, StartImage] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def for_manifest(cls, manifest_uri: str, root: str | None = None) -> ImageSources:
@@ -56,9 +58,11 @@ class ImageSources:
     def check(self, column: str, cell: str) -> StartImage:
         """The image a cell names, read and checked; `RowError` with one sentence if not."""
         uri = self._resolve(column, cell)
-        data = self._read(column, cell, uri)
-        check_image_bytes(column, cell, data)
-        return StartImage(uri, hashlib.sha256(data).hexdigest())
+        if uri not in self._checked:
+            data = self._read(column, cell, uri)
+            check_image_bytes(column, cell, data)
+            self._checked[uri] = StartImage(uri, hashlib.sha256(data).hexdigest())
+        return self._checked[uri]
 
     def _resolve(self, column: str, cell: str) -> str:
         if cell.startswith("s3://"):

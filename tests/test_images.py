@@ -19,6 +19,7 @@ from tasks.errors import RenderError, RowError
 from tasks.families.ltx import LTXVideo
 from tasks.images import (
     MAX_IMAGE_BYTES,
+    ImageSources,
     StartImage,
     check_image_bytes,
     fit_image,
@@ -278,3 +279,17 @@ def test_image_fit_is_cover_or_contain(tmp_path: Path) -> None:
     manifest = read_manifest(str(tmp_path / "m.csv"))
     assert [row.image_fit for row in manifest.rows] == ["cover", "contain"]
     assert manifest.invalid[0].error == "`image_fit` must be cover or contain, got 'stretch'."
+
+
+def test_an_image_that_rows_share_is_read_once(s3_bucket: str) -> None:
+    client = s3_client()
+    client.put_object(Bucket=s3_bucket, Key="jobs/shot.png", Body=encoded(gradient(), "PNG"))
+    rows = [["p", f"r{n}", "shot.png"] for n in range(3)]
+    body = table(["prompt", "id", "image"], *rows).encode()
+    client.put_object(Bucket=s3_bucket, Key="jobs/m.csv", Body=body)
+    sources = ImageSources.for_manifest(f"s3://{s3_bucket}/jobs/m.csv")
+    first = sources.check("image", "shot.png")
+    client.delete_object(Bucket=s3_bucket, Key="jobs/shot.png")
+    assert sources.check("image", "shot.png") == first
+    with pytest.raises(RowError, match="could not be read"):
+        ImageSources.for_manifest(f"s3://{s3_bucket}/jobs/m.csv").check("image", "shot.png")
