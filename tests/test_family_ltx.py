@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from storage.s3 import s3_client
 from tasks.families.ltx import LTXVideo
 from tasks.images import ImageSources, StartImage
 from tasks.manifest import RenderRow, parse_manifest
@@ -134,3 +135,15 @@ def test_the_image_pipeline_shares_components_and_keeps_their_dtypes(tiny: Any) 
         assert tiny.transformer.dtype == torch.float32
     finally:
         tiny.vae.to(torch.float32)
+
+
+def test_a_start_image_in_s3_renders_as_the_same_file_on_disk_does(
+    tiny: Any, tmp_path: Path, s3_bucket: str
+) -> None:
+    local = start_image(tmp_path, "green.png", (0, 200, 0))
+    data = Path(local.uri).read_bytes()
+    s3_client().put_object(Bucket=s3_bucket, Key="shots/green.png", Body=data)
+    in_s3 = ImageSources(f"s3://{s3_bucket}/").check("image", "shots/green.png")
+    assert in_s3.sha256 == local.sha256
+    from_disk, from_s3 = (render(tiny, [render_row(1, image=i)]) for i in (local, in_s3))
+    assert torch.equal(from_disk, from_s3)
