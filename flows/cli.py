@@ -121,7 +121,7 @@ def _check(args: argparse.Namespace) -> int:
 
     use_block_here(args.aws_credentials_block, args.s3_endpoint)
     family = model_family(args.model or defaults().model)
-    manifest = read_manifest(args.manifest, rules=family.rules)
+    manifest = read_manifest(args.manifest, rules=family.rules, image_root=args.image_root)
     if notice := carried_notice(manifest.extra_columns):
         print(f"{args.manifest}: {notice}")
     for row in manifest.invalid:

@@ -24,6 +24,7 @@ METAVARS = {
     "render_timeout_scale": "FACTOR",
     "presign_expiry": "SECONDS",
     "speed": "exact|fast|fastest",
+    "image_root": "FOLDER",
     "attention": "SETTING",
     "cache": "SETTING",
     "compile": "SETTING",
@@ -112,6 +113,7 @@ def parser(
         help="validate a manifest against a model's rules and print its row errors",
     )
     checking.add_argument("manifest", metavar="MANIFEST")
+    checking.add_argument(_option("image_root"), metavar="FOLDER", help=described("image_root"))
     checking.add_argument(
         _option("aws_credentials_block"), metavar="NAME", help=described("aws_credentials_block")
     )

@@ -192,6 +192,16 @@ QuantizeLever = Annotated[
         )
     ),
 ]
+ImageRoot = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        description=(
+            "A local folder start images may also come from; otherwise a local manifest's "
+            "images stay inside its folder. A manifest in S3 never reaches local files."
+        ),
+    ),
+]
 
 
 class RenderRequest(BaseSettings):
@@ -220,6 +230,7 @@ class RenderRequest(BaseSettings):
     cache: CacheLever = None
     compile: CompileLever = None
     quantize: QuantizeLever = None
+    image_root: ImageRoot = None
 
     @field_validator("attention", "cache", "compile", "quantize")
     @classmethod

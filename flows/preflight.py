@@ -30,7 +30,9 @@ def preflight(request: RenderRequest, sharded: bool) -> None:
         shared_location(request.destination)
     read_header(request.manifest)
     rules = model_family(request.model).rules
-    manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)
+    manifest = read_manifest(
+        request.manifest, limit=request.limit, rules=rules, image_root=request.image_root
+    )
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     resolve_model(request.model)
     if configured and not request.aws_credentials_block:

@@ -24,6 +24,7 @@ from flows.parameters import (
     Destination,
     Device,
     Force,
+    ImageRoot,
     Limit,
     ManifestUri,
     MaxRows,
@@ -75,6 +76,7 @@ def render_manifest(
     cache: CacheLever = DEFAULTS.cache,
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
+    image_root: ImageRoot = DEFAULTS.image_root,
 ) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     request = flow_request(locals()).on_date(scheduled_date())
@@ -97,7 +99,10 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
     model = prefect_tasks.resolve_model(request.model)
     progress.phase("reading the manifest")
     manifest = prefect_tasks.read_manifest(
-        request.manifest, limit=request.limit, rules=model.family.rules
+        request.manifest,
+        limit=request.limit,
+        rules=model.family.rules,
+        image_root=request.image_root,
     )
     if notice := carried_notice(manifest.extra_columns):
         get_run_logger().warning(notice)

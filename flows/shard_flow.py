@@ -29,6 +29,7 @@ from flows.parameters import (
     Destination,
     Device,
     Force,
+    ImageRoot,
     ManifestUri,
     ModelName,
     QuantizeLever,
@@ -103,6 +104,7 @@ def render_shard(
     cache: CacheLever = DEFAULTS.cache,
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
+    image_root: ImageRoot = DEFAULTS.image_root,
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
@@ -117,7 +119,12 @@ def render_shard(
             f"worker {worker_name()} resolves model {model!r} to {ref.identity!r}, not the "
             f"{model_identity!r} the run planned with: the worker has other weights"
         )
-    read = prefect_tasks.read_manifest(request.manifest, limit=max(lines), rules=ref.family.rules)
+    read = prefect_tasks.read_manifest(
+        request.manifest,
+        limit=max(lines),
+        rules=ref.family.rules,
+        image_root=request.image_root,
+    )
     wanted = set(lines)
     mine = Manifest(
         rows=[row for row in read.rows if row.line in wanted],

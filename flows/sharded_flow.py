@@ -37,6 +37,7 @@ from flows.parameters import (
     Destination,
     Device,
     Force,
+    ImageRoot,
     Limit,
     ManifestUri,
     MaxRows,
@@ -143,6 +144,7 @@ def render_sharded(
     cache: CacheLever = DEFAULTS.cache,
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
+    image_root: ImageRoot = DEFAULTS.image_root,
     shards: Shards = None,
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
 ) -> RunSummary:

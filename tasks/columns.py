@@ -26,6 +26,9 @@ KNOWN_COLUMNS = (
     "num_inference_steps",
     "guidance_scale",
     "fps",
+    "image",
+    "last_image",
+    "image_fit",
 )
 # Names people write for known columns (other tools' and libraries' names), after folding
 # case, '-' and spaces to '_'. Read as extra columns they would silently change nothing
@@ -43,6 +46,8 @@ ALIASES = {
     ),
     **dict.fromkeys(("cfg", "cfg_scale", "guidance"), "guidance_scale"),
     **dict.fromkeys(("frame_rate", "framerate", "frames_per_second"), "fps"),
+    **dict.fromkeys(("start_image", "first_image", "init_image", "input_image"), "image"),
+    **dict.fromkeys(("end_image", "final_image"), "last_image"),
 }
 
 
@@ -111,7 +116,8 @@ def _lookalikes(columns: list[str], present: set[str]) -> Iterator[tuple[str, st
     """Each unknown column that looks like a known one, with that known name.
 
     Spelled the same up to case, '-', '_' and spaces, it looks like any known column;
-    as one of its `ALIASES`, or within a few edits (1 for names of up to 4 letters, else 2),
+    as one of its `ALIASES`, or within a few edits (1 for names of up to 5 letters, else 2:
+    `stage` and `age` are words of their own, not misspellings of `image`),
     only like one the header lacks, so that `seed` next to a deliberate `seeds` column, or
     `prompt` next to a `caption`, stays allowed.
     """
@@ -124,7 +130,7 @@ def _lookalikes(columns: list[str], present: set[str]) -> Iterator[tuple[str, st
             yield name, alias
             continue
         for known in KNOWN_COLUMNS:
-            edits = 1 if len(known) <= 4 else 2
+            edits = 1 if len(known) <= 5 else 2
             if folded == known or (known not in present and _within(folded, known, edits)):
                 yield name, known
                 break

@@ -24,8 +24,9 @@ MARKER_BYTES = 4096
 ENCODED_SHARE = 8
 RESULT_BYTES_PER_ROW = 2048
 # What each results file of t2v's starts with (CSV, JSON) or holds near its top (HTML).
+# Columns are only ever added after `sha256`: the header up to it is every release's.
 STARTS: dict[str, tuple[bytes, ...]] = {
-    RESULTS_CSV: (",".join(RESULT_COLUMNS).encode(),),
+    RESULTS_CSV: (",".join(RESULT_COLUMNS[: RESULT_COLUMNS.index("sha256") + 1]).encode(),),
     RESULTS_JSON: (b'{\n  "generator": "t2v-batch"', b'{\n  "summary": {\n    "counts"'),
 }
 HOLDS: dict[str, tuple[bytes, ...]] = {

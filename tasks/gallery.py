@@ -20,6 +20,7 @@ from urllib.parse import quote
 import jinja2
 
 from storage import Storage, StorageError
+from tasks.images import thumbnail
 from tasks.results import (
     PARAMETER_COLUMNS,
     RESULTS_CSV,
@@ -56,10 +57,17 @@ def _template() -> jinja2.Template:
 
 
 def run_videos(results: list[ResultRow], run: str) -> list[Video]:
-    """The videos of a run's `ok` and `skipped` rows, as the gallery lists them."""
+    """The videos of a run's `ok` and `skipped` rows, as the gallery lists them, each with
+    its start image embedded (a start image may live where the page cannot link)."""
+    shown = functools.cache(thumbnail)
     return [
         # Videos sit in DEST beside index.html: a video's key is its file name.
-        {"key": r.output.rsplit("/", 1)[-1], "run": run, **{f: getattr(r, f) for f in VIDEO_FIELDS}}
+        {
+            "key": r.output.rsplit("/", 1)[-1],
+            "run": run,
+            **{f: getattr(r, f) for f in VIDEO_FIELDS},
+            **({"start_image": shown(r.image, r.image_sha256)} if r.image_sha256 else {}),
+        }
         for r in results
         if r.status in ("ok", "skipped")
     ]

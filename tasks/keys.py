@@ -13,7 +13,9 @@ OUTPUT_FORMAT_VERSION = 1
 
 def output_key(row: RenderRow, model_identity: str, speed: Mapping[str, str] | None = None) -> str:
     """`<id>-<h>.mp4`: `h` hashes the model and every parameter that changes the video,
-    `speed` levers too (tasks.speed.key_settings: none for `exact`, whose keys never change)."""
+    `speed` levers too (tasks.speed.key_settings: none for `exact`, whose keys never change).
+    Start images count by their bytes' sha256, never their path; text rows' keys stay as
+    they were before images existed."""
     parameters = {
         "format": OUTPUT_FORMAT_VERSION,
         "model": model_identity,
@@ -27,6 +29,11 @@ def output_key(row: RenderRow, model_identity: str, speed: Mapping[str, str] | N
         "guidance_scale": float(row.guidance_scale),  # 9 and 9.0 are the same video
         "fps": row.fps,
     }
+    if row.image is not None:
+        parameters["image"] = row.image.sha256
+        parameters["image_fit"] = row.image_fit
+    if row.last_image is not None:
+        parameters["last_image"] = row.last_image.sha256
     if speed:
         parameters["speed"] = dict(speed)
     canonical = json.dumps(parameters, sort_keys=True, ensure_ascii=False)

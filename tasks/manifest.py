@@ -13,6 +13,7 @@ from tasks.celltext import NOT_TEXT, printable, show, visible
 from tasks.columns import KNOWN_COLUMNS, column_names
 from tasks.csvstream import open_manifest, read_records
 from tasks.errors import ManifestError, RowError
+from tasks.images import ImageSources, StartImage, check_fit
 from tasks.rules import MODELSCOPE_RULES, ManifestRules, NumberColumn, check_voxels, number_columns
 
 # Validation reads at most this many rows; how many a run may render is its budget.
@@ -42,6 +43,9 @@ class RenderRow:
     guidance_scale: float
     fps: int
     extra: dict[str, str] = field(default_factory=dict)  # unknown columns, by header
+    image: StartImage | None = None
+    last_image: StartImage | None = None
+    image_fit: str = "cover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +68,17 @@ class Manifest:
 
 
 def read_manifest(
-    uri: str, limit: int | None = None, rules: ManifestRules = MODELSCOPE_RULES
+    uri: str,
+    limit: int | None = None,
+    rules: ManifestRules = MODELSCOPE_RULES,
+    image_root: str | None = None,
 ) -> Manifest:
     """Read a manifest from a local path (or any storage location) and validate it against
-    a model family's `rules`. It is read as a stream, of at most `MAX_MANIFEST_BYTES`."""
+    a model family's `rules`. It is read as a stream, of at most `MAX_MANIFEST_BYTES`.
+    Its images are read and checked too (see `ImageSources` for where they may be)."""
+    images = ImageSources.for_manifest(uri, image_root)
     with open_manifest(uri) as stream:
-        return _parse(stream, uri, limit, rules)
+        return _parse(stream, uri, limit, rules, images)
 
 
 def read_header(uri: str) -> list[str]:
@@ -83,8 +92,9 @@ def read_header(uri: str) -> list[str]:
 def parse_manifest(
     data: bytes, source: str, limit: int | None = None, rules: ManifestRules = MODELSCOPE_RULES
 ) -> Manifest:
-    """Validate a manifest held in memory, as `read_manifest` does; `source` names it."""
-    return _parse(io.BytesIO(data), source, limit, rules)
+    """Validate a manifest held in memory, as `read_manifest` does of one stored at `source`."""
+    images = ImageSources.for_manifest(source)
+    return _parse(io.BytesIO(data), source, limit, rules, images)
 
 
 def derived_seed(row_id: str) -> int:
@@ -93,7 +103,9 @@ def derived_seed(row_id: str) -> int:
     return int.from_bytes(digest, "big") & MAX_DERIVED_SEED
 
 
-def _parse(stream: BinaryIO, source: str, limit: int | None, rules: ManifestRules) -> Manifest:
+def _parse(
+    stream: BinaryIO, source: str, limit: int | None, rules: ManifestRules, images: ImageSources
+) -> Manifest:
     """Validate every row (the first `limit` ones when given); `source` names it in errors.
 
     Only a manifest unusable as a whole raises `ManifestError`; a bad row becomes an
@@ -130,7 +142,7 @@ def _parse(stream: BinaryIO, source: str, limit: int | None, rules: ManifestRule
             )
         for name, cell in cells.items():
             errors.check(name, _check_text, name, cell)
-        row = _parse_row(line, row_id, cells, first_line, rules, numbers, errors)
+        row = _parse_row(line, row_id, cells, first_line, rules, numbers, errors, images)
         if row is None:
             shown = {name: printable(cell) for name, cell in cells.items()}
             invalid.append(InvalidRow(line, printable(row_id), errors.sentence(), shown))
@@ -206,6 +218,7 @@ def _parse_row(
     rules: ManifestRules,
     numbers: tuple[NumberColumn, ...],
     errors: _RowErrors,
+    images: ImageSources,
 ) -> RenderRow | None:
     """The row with its defaults filled in; None when `errors` holds any of its problems."""
     # 1. Check the text columns, in the order errors are reported
@@ -220,6 +233,9 @@ def _parse_row(
     if {"num_frames", "height", "width"} <= values.keys():
         shape = (int(values["num_frames"]), int(values["height"]), int(values["width"]))
         errors.check("num_frames × height × width", check_voxels, *shape, rules)
+    # 3. Read and check the images, the row's only file reads
+    start = {name: _image(name, cells, rules, images, errors) for name in ("image", "last_image")}
+    image_fit = errors.check("image_fit", check_fit, cells.get("image_fit", ""))
     if errors:
         return None
     seed = int(values["seed"])
@@ -236,7 +252,35 @@ def _parse_row(
         guidance_scale=float(values["guidance_scale"]),
         fps=int(values["fps"]),
         extra={name: cell for name, cell in cells.items() if name not in KNOWN_COLUMNS},
+        image=start["image"],
+        last_image=start["last_image"],
+        image_fit=image_fit or "cover",
     )
+
+
+def _image(
+    column: str,
+    cells: dict[str, str],
+    rules: ManifestRules,
+    images: ImageSources,
+    errors: _RowErrors,
+) -> StartImage | None:
+    """The checked image a column names, None when its cell is empty or the image is bad."""
+    cell = cells.get(column, "").strip()
+    if not cell:
+        return None
+    if column not in rules.image_columns:
+        # Families import this module; the presets that take images are theirs.
+        from tasks.families import image_presets
+
+        presets = ", ".join(image_presets(column))
+        errors.add(
+            column,
+            f"`{column}` needs a model that takes one, and {rules.family} does not "
+            f"({f'presets that do: {presets}' if presets else 'no preset does yet'}).",
+        )
+        return None
+    return errors.check(column, images.check, column, cell)
 
 
 def _check_prompt(prompt: str, cell: str) -> None:

@@ -34,7 +34,7 @@ from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 from tasks.speed import EXACT, Levers, reset_step_cache
 
-BatchShape = tuple[int, int, int, int, float, int]
+BatchShape = tuple[int, int, int, int, float, int, bool]
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,10 @@ class BatchResult:
 
 def batch_shape(row: RenderRow) -> BatchShape:
     """Rows that share this tuple can go through one pipeline call (fps too: LTX-Video
-    conditions on the frame rate)."""
+    conditions on the frame rate; rows with start images go through another pipeline)."""
     return (
         row.height, row.width, row.num_frames, row.num_inference_steps, row.guidance_scale,
-        row.fps,
+        row.fps, row.image is not None,
     )  # fmt: skip
 
 

@@ -49,6 +49,8 @@ class ResultRow:
     bytes: int | None
     sha256: str
     speed: str = ""  # the run's speed profile: exact, fast, fastest
+    image: str = ""  # where the start image was read (the raw cell for an invalid row)
+    image_sha256: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0  # the manifest's data row; orders the results, not written as a column
     # Who rendered the row (WORKER_NAME, else the host) and in which flow run: in results.json,
@@ -89,6 +91,8 @@ class ResultRow:
             render_s=None if render_s is None else round(render_s, 3),
             bytes=bytes,
             sha256=sha256,
+            image=row.image.uri if row.image else "",
+            image_sha256=row.image.sha256 if row.image else "",
             extra=dict(row.extra),
             line=row.line,
         )
@@ -111,6 +115,7 @@ class ResultRow:
             render_s=None,
             bytes=None,
             sha256="",
+            image=cells.get("image", ""),
             extra={k: v for k, v in cells.items() if k not in KNOWN_COLUMNS},
             line=row.line,
         )

@@ -41,6 +41,7 @@ class ManifestRules:
     frame_step: int = 1
     max_voxels: int = 64 * 512 * 512
     max_voxels_shape: tuple[int, int, int] | None = None
+    image_columns: tuple[str, ...] = ()  # the start-image columns a row may fill
 
     def __post_init__(self) -> None:
         if self.max_voxels_shape is not None and math.prod(self.max_voxels_shape) != (

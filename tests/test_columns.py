@@ -140,3 +140,14 @@ def test_a_header_with_too_many_columns_is_refused_quickly() -> None:
     header = ["prompt", *(f"col{n}" for n in range(MAX_COLUMNS - 1))]
     assert parse(",".join(header) + "\na\n").extra_columns == header[1:]
     assert time.perf_counter() - started < 20
+
+
+def test_common_words_near_image_stay_extra_columns() -> None:
+    # Campaign manifests carry `stage`, `page` or `age`: two edits from `image`, they are
+    # other words, not misspellings; `images` and `imgae` are one edit away.
+    columns = ["prompt", "stage", "page", "age", "usage", "fit"]
+    manifest = parse(table(columns, ["a cat", "1", "2", "3", "4", "slim"]))
+    assert manifest.extra_columns == columns[1:]
+    for typo in ("images", "imgae"):
+        with pytest.raises(ManifestError, match=f"`{typo}` that looks like `image`"):
+            parse(table(["prompt", typo], ["a cat", "a.png"]))

@@ -51,6 +51,9 @@ def test_results_files_of_this_and_earlier_releases_are_ours(tmp_path: Path) -> 
     write_results(str(tmp_path), sample_results(), ["Campaign"], SUMMARY)
     check_destination(str(tmp_path), str(tmp_path / "m.csv"), 0)
     (tmp_path / "results.csv").write_text(",".join(RESULT_COLUMNS) + "\r\n")
+    check_destination(str(tmp_path), str(tmp_path / "m.csv"), 0)
+    before_images = RESULT_COLUMNS[: RESULT_COLUMNS.index("speed") + 1]
+    (tmp_path / "results.csv").write_text(",".join([*before_images, "Campaign"]) + "\r\n")
     (tmp_path / "results.json").write_text('{\n  "summary": {\n    "counts": {}}, "rows": []}')
     (tmp_path / "index.html").write_text("<!doctype html>\n<h1>t2v-batch results</h1>")
     check_destination(str(tmp_path), str(tmp_path / "m.csv"), 0)

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 
+from storage.s3 import s3_client
 from tasks.families.ltx import LTXVideo
+from tasks.images import ImageSources, StartImage
 from tasks.manifest import RenderRow, parse_manifest
 from tests.factories import render_row
 
@@ -95,3 +100,50 @@ def test_the_random_preset_has_the_full_size_architecture() -> None:
     assert pipe.vae.temporal_compression_ratio == 8
     assert pipe.transformer.dtype == torch.bfloat16
     assert pipe.transformer.device.type == "meta"
+
+
+def start_image(folder: Path, name: str, colour: tuple[int, int, int]) -> StartImage:
+    """A 48×40 PNG of one colour with a white square, saved and checked as a manifest would."""
+    picture = Image.new("RGB", (48, 40), colour)
+    picture.paste((255, 255, 255), (8, 8, 24, 24))
+    picture.save(folder / name)
+    return ImageSources(str(folder)).check("image", name)
+
+
+def test_image_rows_render_through_the_image_pipeline_over_the_same_weights(
+    tiny: Any, tmp_path: Path
+) -> None:
+    red, blue = (start_image(tmp_path, f"{c}.png", rgb) for c, rgb in
+                 (("red", (255, 0, 0)), ("blue", (0, 0, 255))))  # fmt: skip
+    rows = [render_row(1, image=red), render_row(2, image=blue)]
+    batched = render(tiny, rows)
+    alone = torch.cat([render(tiny, [row]) for row in rows])
+    assert (batched.int() - alone.int()).abs().max() <= 1
+    assert not torch.equal(batched[0], batched[1])
+    text = render(tiny, [render_row(1)])
+    assert not torch.equal(text[0], batched[0])
+    assert not torch.equal(render(tiny, [replace(rows[0], image_fit="contain")]), batched[:1])
+
+
+def test_the_image_pipeline_shares_components_and_keeps_their_dtypes(tiny: Any) -> None:
+    image_pipe = FAMILY.image_pipe(tiny)
+    assert type(image_pipe).__name__ == FAMILY.image_pipeline
+    assert image_pipe.transformer is tiny.transformer and image_pipe.vae is tiny.vae
+    tiny.vae.to(torch.float64)
+    try:
+        assert FAMILY.image_pipe(tiny).vae.dtype == torch.float64
+        assert tiny.transformer.dtype == torch.float32
+    finally:
+        tiny.vae.to(torch.float32)
+
+
+def test_a_start_image_in_s3_renders_as_the_same_file_on_disk_does(
+    tiny: Any, tmp_path: Path, s3_bucket: str
+) -> None:
+    local = start_image(tmp_path, "green.png", (0, 200, 0))
+    data = Path(local.uri).read_bytes()
+    s3_client().put_object(Bucket=s3_bucket, Key="shots/green.png", Body=data)
+    in_s3 = ImageSources(f"s3://{s3_bucket}/").check("image", "shots/green.png")
+    assert in_s3.sha256 == local.sha256
+    from_disk, from_s3 = (render(tiny, [render_row(1, image=i)]) for i in (local, in_s3))
+    assert torch.equal(from_disk, from_s3)

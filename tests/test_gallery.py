@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from storage import LocalStorage
 from tasks.encode import encode_mp4
 from tasks.gallery import GALLERY_RECORD, gallery_html, merge_videos, run_videos
+from tasks.images import StartImage
 from tasks.publish import publish_video, write_results
 from tasks.results import ResultRow
 from tests.factories import ROW, SUMMARY, sample_results
@@ -92,3 +98,22 @@ def test_a_damaged_record_is_kept_aside_and_the_gallery_rebuilt(
     ]
     page = (tmp_path / "out" / "index.html").read_text()
     assert 'src="a.mp4"' in page and 'src="c.mp4"' in page and 'src="b.mp4"' not in page
+
+
+def test_a_start_image_is_shown_beside_its_video_embedded_in_the_page(tmp_path: Path) -> None:
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (640, 320), (200, 30, 30)).save(picture)
+    image = StartImage(str(picture), hashlib.sha256(picture.read_bytes()).hexdigest())
+    with_image = ResultRow.for_row(replace(ROW, image=image), "ok", "m", output="/o/a.mp4")
+    gone = StartImage(str(tmp_path / "gone.png"), "00" * 32)
+    vanished = ResultRow.for_row(replace(ROW, id="b", image=gone), "ok", "m", output="/o/b.mp4")
+    text = ResultRow.for_row(replace(ROW, id="c"), "ok", "m", output="/o/c.mp4")
+    results = [with_image, vanished, text]
+    page = gallery_html(run_videos(results, "2026-12-06"), results, SUMMARY).decode()
+    (embedded,) = re.findall(
+        r'<img src="data:image/jpeg;base64,([^"]+)" alt="start image of clip"', page
+    )
+    shown = Image.open(io.BytesIO(base64.b64decode(embedded)))
+    assert shown.size == (160, 80)
+    assert shown.getpixel((80, 40))[0] > 150  # type: ignore[index]
+    assert page.count("<img") == 1 and page.count("<video") == 3

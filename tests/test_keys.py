@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from tasks.images import StartImage
 from tasks.keys import output_key
 from tasks.manifest import RenderRow
 from tests.factories import ROW
@@ -74,3 +75,19 @@ def test_the_model_changes_the_key_but_position_and_extras_do_not() -> None:
     assert output_key(ROW, "a") != output_key(ROW, "b")
     same = replace(ROW, line=7, extra={"Campaign": "autumn"})
     assert output_key(same, "a") == output_key(ROW, "a")
+
+
+def test_a_start_image_counts_by_its_bytes_and_fit_never_its_path() -> None:
+    image = replace(ROW, image=StartImage("/job/a.png", "aa" * 32))
+    assert output_key(image, "m") != output_key(ROW, "m")
+    renamed = replace(image, image=StartImage("s3://b/renamed.png", "aa" * 32))
+    assert output_key(renamed, "m") == output_key(image, "m")
+    repainted = replace(image, image=StartImage("/job/a.png", "bb" * 32))
+    assert output_key(repainted, "m") != output_key(image, "m")
+    assert output_key(replace(image, image_fit="contain"), "m") != output_key(image, "m")
+    last = replace(image, last_image=StartImage("/job/z.png", "cc" * 32))
+    assert output_key(last, "m") != output_key(image, "m")
+
+
+def test_fit_alone_does_not_change_a_text_rows_key() -> None:
+    assert output_key(replace(ROW, image_fit="contain"), "m") == output_key(ROW, "m")

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from tasks.devices import get_pipeline
+from tasks.images import StartImage
 from tasks.presets import resolve_model
 from tasks.render import batch_shape, plan_batches, render_batch, truncation_warnings
-from tests.factories import small_row
+from tests.factories import render_row, small_row
 
 
 def test_plan_batches_groups_compatible_rows_in_input_order() -> None:
@@ -87,3 +88,9 @@ def test_wan_prompts_past_umt5s_window_get_a_truncation_warning() -> None:
         "",
         "prompt is 551 tokens; rendered from its first 512",
     ]
+
+
+def test_rows_with_and_without_images_never_share_a_batch() -> None:
+    image = StartImage("/job/a.png", "ab" * 32)
+    rows = [render_row(1), render_row(2, image=image), render_row(3)]
+    assert [[row.line for row in batch] for batch in plan_batches(rows, 4)] == [[1, 3], [2]]

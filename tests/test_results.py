@@ -10,7 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from tasks.manifest import parse_manifest
+from tasks.images import StartImage
+from tasks.manifest import InvalidRow, parse_manifest
 from tasks.results import (
     RESULT_COLUMNS,
     ResultRow,
@@ -30,7 +31,7 @@ def test_results_csv_columns_order_and_values() -> None:
     assert RESULT_COLUMNS == (
         "id", "status", "output", "error", "warning", "prompt", "negative_prompt", "seed",
         "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "fps",
-        "model", "render_s", "bytes", "sha256", "speed",
+        "model", "render_s", "bytes", "sha256", "speed", "image", "image_sha256",
     )  # fmt: skip
     ok = dict(zip(rows[0], rows[1], strict=True))
     assert ok["negative_prompt"] == 'line\nbreak, comma "quoted" 猫 🎬'
@@ -137,3 +138,20 @@ def test_results_csv_starts_with_a_bom_for_spreadsheets() -> None:
 
 def test_format_counts_names_every_status_in_order() -> None:
     assert format_counts({"failed": 2, "ok": 1}) == "1 ok, 0 skipped, 2 failed, 0 invalid"
+
+
+def test_a_start_image_is_recorded_by_location_and_sha256() -> None:
+    row = replace(ROW, image=StartImage("s3://b/shots/a.png", "ab" * 32))
+    written = next(
+        iter(
+            csv.DictReader(
+                io.StringIO(
+                    results_csv([ResultRow.for_row(row, "ok", "m")], []).decode("utf-8-sig")
+                )
+            )
+        )
+    )
+    assert (written["image"], written["image_sha256"]) == ("s3://b/shots/a.png", "ab" * 32)
+    bad = InvalidRow(1, "x", "`image` 'a.gif' is a GIF image: …", {"prompt": "p", "image": "a.gif"})
+    refused = ResultRow.for_invalid(bad, "m")
+    assert (refused.image, refused.image_sha256) == ("a.gif", "")

@@ -9,7 +9,14 @@ from tasks.families.ltx import LTXVideo
 from tasks.families.modelscope import ModelScope
 from tasks.families.wan import Wan
 
-__all__ = ["FAMILIES", "Family", "family_for_class", "family_named", "family_of"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "family_for_class",
+    "family_named",
+    "family_of",
+    "image_presets",
+]
 
 FAMILIES: tuple[Family, ...] = (ModelScope(), Wan(), LTXVideo(), CogVideoX())
 
@@ -25,6 +32,16 @@ def family_for_class(class_name: str, source: str) -> Family:
         f"{source} is a {class_name!r}, which t2v-batch does not render: "
         f"it renders {', '.join(supported)}"
     )
+
+
+def image_presets(column: str) -> list[str]:
+    """The presets whose rows may fill `column` (`image`, `last_image`)."""
+    return [
+        preset.name
+        for family in FAMILIES
+        if column in family.rules.image_columns
+        for preset in family.presets
+    ]
 
 
 def family_of(pipe: object) -> Family:

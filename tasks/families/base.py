@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from tasks.images import load_image
 from tasks.manifest import RenderRow
 from tasks.rules import ManifestRules
 from tasks.speed.levers import SpeedSupport
@@ -41,6 +42,9 @@ class Family(ABC):
     denoiser_name: ClassVar[str]  # the pipeline attribute that runs every step
     presets: ClassVar[tuple[PresetInfo, ...]]  # full-size and tiny presets of the family
     speed: ClassVar[SpeedSupport]  # what its denoiser offers; its `fast` and `fastest` profiles
+    # The diffusers class that renders rows with a start image over the same loaded
+    # components; None where the family takes none (its rules' `image_columns` are empty).
+    image_pipeline: ClassVar[str | None] = None
 
     def denoiser(self, pipe: Any) -> torch.nn.Module:
         """The module that runs every step: for attention processors, compile and FLOPs."""
@@ -83,7 +87,33 @@ class Family(ABC):
         """One pipeline call for rows of one batch shape: uint8 (batch, frames, h, w, 3)
         on the pipeline's device."""
         call = self.call_arguments(rows)
+        if rows[0].image is not None:
+            pipe, call = self.image_pipe(pipe), {**call, **self.image_arguments(rows)}
         return to_uint8(pipe(**call, generator=generators, output_type="pt").frames)
+
+    def image_pipe(self, pipe: Any) -> Any:
+        """`image_pipeline` over `pipe`'s own components, as `from_pipe` builds it but
+        leaving each component's dtype as loaded (`from_pipe` casts all to one dtype)."""
+        import diffusers
+
+        if self.image_pipeline is None:
+            raise ValueError(f"`rows` have start images, which {self.name} cannot render.")
+        cls = getattr(diffusers, self.image_pipeline)
+        expected, optional = cls._get_signature_keys(cls)
+        shared = {name: getattr(pipe, name, None) for name in expected}
+        image_pipe = cls(**{n: v for n, v in shared.items() if v is not None or n in optional})
+        image_pipe.set_progress_bar_config(disable=True)
+        return image_pipe
+
+    def image_arguments(self, rows: Sequence[RenderRow]) -> dict[str, Any]:
+        """The image pipeline's image arguments: each row's start image at the row's size."""
+        return {
+            "image": [
+                load_image(row.image, row.width, row.height, row.image_fit)
+                for row in rows
+                if row.image is not None
+            ]
+        }
 
     def count_tokens(self, pipe: Any, prompt: str) -> int:
         """How many tokens the family's tokenizer makes of `prompt`, before truncation."""

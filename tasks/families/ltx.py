@@ -61,6 +61,8 @@ class LTXVideo(Family):
 
     name: ClassVar[str] = "LTX-Video"
     pipeline_classes: ClassVar[frozenset[str]] = frozenset({"LTXPipeline"})
+    # The same weights condition on a first frame (its latent replaces the first one).
+    image_pipeline: ClassVar[str | None] = "LTXImageToVideoPipeline"
     # LTXPipeline.__call__'s defaults. The model card: sizes divisible by 32, 8k + 1
     # frames, best under 720×1280 and 257 frames, which bound the rest.
     rules: ClassVar[ManifestRules] = ManifestRules(
@@ -77,6 +79,7 @@ class LTXVideo(Family):
         size_multiple=32,
         frame_step=8,
         max_voxels=257 * 512 * 704,
+        image_columns=("image",),
     )
     token_limit: ClassVar[int] = LTX_MAX_TOKENS
     denoiser_name: ClassVar[str] = "transformer"
