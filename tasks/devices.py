@@ -16,7 +16,8 @@ import torch
 from tasks.errors import ModelLoadError
 from tasks.loading import load_pretrained, place, quiet_libraries
 from tasks.presets import ModelRef, build_in_memory
-from tasks.speed import EXACT, Levers, SpeedReport, apply_levers
+from tasks.speed import EXACT, Levers
+from tasks.speed.apply import SpeedReport, apply_levers
 
 logger = logging.getLogger("t2v")
 

@@ -32,7 +32,7 @@ from tasks.results import (
     results_csv,
     results_json,
 )
-from tasks.speed import EXACT, Levers, key_settings
+from tasks.speed.levers import EXACT, Levers, key_settings
 from tasks.stored import foreign_error, inspect_key, video_metadata
 
 if TYPE_CHECKING:

@@ -32,7 +32,8 @@ from tasks.families import family_of
 from tasks.interrupt import INTERRUPTED, stop_requested
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
-from tasks.speed import EXACT, Levers, reset_step_cache
+from tasks.speed import EXACT, Levers
+from tasks.speed.apply import reset_step_cache
 
 BatchShape = tuple[int, int, int, int, float, int, bool]
 

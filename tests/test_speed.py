@@ -22,7 +22,8 @@ from tasks.families import FAMILIES
 from tasks.keys import output_key
 from tasks.presets import PRESETS, resolve_model
 from tasks.render import RenderedVideo, render_batch, render_rows
-from tasks.speed import EXACT, Levers, apply_levers, key_settings, parse_levers, resolve_levers
+from tasks.speed import EXACT, Levers, key_settings, parse_levers, resolve_levers
+from tasks.speed.apply import apply_levers
 from tasks.speed.levers import parse_attention, parse_cache, parse_compile, parse_quantize
 from tests.conftest import REPO
 from tests.factories import render_row

@@ -2,10 +2,12 @@
 `fast` and `fastest` profiles that choose them per family. Importable without Prefect:
 
     levers = resolve_levers(family.speed, "fast", cache="first-block:0.08")
-    report = apply_levers(pipe, family, levers)  # what was applied, and what skipped and why
+    report = apply_levers(pipe, family, levers)  # tasks.speed.apply: applied, skipped and why
+
+The levers as values import no torch (results and keys use them where torch is absent);
+applying them, in `tasks.speed.apply`, does.
 """
 
-from tasks.speed.apply import SpeedReport, apply_levers, reset_step_cache
 from tasks.speed.levers import (
     EXACT,
     SPEEDS,
@@ -22,11 +24,8 @@ __all__ = [
     "SPEEDS",
     "Levers",
     "Speed",
-    "SpeedReport",
     "SpeedSupport",
-    "apply_levers",
     "key_settings",
     "parse_levers",
-    "reset_step_cache",
     "resolve_levers",
 ]
