@@ -13,7 +13,7 @@ from tasks.celltext import NOT_TEXT, printable, show, visible
 from tasks.columns import KNOWN_COLUMNS, column_names
 from tasks.csvstream import open_manifest, read_records
 from tasks.errors import ManifestError, RowError
-from tasks.rules import MODELSCOPE_RULES, ManifestRules, NumberColumn, check_voxels, number_columns
+from tasks.rules import DOCUMENTED_RULES, ManifestRules, NumberColumn, check_voxels, number_columns
 
 # Validation reads at most this many rows; how many a run may render is its budget.
 MAX_ROWS = 100_000
@@ -64,7 +64,7 @@ class Manifest:
 
 
 def read_manifest(
-    uri: str, limit: int | None = None, rules: ManifestRules = MODELSCOPE_RULES
+    uri: str, limit: int | None = None, rules: ManifestRules = DOCUMENTED_RULES
 ) -> Manifest:
     """Read a manifest from a local path (or any storage location) and validate it against
     a model family's `rules`. It is read as a stream, of at most `MAX_MANIFEST_BYTES`."""
@@ -81,7 +81,7 @@ def read_header(uri: str) -> list[str]:
 
 
 def parse_manifest(
-    data: bytes, source: str, limit: int | None = None, rules: ManifestRules = MODELSCOPE_RULES
+    data: bytes, source: str, limit: int | None = None, rules: ManifestRules = DOCUMENTED_RULES
 ) -> Manifest:
     """Validate a manifest held in memory, as `read_manifest` does; `source` names it."""
     return _parse(io.BytesIO(data), source, limit, rules)

@@ -29,6 +29,7 @@ class PresetInfo:
     vram_gb: float | None  # GPU memory to run it resident in bf16 at its native size
     licence: str
     variant: str | None = None  # the Hub's dtype variant of its weights, e.g. "fp16"
+    card_dtype: torch.dtype = torch.bfloat16  # the dtype its model card loads it in
 
 
 class Family(ABC):
@@ -41,6 +42,7 @@ class Family(ABC):
     denoiser_name: ClassVar[str]  # the pipeline attribute that runs every step
     presets: ClassVar[tuple[PresetInfo, ...]]  # full-size and tiny presets of the family
     speed: ClassVar[SpeedSupport]  # what its denoiser offers; its `fast` and `fastest` profiles
+    card_fps: ClassVar[int]  # the frame rate its model card's example writes videos at
 
     def denoiser(self, pipe: Any) -> torch.nn.Module:
         """The module that runs every step: for attention processors, compile and FLOPs."""
@@ -54,6 +56,11 @@ class Family(ABC):
     def prepare(self, pipe: Any, device: torch.device) -> None:
         """Set-up a loaded pipeline needs on `device` before rendering (attention kernels)."""
         return  # most families' pipelines are ready as loaded
+
+    def follow_card(self, pipe: Any) -> None:
+        """What the model card's example changes in a loaded pipeline (its scheduler), as
+        the GPU benchmark's baseline runs it."""
+        return  # most cards run the pipeline as loaded
 
     @abstractmethod
     def build_tiny(self, seed: int = 0) -> Any:

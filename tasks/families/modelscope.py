@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import torch
 
 from tasks.families.base import Family, PresetInfo
+from tasks.families.parts import building_on
 from tasks.manifest import RenderRow
-from tasks.rules import MODELSCOPE_RULES, ManifestRules
+from tasks.rules import DOCUMENTED_RULES, ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
 MS_17B_REPO = "ali-vilab/text-to-video-ms-1.7b"
@@ -19,7 +20,8 @@ CLIP_MAX_TOKENS = 77
 class ModelScope(Family):
     name = "ModelScope"
     pipeline_classes = frozenset({"TextToVideoSDPipeline"})
-    rules: ClassVar[ManifestRules] = MODELSCOPE_RULES
+    # The manifest's documented defaults and bounds are ModelScope's: its errors name no family.
+    rules: ClassVar[ManifestRules] = DOCUMENTED_RULES
     token_limit = CLIP_MAX_TOKENS
     denoiser_name = "unet"
     # A UNet has no step-cache hooks, and its attention calls PyTorch's SDPA itself: compiling
@@ -30,8 +32,17 @@ class ModelScope(Family):
         fast=Levers(compile="full"),
         fastest=Levers(compile="full", quantize="fp8"),
     )
+    card_fps = 10  # its card keeps `export_to_video`'s default
     presets = (
-        PresetInfo("ms-1.7b", MS_17B_REPO, "1.7 B", 6.0, "CC-BY-NC-4.0", variant="fp16"),
+        PresetInfo(
+            "ms-1.7b",
+            MS_17B_REPO,
+            "1.7 B",
+            6.0,
+            "CC-BY-NC-4.0",
+            variant="fp16",
+            card_dtype=torch.float16,  # its card loads the fp16 variant
+        ),
         PresetInfo("tiny-random", None, "~0.3 M", None, "built in code"),
     )
 
@@ -41,6 +52,11 @@ class ModelScope(Family):
             from diffusers.models.attention_processor import AttnProcessor2_0
 
             pipe.unet.set_attn_processor(AttnProcessor2_0())
+
+    def follow_card(self, pipe: Any) -> None:
+        from diffusers import DPMSolverMultistepScheduler
+
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
 
     def build_tiny(self, seed: int = 0) -> Any:
         """A few-MB TextToVideoSDPipeline whose VAE downsamples 8x, like the real model's."""
@@ -91,13 +107,8 @@ class ModelScope(Family):
         """The exact ms-1.7b architecture with random weights, built directly on `device`."""
         if preset != "ms-1.7b":
             raise ValueError(f"`preset` has to be 'ms-1.7b' but is {preset!r}.")
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with device:
-                unet, vae, text_encoder = ms17b_components()
-        finally:
-            torch.set_default_dtype(previous)
+        with building_on(device, dtype):
+            unet, vae, text_encoder = ms17b_components()
         return _assemble(unet, vae, text_encoder)
 
     def generate(

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from tasks.families.base import Family, PresetInfo
+from tasks.families.parts import building_on
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
@@ -50,6 +51,7 @@ class Wan(Family):
             attention="cudnn", cache="first-block:0.1", compile="regional", quantize="fp8"
         ),
     )
+    card_fps = 16
     # GPU memory: bf16 weights (UMT5-XXL is 11.4 GB of it) and a margin for activations;
     # estimates, not measured.
     presets = (
@@ -128,13 +130,8 @@ class Wan(Family):
             raise ValueError(
                 f"`preset` has to be one of {sorted(RANDOM_SHAPES)} but is {preset!r}."
             )
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with device:
-                transformer, vae, text_encoder = wan_components(preset)
-        finally:
-            torch.set_default_dtype(previous)
+        with building_on(device, dtype):
+            transformer, vae, text_encoder = wan_components(preset)
         scheduler = UniPCMultistepScheduler(
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
