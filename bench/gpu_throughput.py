@@ -46,7 +46,7 @@ from tasks.encode import encode_mp4
 from tasks.families import Family, family_of
 from tasks.loading import quiet_libraries
 from tasks.manifest import RenderRow
-from tasks.presets import PRESETS, ModelRef, build_in_memory, resolve_model
+from tasks.presets import PRESETS, ModelRef, build_in_memory, preset_rules, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
 from tasks.speed.levers import COMPILE_MODES
 
@@ -379,7 +379,7 @@ def _settings(argv: Sequence[str] | None) -> Settings:
         "seconds, not results",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    rules = PRESETS[args.model].family.rules
+    rules = preset_rules(PRESETS[args.model])
     settings = Settings(
         args.device, args.model, args.model, args.height or rules.height,
         args.width or rules.width, args.frames or rules.num_frames,

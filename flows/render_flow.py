@@ -155,9 +155,7 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
     # The model's family decides the manifest's defaults and bounds.
     model = prefect_tasks.resolve_model(request.model)
     progress.phase("reading the manifest")
-    manifest = prefect_tasks.read_manifest(
-        request.manifest, limit=request.limit, rules=model.family.rules
-    )
+    manifest = prefect_tasks.read_manifest(request.manifest, limit=request.limit, rules=model.rules)
     if notice := carried_notice(manifest.extra_columns):
         get_run_logger().warning(notice)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)

@@ -125,7 +125,7 @@ def render_shard(
             f"worker {worker_name()} resolves model {model!r} to {ref.identity!r}, not the "
             f"{model_identity!r} the run planned with: the worker has other weights"
         )
-    read = prefect_tasks.read_manifest(request.manifest, limit=max(lines), rules=ref.family.rules)
+    read = prefect_tasks.read_manifest(request.manifest, limit=max(lines), rules=ref.rules)
     wanted = set(lines)
     mine = Manifest(
         rows=[row for row in read.rows if row.line in wanted],

@@ -8,7 +8,7 @@ a denoiser attribute (`unet`, `transformer`) or a token count.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -43,6 +43,17 @@ class Family(ABC):
     presets: ClassVar[tuple[PresetInfo, ...]]  # full-size and tiny presets of the family
     speed: ClassVar[SpeedSupport]  # what its denoiser offers; its `fast` and `fastest` profiles
     card_fps: ClassVar[int]  # the frame rate its model card's example writes videos at
+    legacy: ClassVar[str] = ""  # for a family deprecated upstream: why, and what to use instead
+
+    def rules_for(self, configs: Mapping[str, Mapping[str, Any]]) -> ManifestRules:
+        """The rules of one checkpoint, from its components' config.json contents by
+        component (`{"vae": {...}, "transformer": {...}}`); `rules` where all agree."""
+        return self.rules
+
+    def preset_configs(self, preset: str) -> dict[str, dict[str, Any]]:
+        """The published configs of `preset` that `rules_for` reads, where they differ
+        from the family's defaults."""
+        return {}
 
     def denoiser(self, pipe: Any) -> torch.nn.Module:
         """The module that runs every step: for attention processors, compile and FLOPs."""
