@@ -209,14 +209,14 @@ def _preflight(request: Any, sharded: bool) -> None:
     from tasks.columns import carried_notice
     from tasks.destination import check_destination, first_batch_bytes
     from tasks.manifest import read_header, read_manifest
-    from tasks.presets import model_family, resolve_model
+    from tasks.presets import model_rules, resolve_model
     from tasks.shards import shared_location
 
     if sharded:
         shared_location(request.manifest)
         shared_location(request.destination)
     read_header(request.manifest)
-    rules = model_family(request.model).rules
+    rules = model_rules(request.model)
     manifest = read_manifest(request.manifest, limit=request.limit, rules=rules)
     check_budget(manifest.rows, request.max_rows, request.max_work, request.manifest)
     resolve_model(request.model)
@@ -280,10 +280,11 @@ def _check(args: argparse.Namespace) -> int:
     from flows.parameters import defaults
     from tasks.columns import carried_notice
     from tasks.manifest import read_manifest
-    from tasks.presets import model_family
+    from tasks.presets import model_family, model_rules
 
-    family = model_family(args.model or defaults().model)
-    manifest = read_manifest(args.manifest, rules=family.rules)
+    model = args.model or defaults().model
+    family = model_family(model)
+    manifest = read_manifest(args.manifest, rules=model_rules(model))
     if notice := carried_notice(manifest.extra_columns):
         print(f"{args.manifest}: {notice}")
     for row in manifest.invalid:
@@ -296,11 +297,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from tasks.presets import PRESETS
+    from tasks.presets import PRESETS, preset_rules
 
     width = max(len(name) for name in PRESETS)
     for preset in PRESETS.values():
-        rules, info = preset.family.rules, preset.info
+        rules, info = preset_rules(preset), preset.info
         memory = f"~{info.vram_gb:g} GB GPU" if info.vram_gb else "any GPU or CPU"
         print(f"{preset.name:<{width}}  {preset.family.name}, {preset.parameters} params, {memory}")
         print(
@@ -308,6 +309,8 @@ def _models(args: argparse.Namespace) -> int:
             f"at {rules.fps} fps; {preset.description}"
         )
         print(f"{'':<{width}}  weights: {preset.weights}")
+        if preset.family.legacy:
+            print(f"{'':<{width}}  legacy: {preset.family.legacy}")
         speed = preset.family.speed
         print(
             f"{'':<{width}}  speed: fast = {speed.fast.describe()}; "

@@ -32,6 +32,10 @@ class ModelScope(Family):
         fast=Levers(compile="full"),
         fastest=Levers(compile="full", quantize="fp8"),
     )
+    legacy = (
+        "deprecated upstream: diffusers moved TextToVideoSDPipeline to pipelines/deprecated in "
+        "0.38 (no longer tested or changed); use wan2.1-1.3b instead (Apache-2.0, better videos)"
+    )
     card_fps = 10  # its card keeps `export_to_video`'s default
     presets = (
         PresetInfo(
