@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tasks.errors import ModelLoadError
+from tasks.families.anyflow import AnyFlow
 from tasks.families.base import Family
 from tasks.families.cogvideox import CogVideoX
 from tasks.families.ltx import LTXVideo
@@ -11,7 +12,7 @@ from tasks.families.wan import Wan
 
 __all__ = ["FAMILIES", "Family", "family_for_class", "family_named", "family_of"]
 
-FAMILIES: tuple[Family, ...] = (ModelScope(), Wan(), LTXVideo(), CogVideoX())
+FAMILIES: tuple[Family, ...] = (ModelScope(), Wan(), AnyFlow(), LTXVideo(), CogVideoX())
 
 
 def family_for_class(class_name: str, source: str) -> Family:

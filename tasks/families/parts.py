@@ -27,6 +27,20 @@ T5_XXL_CONFIG: dict[str, Any] = {
     "eos_token_id": 1,
 }
 
+# google/umt5-xxl's encoder, the text encoder of Wan and of the models distilled from it.
+UMT5_XXL_CONFIG: dict[str, Any] = {
+    "vocab_size": 256384,
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 10240,
+    "num_layers": 24,
+    "num_heads": 64,
+    "feed_forward_proj": "gated-gelu",
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+}
+UMT5_MAX_TOKENS = 512  # WanPipeline's `max_sequence_length` default
+
 # Words the tiny tokenizers know; any other word becomes <unk>.
 _WORD_TEXT = """
 a an the of in on at to with and or under over near by from into through above below
@@ -98,4 +112,59 @@ def word_tokenizer(max_tokens: int) -> Any:
         eos_token="</s>",
         unk_token="<unk>",
         model_max_length=max_tokens,
+    )
+
+
+def tiny_wan_vae() -> Any:
+    """Wan 2.1's causal VAE (8× in space, 4× in time) at 3 channels, as in diffusers' tests."""
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+
+
+def tiny_umt5_encoder() -> Any:
+    """A two-layer UMT5 encoder of width 32 over `char_tokenizer`'s vocabulary."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(char_tokenizer()),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def char_tokenizer() -> Any:
+    """A fast tokenizer with one token per character of printable ASCII, and `</s>` appended
+    as T5's tokenizer does (no download)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    vocab = {token: index for index, token in enumerate([*specials, *map(chr, range(32, 127))])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=UMT5_MAX_TOKENS,
     )
