@@ -8,11 +8,19 @@ from tasks.families.base import Family
 from tasks.families.cogvideox import CogVideoX
 from tasks.families.ltx import LTXVideo
 from tasks.families.modelscope import ModelScope
+from tasks.families.sana_video import SanaVideo
 from tasks.families.wan import Wan
 
 __all__ = ["FAMILIES", "Family", "family_for_class", "family_named", "family_of"]
 
-FAMILIES: tuple[Family, ...] = (ModelScope(), Wan(), AnyFlow(), LTXVideo(), CogVideoX())
+FAMILIES: tuple[Family, ...] = (
+    ModelScope(),
+    Wan(),
+    AnyFlow(),
+    LTXVideo(),
+    CogVideoX(),
+    SanaVideo(),
+)
 
 
 def family_for_class(class_name: str, source: str) -> Family:
