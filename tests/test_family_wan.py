@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,17 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def two_experts(seed: int = 0) -> Any:
+    """tiny-wan with a second expert for the low-noise steps, laid out as Wan 2.2 A14B."""
+    from diffusers import WanPipeline
+
+    tiny = FAMILY.build_tiny(seed)
+    torch.manual_seed(seed + 1)
+    low_noise = type(tiny.transformer)(**tiny.transformer.config)
+    components = {**tiny.components, "transformer_2": low_noise.eval()}
+    return WanPipeline(**components, boundary_ratio=0.875)
+
+
 def _errors(rules: Any, row: str) -> list[str]:
     manifest = parse_manifest(
         f"prompt,num_frames,height,width\na kite,{row}\n".encode(), "m.csv", rules=rules
@@ -91,3 +103,28 @@ def test_a_row_rendered_at_another_size_than_asked_is_failed(folder: Path) -> No
     assert isinstance(fitting, RenderedVideo)
     assert isinstance(failed, FailedRender)
     assert failed.error.startswith("the model rendered 5 frames of 32×32, not the row's 5 of 48×48")
+
+
+def test_a_two_expert_folder_renders_by_model_folder_with_both_experts(tmp_path: Path) -> None:
+    folder = tmp_path / "wan22-a14b"
+    two_experts().save_pretrained(folder)
+    one_expert = tmp_path / "one"
+    FAMILY.build_tiny().save_pretrained(one_expert)
+    row = render_row(1, num_frames=5, height=32, width=48, num_inference_steps=4)
+    ref = resolve_model(str(folder))
+    assert ref.family_name == "Wan" and ref.rules == FAMILY.rules
+    (both,) = render_rows(ref, "cpu", [row]).outcomes
+    (first_only,) = render_rows(resolve_model(str(one_expert)), "cpu", [row]).outcomes
+    assert isinstance(both, RenderedVideo) and isinstance(first_only, RenderedVideo)
+    assert both.frames.shape == (5, 32, 48, 3)
+    # The low-noise steps ran on the second expert: the video differs from the first alone.
+    assert not np.array_equal(both.frames, first_only.frames)
+
+
+def test_the_a14b_preset_is_two_14b_experts_with_the_boundary() -> None:
+    pipe = FAMILY.build_random("wan2.2-a14b", torch.device("meta"), torch.bfloat16)
+    for expert in (pipe.transformer, pipe.transformer_2):
+        assert expert.device.type == "meta"
+        # The model card's "A14B": 14 B active per step, as counted for wan2.1-14b.
+        assert round(sum(p.numel() for p in expert.parameters()) / 1e9, 2) == 14.29
+    assert pipe.config.boundary_ratio == 0.875

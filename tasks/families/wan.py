@@ -69,6 +69,10 @@ class Wan(Family):
         PresetInfo("wan2.1-1.3b", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "1.3 B", 18.0, "Apache-2.0"),
         PresetInfo("wan2.1-14b", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "14 B", 48.0, "Apache-2.0"),
         PresetInfo("wan2.2-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "5 B", 28.0, "Apache-2.0"),
+        # Both experts resident: 2 × 28.6 GB of bf16 weights besides UMT5-XXL.
+        PresetInfo(
+            "wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "2 × 14 B", 80.0, "Apache-2.0"
+        ),
         PresetInfo("tiny-wan", None, "~0.06 M", None, "built in code"),
     )
 
@@ -144,6 +148,9 @@ class Wan(Family):
             )
         with building_on(device, dtype):
             transformer, vae, text_encoder = wan_components(preset)
+            # Wan 2.2 A14B: a second expert of the same shape takes the low-noise steps.
+            two_experts = "boundary_ratio" in RANDOM_SHAPES[preset]
+            transformer_2 = wan_transformer(preset) if two_experts else None
         scheduler = UniPCMultistepScheduler(
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
@@ -153,41 +160,33 @@ class Wan(Family):
             tokenizer=char_tokenizer(),
             text_encoder=text_encoder.eval(),
             transformer=transformer.eval(),
+            transformer_2=transformer_2.eval() if transformer_2 is not None else None,
             vae=vae.eval(),
             scheduler=scheduler,
+            boundary_ratio=RANDOM_SHAPES[preset].get("boundary_ratio"),
             expand_timesteps=preset == "wan2.2-5b",
         )
 
 
-# The published transformer configs; Wan 2.2 5B adds its own VAE (16x, 48 channels).
+# The published transformer configs; Wan 2.2 5B adds its own VAE (16x, 48 channels). Wan
+# 2.2 A14B is two 14B experts, the first above the boundary (0.875 of the 1000 training
+# timesteps), with the sampling shift of Wan 2.2's t2v-A14B config.
 RANDOM_SHAPES: dict[str, dict[str, Any]] = {
     "wan2.1-1.3b": dict(heads=12, ffn=8960, layers=30, channels=16, flow_shift=3.0),
     "wan2.1-14b": dict(heads=40, ffn=13824, layers=40, channels=16, flow_shift=5.0),
     "wan2.2-5b": dict(heads=24, ffn=14336, layers=30, channels=48, flow_shift=5.0),
+    "wan2.2-a14b": dict(
+        heads=40, ffn=13824, layers=40, channels=16, flow_shift=12.0, boundary_ratio=0.875
+    ),
 }
 
 
 def wan_components(preset: str) -> tuple[Any, Any, Any]:
     """Transformer, VAE and UMT5-XXL encoder of `preset`, built on the current device."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
-    shape = RANDOM_SHAPES[preset]
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=shape["heads"],
-        attention_head_dim=128,
-        in_channels=shape["channels"],
-        out_channels=shape["channels"],
-        text_dim=4096,
-        freq_dim=256,
-        ffn_dim=shape["ffn"],
-        num_layers=shape["layers"],
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-        rope_max_seq_len=1024,
-    )
+    transformer = wan_transformer(preset)
     if preset == "wan2.2-5b":
         # Random weights: the latents' per-channel statistics only scale them.
         vae = AutoencoderKLWan(
@@ -205,3 +204,25 @@ def wan_components(preset: str) -> tuple[Any, Any, Any]:
     else:
         vae = AutoencoderKLWan()  # its defaults are Wan 2.1's VAE
     return transformer, vae, UMT5EncoderModel(UMT5Config(**UMT5_XXL_CONFIG))
+
+
+def wan_transformer(preset: str) -> Any:
+    """The transformer of full-size `preset`, built on the current device."""
+    from diffusers import WanTransformer3DModel
+
+    shape = RANDOM_SHAPES[preset]
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=shape["heads"],
+        attention_head_dim=128,
+        in_channels=shape["channels"],
+        out_channels=shape["channels"],
+        text_dim=4096,
+        freq_dim=256,
+        ffn_dim=shape["ffn"],
+        num_layers=shape["layers"],
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+    )
