@@ -6,6 +6,7 @@ from tasks.errors import ModelLoadError
 from tasks.families.anyflow import AnyFlow
 from tasks.families.base import Family
 from tasks.families.cogvideox import CogVideoX
+from tasks.families.kandinsky5 import Kandinsky5
 from tasks.families.ltx import LTXVideo
 from tasks.families.modelscope import ModelScope
 from tasks.families.sana_video import SanaVideo
@@ -20,6 +21,7 @@ FAMILIES: tuple[Family, ...] = (
     LTXVideo(),
     CogVideoX(),
     SanaVideo(),
+    Kandinsky5(),
 )
 
 

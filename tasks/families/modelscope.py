@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 
 from tasks.families.base import Family, PresetInfo
-from tasks.families.parts import building_on
+from tasks.families.parts import building_on, byte_tokenizer, byte_vocab
 from tasks.manifest import RenderRow
 from tasks.rules import DOCUMENTED_RULES, ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
@@ -97,7 +97,7 @@ class ModelScope(Family):
                 intermediate_size=37,
                 num_attention_heads=4,
                 num_hidden_layers=2,
-                vocab_size=len(_byte_vocab()),
+                vocab_size=len(byte_vocab()),
                 max_position_embeddings=CLIP_MAX_TOKENS,
                 bos_token_id=0,
                 eos_token_id=1,
@@ -203,24 +203,7 @@ def _assemble(unet: Any, vae: Any, text_encoder: Any) -> Any:
     return TextToVideoSDPipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
-        tokenizer=byte_tokenizer(),
+        tokenizer=byte_tokenizer(CLIP_MAX_TOKENS),
         unet=unet.eval(),
         scheduler=scheduler,
     )
-
-
-def byte_tokenizer() -> Any:
-    """A real CLIPTokenizer over a byte-level vocabulary with no merges (no download)."""
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=CLIP_MAX_TOKENS)
-
-
-def _byte_vocab() -> dict[str, int]:
-    # CLIP's reversible byte-to-unicode table (transformers 5 no longer exports it).
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = [chr(b) for b in printable]
-    chars += [chr(256 + n) for n in range(256 - len(printable))]
-    tokens = ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)]
-    return {token: index for index, token in enumerate(tokens)}

@@ -168,3 +168,20 @@ def char_tokenizer() -> Any:
         unk_token="<unk>",
         model_max_length=UMT5_MAX_TOKENS,
     )
+
+
+def byte_tokenizer(max_tokens: int) -> Any:
+    """A real CLIPTokenizer over a byte-level vocabulary with no merges (no download)."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=byte_vocab(), merges=[], model_max_length=max_tokens)
+
+
+def byte_vocab() -> dict[str, int]:
+    """CLIP's reversible byte-to-unicode table (transformers 5 no longer exports it)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = [chr(b) for b in printable]
+    chars += [chr(256 + n) for n in range(256 - len(printable))]
+    tokens = ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)]
+    return {token: index for index, token in enumerate(tokens)}
