@@ -101,10 +101,11 @@ class Kandinsky5(Family):
     )
     token_limit: ClassVar[int] = QWEN_MAX_TOKENS
     denoiser_name: ClassVar[str] = "transformer"
-    # Its attention dispatches on diffusers' backends and it declares repeated blocks; its
-    # blocks are not where diffusers' step caches look for them, so no cache.
+    # Its attention dispatches on diffusers' backends and it declares repeated blocks. It is
+    # a CacheMixin, but a first-block cache fails on its blocks' signature
+    # (`hidden_states` is not a parameter of theirs): no profile chooses a cache.
     speed: ClassVar[SpeedSupport] = SpeedSupport(
-        step_caches=False,
+        step_caches=True,
         attention_backends=True,
         fast=Levers(attention="cudnn", compile="regional"),
         fastest=Levers(attention="cudnn", compile="regional", quantize="fp8"),

@@ -81,13 +81,14 @@ class SanaVideo(Family):
     )
     token_limit: ClassVar[int] = SANA_MAX_TOKENS
     denoiser_name: ClassVar[str] = "transformer"
-    # Its self-attention is linear and computes itself (no attention backend, no step-cache
-    # hooks, no repeated blocks declared): the whole transformer compiles.
+    # Its self-attention is linear and computes itself; only its cross-attention dispatches
+    # on diffusers' backends. No step-cache hooks and no repeated blocks declared: the whole
+    # transformer compiles.
     speed: ClassVar[SpeedSupport] = SpeedSupport(
         step_caches=False,
-        attention_backends=False,
-        fast=Levers(compile="full"),
-        fastest=Levers(compile="full", quantize="fp8"),
+        attention_backends=True,
+        fast=Levers(attention="cudnn", compile="full"),
+        fastest=Levers(attention="cudnn", compile="full", quantize="fp8"),
     )
     card_fps: ClassVar[int] = 16
     # GPU memory: bf16 transformer (≈ 4 GB) and Gemma 2 2B (≈ 5.2 GB), the VAE in fp32,
