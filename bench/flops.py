@@ -60,6 +60,12 @@ def count_video_flops(pipe: Any, row: RenderRow) -> VideoFlops:
 
 
 def _flops(pipe: Any, row: RenderRow) -> float:
+    # FlopCounterMode's module tracker hooks the gradient of every module argument that
+    # requires one, and fails on a parameter handed to a submodule (SANA-Video's
+    # `scale_shift_table`) in inference mode; nothing here trains.
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.requires_grad_(False)
     generator = torch.Generator(device=device_of(pipe)).manual_seed(row.seed)
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         family_of(pipe).generate(pipe, [row], [generator])

@@ -46,18 +46,13 @@ from tasks.encode import encode_mp4
 from tasks.families import Family, family_of
 from tasks.loading import quiet_libraries
 from tasks.manifest import RenderRow
-from tasks.presets import PRESETS, ModelRef, build_in_memory, resolve_model
+from tasks.presets import PRESETS, ModelRef, build_in_memory, preset_rules, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
 from tasks.speed.levers import COMPILE_MODES
 
 # What `--model` takes: presets built in memory, full-size with random weights or tiny.
 MODELS = tuple(name for name, preset in PRESETS.items() if preset.random or not preset.info.repo)
-EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default, which ModelScope's card keeps
-# The frame rate each model card passes to `export_to_video`.
-CARD_FPS = {"ModelScope": EXPORT_TO_VIDEO_FPS, "Wan": 16, "LTX-Video": 24, "CogVideoX": 8}
-# The dtype each model card loads its pipeline in: the weights' own (ms-1.7b's fp16 variant,
-# CogVideoX-2b trained in fp16); every other card loads bf16.
-CARD_DTYPES = {"ms-1.7b": torch.float16, "cogvideox-2b": torch.float16}
+EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -143,7 +138,7 @@ def measure_baseline(settings: Settings, device: torch.device, scratch: Path) ->
             video if isinstance(video, np.ndarray) else np.stack([np.asarray(f) for f in video])
         ]
 
-    save = partial(export_like_diffusers, fps=CARD_FPS[family.name])
+    save = partial(export_like_diffusers, fps=family.card_fps)
     contender = Contender("baseline (model card)", 1, render, save, False)
     return measure(contender, _rows(settings, settings.baseline_videos), scratch, device)
 
@@ -165,10 +160,7 @@ def baseline_pipeline(model: str, device: torch.device) -> Any:
     pipe = build_in_memory(resolve_model(model), device, dtype).to(device=device, dtype=dtype)
     for name, component_dtype in family.component_dtypes(dtype).items():
         getattr(pipe, name).to(dtype=component_dtype)  # Wan's card loads its VAE in fp32
-    if family.name == "ModelScope":
-        from diffusers import DPMSolverMultistepScheduler
-
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    family.follow_card(pipe)
     if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
         pipe.enable_model_cpu_offload(device=device)
     pipe.set_progress_bar_config(disable=True)
@@ -177,7 +169,7 @@ def baseline_pipeline(model: str, device: torch.device) -> Any:
 
 def baseline_dtype(model: str) -> torch.dtype:
     """The dtype the model card of `model`'s preset loads its pipeline in, on a GPU."""
-    return CARD_DTYPES.get(PRESETS[model].info.name, torch.bfloat16)
+    return PRESETS[model].info.card_dtype
 
 
 def export_like_diffusers(
@@ -309,7 +301,7 @@ def results_section(
         f"{flops.rest / 1e12:.3g}); peak {MISSING if peak is None else f'{peak:g}'} TFLOP/s "
         f"dense bf16. Baseline: {dtype}, one prompt per call, the pipeline's own output"
         + (", `enable_model_cpu_offload()`" if device.type == "cuda" else " (no offload on CPU)")
-        + f", written at {CARD_FPS[family.name]} fps.",
+        + f", written at {family.card_fps} fps.",
         markdown_table(header, rows),
         METHOD,
     ])  # fmt: skip
@@ -387,7 +379,7 @@ def _settings(argv: Sequence[str] | None) -> Settings:
         "seconds, not results",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    rules = PRESETS[args.model].family.rules
+    rules = preset_rules(PRESETS[args.model])
     settings = Settings(
         args.device, args.model, args.model, args.height or rules.height,
         args.width or rules.width, args.frames or rules.num_frames,

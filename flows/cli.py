@@ -117,11 +117,12 @@ def _check(args: argparse.Namespace) -> int:
     from flows.parameters import defaults
     from tasks.columns import carried_notice
     from tasks.manifest import read_manifest
-    from tasks.presets import model_family
+    from tasks.presets import model_family, model_rules
 
     use_block_here(args.aws_credentials_block, args.s3_endpoint)
-    family = model_family(args.model or defaults().model)
-    manifest = read_manifest(args.manifest, rules=family.rules, image_root=args.image_root)
+    model = args.model or defaults().model
+    family = model_family(model)
+    manifest = read_manifest(args.manifest, rules=model_rules(model), image_root=args.image_root)
     if notice := carried_notice(manifest.extra_columns):
         print(f"{args.manifest}: {notice}")
     for row in manifest.invalid:
@@ -134,11 +135,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from tasks.presets import PRESETS
+    from tasks.presets import PRESETS, preset_rules
 
     width = max(len(name) for name in PRESETS)
     for preset in PRESETS.values():
-        rules, info = preset.family.rules, preset.info
+        rules, info = preset_rules(preset), preset.info
         memory = f"~{info.vram_gb:g} GB GPU" if info.vram_gb else "any GPU or CPU"
         print(f"{preset.name:<{width}}  {preset.family.name}, {preset.parameters} params, {memory}")
         print(
@@ -146,6 +147,8 @@ def _models(args: argparse.Namespace) -> int:
             f"at {rules.fps} fps; {preset.description}"
         )
         print(f"{'':<{width}}  weights: {preset.weights}")
+        if preset.family.legacy:
+            print(f"{'':<{width}}  legacy: {preset.family.legacy}")
         speed = preset.family.speed
         print(
             f"{'':<{width}}  speed: fast = {speed.fast.describe()}; "

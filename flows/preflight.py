@@ -12,7 +12,7 @@ from tasks.budget import check_budget
 from tasks.columns import carried_notice
 from tasks.destination import check_destination, first_batch_bytes
 from tasks.manifest import read_header, read_manifest
-from tasks.presets import model_family, resolve_model
+from tasks.presets import model_rules, resolve_model
 from tasks.shards import shared_location
 
 
@@ -29,7 +29,7 @@ def preflight(request: RenderRequest, sharded: bool) -> None:
         shared_location(request.manifest)
         shared_location(request.destination)
     read_header(request.manifest)
-    rules = model_family(request.model).rules
+    rules = model_rules(request.model)
     manifest = read_manifest(
         request.manifest, limit=request.limit, rules=rules, image_root=request.image_root
     )

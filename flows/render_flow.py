@@ -101,7 +101,7 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
     manifest = prefect_tasks.read_manifest(
         request.manifest,
         limit=request.limit,
-        rules=model.family.rules,
+        rules=model.rules,
         image_root=request.image_root,
     )
     if notice := carried_notice(manifest.extra_columns):

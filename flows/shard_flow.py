@@ -122,7 +122,7 @@ def render_shard(
     read = prefect_tasks.read_manifest(
         request.manifest,
         limit=max(lines),
-        rules=ref.family.rules,
+        rules=ref.rules,
         image_root=request.image_root,
     )
     wanted = set(lines)

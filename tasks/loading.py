@@ -30,6 +30,20 @@ def folder_family(folder: Path) -> Family:
     return family
 
 
+def folder_configs(folder: Path) -> dict[str, dict[str, Any]]:
+    """Each component's config.json in a saved pipeline, by component, read without
+    loading weights; a component without one (a tokenizer, a scheduler's) is left out."""
+    configs: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*/config.json")):
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path} cannot be read as JSON ({first_line(exc)})") from exc
+        if isinstance(config, dict):
+            configs[path.parent.name] = config
+    return configs
+
+
 def check_pipeline_folder(folder: Path) -> dict[str, Any]:
     """Refuse, before loading anything, what loading would have to trust: Python code,
     pickle weights, or components from libraries other than diffusers and transformers.

@@ -14,7 +14,7 @@ from tasks.columns import KNOWN_COLUMNS, column_names
 from tasks.csvstream import open_manifest, read_records
 from tasks.errors import ManifestError, RowError
 from tasks.images import ImageSources, StartImage, check_fit
-from tasks.rules import MODELSCOPE_RULES, ManifestRules, NumberColumn, check_voxels, number_columns
+from tasks.rules import DOCUMENTED_RULES, ManifestRules, NumberColumn, check_voxels, number_columns
 
 # Validation reads at most this many rows; how many a run may render is its budget.
 MAX_ROWS = 100_000
@@ -70,7 +70,7 @@ class Manifest:
 def read_manifest(
     uri: str,
     limit: int | None = None,
-    rules: ManifestRules = MODELSCOPE_RULES,
+    rules: ManifestRules = DOCUMENTED_RULES,
     image_root: str | None = None,
 ) -> Manifest:
     """Read a manifest from a local path (or any storage location) and validate it against
@@ -90,7 +90,7 @@ def read_header(uri: str) -> list[str]:
 
 
 def parse_manifest(
-    data: bytes, source: str, limit: int | None = None, rules: ManifestRules = MODELSCOPE_RULES
+    data: bytes, source: str, limit: int | None = None, rules: ManifestRules = DOCUMENTED_RULES
 ) -> Manifest:
     """Validate a manifest held in memory, as `read_manifest` does of one stored at `source`."""
     images = ImageSources.for_manifest(source)
@@ -276,7 +276,8 @@ def _image(
         presets = ", ".join(image_presets(column))
         errors.add(
             column,
-            f"`{column}` needs a model that takes one, and {rules.family} does not "
+            f"`{column}` needs a model that takes one, and {rules.family or 'this model'} "
+            "does not "
             f"({f'presets that do: {presets}' if presets else 'no preset does yet'}).",
         )
         return None

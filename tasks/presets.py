@@ -15,7 +15,8 @@ from tasks.errors import ModelLoadError
 from tasks.families import FAMILIES, Family, family_named
 from tasks.families.base import PresetInfo
 from tasks.hub import hub_snapshot, index_family, pull
-from tasks.loading import folder_family, folder_variant
+from tasks.loading import folder_configs, folder_family, folder_variant
+from tasks.rules import ManifestRules
 
 # The revision presets take from the Hub. Output keys hash the commit it resolves to in
 # the cache, so other weights never reuse an old video's key.
@@ -87,6 +88,14 @@ class ModelRef:
         return family_named(self.family_name)
 
     @property
+    def rules(self) -> ManifestRules:
+        """The manifest rules of these weights: from the saved folder's configs, else from
+        the preset's published ones."""
+        if self.path is not None:
+            return self.family.rules_for(folder_configs(self.path))
+        return preset_rules(PRESETS[self.name])
+
+    @property
     def identity(self) -> str:
         """Stable text that output keys hash: preset (or repo) and commit, or the folder's
         content; never a folder's path, which new weights can be saved into."""
@@ -138,6 +147,25 @@ def model_family(model: str) -> Family:
     if HUB_REPO_ID.fullmatch(model):
         return index_family(model, HUB_REVISION)
     return _unknown(model)
+
+
+def model_rules(model: str) -> ManifestRules:
+    """The manifest rules `--model` renders by, fetching no weights: a preset's or a folder's
+    from their configs; a Hub repo's from the preset of that repo, else its family's."""
+    preset = PRESETS.get(model) or next(
+        (preset for preset in PRESETS.values() if preset.info.repo == model), None
+    )
+    if preset is not None:
+        return preset_rules(preset)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return folder_family(path).rules_for(folder_configs(path))
+    return model_family(model).rules
+
+
+def preset_rules(preset: Preset) -> ManifestRules:
+    """A preset's rules, from the configs its weights are published with."""
+    return preset.family.rules_for(preset.family.preset_configs(preset.info.name))
 
 
 def _unknown(model: str) -> NoReturn:

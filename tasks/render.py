@@ -223,7 +223,7 @@ def _render_splitting_on_oom(
     row that still runs out is failed. Once split, another render error fails only its own
     rows, so that the task's retry never renders rows again."""
     try:
-        outcomes.extend(render_batch(pipe, rows))
+        outcomes.extend(map(as_asked, render_batch(pipe, rows)))
         return
     except torch.cuda.OutOfMemoryError as exc:
         error = f"out of GPU memory: {first_line(exc)}"
@@ -243,6 +243,20 @@ def _render_splitting_on_oom(
     half = len(rows) // 2
     _render_splitting_on_oom(pipe, rows[:half], outcomes, split=True)
     _render_splitting_on_oom(pipe, rows[half:], outcomes, split=True)
+
+
+def as_asked(video: RenderedVideo) -> RenderOutcome:
+    """The video, or a failure where its frames are not the row's count and size (a pipeline
+    that rounds a size down): t2v never reports a video it did not render."""
+    row, (frames, height, width) = video.row, video.frames.shape[:3]
+    if (frames, height, width) == (row.num_frames, row.height, row.width):
+        return video
+    return FailedRender(
+        row,
+        f"the model rendered {frames} frames of {width}×{height}, not the row's "
+        f"{row.num_frames} of {row.width}×{row.height}: its checkpoint takes other sizes "
+        "than its family's rules",
+    )
 
 
 def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:

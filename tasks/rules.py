@@ -20,12 +20,16 @@ MAX_NUMBER_TEXT = 40  # longer digit strings are typos, and int() refuses past 4
 class ManifestRules:
     """What a model family accepts in a manifest row, and the values its empty cells take.
 
+    The defaults are the manifest's documented ones (DESIGN's table). `family` names the
+    family whose rules these are in errors, which then give the valid values nearest to a
+    wrong one; the documented rules name none.
+
     `frame_step` k means `num_frames` must be k·n + 1 (Wan and CogVideoX 4, LTX 8); 1 takes
     any count. `max_voxels` caps frames × height × width of one row; `max_voxels_shape`,
     when given, is the video (frames, height, width) it stands for, named in errors.
     """
 
-    family: str = "ModelScope"
+    family: str = ""
     num_frames: int = 16
     height: int = 256
     width: int = 256
@@ -53,7 +57,7 @@ class ManifestRules:
             )
 
 
-MODELSCOPE_RULES = ManifestRules(max_voxels_shape=(64, 512, 512))
+DOCUMENTED_RULES = ManifestRules(max_voxels_shape=(64, 512, 512))
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,7 @@ class NumberColumn:
     """A numeric column: its default, its bounds, and optional extra rules.
 
     `family` names the model family whose rule this is; its errors then say so and give
-    the valid values nearest to a wrong one. ModelScope's rules are the manifest's
-    documented ones: their errors name no family.
+    the valid values nearest to a wrong one.
     """
 
     name: str
@@ -128,7 +131,7 @@ class NumberColumn:
 
 def number_columns(rules: ManifestRules) -> tuple[NumberColumn, ...]:
     """The numeric columns, in DESIGN's order, with `rules`' defaults and bounds."""
-    family = "" if rules.family == MODELSCOPE_RULES.family else rules.family
+    family = rules.family
 
     def size(name: str, default: int) -> NumberColumn:
         low, high, multiple = rules.min_size, rules.max_size, rules.size_multiple
@@ -165,7 +168,7 @@ def check_voxels(num_frames: int, height: int, width: int, rules: ManifestRules)
     voxels = num_frames * height * width
     if voxels <= rules.max_voxels:
         return
-    family = "" if rules.family == MODELSCOPE_RULES.family else f" for {rules.family}"
+    family = f" for {rules.family}" if rules.family else ""
     shape = ""
     if rules.max_voxels_shape is not None:
         frames, shape_height, shape_width = rules.max_voxels_shape

@@ -50,6 +50,11 @@ def test_models_lists_the_presets(capfd: pytest.CaptureFixture[str]) -> None:
         assert name in stdout
     assert "Hugging Face cache" in stdout
     assert "speed: fast = cache first-block:0.05, compile full; fastest = " in stdout
+    legacy = [line.split(": ", 1)[1] for line in stdout.splitlines() if "legacy: " in line]
+    # ModelScope's two presets and its tiny one; no other family is deprecated upstream.
+    assert len(legacy) == 3 and "pipelines/deprecated" in legacy[0]
+    assert "use wan2.1-1.3b instead" in legacy[0]
+    assert "wan2.2-5b  " in stdout and "native 1280×704, 121 frames at 24 fps" in stdout
 
 
 @pytest.mark.usefixtures("in_repo")

@@ -266,9 +266,9 @@ def test_a_model_that_takes_no_image_refuses_image_rows_naming_the_presets_that_
     manifest = read_manifest(str(tmp_path / "m.csv"))
     assert [row.line for row in manifest.rows] == [1]
     assert [row.error for row in manifest.invalid] == [
-        "`image` needs a model that takes one, and ModelScope does not "
+        "`image` needs a model that takes one, and this model does not "
         "(presets that do: ltx-video, tiny-ltx).",
-        "`last_image` needs a model that takes one, and ModelScope does not (no preset does yet).",
+        "`last_image` needs a model that takes one, and this model does not (no preset does yet).",
     ]
 
 

@@ -20,7 +20,7 @@ from tasks.manifest import (
     read_header,
     read_manifest,
 )
-from tasks.rules import MODELSCOPE_RULES
+from tasks.rules import DOCUMENTED_RULES
 from tests.factories import parse, table
 
 SEED_RULE = "an integer in 0…9223372036854775807"
@@ -165,7 +165,7 @@ def test_a_huge_number_is_refused_with_its_value_cut_short() -> None:
 
 
 def test_the_per_row_budget_allows_64_frames_of_512x512() -> None:
-    assert MODELSCOPE_RULES.max_voxels == 64 * 512 * 512
+    assert DOCUMENTED_RULES.max_voxels == 64 * 512 * 512
     assert isinstance(one_row(num_frames="64", height="512", width="512"), RenderRow)
     assert isinstance(one_row(num_frames="16", height="1024", width="1024"), RenderRow)
     assert error_of(num_frames="65", height="512", width="512") == (

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from tasks.errors import ModelLoadError
+from tasks.families.anyflow import AnyFlow
 from tasks.families.base import Family
 from tasks.families.cogvideox import CogVideoX
+from tasks.families.kandinsky5 import Kandinsky5
 from tasks.families.ltx import LTXVideo
 from tasks.families.modelscope import ModelScope
+from tasks.families.sana_video import SanaVideo
 from tasks.families.wan import Wan
 
 __all__ = [
@@ -18,7 +21,15 @@ __all__ = [
     "image_presets",
 ]
 
-FAMILIES: tuple[Family, ...] = (ModelScope(), Wan(), LTXVideo(), CogVideoX())
+FAMILIES: tuple[Family, ...] = (
+    ModelScope(),
+    Wan(),
+    AnyFlow(),
+    LTXVideo(),
+    CogVideoX(),
+    SanaVideo(),
+    Kandinsky5(),
+)
 
 
 def family_for_class(class_name: str, source: str) -> Family:

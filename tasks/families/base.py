@@ -8,7 +8,7 @@ a denoiser attribute (`unet`, `transformer`) or a token count.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,6 +30,7 @@ class PresetInfo:
     vram_gb: float | None  # GPU memory to run it resident in bf16 at its native size
     licence: str
     variant: str | None = None  # the Hub's dtype variant of its weights, e.g. "fp16"
+    card_dtype: torch.dtype = torch.bfloat16  # the dtype its model card loads it in
 
 
 class Family(ABC):
@@ -45,6 +46,18 @@ class Family(ABC):
     # The diffusers class that renders rows with a start image over the same loaded
     # components; None where the family takes none (its rules' `image_columns` are empty).
     image_pipeline: ClassVar[str | None] = None
+    card_fps: ClassVar[int]  # the frame rate its model card's example writes videos at
+    legacy: ClassVar[str] = ""  # for a family deprecated upstream: why, and what to use instead
+
+    def rules_for(self, configs: Mapping[str, Mapping[str, Any]]) -> ManifestRules:
+        """The rules of one checkpoint, from its components' config.json contents by
+        component (`{"vae": {...}, "transformer": {...}}`); `rules` where all agree."""
+        return self.rules
+
+    def preset_configs(self, preset: str) -> dict[str, dict[str, Any]]:
+        """The published configs of `preset` that `rules_for` reads, where they differ
+        from the family's defaults."""
+        return {}
 
     def denoiser(self, pipe: Any) -> torch.nn.Module:
         """The module that runs every step: for attention processors, compile and FLOPs."""
@@ -58,6 +71,11 @@ class Family(ABC):
     def prepare(self, pipe: Any, device: torch.device) -> None:
         """Set-up a loaded pipeline needs on `device` before rendering (attention kernels)."""
         return  # most families' pipelines are ready as loaded
+
+    def follow_card(self, pipe: Any) -> None:
+        """What the model card's example changes in a loaded pipeline (its scheduler), as
+        the GPU benchmark's baseline runs it."""
+        return  # most cards run the pipeline as loaded
 
     @abstractmethod
     def build_tiny(self, seed: int = 0) -> Any:

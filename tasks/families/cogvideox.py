@@ -9,7 +9,7 @@ import torch
 
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo
-from tasks.families.ltx import T5_XXL_CONFIG, tiny_t5_encoder, word_tokenizer
+from tasks.families.parts import T5_XXL_CONFIG, building_on, tiny_t5_encoder, word_tokenizer
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
@@ -75,8 +75,16 @@ class CogVideoX(Family):
     # with no dtype variant. GPU memory: bf16 weights (T5-XXL 9.5 GB, transformer 3.4 or
     # 11.1 GB, VAE 0.4 GB) plus ≈ 5 GB for decoding 49 frames of 480×720; estimates, which
     # agree with the model cards' 18 GB and 26 GB without diffusers' offloading.
+    card_fps: ClassVar[int] = 8
     presets: ClassVar[tuple[PresetInfo, ...]] = (
-        PresetInfo("cogvideox-2b", "THUDM/CogVideoX-2b", "1.7 B", 18.0, "Apache-2.0"),
+        PresetInfo(
+            "cogvideox-2b",
+            "THUDM/CogVideoX-2b",
+            "1.7 B",
+            18.0,
+            "Apache-2.0",
+            card_dtype=torch.float16,  # trained in fp16, and its card loads it so
+        ),
         PresetInfo(
             "cogvideox-5b",
             "THUDM/CogVideoX-5b",
@@ -124,17 +132,12 @@ class CogVideoX(Family):
 
         if preset not in TRANSFORMER_CONFIGS:
             raise ModelLoadError(f"{preset!r} is not a full-size CogVideoX preset")
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with device:
-                # The other arguments' defaults are the 1.0 models' values (480×720, 49
-                # frames, 16 latent channels, 226 text tokens).
-                transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIGS[preset])
-                vae = AutoencoderKLCogVideoX(scaling_factor=VAE_SCALING_FACTORS[preset])
-                text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
-        finally:
-            torch.set_default_dtype(previous)
+        with building_on(device, dtype):
+            # The other arguments' defaults are the 1.0 models' values (480×720, 49
+            # frames, 16 latent channels, 226 text tokens).
+            transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIGS[preset])
+            vae = AutoencoderKLCogVideoX(scaling_factor=VAE_SCALING_FACTORS[preset])
+            text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
         return assemble(transformer, vae, text_encoder)
 
 

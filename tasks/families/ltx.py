@@ -10,6 +10,7 @@ import torch
 
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo
+from tasks.families.parts import T5_XXL_CONFIG, building_on, tiny_t5_encoder, word_tokenizer
 from tasks.manifest import RenderRow
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
@@ -17,43 +18,6 @@ from tasks.speed.levers import Levers, SpeedSupport
 LTX_REPO = "Lightricks/LTX-Video"
 # LTXPipeline's `max_sequence_length` default, and the tokenizer's model_max_length.
 LTX_MAX_TOKENS = 128
-
-# google/t5-v1_1-xxl config.json, the text encoder of LTX-Video and CogVideoX.
-T5_XXL_CONFIG: dict[str, Any] = {
-    "d_model": 4096,
-    "d_ff": 10240,
-    "d_kv": 64,
-    "num_heads": 64,
-    "num_layers": 24,
-    "vocab_size": 32128,
-    "feed_forward_proj": "gated-gelu",
-    "relative_attention_num_buckets": 32,
-    "relative_attention_max_distance": 128,
-    "layer_norm_epsilon": 1e-6,
-    "dropout_rate": 0.1,
-    "tie_word_embeddings": False,
-    "pad_token_id": 0,
-    "eos_token_id": 1,
-}
-
-# Words the tiny tokenizers know; any other word becomes <unk>.
-_WORD_TEXT = """
-a an the of in on at to with and or under over near by from into through above below
-small large tiny huge old young red green blue yellow white black gray golden silver
-bright dark slow fast quiet loud warm cold wet dry soft hard calm wild happy sad
-cat dog bird fish horse cow fox bear wolf deer rabbit mouse owl duck frog bee
-man woman child boy girl people person crowd dancer runner pilot chef robot
-tree forest flower grass field river lake sea ocean wave beach mountain hill valley
-sky cloud sun moon star rain snow wind storm fog fire smoke light shadow night day
-city street road bridge house room window door car train boat ship plane bicycle
-runs walks flies swims jumps dances sings falls rises turns spins glows shines
-moving looking standing sitting flowing burning floating drifting rolling climbing
-camera pans zooms tracks close up wide shot view scene frame video clip slow motion
-test number scene word one two three four five six seven eight nine ten
-is are was it its this that there here his her their very some many few
-blurry distorted jittery worst quality low high detailed realistic cinematic
-"""
-TINY_WORDS = tuple(dict.fromkeys(_WORD_TEXT.split()))
 
 
 class LTXVideo(Family):
@@ -96,6 +60,7 @@ class LTXVideo(Family):
             attention="cudnn", cache="first-block:0.1", compile="regional", quantize="fp8"
         ),
     )
+    card_fps: ClassVar[int] = 24  # its card's `export_to_video` call, not the pipeline's 25
     presets: ClassVar[tuple[PresetInfo, ...]] = (
         # The repo's diffusers folders hold v0.9.0 (the later versions are single files
         # or repos of their own), in bf16 without a dtype variant. GPU memory: bf16
@@ -142,38 +107,33 @@ class LTXVideo(Family):
 
         if preset != "ltx-video":
             raise ModelLoadError(f"{preset!r} is not a full-size LTX-Video preset")
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with device:
-                # transformer/config.json and vae/config.json of Lightricks/LTX-Video
-                # (v0.9.0, as diffusers' scripts/convert_ltx_to_diffusers.py writes them).
-                transformer = LTXVideoTransformer3DModel(
-                    in_channels=128,
-                    out_channels=128,
-                    patch_size=1,
-                    patch_size_t=1,
-                    num_attention_heads=32,
-                    attention_head_dim=64,
-                    cross_attention_dim=2048,
-                    num_layers=28,
-                    caption_channels=4096,
-                )
-                vae = AutoencoderKLLTXVideo(
-                    latent_channels=128,
-                    block_out_channels=(128, 256, 512, 512),
-                    decoder_block_out_channels=(128, 256, 512, 512),
-                    layers_per_block=(4, 3, 3, 3, 4),
-                    decoder_layers_per_block=(4, 3, 3, 3, 4),
-                    spatio_temporal_scaling=(True, True, True, False),
-                    decoder_spatio_temporal_scaling=(True, True, True, False),
-                    patch_size=4,
-                    patch_size_t=1,
-                    timestep_conditioning=False,
-                )
-                text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
-        finally:
-            torch.set_default_dtype(previous)
+        with building_on(device, dtype):
+            # transformer/config.json and vae/config.json of Lightricks/LTX-Video
+            # (v0.9.0, as diffusers' scripts/convert_ltx_to_diffusers.py writes them).
+            transformer = LTXVideoTransformer3DModel(
+                in_channels=128,
+                out_channels=128,
+                patch_size=1,
+                patch_size_t=1,
+                num_attention_heads=32,
+                attention_head_dim=64,
+                cross_attention_dim=2048,
+                num_layers=28,
+                caption_channels=4096,
+            )
+            vae = AutoencoderKLLTXVideo(
+                latent_channels=128,
+                block_out_channels=(128, 256, 512, 512),
+                decoder_block_out_channels=(128, 256, 512, 512),
+                layers_per_block=(4, 3, 3, 3, 4),
+                decoder_layers_per_block=(4, 3, 3, 3, 4),
+                spatio_temporal_scaling=(True, True, True, False),
+                decoder_spatio_temporal_scaling=(True, True, True, False),
+                patch_size=4,
+                patch_size_t=1,
+                timestep_conditioning=False,
+            )
+            text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
         return assemble(transformer, vae, text_encoder, LTX_MAX_TOKENS)
 
     def call_arguments(self, rows: Sequence[RenderRow]) -> dict[str, Any]:
@@ -206,45 +166,4 @@ def assemble(transformer: Any, vae: Any, text_encoder: Any, max_tokens: int) -> 
         text_encoder=text_encoder.eval(),
         tokenizer=word_tokenizer(max_tokens),
         transformer=transformer.eval(),
-    )
-
-
-def tiny_t5_encoder() -> Any:
-    """A two-layer T5 encoder of width 32 over the tiny tokenizer's vocabulary."""
-    from transformers import T5Config, T5EncoderModel
-
-    config = T5Config(
-        d_model=32,
-        d_ff=64,
-        d_kv=8,
-        num_heads=4,
-        num_layers=2,
-        vocab_size=len(TINY_WORDS) + 3,
-        feed_forward_proj="gated-gelu",
-        relative_attention_num_buckets=8,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    return T5EncoderModel(config)
-
-
-def word_tokenizer(max_tokens: int) -> Any:
-    """A T5-like tokenizer made in code (no Hub): whole lower-case words, `</s>` appended,
-    `<pad>` id 0 and `</s>` id 1 as in T5's vocabulary."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {word: index for index, word in enumerate(["<pad>", "</s>", "<unk>", *TINY_WORDS])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        model_max_length=max_tokens,
     )

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import torch
 
 from tasks.families.base import Family, PresetInfo
+from tasks.families.parts import building_on, byte_tokenizer, byte_vocab
 from tasks.manifest import RenderRow
-from tasks.rules import MODELSCOPE_RULES, ManifestRules
+from tasks.rules import DOCUMENTED_RULES, ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
 MS_17B_REPO = "ali-vilab/text-to-video-ms-1.7b"
@@ -19,7 +20,8 @@ CLIP_MAX_TOKENS = 77
 class ModelScope(Family):
     name = "ModelScope"
     pipeline_classes = frozenset({"TextToVideoSDPipeline"})
-    rules: ClassVar[ManifestRules] = MODELSCOPE_RULES
+    # The manifest's documented defaults and bounds are ModelScope's: its errors name no family.
+    rules: ClassVar[ManifestRules] = DOCUMENTED_RULES
     token_limit = CLIP_MAX_TOKENS
     denoiser_name = "unet"
     # A UNet has no step-cache hooks, and its attention calls PyTorch's SDPA itself: compiling
@@ -30,8 +32,21 @@ class ModelScope(Family):
         fast=Levers(compile="full"),
         fastest=Levers(compile="full", quantize="fp8"),
     )
+    legacy = (
+        "deprecated upstream: diffusers moved TextToVideoSDPipeline to pipelines/deprecated in "
+        "0.38 (no longer tested or changed); use wan2.1-1.3b instead (Apache-2.0, better videos)"
+    )
+    card_fps = 10  # its card keeps `export_to_video`'s default
     presets = (
-        PresetInfo("ms-1.7b", MS_17B_REPO, "1.7 B", 6.0, "CC-BY-NC-4.0", variant="fp16"),
+        PresetInfo(
+            "ms-1.7b",
+            MS_17B_REPO,
+            "1.7 B",
+            6.0,
+            "CC-BY-NC-4.0",
+            variant="fp16",
+            card_dtype=torch.float16,  # its card loads the fp16 variant
+        ),
         PresetInfo("tiny-random", None, "~0.3 M", None, "built in code"),
     )
 
@@ -41,6 +56,11 @@ class ModelScope(Family):
             from diffusers.models.attention_processor import AttnProcessor2_0
 
             pipe.unet.set_attn_processor(AttnProcessor2_0())
+
+    def follow_card(self, pipe: Any) -> None:
+        from diffusers import DPMSolverMultistepScheduler
+
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
 
     def build_tiny(self, seed: int = 0) -> Any:
         """A few-MB TextToVideoSDPipeline whose VAE downsamples 8x, like the real model's."""
@@ -77,7 +97,7 @@ class ModelScope(Family):
                 intermediate_size=37,
                 num_attention_heads=4,
                 num_hidden_layers=2,
-                vocab_size=len(_byte_vocab()),
+                vocab_size=len(byte_vocab()),
                 max_position_embeddings=CLIP_MAX_TOKENS,
                 bos_token_id=0,
                 eos_token_id=1,
@@ -91,13 +111,8 @@ class ModelScope(Family):
         """The exact ms-1.7b architecture with random weights, built directly on `device`."""
         if preset != "ms-1.7b":
             raise ValueError(f"`preset` has to be 'ms-1.7b' but is {preset!r}.")
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with device:
-                unet, vae, text_encoder = ms17b_components()
-        finally:
-            torch.set_default_dtype(previous)
+        with building_on(device, dtype):
+            unet, vae, text_encoder = ms17b_components()
         return _assemble(unet, vae, text_encoder)
 
     def generate(
@@ -188,24 +203,7 @@ def _assemble(unet: Any, vae: Any, text_encoder: Any) -> Any:
     return TextToVideoSDPipeline(
         vae=vae.eval(),
         text_encoder=text_encoder.eval(),
-        tokenizer=byte_tokenizer(),
+        tokenizer=byte_tokenizer(CLIP_MAX_TOKENS),
         unet=unet.eval(),
         scheduler=scheduler,
     )
-
-
-def byte_tokenizer() -> Any:
-    """A real CLIPTokenizer over a byte-level vocabulary with no merges (no download)."""
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=CLIP_MAX_TOKENS)
-
-
-def _byte_vocab() -> dict[str, int]:
-    # CLIP's reversible byte-to-unicode table (transformers 5 no longer exports it).
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = [chr(b) for b in printable]
-    chars += [chr(256 + n) for n in range(256 - len(printable))]
-    tokens = ["<|startoftext|>", "<|endoftext|>", *chars, *(c + "</w>" for c in chars)]
-    return {token: index for index, token in enumerate(tokens)}

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
 
 from tasks.families.base import Family, PresetInfo
+from tasks.families.parts import (
+    UMT5_MAX_TOKENS,
+    UMT5_XXL_CONFIG,
+    building_on,
+    char_tokenizer,
+    tiny_umt5_encoder,
+    tiny_wan_vae,
+)
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
-UMT5_MAX_TOKENS = 512
 # The model card's defaults: 81 frames of 480x832 at 16 fps, 50 steps, guidance 5. Its
 # negative prompt is a long Chinese list; the default here stays empty, as for ModelScope,
 # so that a row means what it says (a row may still name it).
@@ -29,6 +38,9 @@ WAN_RULES = ManifestRules(
     frame_step=4,  # the VAE packs 4 frames into one latent frame, after the first
     max_voxels=81 * 720 * 1280,
 )
+# A VAE compressing 16x in space is Wan 2.2 TI2V-5B's; its card renders 121 frames of
+# 1280x704 at 24 fps, which the cap above (Wan 2.1 14B's 720p) would refuse.
+WAN22_5B_VIDEO = (121, 704, 1280)
 
 
 class Wan(Family):
@@ -50,14 +62,46 @@ class Wan(Family):
             attention="cudnn", cache="first-block:0.1", compile="regional", quantize="fp8"
         ),
     )
+    card_fps = 16
     # GPU memory: bf16 weights (UMT5-XXL is 11.4 GB of it) and a margin for activations;
     # estimates, not measured.
     presets = (
         PresetInfo("wan2.1-1.3b", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "1.3 B", 18.0, "Apache-2.0"),
         PresetInfo("wan2.1-14b", "Wan-AI/Wan2.1-T2V-14B-Diffusers", "14 B", 48.0, "Apache-2.0"),
         PresetInfo("wan2.2-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "5 B", 28.0, "Apache-2.0"),
+        # Both experts resident: 2 × 28.6 GB of bf16 weights besides UMT5-XXL.
+        PresetInfo(
+            "wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "2 × 14 B", 80.0, "Apache-2.0"
+        ),
         PresetInfo("tiny-wan", None, "~0.06 M", None, "built in code"),
     )
+
+    def rules_for(self, configs: Mapping[str, Mapping[str, Any]]) -> ManifestRules:
+        """Sizes are multiples of the VAE's spatial factor times the transformer's patch:
+        WanPipeline rounds any other size down without an error."""
+        spatial = int(configs.get("vae", {}).get("scale_factor_spatial", 8))
+        patch = configs.get("transformer", {}).get("patch_size", (1, 2, 2))
+        multiple = spatial * max(int(patch[1]), int(patch[2]))
+        if spatial == 8 and multiple == WAN_RULES.size_multiple:
+            return WAN_RULES
+        rules = replace(WAN_RULES, size_multiple=multiple, min_size=multiple)
+        if spatial != 16:
+            return rules
+        frames, height, width = WAN22_5B_VIDEO
+        return replace(
+            rules,
+            num_frames=frames,
+            height=height,
+            width=width,
+            fps=24,
+            max_voxels=frames * height * width,
+            max_voxels_shape=WAN22_5B_VIDEO,
+        )
+
+    def preset_configs(self, preset: str) -> dict[str, dict[str, Any]]:
+        if preset == "wan2.2-5b":  # vae/config.json of Wan-AI/Wan2.2-TI2V-5B-Diffusers
+            return {"vae": {"scale_factor_spatial": 16}}
+        return {}
 
     def component_dtypes(self, dtype: torch.dtype) -> dict[str, torch.dtype]:
         # Wan's causal VAE decodes with visible banding in half precision; the model card
@@ -66,37 +110,11 @@ class Wan(Family):
 
     def build_tiny(self, seed: int = 0) -> Any:
         """Shapes of diffusers' tests/pipelines/wan/test_wan.py, with a tokenizer made here."""
-        from diffusers import (
-            AutoencoderKLWan,
-            FlowMatchEulerDiscreteScheduler,
-            WanPipeline,
-            WanTransformer3DModel,
-        )
-        from transformers import UMT5Config, UMT5EncoderModel
+        from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
 
         tokenizer = char_tokenizer()
         torch.manual_seed(seed)
-        vae: Any = AutoencoderKLWan(
-            base_dim=3,
-            z_dim=16,
-            dim_mult=[1, 1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=len(tokenizer),
-                d_model=32,
-                d_kv=8,
-                d_ff=37,
-                num_layers=2,
-                num_heads=4,
-                relative_attention_num_buckets=8,
-                pad_token_id=0,
-                eos_token_id=1,
-                decoder_start_token_id=0,
-            )
-        )
+        vae, text_encoder = tiny_wan_vae(), tiny_umt5_encoder()
         transformer: Any = WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
@@ -128,13 +146,11 @@ class Wan(Family):
             raise ValueError(
                 f"`preset` has to be one of {sorted(RANDOM_SHAPES)} but is {preset!r}."
             )
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with device:
-                transformer, vae, text_encoder = wan_components(preset)
-        finally:
-            torch.set_default_dtype(previous)
+        with building_on(device, dtype):
+            transformer, vae, text_encoder = wan_components(preset)
+            # Wan 2.2 A14B: a second expert of the same shape takes the low-noise steps.
+            two_experts = "boundary_ratio" in RANDOM_SHAPES[preset]
+            transformer_2 = wan_transformer(preset) if two_experts else None
         scheduler = UniPCMultistepScheduler(
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
@@ -144,41 +160,33 @@ class Wan(Family):
             tokenizer=char_tokenizer(),
             text_encoder=text_encoder.eval(),
             transformer=transformer.eval(),
+            transformer_2=transformer_2.eval() if transformer_2 is not None else None,
             vae=vae.eval(),
             scheduler=scheduler,
+            boundary_ratio=RANDOM_SHAPES[preset].get("boundary_ratio"),
             expand_timesteps=preset == "wan2.2-5b",
         )
 
 
-# The published transformer configs; Wan 2.2 5B adds its own VAE (16x, 48 channels).
+# The published transformer configs; Wan 2.2 5B adds its own VAE (16x, 48 channels). Wan
+# 2.2 A14B is two 14B experts, the first above the boundary (0.875 of the 1000 training
+# timesteps), with the sampling shift of Wan 2.2's t2v-A14B config.
 RANDOM_SHAPES: dict[str, dict[str, Any]] = {
     "wan2.1-1.3b": dict(heads=12, ffn=8960, layers=30, channels=16, flow_shift=3.0),
     "wan2.1-14b": dict(heads=40, ffn=13824, layers=40, channels=16, flow_shift=5.0),
     "wan2.2-5b": dict(heads=24, ffn=14336, layers=30, channels=48, flow_shift=5.0),
+    "wan2.2-a14b": dict(
+        heads=40, ffn=13824, layers=40, channels=16, flow_shift=12.0, boundary_ratio=0.875
+    ),
 }
 
 
 def wan_components(preset: str) -> tuple[Any, Any, Any]:
     """Transformer, VAE and UMT5-XXL encoder of `preset`, built on the current device."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
-    shape = RANDOM_SHAPES[preset]
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=shape["heads"],
-        attention_head_dim=128,
-        in_channels=shape["channels"],
-        out_channels=shape["channels"],
-        text_dim=4096,
-        freq_dim=256,
-        ffn_dim=shape["ffn"],
-        num_layers=shape["layers"],
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-        rope_max_seq_len=1024,
-    )
+    transformer = wan_transformer(preset)
     if preset == "wan2.2-5b":
         # Random weights: the latents' per-channel statistics only scale them.
         vae = AutoencoderKLWan(
@@ -195,39 +203,26 @@ def wan_components(preset: str) -> tuple[Any, Any, Any]:
         )
     else:
         vae = AutoencoderKLWan()  # its defaults are Wan 2.1's VAE
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=256384,
-            d_model=4096,
-            d_kv=64,
-            d_ff=10240,
-            num_layers=24,
-            num_heads=64,
-            feed_forward_proj="gated-gelu",
-            relative_attention_num_buckets=32,
-            relative_attention_max_distance=128,
-        )
-    )
-    return transformer, vae, text_encoder
+    return transformer, vae, UMT5EncoderModel(UMT5Config(**UMT5_XXL_CONFIG))
 
 
-def char_tokenizer() -> Any:
-    """A fast tokenizer with one token per character of printable ASCII, and `</s>` appended
-    as T5's tokenizer does (no download)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+def wan_transformer(preset: str) -> Any:
+    """The transformer of full-size `preset`, built on the current device."""
+    from diffusers import WanTransformer3DModel
 
-    specials = ["<pad>", "</s>", "<unk>"]
-    vocab = {token: index for index, token in enumerate([*specials, *map(chr, range(32, 127))])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", vocab["</s>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        model_max_length=UMT5_MAX_TOKENS,
+    shape = RANDOM_SHAPES[preset]
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=shape["heads"],
+        attention_head_dim=128,
+        in_channels=shape["channels"],
+        out_channels=shape["channels"],
+        text_dim=4096,
+        freq_dim=256,
+        ffn_dim=shape["ffn"],
+        num_layers=shape["layers"],
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
     )
