@@ -160,6 +160,7 @@ def publish_rendered(
         render_s=video.render_s,
         bytes=published.bytes,
         sha256=published.sha256,
+        flags=video.flags,
     )
 
 

@@ -11,9 +11,6 @@ up to 14 levels in decoded frames and into other MP4 bytes, so: the output key h
 model and the row's parameters, never its batch; the sha256 a result records is that of
 the bytes stored; and a stored video is never compared by bytes with a new render of its
 row.
-
-Over 250 lines because a render's failure modes are one concern: out-of-memory splits,
-the hung-render watchdog, a failed device and a stop request all decide the same outcomes.
 """
 
 from __future__ import annotations
@@ -34,6 +31,7 @@ from tasks.families import family_of
 from tasks.interrupt import INTERRUPTED, stop_requested
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
+from tasks.quality import inspect_video
 from tasks.speed import EXACT, Levers, reset_step_cache
 
 BatchShape = tuple[int, int, int, int, float, int]
@@ -41,12 +39,14 @@ BatchShape = tuple[int, int, int, int, float, int]
 
 @dataclass(frozen=True)
 class RenderedVideo:
-    """One row's frames (uint8, frames × height × width × RGB) and what rendering it cost."""
+    """One row's frames (uint8, frames × height × width × RGB), what rendering it cost, and
+    what the quality checks flagged."""
 
     row: RenderRow
     frames: np.ndarray
     render_s: float
     warning: str = ""
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -235,9 +235,10 @@ def _render_splitting_on_oom(
     _render_splitting_on_oom(pipe, rows[half:], outcomes, split=True)
 
 
-def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
+def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderOutcome]:
     """One pipeline call for rows of one `batch_shape`; frames as rendering each row alone,
-    within the tolerance this module's docstring states."""
+    within the tolerance this module's docstring states. A row whose frames the quality
+    checks find to be a render fault (black, NaN) fails."""
     # 1. Check inputs
     shapes = {batch_shape(row) for row in rows}
     if len(shapes) != 1:
@@ -251,7 +252,8 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
     # 3. One pipeline call, the family's way, to uint8 frames on the device
     try:
         with torch.inference_mode():
-            videos = family.generate(pipe, rows, generators).cpu().numpy()
+            decoded = family.generate(pipe, rows, generators)
+            videos, nonfinite = decoded.pixels.cpu().numpy(), decoded.nonfinite.tolist()
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError) as exc:
@@ -267,10 +269,15 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
         raise RenderError(f"render of {len(rows)} row(s) failed: {message}") from exc
     elapsed = (time.perf_counter() - started) / len(rows)
     warnings = truncation_warnings(pipe, rows)
-    return [
-        RenderedVideo(row, video, elapsed, warning)
-        for row, video, warning in zip(rows, videos, warnings, strict=True)
-    ]
+    outcomes: list[RenderOutcome] = []
+    for row, video, bad, warning in zip(rows, videos, nonfinite, warnings, strict=True):
+        found = inspect_video(video, bad)
+        if found.fault:
+            outcomes.append(FailedRender(row, found.fault))
+            continue
+        warned = "; ".join(text for text in (warning, found.warning) if text)
+        outcomes.append(RenderedVideo(row, video, elapsed, warned, found.flags))
+    return outcomes
 
 
 def device_of(pipe: Any) -> torch.device:

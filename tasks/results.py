@@ -49,6 +49,7 @@ class ResultRow:
     bytes: int | None
     sha256: str
     speed: str = ""  # the run's speed profile: exact, fast, fastest
+    flags: str = ""  # what the quality checks found (tasks.quality), space-separated
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0  # the manifest's data row; orders the results, not written as a column
     # Who rendered the row (WORKER_NAME, else the host) and in which flow run: in results.json,
@@ -69,6 +70,7 @@ class ResultRow:
         render_s: float | None = None,
         bytes: int | None = None,
         sha256: str = "",
+        flags: tuple[str, ...] = (),
     ) -> ResultRow:
         return cls(
             id=row.id,
@@ -89,6 +91,7 @@ class ResultRow:
             render_s=None if render_s is None else round(render_s, 3),
             bytes=bytes,
             sha256=sha256,
+            flags=" ".join(flags),
             extra=dict(row.extra),
             line=row.line,
         )

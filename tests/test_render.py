@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from tasks.devices import get_pipeline
+from tasks.families.modelscope import ModelScope
 from tasks.presets import resolve_model
-from tasks.render import batch_shape, plan_batches, render_batch, truncation_warnings
+from tasks.render import (
+    FailedRender,
+    RenderedVideo,
+    batch_shape,
+    plan_batches,
+    render_batch,
+    truncation_warnings,
+)
 from tests.factories import small_row
 
 
@@ -87,3 +95,38 @@ def test_wan_prompts_past_umt5s_window_get_a_truncation_warning() -> None:
         "",
         "prompt is 551 tokens; rendered from its first 512",
     ]
+
+
+def broken_tiny(fault: str) -> Any:
+    """A tiny-random pipeline broken the way video VAEs and fp16 break: `black` decodes
+    black, `inf` decodes -inf, `nan-token` turns prompts holding `~` into NaN."""
+    pipe = ModelScope().build_tiny(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    conv_out = pipe.vae.decoder.conv_out
+    with torch.no_grad():
+        if fault == "black":
+            conv_out.weight.zero_()
+            conv_out.bias.fill_(-1.0)
+        elif fault == "inf":
+            conv_out.weight.mul_(float("inf")).neg_()
+        else:
+            embeddings = pipe.text_encoder.get_input_embeddings().weight
+            embeddings[pipe.tokenizer("~", add_special_tokens=False).input_ids] = float("nan")
+    return pipe
+
+
+@pytest.mark.parametrize("fault", ["black", "inf"])
+def test_a_vae_decoding_black_or_inf_fails_its_rows(fault: str) -> None:
+    outcomes = render_batch(broken_tiny(fault), [small_row(1), small_row(2)])
+    assert [type(outcome) for outcome in outcomes] == [FailedRender, FailedRender]
+    assert {outcome.error for outcome in outcomes if isinstance(outcome, FailedRender)} == {
+        "the render produced black/NaN frames"
+    }
+
+
+def test_a_nan_row_fails_and_its_batch_mates_render() -> None:
+    rows = [small_row(1), small_row(2, prompt="a ~")]
+    fine, poisoned = render_batch(broken_tiny("nan-token"), rows)
+    assert isinstance(fine, RenderedVideo) and fine.flags == ()
+    assert isinstance(poisoned, FailedRender)
+    assert poisoned.error == "the render produced black/NaN frames"

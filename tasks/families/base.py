@@ -31,6 +31,15 @@ class PresetInfo:
     variant: str | None = None  # the Hub's dtype variant of its weights, e.g. "fp16"
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A batch's uint8 frames (batch, frames, h, w, 3) and, per video, whether the float
+    output they came from held NaN or infinity, which the conversion would hide."""
+
+    pixels: torch.Tensor
+    nonfinite: torch.Tensor  # bool (batch,)
+
+
 class Family(ABC):
     """One model family: its pipelines, its manifest rules, and how a batch is rendered."""
 
@@ -79,7 +88,7 @@ class Family(ABC):
 
     def generate(
         self, pipe: Any, rows: Sequence[RenderRow], generators: list[torch.Generator]
-    ) -> torch.Tensor:
+    ) -> Decoded:
         """One pipeline call for rows of one batch shape: uint8 (batch, frames, h, w, 3)
         on the pipeline's device."""
         call = self.call_arguments(rows)
@@ -90,8 +99,9 @@ class Family(ABC):
         return len(pipe.tokenizer(prompt, truncation=False).input_ids)
 
 
-def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+def to_uint8(frames: torch.Tensor) -> Decoded:
     """[0, 1] float video (batch, frames, channels, h, w) to uint8 (batch, frames, h, w, 3),
     rounded as diffusers' video processor rounds."""
     pixels = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return pixels.permute(0, 1, 3, 4, 2)
+    nonfinite = ~torch.isfinite(frames).flatten(1).all(dim=1)
+    return Decoded(pixels.permute(0, 1, 3, 4, 2), nonfinite)

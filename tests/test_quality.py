@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.families.base import to_uint8
+from tasks.quality import (
+    BLACK_MEAN,
+    BLACK_OR_NAN,
+    FLAT,
+    FROZEN_CHANGE,
+    UNIFORM_STD,
+    inspect_video,
+)
+
+SHAPE = (8, 64, 64, 3)
+
+
+def moving(seed: int = 0) -> np.ndarray:
+    """A video whose every frame is new noise around mid-grey: nothing to flag."""
+    return np.random.default_rng(seed).integers(40, 216, SHAPE, dtype=np.uint8)
+
+
+def test_a_normal_video_is_not_flagged() -> None:
+    found = inspect_video(moving())
+    assert (found.flags, found.warning, found.fault) == ((), "", "")
+
+
+def test_an_all_black_video_is_a_render_fault() -> None:
+    found = inspect_video(np.zeros(SHAPE, dtype=np.uint8))
+    assert found.flags == ("black", "frozen")
+    assert found.fault == BLACK_OR_NAN == "the render produced black/NaN frames"
+
+
+def test_near_black_frames_are_flagged_and_the_video_kept() -> None:
+    video = moving()
+    video[2:4] = int(BLACK_MEAN) - 2  # dark, and just under the threshold
+    found = inspect_video(video)
+    assert found.flags == ("black",) and not found.fault
+    assert found.warning == "flagged black: 2 of 8 frames near-black"
+
+
+def test_a_dark_scene_above_the_threshold_is_not_black() -> None:
+    video = np.random.default_rng(1).integers(0, 2 * int(BLACK_MEAN) + 4, SHAPE, dtype=np.uint8)
+    assert inspect_video(video).flags == ()
+
+
+def test_nan_in_the_float_output_is_a_render_fault() -> None:
+    found = inspect_video(moving(), nonfinite=True)
+    assert found.flags == ("nan",)
+    assert found.fault == BLACK_OR_NAN
+
+
+def test_uniform_frames_are_flagged_and_a_flat_video_is_a_fault() -> None:
+    video = moving()
+    video[5] = 200
+    video[5, ::7, ::7] += 1  # within UNIFORM_STD of flat
+    found = inspect_video(video)
+    assert found.flags == ("uniform",) and not found.fault
+    grey = np.full(SHAPE, 128, dtype=np.uint8)
+    grey[:, :, :, 0] = np.arange(8, dtype=np.uint8)[:, None, None] * 30  # moving, but flat
+    flat = inspect_video(grey)
+    assert flat.flags == ("uniform",) and flat.fault == FLAT
+    assert np.asarray(grey[0], dtype=float).std(axis=(0, 1)).max() < UNIFORM_STD
+
+
+def test_a_still_video_is_frozen_and_a_slow_one_is_not() -> None:
+    still = np.repeat(moving()[:1], SHAPE[0], axis=0)
+    assert inspect_video(still).flags == ("frozen",)
+    slow = still.copy()
+    slow[4:] = np.clip(slow[4:].astype(int) + 1, 0, 255)  # one level, once
+    assert FROZEN_CHANGE < 1
+    assert inspect_video(slow).flags == ()
+
+
+def test_a_single_frame_is_never_frozen() -> None:
+    assert inspect_video(moving()[:1]).flags == ()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_to_uint8_reports_non_finite_values_per_video(bad: float) -> None:
+    frames = torch.rand(3, 2, 3, 8, 8)
+    frames[1, 1, 0, 4, 4] = bad
+    decoded = to_uint8(frames)
+    assert decoded.pixels.shape == (3, 2, 8, 8, 3)
+    assert decoded.nonfinite.tolist() == [False, True, False]
