@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +17,9 @@ from tasks.quality import (
     UNIFORM_STD,
     inspect_video,
 )
+from tests.factories import broken_tiny, t2v
+
+slow = pytest.mark.slow
 
 SHAPE = (8, 64, 64, 3)
 
@@ -85,3 +92,46 @@ def test_to_uint8_reports_non_finite_values_per_video(bad: float) -> None:
     decoded = to_uint8(frames)
     assert decoded.pixels.shape == (3, 2, 8, 8, 3)
     assert decoded.nonfinite.tolist() == [False, True, False]
+
+
+def _render_folder(pipe: Any, tmp_path: Path, env: dict[str, str]) -> list[dict[str, str]]:
+    """`t2v render` of three rows, the second prompt holding `~`, with `pipe` saved as a
+    folder model; the results.csv rows."""
+    pipe.save_pretrained(tmp_path / "model")
+    manifest = tmp_path / "prompts.csv"
+    manifest.write_text(
+        "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
+        "a,a red kite over the sea,1,4,64,64,2,8\n"
+        "b,a ~ kite over the sea,2,4,64,64,2,8\n"
+        "c,a small boat in the rain,3,4,64,64,2,8\n"
+    )
+    out = tmp_path / "out"
+    done = t2v(
+        "render", str(manifest), "--model", str(tmp_path / "model"), "--out", str(out),
+        env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))
+    assert list(rows[0])[list(rows[0]).index("speed") + 1] == "flags"
+    stored = sorted(path.name for path in out.glob("*.mp4"))
+    assert stored == sorted(Path(row["output"]).name for row in rows if row["status"] == "ok")
+    return rows
+
+
+@slow
+def test_render_fails_the_nan_row_and_stores_the_others(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    rows = _render_folder(broken_tiny("nan-token"), tmp_path, cli_env)
+    assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
+    assert [row["flags"] for row in rows] == ["", "", ""]
+    assert rows[1]["error"] == BLACK_OR_NAN
+
+
+@slow
+def test_render_of_a_vae_decoding_black_fails_every_row_and_stores_none(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    rows = _render_folder(broken_tiny("black"), tmp_path, cli_env)
+    assert [(row["status"], row["error"]) for row in rows] == [("failed", BLACK_OR_NAN)] * 3

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from tasks.devices import get_pipeline
-from tasks.families.modelscope import ModelScope
 from tasks.presets import resolve_model
 from tasks.render import (
     FailedRender,
@@ -17,7 +16,7 @@ from tasks.render import (
     render_batch,
     truncation_warnings,
 )
-from tests.factories import small_row
+from tests.factories import broken_tiny, small_row
 
 
 def test_plan_batches_groups_compatible_rows_in_input_order() -> None:
@@ -95,24 +94,6 @@ def test_wan_prompts_past_umt5s_window_get_a_truncation_warning() -> None:
         "",
         "prompt is 551 tokens; rendered from its first 512",
     ]
-
-
-def broken_tiny(fault: str) -> Any:
-    """A tiny-random pipeline broken the way video VAEs and fp16 break: `black` decodes
-    black, `inf` decodes -inf, `nan-token` turns prompts holding `~` into NaN."""
-    pipe = ModelScope().build_tiny(seed=0)
-    pipe.set_progress_bar_config(disable=True)
-    conv_out = pipe.vae.decoder.conv_out
-    with torch.no_grad():
-        if fault == "black":
-            conv_out.weight.zero_()
-            conv_out.bias.fill_(-1.0)
-        elif fault == "inf":
-            conv_out.weight.mul_(float("inf")).neg_()
-        else:
-            embeddings = pipe.text_encoder.get_input_embeddings().weight
-            embeddings[pipe.tokenizer("~", add_special_tokens=False).input_ids] = float("nan")
-    return pipe
 
 
 @pytest.mark.parametrize("fault", ["black", "inf"])

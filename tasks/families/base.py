@@ -103,5 +103,5 @@ def to_uint8(frames: torch.Tensor) -> Decoded:
     """[0, 1] float video (batch, frames, channels, h, w) to uint8 (batch, frames, h, w, 3),
     rounded as diffusers' video processor rounds."""
     pixels = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    nonfinite = ~torch.isfinite(frames).flatten(1).all(dim=1)
+    nonfinite = ~frames.flatten(1).sum(dim=1, dtype=torch.float32).isfinite()  # NaN propagates
     return Decoded(pixels.permute(0, 1, 3, 4, 2), nonfinite)
