@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--speed", metavar="exact|fast|fastest", help=described("speed"))
     for lever in ("attention", "cache", "compile", "quantize"):
         render.add_argument(f"--{lever}", metavar="SETTING", help=described(lever))
+    render.add_argument("--score", metavar="none|clip|tiny-clip", help=described("score"))
+    render.add_argument("--score-threshold", metavar="SCORE", help=described("score_threshold"))
     render.add_argument(
         "--shards",
         metavar="N",

@@ -22,6 +22,7 @@ from tasks.errors import first_line
 from tasks.families import Family
 from tasks.manifest import MAX_ROWS
 from tasks.presets import PRESETS
+from tasks.scoring import DEFAULT_SCORE_THRESHOLD, ScorerName, Scoring
 from tasks.speed import Levers, Speed, resolve_levers
 from tasks.speed.levers import ATTENTION_ALIASES, CACHES, COMPILES, PARSERS, QUANTIZATIONS
 
@@ -181,6 +182,24 @@ QuantizeLever = Annotated[
         )
     ),
 ]
+ScoreName = Annotated[
+    ScorerName,
+    Field(
+        description=(
+            "Score each video against its prompt: clip (CLIP ViT-B/32 over a few frames, "
+            "weights fetched on first use or by `t2v models pull clip`), tiny-clip (built "
+            "in code, meaningless numbers, for tests), or none."
+        )
+    ),
+]
+ScoreThreshold = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=100,
+        description="A score under this (CLIP similarity × 100) flags the video `low_score`.",
+    ),
+]
 
 
 class RenderRequest(BaseSettings):
@@ -208,6 +227,8 @@ class RenderRequest(BaseSettings):
     cache: CacheLever = None
     compile: CompileLever = None
     quantize: QuantizeLever = None
+    score: ScoreName = "none"
+    score_threshold: ScoreThreshold = DEFAULT_SCORE_THRESHOLD
 
     @field_validator("attention", "cache", "compile", "quantize")
     @classmethod
@@ -241,6 +262,10 @@ class RenderRequest(BaseSettings):
             compile=self.compile,
             quantize=self.quantize,
         )
+
+    def scoring(self) -> Scoring | None:
+        """The scorer each video goes through, if any."""
+        return None if self.score == "none" else Scoring(self.score, self.score_threshold)
 
     def parameters(self) -> dict[str, Any]:
         """The flow's keyword arguments for this request."""

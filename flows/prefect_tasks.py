@@ -15,6 +15,7 @@ from tasks import destination, devices, manifest, presets, publish, render
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 from tasks.render import BatchResult, FailedRender
+from tasks.scoring import Scoring
 from tasks.speed import EXACT, Levers
 
 P = ParamSpec("P")
@@ -65,13 +66,14 @@ def render_rows(
     rows: Sequence[RenderRow],
     timeout_scale: float = 1.0,
     levers: Levers = EXACT,
+    scoring: Scoring | None = None,
 ) -> BatchResult:
     """`render.render_rows`, and one log line that says what the batch was and cost.
 
     A device that fails (a fatal CUDA error, a hung render) is in the result, not raised:
     retrying in this process is futile, only a rerun in a fresh one can render the rows."""
     started = time.perf_counter()
-    result = render.render_rows(model, device, rows, timeout_scale, levers)
+    result = render.render_rows(model, device, rows, timeout_scale, levers, scoring)
     first = rows[0]
     failed = sum(isinstance(outcome, FailedRender) for outcome in result.outcomes)
     get_run_logger().info(

@@ -44,6 +44,8 @@ from flows.parameters import (
     QuantizeLever,
     RenderRequest,
     RenderTimeoutScale,
+    ScoreName,
+    ScoreThreshold,
     SpeedProfile,
     build_request,
     defaults,
@@ -116,6 +118,8 @@ def render_manifest(
     cache: CacheLever = DEFAULTS.cache,
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
+    score: ScoreName = DEFAULTS.score,
+    score_threshold: ScoreThreshold = DEFAULTS.score_threshold,
 ) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     request = build_request(
@@ -136,6 +140,8 @@ def render_manifest(
         cache=cache,
         compile=compile,
         quantize=quantize,
+        score=score,
+        score_threshold=score_threshold,
     ).on_date(scheduled_date())
     return render_request(request)
 
@@ -176,6 +182,7 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
         request.destination,
         force=request.force,
         levers=request.levers(model.family),
+        scoring=request.scoring(),
     )
     get_run_logger().info(
         "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",
@@ -321,8 +328,9 @@ def _render_batches(
             continue
         progress.phase(f"rendering batch {number} of {len(batches)} on {device}")
         future = prefect_tasks.render_rows.submit(
-            plan.model, device, taken.render, request.render_timeout_scale, plan.levers
-        )
+            plan.model, device, taken.render, request.render_timeout_scale, plan.levers,
+            plan.scoring,
+        )  # fmt: skip
         rendering.append((taken.render, future))
         if len(rendering) >= RENDER_WINDOW:
             yield from _publish_rendered(*rendering.popleft(), request, plan, publishing, stop)

@@ -31,6 +31,8 @@ from flows.parameters import (
     ModelName,
     QuantizeLever,
     RenderTimeoutScale,
+    ScoreName,
+    ScoreThreshold,
     SpeedProfile,
     build_request,
 )
@@ -38,6 +40,7 @@ from flows.render_flow import RENDER_WINDOW, collect_results, worker_name
 from tasks.errors import ShardError
 from tasks.manifest import Manifest
 from tasks.results import ResultRow, RunSummary, summarize
+from tasks.scoring import DEFAULT_SCORE_THRESHOLD
 from tasks.shards import ShardRecord, check_run_marker, write_shard_record
 
 # The shard's results file is rewritten at most this often while rows finish, and once at
@@ -97,6 +100,8 @@ def render_shard(
     cache: CacheLever = None,
     compile: CompileLever = None,
     quantize: QuantizeLever = None,
+    score: ScoreName = "none",
+    score_threshold: ScoreThreshold = DEFAULT_SCORE_THRESHOLD,
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
@@ -115,6 +120,8 @@ def render_shard(
         cache=cache,
         compile=compile,
         quantize=quantize,
+        score=score,
+        score_threshold=score_threshold,
     )
     use_aws_credentials_block(request.aws_credentials_block)
     # Infrastructure, not the rows (as below): the parent starts the shard again, elsewhere.
@@ -133,7 +140,12 @@ def render_shard(
         extra_columns=read.extra_columns,
     )
     plan = prefect_tasks.plan_outputs(
-        mine, ref, request.destination, force=request.force, levers=request.levers(ref.family)
+        mine,
+        ref,
+        request.destination,
+        force=request.force,
+        levers=request.levers(ref.family),
+        scoring=request.scoring(),
     )
     get_run_logger().info(
         "shard %d of run %s: %d rows, %d to render on %s",

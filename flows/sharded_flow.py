@@ -47,6 +47,8 @@ from flows.parameters import (
     QuantizeLever,
     RenderRequest,
     RenderTimeoutScale,
+    ScoreName,
+    ScoreThreshold,
     SpeedProfile,
     build_request,
     defaults,
@@ -145,6 +147,8 @@ def render_sharded(
     cache: CacheLever = DEFAULTS.cache,
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
+    score: ScoreName = DEFAULTS.score,
+    score_threshold: ScoreThreshold = DEFAULTS.score_threshold,
     shards: Shards = None,
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
 ) -> RunSummary:
@@ -167,6 +171,8 @@ def render_sharded(
         cache=cache,
         compile=compile,
         quantize=quantize,
+        score=score,
+        score_threshold=score_threshold,
     ).on_date(scheduled_date())
     return render_request_sharded(request, shards, shard_rows)
 
@@ -295,6 +301,8 @@ def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: 
             "cache": request.cache,
             "compile": request.compile,
             "quantize": request.quantize,
+            "score": request.score,
+            "score_threshold": request.score_threshold,
         },
         timeout=0,
         idempotency_key=f"{parent_run}-{run.number}-{run.tries}",

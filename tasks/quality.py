@@ -9,6 +9,7 @@ column (1 in 64 pixels, which keeps the checks far under 1 % of a render):
 | `black` | a frame's mean is under `BLACK_MEAN` |
 | `uniform` | a frame not black varies by under `UNIFORM_STD` (standard deviation) in each colour |
 | `frozen` | 2+ frames, and no two successive differ by `FROZEN_CHANGE` (mean absolute change) |
+| `low_score` | a scorer ran (`--score`) and the video scored under its threshold |
 
 A video holding NaN, all black, or a single flat colour in every frame is a render fault,
 not a video: `Inspection.fault` says so in one sentence.
@@ -16,7 +17,7 @@ not a video: `Inspection.fault` says so in one sentence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +38,15 @@ class Inspection:
     flags: tuple[str, ...]
     warning: str = ""
     fault: str = ""
+    score: float | None = None  # when a scorer ran (tasks.scoring)
+
+    def scored(self, score: float, threshold: float) -> Inspection:
+        """This inspection with the video's score, flagged `low_score` under `threshold`."""
+        if score >= threshold:
+            return replace(self, score=score)
+        low = f"low_score: {score:g} under {threshold:g}"
+        warning = f"{self.warning}; {low}" if self.warning else f"flagged {low}"
+        return replace(self, flags=(*self.flags, "low_score"), warning=warning, score=score)
 
 
 def inspect_video(frames: np.ndarray, nonfinite: bool = False) -> Inspection:

@@ -32,6 +32,7 @@ from tasks.interrupt import INTERRUPTED, stop_requested
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 from tasks.quality import inspect_video
+from tasks.scoring import Scorer, Scoring, get_scorer
 from tasks.speed import EXACT, Levers, reset_step_cache
 
 BatchShape = tuple[int, int, int, int, float, int]
@@ -47,6 +48,7 @@ class RenderedVideo:
     render_s: float
     warning: str = ""
     flags: tuple[str, ...] = ()
+    score: float | None = None  # when a scorer ran
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def render_rows(
     rows: Sequence[RenderRow],
     timeout_scale: float = 1.0,
     levers: Levers = EXACT,
+    scoring: Scoring | None = None,
 ) -> BatchResult:
     """Render one micro-batch of `model` on `device`, holding the device only while rendering.
 
@@ -140,6 +143,7 @@ def render_rows(
         return _interrupted(rows, [])
     pipe = get_pipeline(model, torch.device(device), levers)
     target = device_of(pipe)
+    scorer = None if scoring is None else (get_scorer(scoring.name, target), scoring.threshold)
     timeout_s = render_timeout(rows, target.type, timeout_scale)
     with device_lock(target):
         reason = device_failure(target)
@@ -147,10 +151,16 @@ def render_rows(
             return BatchResult([FailedRender(row, not_rendered(reason)) for row in rows], reason)
         if stop_requested():  # asked while this batch waited for the device
             return _interrupted(rows, [])
-        return _render_watched(pipe, rows, timeout_s)
+        return _render_watched(pipe, rows, timeout_s, scorer)
 
 
-def _render_watched(pipe: Any, rows: Sequence[RenderRow], timeout_s: float) -> BatchResult:
+# The process's scorer and the score under which a video is flagged `low_score`.
+ScoreBy = tuple[Scorer, float] | None
+
+
+def _render_watched(
+    pipe: Any, rows: Sequence[RenderRow], timeout_s: float, scorer: ScoreBy = None
+) -> BatchResult:
     """Render in a thread of its own; give up on it after `timeout_s`, or at once when a
     stop is requested.
 
@@ -164,7 +174,7 @@ def _render_watched(pipe: Any, rows: Sequence[RenderRow], timeout_s: float) -> B
 
     def render() -> None:
         try:
-            _render_splitting_on_oom(pipe, rows, outcomes)
+            _render_splitting_on_oom(pipe, rows, outcomes, scorer)
         except BaseException as exc:  # handed to the waiting thread, which raises it
             errors.append(exc)
 
@@ -207,13 +217,17 @@ def _device_failed(
 
 
 def _render_splitting_on_oom(
-    pipe: Any, rows: Sequence[RenderRow], outcomes: list[RenderOutcome], split: bool = False
+    pipe: Any,
+    rows: Sequence[RenderRow],
+    outcomes: list[RenderOutcome],
+    scorer: ScoreBy = None,
+    split: bool = False,
 ) -> None:
     """Append each row's outcome. On CUDA out-of-memory, render each half alone; a single
     row that still runs out is failed. Once split, another render error fails only its own
     rows, so that the task's retry never renders rows again."""
     try:
-        outcomes.extend(render_batch(pipe, rows))
+        outcomes.extend(render_batch(pipe, rows, scorer))
         return
     except torch.cuda.OutOfMemoryError as exc:
         error = f"out of GPU memory: {first_line(exc)}"
@@ -231,14 +245,16 @@ def _render_splitting_on_oom(
         outcomes.append(FailedRender(rows[0], error))
         return
     half = len(rows) // 2
-    _render_splitting_on_oom(pipe, rows[:half], outcomes, split=True)
-    _render_splitting_on_oom(pipe, rows[half:], outcomes, split=True)
+    _render_splitting_on_oom(pipe, rows[:half], outcomes, scorer, split=True)
+    _render_splitting_on_oom(pipe, rows[half:], outcomes, scorer, split=True)
 
 
-def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderOutcome]:
+def render_batch(
+    pipe: Any, rows: Sequence[RenderRow], scorer: ScoreBy = None
+) -> list[RenderOutcome]:
     """One pipeline call for rows of one `batch_shape`; frames as rendering each row alone,
     within the tolerance this module's docstring states. A row whose frames the quality
-    checks find to be a render fault (black, NaN) fails."""
+    checks find to be a render fault (black, NaN) fails; `scorer` scores the others."""
     # 1. Check inputs
     shapes = {batch_shape(row) for row in rows}
     if len(shapes) != 1:
@@ -275,8 +291,10 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderOutcome]:
         if found.fault:
             outcomes.append(FailedRender(row, found.fault))
             continue
+        if scorer is not None:
+            found = found.scored(scorer[0].score(row.prompt, video), scorer[1])
         warned = "; ".join(text for text in (warning, found.warning) if text)
-        outcomes.append(RenderedVideo(row, video, elapsed, warned, found.flags))
+        outcomes.append(RenderedVideo(row, video, elapsed, warned, found.flags, found.score))
     return outcomes
 
 

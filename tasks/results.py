@@ -50,6 +50,7 @@ class ResultRow:
     sha256: str
     speed: str = ""  # the run's speed profile: exact, fast, fastest
     flags: str = ""  # what the quality checks found (tasks.quality), space-separated
+    score: float | None = None  # the text–video score, when a scorer ran (tasks.scoring)
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0  # the manifest's data row; orders the results, not written as a column
     # Who rendered the row (WORKER_NAME, else the host) and in which flow run: in results.json,
@@ -71,6 +72,7 @@ class ResultRow:
         bytes: int | None = None,
         sha256: str = "",
         flags: tuple[str, ...] = (),
+        score: float | None = None,
     ) -> ResultRow:
         return cls(
             id=row.id,
@@ -92,6 +94,7 @@ class ResultRow:
             bytes=bytes,
             sha256=sha256,
             flags=" ".join(flags),
+            score=score,
             extra=dict(row.extra),
             line=row.line,
         )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.errors import ModelLoadError
 from tasks.families.base import to_uint8
+from tasks.presets import pull_model
 from tasks.quality import (
     BLACK_MEAN,
     BLACK_OR_NAN,
@@ -17,7 +20,9 @@ from tasks.quality import (
     UNIFORM_STD,
     inspect_video,
 )
-from tests.factories import broken_tiny, t2v
+from tasks.render import RenderedVideo, render_batch
+from tasks.scoring import get_scorer
+from tests.factories import broken_tiny, small_row, t2v
 
 slow = pytest.mark.slow
 
@@ -135,3 +140,65 @@ def test_render_of_a_vae_decoding_black_fails_every_row_and_stores_none(
 ) -> None:
     rows = _render_folder(broken_tiny("black"), tmp_path, cli_env)
     assert [(row["status"], row["error"]) for row in rows] == [("failed", BLACK_OR_NAN)] * 3
+
+
+def test_a_score_under_the_threshold_flags_low_score() -> None:
+    still = inspect_video(np.repeat(moving()[:1], SHAPE[0], axis=0))
+    assert still.scored(25.0, 20.0) == replace(still, score=25.0)
+    low = still.scored(12.5, 20.0)
+    assert (low.flags, low.score) == (("frozen", "low_score"), 12.5)
+    assert low.warning.endswith("; low_score: 12.5 under 20")
+    assert inspect_video(moving()).scored(3, 20).warning == "flagged low_score: 3 under 20"
+
+
+def test_tiny_clip_scores_a_video_against_its_prompt_once_loaded() -> None:
+    scorer = get_scorer("tiny-clip", torch.device("cpu"))
+    assert get_scorer("tiny-clip", torch.device("cpu")) is scorer
+    video = moving()
+    first = scorer.score("a red kite", video)
+    assert scorer.score("a red kite", video) == first
+    assert scorer.score("a blue boat", video) != first
+    assert -100 <= first <= 100
+    # Any frame size and count: frames are resized and centre-cropped to CLIP's input.
+    assert -100 <= scorer.score("a red kite", moving()[:1, :, :40]) <= 100
+
+
+def test_render_batch_scores_each_video(tiny_pipe: Any) -> None:
+    scorer = get_scorer("tiny-clip", torch.device("cpu"))
+    rows = [small_row(1), small_row(2)]
+    kept, flagged = (
+        render_batch(tiny_pipe, rows, (scorer, -100.0)),
+        render_batch(tiny_pipe, rows, (scorer, 100.0)),
+    )
+    assert all(isinstance(video, RenderedVideo) for video in [*kept, *flagged])
+    scores = [video.score for video in kept if isinstance(video, RenderedVideo)]
+    assert all(score is not None for score in scores)
+    assert [video.flags for video in kept if isinstance(video, RenderedVideo)] == [(), ()]
+    assert [video.flags for video in flagged if isinstance(video, RenderedVideo)] == [
+        ("low_score",)
+    ] * 2
+
+
+@slow
+def test_render_with_the_tiny_scorer_fills_score_and_low_score(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    done = t2v(
+        "render", "examples/prompts.csv", "--model", "tiny-random", "--out", str(out),
+        "--limit", "2", "--score", "tiny-clip", "--score-threshold", "100", env=cli_env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))
+    assert list(rows[0])[list(rows[0]).index("flags") + 1] == "score"
+    assert [row["flags"] for row in rows] == ["low_score", "low_score"]
+    assert all(-100 <= float(row["score"]) <= 100 for row in rows)
+    assert all("low_score" in row["warning"] for row in rows)
+
+
+def test_the_clip_scorer_offline_says_how_to_pull_it() -> None:
+    # conftest sets HF_HUB_OFFLINE: tests never download.
+    with pytest.raises(ModelLoadError, match=r"HF_HUB_OFFLINE=0 t2v models pull clip"):
+        pull_model("clip")
+    with pytest.raises(ModelLoadError, match=r"openai/clip-vit-base-patch32"):
+        get_scorer("clip", torch.device("cpu"))
