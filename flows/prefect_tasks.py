@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
 from storage.errors import RETRY_DELAYS_S, StorageError
-from tasks import destination, devices, manifest, presets, publish, render
+from tasks import candidates, destination, devices, manifest, presets, publish
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 from tasks.render import BatchResult, FailedRender
@@ -68,12 +68,13 @@ def render_rows(
     levers: Levers = EXACT,
     scoring: Scoring | None = None,
 ) -> BatchResult:
-    """`render.render_rows`, and one log line that says what the batch was and cost.
+    """`candidates.render_best` (render.render_rows of every candidate), and one log line
+    that says what the batch was and cost.
 
     A device that fails (a fatal CUDA error, a hung render) is in the result, not raised:
     retrying in this process is futile, only a rerun in a fresh one can render the rows."""
     started = time.perf_counter()
-    result = render.render_rows(model, device, rows, timeout_scale, levers, scoring)
+    result = candidates.render_best(model, device, rows, timeout_scale, levers, scoring)
     first = rows[0]
     failed = sum(isinstance(outcome, FailedRender) for outcome in result.outcomes)
     get_run_logger().info(

@@ -26,6 +26,7 @@ KNOWN_COLUMNS = (
     "num_inference_steps",
     "guidance_scale",
     "fps",
+    "candidates",
 )
 # Names people write for known columns (other tools' and libraries' names), after folding
 # case, '-' and spaces to '_'. Read as extra columns they would silently change nothing

@@ -42,6 +42,7 @@ class RenderRow:
     guidance_scale: float
     fps: int
     extra: dict[str, str] = field(default_factory=dict)  # unknown columns, by header
+    candidates: int = 1  # seeds rendered, the best video kept (tasks.candidates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +237,7 @@ def _parse_row(
         guidance_scale=float(values["guidance_scale"]),
         fps=int(values["fps"]),
         extra={name: cell for name, cell in cells.items() if name not in KNOWN_COLUMNS},
+        candidates=int(values["candidates"]),
     )
 
 

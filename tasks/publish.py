@@ -102,7 +102,8 @@ def plan_outputs(
         # completed is invisible).
         storage.remove_dead_temporaries()
     speed = key_settings(levers, ref.family.speed)
-    keys = {row.line: output_key(row, ref.identity, speed) for row in manifest.rows}
+    scorer = "none" if scoring is None else scoring.name
+    keys = {row.line: output_key(row, ref.identity, speed, scorer) for row in manifest.rows}
     done = [ResultRow.for_invalid(row, model) for row in manifest.invalid]
     to_render = []
     for row in manifest.rows:
@@ -169,6 +170,7 @@ def publish_rendered(
         sha256=published.sha256,
         flags=video.flags,
         score=video.score,
+        candidates=video.candidates,
     )
 
 

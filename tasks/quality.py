@@ -74,3 +74,14 @@ def inspect_video(frames: np.ndarray, nonfinite: bool = False) -> Inspection:
     elif flat.all():
         fault = FLAT
     return Inspection(flags, warning, fault)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One seed a row rendered, and what became of it: results.json lists each."""
+
+    seed: int
+    flags: tuple[str, ...] = ()
+    score: float | None = None
+    error: str = ""
+    kept: bool = False

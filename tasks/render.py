@@ -31,7 +31,7 @@ from tasks.families import family_of
 from tasks.interrupt import INTERRUPTED, stop_requested
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
-from tasks.quality import inspect_video
+from tasks.quality import Candidate, inspect_video
 from tasks.scoring import Scorer, Scoring, get_scorer
 from tasks.speed import EXACT, Levers, reset_step_cache
 
@@ -49,6 +49,7 @@ class RenderedVideo:
     warning: str = ""
     flags: tuple[str, ...] = ()
     score: float | None = None  # when a scorer ran
+    candidates: tuple[Candidate, ...] = ()  # every seed rendered, when the row asked for several
 
 
 @dataclass(frozen=True)

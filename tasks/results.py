@@ -8,7 +8,7 @@ import io
 import json
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 from storage import open_storage
 from tasks.columns import KNOWN_COLUMNS
 from tasks.manifest import InvalidRow, RenderRow
+from tasks.quality import Candidate
 
 RESULTS_CSV, RESULTS_JSON = "results.csv", "results.json"
 Status = Literal["ok", "skipped", "failed", "invalid"]
@@ -57,6 +58,8 @@ class ResultRow:
     # the results artifact and the gallery; results.csv keeps its documented columns.
     worker: str = ""
     flow_run: str = ""
+    # Best of N: each candidate's seed, flags, score and whether it was kept (results.json).
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def for_row(
@@ -73,6 +76,7 @@ class ResultRow:
         sha256: str = "",
         flags: tuple[str, ...] = (),
         score: float | None = None,
+        candidates: Sequence[Candidate] = (),
     ) -> ResultRow:
         return cls(
             id=row.id,
@@ -95,6 +99,7 @@ class ResultRow:
             sha256=sha256,
             flags=" ".join(flags),
             score=score,
+            candidates=[dataclasses.asdict(candidate) for candidate in candidates],
             extra=dict(row.extra),
             line=row.line,
         )
@@ -125,7 +130,7 @@ class ResultRow:
 RESULT_COLUMNS = tuple(
     f.name
     for f in dataclasses.fields(ResultRow)
-    if f.name not in ("extra", "line", "worker", "flow_run")
+    if f.name not in ("extra", "line", "worker", "flow_run", "candidates")
 )
 PARAMETER_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("seed") : RESULT_COLUMNS.index("model")]
 

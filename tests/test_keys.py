@@ -74,3 +74,12 @@ def test_the_model_changes_the_key_but_position_and_extras_do_not() -> None:
     assert output_key(ROW, "a") != output_key(ROW, "b")
     same = replace(ROW, line=7, extra={"Campaign": "autumn"})
     assert output_key(same, "a") == output_key(ROW, "a")
+
+
+def test_candidates_and_their_scorer_change_the_key_and_one_candidate_does_not() -> None:
+    assert output_key(ROW, "m", scorer="clip") == output_key(ROW, "m")
+    three = replace(ROW, candidates=3)
+    assert output_key(three, "m") != output_key(ROW, "m")
+    assert output_key(three, "m") != output_key(replace(ROW, candidates=4), "m")
+    assert output_key(three, "m", scorer="clip") != output_key(three, "m")
+    assert output_key(three, "m", scorer="clip") != output_key(three, "m", scorer="tiny-clip")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.candidates import candidate_seed, expand, render_best
 from tasks.errors import ModelLoadError
 from tasks.families.base import to_uint8
-from tasks.presets import pull_model
+from tasks.manifest import MAX_DERIVED_SEED
+from tasks.presets import pull_model, resolve_model
 from tasks.quality import (
     BLACK_MEAN,
     BLACK_OR_NAN,
@@ -21,7 +24,7 @@ from tasks.quality import (
     inspect_video,
 )
 from tasks.render import RenderedVideo, render_batch
-from tasks.scoring import get_scorer
+from tasks.scoring import Scoring, get_scorer
 from tests.factories import broken_tiny, small_row, t2v
 
 slow = pytest.mark.slow
@@ -202,3 +205,58 @@ def test_the_clip_scorer_offline_says_how_to_pull_it() -> None:
         pull_model("clip")
     with pytest.raises(ModelLoadError, match=r"openai/clip-vit-base-patch32"):
         get_scorer("clip", torch.device("cpu"))
+
+
+def test_candidates_are_the_rows_seed_and_seeds_derived_from_it() -> None:
+    row = small_row(3, candidates=3)
+    expansion = expand([row, small_row(4)])
+    seeds = [candidate.seed for candidate in expansion.rows]
+    assert seeds[0] == 3 and seeds[3] == 4
+    assert len(set(seeds)) == 4 and seeds[1:3] == [candidate_seed(3, 1), candidate_seed(3, 2)]
+    assert all(0 <= seed <= MAX_DERIVED_SEED for seed in seeds)
+    assert {expansion.origin[c.line].line for c in expansion.rows} == {3, 4}
+    assert all(candidate.candidates == 1 for candidate in expansion.rows)
+
+
+@pytest.mark.parametrize("scoring", [None, Scoring("tiny-clip")])
+def test_best_of_three_keeps_one_video_and_lists_every_candidate(
+    scoring: Scoring | None,
+) -> None:
+    rows = [small_row(1, candidates=3), small_row(2)]
+    result = render_best(resolve_model("tiny-random"), "cpu", rows, scoring=scoring)
+    best, single = result.outcomes
+    assert isinstance(best, RenderedVideo) and isinstance(single, RenderedVideo)
+    assert (best.row, single.row, single.candidates) == (rows[0], rows[1], ())
+    assert [candidate.seed for candidate in best.candidates] == [
+        candidate_seed(1, number) for number in range(3)
+    ]
+    kept = [candidate for candidate in best.candidates if candidate.kept]
+    assert len(kept) == 1 and (kept[0].flags, kept[0].score) == (best.flags, best.score)
+    if scoring is not None:
+        scores = [candidate.score for candidate in best.candidates]
+        assert best.score == max(score for score in scores if score is not None)
+
+
+@slow
+def test_render_best_of_three_stores_one_video_and_lists_three_candidates(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "prompts.csv"
+    manifest.write_text(
+        "id,prompt,seed,num_frames,height,width,num_inference_steps,fps,candidates\n"
+        "a,a red kite over the sea,1,4,64,64,2,8,3\n"
+        "b,a small boat in the rain,2,4,64,64,2,8,\n"
+    )
+    out = tmp_path / "out"
+    args = ["render", str(manifest), "--model", "tiny-random", "--out", str(out)]
+    done = t2v(*args, "--score", "tiny-clip", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.glob("a-*.mp4"))) == 1 and len(list(out.glob("b-*.mp4"))) == 1
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [len(row["candidates"]) for row in rows] == [3, 0]
+    assert rows[0]["candidates"][0]["seed"] == 1
+    assert sum(candidate["kept"] for candidate in rows[0]["candidates"]) == 1
+    assert all(candidate["score"] is not None for candidate in rows[0]["candidates"])
+    again = t2v(*args, env=cli_env)  # no scorer: another key, so row `a` renders again
+    statuses = [row["status"] for row in json.loads((out / "results.json").read_text())["rows"]]
+    assert again.returncode == 0 and statuses == ["ok", "skipped"]
