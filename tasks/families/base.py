@@ -103,5 +103,10 @@ def to_uint8(frames: torch.Tensor) -> Decoded:
     """[0, 1] float video (batch, frames, channels, h, w) to uint8 (batch, frames, h, w, 3),
     rounded as diffusers' video processor rounds."""
     pixels = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    nonfinite = ~frames.flatten(1).sum(dim=1, dtype=torch.float32).isfinite()  # NaN propagates
-    return Decoded(pixels.permute(0, 1, 3, 4, 2), nonfinite)
+    return Decoded(pixels.permute(0, 1, 3, 4, 2), nonfinite(frames))
+
+
+def nonfinite(batch: torch.Tensor) -> torch.Tensor:
+    """Whether each item of `batch` (its first dimension) holds NaN or ±inf: one sum, which
+    is not finite if any value is not, instead of a boolean mask the size of the batch."""
+    return ~batch.flatten(1).sum(dim=1, dtype=torch.float32).isfinite()

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tasks.families.base import Decoded, Family, PresetInfo
+from tasks.families.base import Decoded, Family, PresetInfo, nonfinite
 from tasks.manifest import RenderRow
 from tasks.rules import MODELSCOPE_RULES, ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
@@ -130,8 +130,7 @@ def _to_uint8(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[-1, 1] NCHW images to uint8 NHWC, as diffusers' image processor rounds them, and
     which images held NaN or infinity."""
     pixels = (images.float() / 2 + 0.5).clamp(0, 1)
-    nonfinite = ~images.flatten(1).sum(dim=1, dtype=torch.float32).isfinite()  # NaN propagates
-    return (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1), nonfinite
+    return (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1), nonfinite(images)
 
 
 def ms17b_components() -> tuple[Any, Any, Any]:
