@@ -157,6 +157,7 @@ class RunSummary:
     versions: dict[str, str]
     speed: str = "exact"
     speed_levers: SpeedLevers = field(default_factory=dict)
+    flagged: int = 0  # `ok` rows whose video the quality checks or the scorer flagged
 
     def one_line(self) -> str:
         return (
@@ -192,6 +193,7 @@ def summarize(
         versions=package_versions(),
         speed=speed,
         speed_levers=speed_levers or {},
+        flagged=sum(r.status == "ok" and bool(r.flags) for r in results),
     )
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from tasks.results import (
     package_versions,
     results_csv,
     results_json,
+    summarize,
 )
 from tests.factories import ROW, SUMMARY, sample_results
 
@@ -137,3 +139,11 @@ def test_results_csv_starts_with_a_bom_for_spreadsheets() -> None:
 
 def test_format_counts_names_every_status_in_order() -> None:
     assert format_counts({"failed": 2, "ok": 1}) == "1 ok, 0 skipped, 2 failed, 0 invalid"
+
+
+def test_the_summary_counts_flagged_videos(tmp_path: Path) -> None:
+    ok, invalid = sample_results()
+    flagged = replace(ok, id="still", flags="frozen")
+    failed = replace(ok, id="dark", status="failed", flags="")
+    summary = summarize([ok, flagged, failed, invalid], "m", "cpu", str(tmp_path), started=0.0)
+    assert summary.flagged == 1
