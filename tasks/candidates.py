@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from tasks.manifest import MAX_DERIVED_SEED, RenderRow
-from tasks.quality import BLACK_OR_NAN, FLAT, Candidate
+from tasks.quality import BLACK_OR_NAN, Candidate
 from tasks.render import BatchResult, FailedRender, RenderedVideo, RenderOutcome, render_rows
 from tasks.rules import MAX_CANDIDATES
 from tasks.speed import EXACT, Levers
@@ -83,7 +83,7 @@ def _best(row: RenderRow, outcomes: list[RenderOutcome], expansion: Expansion) -
     )
     videos = [o for o in mine if isinstance(o, RenderedVideo)]
     failures = [o.error for o in mine if isinstance(o, FailedRender)]
-    real = [error for error in failures if error not in (BLACK_OR_NAN, FLAT)]
+    real = [error for error in failures if error != BLACK_OR_NAN]
     if real or not videos:
         return FailedRender(row, (real or failures)[0])
     best = min(videos, key=lambda video: (-(video.score or 0.0), len(video.flags), video.row.line))

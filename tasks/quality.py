@@ -11,7 +11,7 @@ column (1 in 64 pixels, which keeps the checks far under 1 % of a render):
 | `frozen` | 2+ frames, and no two successive differ by `FROZEN_CHANGE` (mean absolute change) |
 | `low_score` | a scorer ran (`--score`) and the video scored under its threshold |
 
-A video holding NaN, all black, or a single flat colour in every frame is a render fault,
+A video holding NaN, or black or a single flat colour in every frame, is a render fault,
 not a video: `Inspection.fault` says so in one sentence.
 """
 
@@ -27,7 +27,6 @@ UNIFORM_STD = 2.0
 FROZEN_CHANGE = 0.5
 
 BLACK_OR_NAN = "the render produced black/NaN frames"
-FLAT = "the render produced blank frames, one flat colour each"
 
 
 @dataclass(frozen=True)
@@ -68,11 +67,9 @@ def inspect_video(frames: np.ndarray, nonfinite: bool = False) -> Inspection:
     }
     flags = tuple(flag for flag, why in found.items() if why)
     warning = "flagged " + "; ".join(f"{flag}: {found[flag]}" for flag in flags) if flags else ""
-    fault = ""
-    if nonfinite or black.all():
-        fault = BLACK_OR_NAN
-    elif flat.all():
-        fault = FLAT
+    # A constant decoder output (a zeroed or saturated VAE) is flat grey or another colour,
+    # not only black: the same fault, and the flags tell which.
+    fault = BLACK_OR_NAN if nonfinite or black.all() or flat.all() else ""
     return Inspection(flags, warning, fault)
 
 

@@ -199,7 +199,7 @@ def commit_to_bare_repo(folder: Path, bare: Path) -> str:
 
 def broken_tiny(fault: str) -> Any:
     """A tiny-random pipeline broken the way video VAEs and fp16 break: `black` decodes
-    black, `inf` decodes -inf, `nan-token` turns prompts holding `~` into NaN."""
+    black, `zeroed` flat grey, `inf` -inf; `nan-token` turns prompts holding `~` into NaN."""
     import torch
 
     from tasks.families.modelscope import ModelScope
@@ -208,9 +208,9 @@ def broken_tiny(fault: str) -> Any:
     pipe.set_progress_bar_config(disable=True)
     conv_out = pipe.vae.decoder.conv_out
     with torch.no_grad():
-        if fault == "black":
+        if fault in ("black", "zeroed"):
             conv_out.weight.zero_()
-            conv_out.bias.fill_(-1.0)
+            conv_out.bias.fill_(-1.0 if fault == "black" else 0.0)
         elif fault == "inf":
             conv_out.weight.mul_(float("inf")).neg_()
         else:

@@ -18,7 +18,6 @@ from tasks.presets import pull_model, resolve_model
 from tasks.quality import (
     BLACK_MEAN,
     BLACK_OR_NAN,
-    FLAT,
     FROZEN_CHANGE,
     UNIFORM_STD,
     inspect_video,
@@ -76,7 +75,7 @@ def test_uniform_frames_are_flagged_and_a_flat_video_is_a_fault() -> None:
     grey = np.full(SHAPE, 128, dtype=np.uint8)
     grey[:, :, :, 0] = np.arange(8, dtype=np.uint8)[:, None, None] * 30  # moving, but flat
     flat = inspect_video(grey)
-    assert flat.flags == ("uniform",) and flat.fault == FLAT
+    assert flat.flags == ("uniform",) and flat.fault == BLACK_OR_NAN
     assert np.asarray(grey[0], dtype=float).std(axis=(0, 1)).max() < UNIFORM_STD
 
 
@@ -260,3 +259,11 @@ def test_render_best_of_three_stores_one_video_and_lists_three_candidates(
     again = t2v(*args, env=cli_env)  # no scorer: another key, so row `a` renders again
     statuses = [row["status"] for row in json.loads((out / "results.json").read_text())["rows"]]
     assert again.returncode == 0 and statuses == ["ok", "skipped"]
+
+
+def test_a_noisy_near_black_video_and_a_flat_grey_one_are_render_faults() -> None:
+    dark = np.random.default_rng(2).integers(0, 12, SHAPE, dtype=np.uint8)  # mean ≈ 5.5
+    assert inspect_video(dark).flags == ("black",)
+    assert inspect_video(dark).fault == BLACK_OR_NAN
+    grey = inspect_video(np.full(SHAPE, 128, dtype=np.uint8))  # a zeroed VAE's output
+    assert (grey.flags, grey.fault) == (("uniform", "frozen"), BLACK_OR_NAN)

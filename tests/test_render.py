@@ -96,8 +96,8 @@ def test_wan_prompts_past_umt5s_window_get_a_truncation_warning() -> None:
     ]
 
 
-@pytest.mark.parametrize("fault", ["black", "inf"])
-def test_a_vae_decoding_black_or_inf_fails_its_rows(fault: str) -> None:
+@pytest.mark.parametrize("fault", ["black", "zeroed", "inf"])
+def test_a_vae_decoding_black_grey_or_inf_fails_its_rows(fault: str) -> None:
     outcomes = render_batch(broken_tiny(fault), [small_row(1), small_row(2)])
     assert [type(outcome) for outcome in outcomes] == [FailedRender, FailedRender]
     assert {outcome.error for outcome in outcomes if isinstance(outcome, FailedRender)} == {
