@@ -1,10 +1,9 @@
 """How well a video shows its prompt: CLIP text–image similarity over a few of its frames.
 
 `clip` is OpenAI's ViT-B/32 CLIP through transformers' `CLIPModel` (151 M parameters,
-~0.6 GB, a few milliseconds per frame on a GPU), its weights fetched on first use or by
-`t2v models pull clip`; `tiny-clip` is a CLIP of a few thousand random weights built in
-code, for tests and offline trials (its numbers mean nothing). A scorer is loaded once
-per process and device, like a pipeline.
+~0.6 GB), its weights fetched on first use or by `t2v models pull clip`; `tiny-clip` is a
+CLIP of 54 thousand random weights built in code, for tests and offline trials (its
+numbers mean nothing). A scorer is loaded once per process and device, like a pipeline.
 """
 
 from __future__ import annotations
