@@ -16,7 +16,7 @@ from tasks.devices import get_pipeline
 from tasks.encode import encode_mp4
 from tasks.manifest import read_manifest
 from tasks.presets import resolve_model
-from tasks.render import plan_batches, render_batch
+from tasks.render import RenderedVideo, plan_batches, render_batch
 
 
 def render_manifest_bare(manifest: str, out: Path, batch_size: int, device: str) -> int:
@@ -27,6 +27,8 @@ def render_manifest_bare(manifest: str, out: Path, batch_size: int, device: str)
     written = 0
     for batch in plan_batches(rows, batch_size):
         for video in render_batch(pipe, batch):
+            if not isinstance(video, RenderedVideo):
+                continue  # a render fault (black or NaN frames): nothing to encode
             encode_mp4(video.frames, video.row.fps, out / f"{video.row.id}.mp4")
             written += 1
     return written

@@ -81,6 +81,7 @@ def results_table(results: list[ResultRow]) -> list[dict[str, Any]]:
             "id": result.id,
             "prompt": _clip(result.prompt, TABLE_PROMPT_CHARS),
             "output": result.output,
+            "flags": result.flags,
         }
         for result in results
     ]
@@ -95,6 +96,7 @@ def summary_markdown(summary: RunSummary) -> str:
             "",
             "| metric | value |",
             "|---|---|",
+            f"| flagged videos | {summary.flagged} |",
             f"| videos per minute | {summary.videos_per_minute} |",
             f"| wall time | {summary.wall_s:.1f} s |",
             f"| model | `{_code(summary.model)}` on `{_code(summary.device)}` |",

@@ -25,6 +25,8 @@ METAVARS = {
     "presign_expiry": "SECONDS",
     "speed": "exact|fast|fastest",
     "image_root": "FOLDER",
+    "score": "none|clip|tiny-clip",
+    "score_threshold": "SCORE",
     "attention": "SETTING",
     "cache": "SETTING",
     "compile": "SETTING",

@@ -214,6 +214,7 @@ class RenderWindow:
             self._request.render_timeout_scale,
             self._plan.levers,
             ticket,
+            self._plan.scoring,
         )
         future.add_done_callback(
             lambda done: self._ended.put(partial(self._rendered, number, rows, done))

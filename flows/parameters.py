@@ -22,6 +22,7 @@ from tasks.errors import first_line
 from tasks.families import Family
 from tasks.manifest import MAX_ROWS
 from tasks.presets import PRESETS
+from tasks.scoring import DEFAULT_SCORE_THRESHOLD, ScorerName, Scoring
 from tasks.speed import Levers, Speed, resolve_levers
 from tasks.speed.levers import ATTENTION_ALIASES, CACHES, COMPILES, PARSERS, QUANTIZATIONS
 
@@ -204,6 +205,26 @@ ImageRoot = Annotated[
 ]
 
 
+ScoreName = Annotated[
+    ScorerName,
+    Field(
+        description=(
+            "Score each video against its prompt: clip (CLIP ViT-B/32 over a few frames, "
+            "weights fetched on first use or by `t2v models pull clip`), tiny-clip (built "
+            "in code, meaningless numbers, for tests), or none."
+        )
+    ),
+]
+ScoreThreshold = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=100,
+        description="A score under this (CLIP similarity × 100) flags the video `low_score`.",
+    ),
+]
+
+
 class RenderRequest(BaseSettings):
     """What to render, with which model, and where the videos go.
 
@@ -231,6 +252,8 @@ class RenderRequest(BaseSettings):
     compile: CompileLever = None
     quantize: QuantizeLever = None
     image_root: ImageRoot = None
+    score: ScoreName = "none"
+    score_threshold: ScoreThreshold = DEFAULT_SCORE_THRESHOLD
 
     @field_validator("attention", "cache", "compile", "quantize")
     @classmethod
@@ -253,6 +276,10 @@ class RenderRequest(BaseSettings):
                 "destination": self.destination.replace(DATE_PLACEHOLDER, stamp),
             }
         )
+
+    def scoring(self) -> Scoring | None:
+        """The scorer each video goes through, if any."""
+        return None if self.score == "none" else Scoring(self.score, self.score_threshold)
 
     def levers(self, family: Family) -> Levers:
         """The speed levers for `family`: its profile, each lever set here over it."""

@@ -10,10 +10,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
 from storage.errors import RETRY_DELAYS_S, StorageError
-from tasks import destination, devices, manifest, presets, publish, render
+from tasks import candidates, destination, devices, manifest, presets, publish
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 from tasks.render import BatchResult, FailedRender
+from tasks.scoring import Scoring
 from tasks.speed import EXACT, Levers
 
 P = ParamSpec("P")
@@ -65,13 +66,14 @@ def render_rows(
     timeout_scale: float = 1.0,
     levers: Levers = EXACT,
     ticket: int | None = None,
+    scoring: Scoring | None = None,
 ) -> BatchResult:
-    """`render.render_rows`, and one log line that says what the batch was and cost, from
-    taking the device to giving it back.
+    """`candidates.render_best` (render.render_rows of every candidate), and one log line
+    that says what the batch was and cost, from taking the device to giving it back.
 
     A device that fails (a fatal CUDA error, a hung render) is in the result, not raised:
     retrying in this process is futile, only a rerun in a fresh one can render the rows."""
-    result = render.render_rows(model, device, rows, timeout_scale, levers, ticket)
+    result = candidates.render_best(model, device, rows, timeout_scale, levers, ticket, scoring)
     first = rows[0]
     failed = sum(isinstance(outcome, FailedRender) for outcome in result.outcomes)
     get_run_logger().info(

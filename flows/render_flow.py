@@ -35,6 +35,8 @@ from flows.parameters import (
     RenderRequest,
     RenderTimeoutScale,
     S3Endpoint,
+    ScoreName,
+    ScoreThreshold,
     SpeedProfile,
     describe_parameters,
 )
@@ -77,6 +79,8 @@ def render_manifest(
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
     image_root: ImageRoot = DEFAULTS.image_root,
+    score: ScoreName = DEFAULTS.score,
+    score_threshold: ScoreThreshold = DEFAULTS.score_threshold,
 ) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
     request = flow_request(locals()).on_date(scheduled_date())
@@ -122,6 +126,7 @@ def plan_request(request: RenderRequest) -> tuple[Manifest, OutputPlan]:
         request.destination,
         force=request.force,
         levers=request.levers(model.family),
+        scoring=request.scoring(),
     )
     get_run_logger().info(
         "%s: %d rows, %d to render, %d already stored or invalid; model %s, destination %s",

@@ -35,6 +35,8 @@ from flows.parameters import (
     QuantizeLever,
     RenderTimeoutScale,
     S3Endpoint,
+    ScoreName,
+    ScoreThreshold,
     SpeedProfile,
 )
 from flows.progress import RenderedBatch
@@ -105,6 +107,8 @@ def render_shard(
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
     image_root: ImageRoot = DEFAULTS.image_root,
+    score: ScoreName = DEFAULTS.score,
+    score_threshold: ScoreThreshold = DEFAULTS.score_threshold,
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
@@ -132,7 +136,12 @@ def render_shard(
         extra_columns=read.extra_columns,
     )
     plan = prefect_tasks.plan_outputs(
-        mine, ref, request.destination, force=request.force, levers=request.levers(ref.family)
+        mine,
+        ref,
+        request.destination,
+        force=request.force,
+        levers=request.levers(ref.family),
+        scoring=request.scoring(),
     )
     get_run_logger().info(
         "shard %d of run %s: %d rows, %d to render on %s",

@@ -48,6 +48,8 @@ from flows.parameters import (
     RenderRequest,
     RenderTimeoutScale,
     S3Endpoint,
+    ScoreName,
+    ScoreThreshold,
     SpeedProfile,
     describe_parameters,
 )
@@ -145,6 +147,8 @@ def render_sharded(
     compile: CompileLever = DEFAULTS.compile,
     quantize: QuantizeLever = DEFAULTS.quantize,
     image_root: ImageRoot = DEFAULTS.image_root,
+    score: ScoreName = DEFAULTS.score,
+    score_threshold: ScoreThreshold = DEFAULTS.score_threshold,
     shards: Shards = None,
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
 ) -> RunSummary:

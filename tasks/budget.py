@@ -14,15 +14,16 @@ DEFAULT_MAX_WORK = DEFAULT_MAX_ROWS * REFERENCE_WORK
 
 
 def work(row: RenderRow) -> int:
-    """What rendering a row costs, in frames × height × width × steps."""
-    return row.num_frames * row.height * row.width * row.num_inference_steps
+    """What rendering a row costs, in frames × height × width × steps, for each candidate."""
+    return row.candidates * row.num_frames * row.height * row.width * row.num_inference_steps
 
 
 def check_budget(rows: Sequence[RenderRow], max_rows: int, max_work: int, source: str) -> None:
     """Refuse a run of `rows` (the manifest's valid rows) past either limit, naming both numbers."""
-    if len(rows) > max_rows:
+    renders = sum(row.candidates for row in rows)
+    if renders > max_rows:
         raise BudgetError(
-            f"{source} asks for {len(rows):,} videos but a run may render at most "
+            f"{source} asks for {renders:,} videos but a run may render at most "
             f"{max_rows:,}: raise --max-rows (the max_rows parameter) or split the manifest"
         )
     total = sum(work(row) for row in rows)

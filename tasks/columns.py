@@ -29,6 +29,7 @@ KNOWN_COLUMNS = (
     "image",
     "last_image",
     "image_fit",
+    "candidates",
 )
 # Names people write for known columns (other tools' and libraries' names), after folding
 # case, '-' and spaces to '_'. Read as extra columns they would silently change nothing

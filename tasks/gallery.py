@@ -36,6 +36,9 @@ logger = logging.getLogger("t2v")
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
 VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker")
+# What the quality checks said of a video: known only from the run that rendered it, so a
+# run that skips the video keeps what the record has.
+QUALITY_FIELDS = ("flags", "score")
 
 # Tries to merge into the record while other runs write it: each lost try means another
 # run wrote it between this run's read and write, a few milliseconds apart.
@@ -67,6 +70,7 @@ def run_videos(results: list[ResultRow], run: str) -> list[Video]:
             "run": run,
             **{f: getattr(r, f) for f in VIDEO_FIELDS},
             **({"start_image": shown(r.image, r.image_sha256)} if r.image_sha256 else {}),
+            **({f: getattr(r, f) for f in QUALITY_FIELDS} if r.status == "ok" else {}),
         }
         for r in results
         if r.status in ("ok", "skipped")
@@ -74,9 +78,14 @@ def run_videos(results: list[ResultRow], run: str) -> list[Video]:
 
 
 def merge_videos(newest: list[Video], earlier: list[Video]) -> list[Video]:
-    """This run's videos first, then earlier runs' that this run did not list again."""
+    """This run's videos first, over what the record had of them, then earlier runs' that
+    this run did not list again."""
+    recorded = {video["key"]: video for video in earlier}
     keys = {video["key"] for video in newest}
-    return [*newest, *(video for video in earlier if video["key"] not in keys)]
+    return [
+        *({**recorded.get(video["key"], {}), **video} for video in newest),
+        *(video for video in earlier if video["key"] not in keys),
+    ]
 
 
 def record_videos(storage: Storage, newest: list[Video]) -> tuple[list[Video], str]:
@@ -145,6 +154,11 @@ def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
     ]
 
 
+def _by_score(video: Video) -> tuple[bool, float]:
+    score = video.get("score")
+    return score is None, -float(score or 0.0)
+
+
 def gallery_record(videos: list[Video]) -> bytes:
     document = {"generator": "t2v-batch", "videos": videos}
     return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
@@ -161,10 +175,14 @@ def gallery_html(
     `link` turns a key in DEST into the page's URL for it: by default the relative
     key, which works wherever index.html is served from beside the videos.
     """
+    if any(video.get("score") is not None for video in videos):
+        # Best first; unscored videos last, in the record's order.
+        videos = sorted(videos, key=_by_score)
     page = _template().render(
         summary=summary,
         counts=format_counts(summary.counts),
         videos=videos,
+        flagged=sum(bool(video.get("flags")) for video in videos),
         problems=[r for r in results if r.status in ("failed", "invalid")],
         link=link,
         results_csv=RESULTS_CSV,

@@ -11,9 +11,15 @@ from tasks.manifest import RenderRow
 OUTPUT_FORMAT_VERSION = 1
 
 
-def output_key(row: RenderRow, model_identity: str, speed: Mapping[str, str] | None = None) -> str:
+def output_key(
+    row: RenderRow,
+    model_identity: str,
+    speed: Mapping[str, str] | None = None,
+    scorer: str = "none",
+) -> str:
     """`<id>-<h>.mp4`: `h` hashes the model and every parameter that changes the video,
-    `speed` levers too (tasks.speed.key_settings: none for `exact`, whose keys never change).
+    `speed` levers too (tasks.speed.key_settings: none for `exact`, whose keys never change),
+    and, for a row of several candidates, their number and the `scorer` that picks one.
     Start images count by their bytes' sha256, never their path; text rows' keys stay as
     they were before images existed."""
     parameters = {
@@ -36,5 +42,7 @@ def output_key(row: RenderRow, model_identity: str, speed: Mapping[str, str] | N
         parameters["last_image"] = row.last_image.sha256
     if speed:
         parameters["speed"] = dict(speed)
+    if row.candidates > 1:
+        parameters["candidates"] = {"count": row.candidates, "scorer": scorer}
     canonical = json.dumps(parameters, sort_keys=True, ensure_ascii=False)
     return f"{row.id}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}.mp4"

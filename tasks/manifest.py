@@ -46,6 +46,7 @@ class RenderRow:
     image: StartImage | None = None
     last_image: StartImage | None = None
     image_fit: str = "cover"
+    candidates: int = 1  # seeds rendered, the best video kept (tasks.candidates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,7 @@ def _parse_row(
         image=start["image"],
         last_image=start["last_image"],
         image_fit=image_fit or "cover",
+        candidates=int(values["candidates"]),
     )
 
 

@@ -17,6 +17,7 @@ from tasks.families.base import PresetInfo
 from tasks.hub import hub_snapshot, index_family, pull
 from tasks.loading import folder_configs, folder_family, folder_variant
 from tasks.rules import ManifestRules
+from tasks.scoring import SCORER_REPOS, pull_scorer
 
 # The revision presets take from the Hub. Output keys hash the commit it resolves to in
 # the cache, so other weights never reuse an old video's key.
@@ -176,13 +177,17 @@ def _unknown(model: str) -> NoReturn:
 
 
 def pull_model(model: str) -> Path:
-    """`t2v models pull NAME|ORG/REPO`: fetch the files it needs into the Hugging Face cache."""
+    """`t2v models pull NAME|ORG/REPO`: fetch the files it needs into the Hugging Face cache;
+    a scorer's (`clip`) too."""
+    if model in SCORER_REPOS:
+        return pull_scorer(model)
     preset = PRESETS.get(model)
     if preset is not None and preset.info.repo and not preset.random:
         return pull(preset.info.repo, HUB_REVISION, preset.info.variant, model)
     if preset is None and HUB_REPO_ID.fullmatch(model):
         return pull(model, HUB_REVISION, None, model)
     hub = [name for name, preset in PRESETS.items() if preset.info.repo and not preset.random]
+    hub += list(SCORER_REPOS)
     raise ModelLoadError(
         f"{model!r} has nothing to pull: use one of {', '.join(hub)} or a Hub repo id ORG/NAME"
     )

@@ -38,6 +38,7 @@ from tasks.stored import foreign_error, inspect_key, video_metadata
 if TYPE_CHECKING:
     from tasks.presets import ModelRef
     from tasks.render import RenderedVideo
+    from tasks.scoring import Scoring
 
 # A create-only write found the key taken: by another run over the same destination, or
 # by an earlier try of this upload whose answer the network lost.
@@ -77,13 +78,19 @@ class OutputPlan:
     done: list[ResultRow]  # invalid rows, rows whose video is stored, rows t2v may not write
     total: int
     levers: Levers = EXACT  # the speed levers the keys hash and the renders use
+    scoring: Scoring | None = None  # the scorer each rendered video goes through
 
     def failed(self, row: RenderRow, error: str) -> ResultRow:
         return ResultRow.for_row(row, "failed", self.model.name, error=error)
 
 
 def plan_outputs(
-    manifest: Manifest, ref: ModelRef, destination: str, force: bool, levers: Levers = EXACT
+    manifest: Manifest,
+    ref: ModelRef,
+    destination: str,
+    force: bool,
+    levers: Levers = EXACT,
+    scoring: Scoring | None = None,
 ) -> OutputPlan:
     """Key every valid row, rendered with `levers`. A row whose key holds a video t2v stored
     is `skipped` (unless `force`); one whose key holds anything t2v did not store is `failed`,
@@ -95,7 +102,8 @@ def plan_outputs(
         # completed is invisible).
         storage.remove_dead_temporaries()
     speed = key_settings(levers, ref.family.speed)
-    keys = {row.line: output_key(row, ref.identity, speed) for row in manifest.rows}
+    scorer = "none" if scoring is None else scoring.name
+    keys = {row.line: output_key(row, ref.identity, speed, scorer) for row in manifest.rows}
     done = [ResultRow.for_invalid(row, model) for row in manifest.invalid]
     to_render = []
     for row in manifest.rows:
@@ -119,7 +127,7 @@ def plan_outputs(
         else:
             to_render.append(row)
     total = len(manifest.rows) + len(manifest.invalid)
-    return OutputPlan(ref, keys, to_render, done, total, levers)
+    return OutputPlan(ref, keys, to_render, done, total, levers, scoring)
 
 
 def publish_rendered(
@@ -160,6 +168,9 @@ def publish_rendered(
         render_s=video.render_s,
         bytes=published.bytes,
         sha256=published.sha256,
+        flags=video.flags,
+        score=video.score,
+        candidates=video.candidates,
     )
 
 

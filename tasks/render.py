@@ -32,6 +32,8 @@ from tasks.families import family_of
 from tasks.interrupt import INTERRUPTED, stop_requested
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
+from tasks.quality import Candidate, inspect_video
+from tasks.scoring import Scorer, Scoring, get_scorer
 from tasks.speed import EXACT, Levers
 from tasks.speed.apply import reset_step_cache
 
@@ -40,12 +42,16 @@ BatchShape = tuple[int, int, int, int, float, int, bool]
 
 @dataclass(frozen=True)
 class RenderedVideo:
-    """One row's frames (uint8, frames × height × width × RGB) and what rendering it cost."""
+    """One row's frames (uint8, frames × height × width × RGB), what rendering it cost, and
+    what the quality checks flagged."""
 
     row: RenderRow
     frames: np.ndarray
     render_s: float
     warning: str = ""
+    flags: tuple[str, ...] = ()
+    score: float | None = None  # when a scorer ran
+    candidates: tuple[Candidate, ...] = ()  # every seed rendered, when the row asked for several
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ def render_rows(
     timeout_scale: float = 1.0,
     levers: Levers = EXACT,
     ticket: int | None = None,
+    scoring: Scoring | None = None,
 ) -> BatchResult:
     """Render one micro-batch of `model` on `device`, holding the device only while rendering,
     once the renders queued before `ticket` (tasks.devices.DeviceTurns) have had their turn.
@@ -145,6 +152,7 @@ def render_rows(
             return _interrupted(rows, [])
         pipe = get_pipeline(model, torch.device(device), levers)
         target = device_of(pipe)
+        scorer = None if scoring is None else (get_scorer(scoring.name, target), scoring.threshold)
         timeout_s = render_timeout(rows, target.type, timeout_scale)
         with device_turns(target).turn(ticket):
             started = time.time()
@@ -153,14 +161,20 @@ def render_rows(
             elif stop_requested():  # asked while this batch waited for the device
                 result = _interrupted(rows, [])
             else:
-                result = _render_watched(pipe, rows, timeout_s)
+                result = _render_watched(pipe, rows, timeout_s, scorer)
             return dataclasses.replace(result, started=started, ended=time.time())
     finally:
         if ticket is not None:  # a render that never took its turn lets the later ones go
             device_turns(device).leave(ticket)
 
 
-def _render_watched(pipe: Any, rows: Sequence[RenderRow], timeout_s: float) -> BatchResult:
+# The process's scorer and the score under which a video is flagged `low_score`.
+ScoreBy = tuple[Scorer, float] | None
+
+
+def _render_watched(
+    pipe: Any, rows: Sequence[RenderRow], timeout_s: float, scorer: ScoreBy = None
+) -> BatchResult:
     """Render in a thread of its own; give up on it after `timeout_s`, or at once when a
     stop is requested.
 
@@ -174,7 +188,7 @@ def _render_watched(pipe: Any, rows: Sequence[RenderRow], timeout_s: float) -> B
 
     def render() -> None:
         try:
-            _render_splitting_on_oom(pipe, rows, outcomes)
+            _render_splitting_on_oom(pipe, rows, outcomes, scorer)
         except BaseException as exc:  # handed to the waiting thread, which raises it
             errors.append(exc)
 
@@ -217,13 +231,17 @@ def _device_failed(
 
 
 def _render_splitting_on_oom(
-    pipe: Any, rows: Sequence[RenderRow], outcomes: list[RenderOutcome], split: bool = False
+    pipe: Any,
+    rows: Sequence[RenderRow],
+    outcomes: list[RenderOutcome],
+    scorer: ScoreBy = None,
+    split: bool = False,
 ) -> None:
     """Append each row's outcome. On CUDA out-of-memory, render each half alone; a single
     row that still runs out is failed. Once split, another render error fails only its own
     rows, so that the task's retry never renders rows again."""
     try:
-        outcomes.extend(map(as_asked, render_batch(pipe, rows)))
+        outcomes.extend(map(as_asked, render_batch(pipe, rows, scorer)))
         return
     except torch.cuda.OutOfMemoryError as exc:
         error = f"out of GPU memory: {first_line(exc)}"
@@ -241,16 +259,18 @@ def _render_splitting_on_oom(
         outcomes.append(FailedRender(rows[0], error))
         return
     half = len(rows) // 2
-    _render_splitting_on_oom(pipe, rows[:half], outcomes, split=True)
-    _render_splitting_on_oom(pipe, rows[half:], outcomes, split=True)
+    _render_splitting_on_oom(pipe, rows[:half], outcomes, scorer, split=True)
+    _render_splitting_on_oom(pipe, rows[half:], outcomes, scorer, split=True)
 
 
-def as_asked(video: RenderedVideo) -> RenderOutcome:
-    """The video, or a failure where its frames are not the row's count and size (a pipeline
-    that rounds a size down): t2v never reports a video it did not render."""
-    row, (frames, height, width) = video.row, video.frames.shape[:3]
+def as_asked(outcome: RenderOutcome) -> RenderOutcome:
+    """The outcome, or a failure where a video's frames are not the row's count and size (a
+    pipeline that rounds a size down): t2v never reports a video it did not render."""
+    if isinstance(outcome, FailedRender):
+        return outcome
+    row, (frames, height, width) = outcome.row, outcome.frames.shape[:3]
     if (frames, height, width) == (row.num_frames, row.height, row.width):
-        return video
+        return outcome
     return FailedRender(
         row,
         f"the model rendered {frames} frames of {width}×{height}, not the row's "
@@ -259,9 +279,12 @@ def as_asked(video: RenderedVideo) -> RenderOutcome:
     )
 
 
-def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
+def render_batch(
+    pipe: Any, rows: Sequence[RenderRow], scorer: ScoreBy = None
+) -> list[RenderOutcome]:
     """One pipeline call for rows of one `batch_shape`; frames as rendering each row alone,
-    within the tolerance this module's docstring states."""
+    within the tolerance this module's docstring states. A row whose frames the quality
+    checks find to be a render fault (black, NaN) fails; `scorer` scores the others."""
     # 1. Check inputs
     shapes = {batch_shape(row) for row in rows}
     if len(shapes) != 1:
@@ -275,7 +298,8 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
     # 3. One pipeline call, the family's way, to uint8 frames on the device
     try:
         with torch.inference_mode():
-            videos = family.generate(pipe, rows, generators).cpu().numpy()
+            decoded = family.generate(pipe, rows, generators)
+            videos, nonfinite = decoded.pixels.cpu().numpy(), decoded.nonfinite.tolist()
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError) as exc:
@@ -291,10 +315,17 @@ def render_batch(pipe: Any, rows: Sequence[RenderRow]) -> list[RenderedVideo]:
         raise RenderError(f"render of {len(rows)} row(s) failed: {message}") from exc
     elapsed = (time.perf_counter() - started) / len(rows)
     warnings = truncation_warnings(pipe, rows)
-    return [
-        RenderedVideo(row, video, elapsed, warning)
-        for row, video, warning in zip(rows, videos, warnings, strict=True)
-    ]
+    outcomes: list[RenderOutcome] = []
+    for row, video, bad, warning in zip(rows, videos, nonfinite, warnings, strict=True):
+        found = inspect_video(video, bad)
+        if found.fault:
+            outcomes.append(FailedRender(row, found.fault))
+            continue
+        if scorer is not None:
+            found = found.scored(scorer[0].score(row.prompt, video), scorer[1])
+        warned = "; ".join(text for text in (warning, found.warning) if text)
+        outcomes.append(RenderedVideo(row, video, elapsed, warned, found.flags, found.score))
+    return outcomes
 
 
 def device_of(pipe: Any) -> torch.device:

@@ -8,7 +8,7 @@ import io
 import json
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 from storage import open_storage
 from tasks.columns import KNOWN_COLUMNS
 from tasks.manifest import InvalidRow, RenderRow
+from tasks.quality import Candidate
 
 RESULTS_CSV, RESULTS_JSON = "results.csv", "results.json"
 Status = Literal["ok", "skipped", "failed", "invalid"]
@@ -51,12 +52,16 @@ class ResultRow:
     speed: str = ""  # the run's speed profile: exact, fast, fastest
     image: str = ""  # where the start image was read (the raw cell for an invalid row)
     image_sha256: str = ""
+    flags: str = ""  # what the quality checks found (tasks.quality), space-separated
+    score: float | None = None  # the text–video score, when a scorer ran (tasks.scoring)
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0  # the manifest's data row; orders the results, not written as a column
     # Who rendered the row (WORKER_NAME, else the host) and in which flow run: in results.json,
     # the results artifact and the gallery; results.csv keeps its documented columns.
     worker: str = ""
     flow_run: str = ""
+    # Best of N: each candidate's seed, flags, score and whether it was kept (results.json).
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def for_row(
@@ -71,6 +76,9 @@ class ResultRow:
         render_s: float | None = None,
         bytes: int | None = None,
         sha256: str = "",
+        flags: tuple[str, ...] = (),
+        score: float | None = None,
+        candidates: Sequence[Candidate] = (),
     ) -> ResultRow:
         return cls(
             id=row.id,
@@ -93,6 +101,9 @@ class ResultRow:
             sha256=sha256,
             image=row.image.uri if row.image else "",
             image_sha256=row.image.sha256 if row.image else "",
+            flags=" ".join(flags),
+            score=score,
+            candidates=[dataclasses.asdict(candidate) for candidate in candidates],
             extra=dict(row.extra),
             line=row.line,
         )
@@ -124,7 +135,7 @@ class ResultRow:
 RESULT_COLUMNS = tuple(
     f.name
     for f in dataclasses.fields(ResultRow)
-    if f.name not in ("extra", "line", "worker", "flow_run")
+    if f.name not in ("extra", "line", "worker", "flow_run", "candidates")
 )
 PARAMETER_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("seed") : RESULT_COLUMNS.index("model")]
 
@@ -151,6 +162,7 @@ class RunSummary:
     versions: dict[str, str]
     speed: str = "exact"
     speed_levers: SpeedLevers = field(default_factory=dict)
+    flagged: int = 0  # `ok` rows whose video the quality checks or the scorer flagged
 
     def one_line(self) -> str:
         return (
@@ -186,6 +198,7 @@ def summarize(
         versions=package_versions(),
         speed=speed,
         speed_levers=speed_levers or {},
+        flagged=sum(r.status == "ok" and bool(r.flags) for r in results),
     )
 
 

@@ -10,6 +10,7 @@ from tasks.celltext import show
 from tasks.errors import RowError
 
 MAX_SEED = 2**63 - 1
+MAX_CANDIDATES = 8  # seeds one row may render to keep the best (`candidates`)
 # Plain decimal notation only: int() and float() would also take "1_0", "١٢" and "nan".
 INTEGER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
 DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -160,6 +161,7 @@ def number_columns(rules: ManifestRules) -> tuple[NumberColumn, ...]:
         ),
         NumberColumn("guidance_scale", float, rules.guidance_scale, 0, 30),
         NumberColumn("fps", int, rules.fps, 1, 60),
+        NumberColumn("candidates", int, 1, 1, MAX_CANDIDATES),
     )
 
 

@@ -197,3 +197,25 @@ def commit_to_bare_repo(folder: Path, bare: Path) -> str:
     git(folder, "commit", "--quiet", "--message", "the deployed commit")
     git(folder.parent, "clone", "--quiet", "--bare", str(folder), str(bare))
     return git(folder, "rev-parse", "HEAD")
+
+
+def broken_tiny(fault: str) -> Any:
+    """A tiny-random pipeline broken the way video VAEs and fp16 break: `black` decodes
+    black, `zeroed` flat grey, `inf` -inf; `nan-token` turns prompts holding `~` into NaN."""
+    import torch
+
+    from tasks.families.modelscope import ModelScope
+
+    pipe = ModelScope().build_tiny(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    conv_out = pipe.vae.decoder.conv_out
+    with torch.no_grad():
+        if fault in ("black", "zeroed"):
+            conv_out.weight.zero_()
+            conv_out.bias.fill_(-1.0 if fault == "black" else 0.0)
+        elif fault == "inf":
+            conv_out.weight.mul_(float("inf")).neg_()
+        else:
+            embeddings = pipe.text_encoder.get_input_embeddings().weight
+            embeddings[pipe.tokenizer("~", add_special_tokens=False).input_ids] = float("nan")
+    return pipe

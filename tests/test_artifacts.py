@@ -36,6 +36,7 @@ def test_summary_shows_local_locations_as_text() -> None:
     text = artifacts.summary_markdown(_summary())
     assert "4 rows: 2 ok, 1 skipped, 0 failed, 1 invalid" in text
     assert "| videos per minute | 9.6 |" in text
+    assert "| flagged videos | 0 |" in text
     assert "- results.csv: `/data/out/results.csv`" in text
     assert "- gallery: `/data/out/index.html`" in text
     assert "file://" not in text and "](" not in text
@@ -56,13 +57,14 @@ def test_table_has_one_row_per_result_with_long_prompts_clipped() -> None:
     )  # fmt: skip
     result = ResultRow.for_row(row, "failed", "tiny-random", error="boom")
     (cells,) = artifacts.results_table([result])
-    assert list(cells) == ["status", "error", "id", "prompt", "output"]
+    assert list(cells) == ["status", "error", "id", "prompt", "output", "flags"]
     assert cells == {
         "status": "failed",
         "id": "a",
         "prompt": "x" * 199 + "…",
         "output": "",
         "error": "boom",
+        "flags": "",
     }
 
 

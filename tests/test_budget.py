@@ -69,3 +69,11 @@ def test_the_flow_refuses_before_loading_a_model_or_writing(
     assert "asks for 3 videos but a run may render at most 2" in str(error)
     assert not [r for r in caplog.records if r.getMessage().startswith("loaded ")]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_budget_counts_every_candidate() -> None:
+    row = replace(ROW, candidates=3)
+    assert work(row) == 3 * work(ROW)
+    check_budget([row], max_rows=3, max_work=3 * work(ROW), source="m.csv")
+    with pytest.raises(BudgetError, match="asks for 3 videos"):
+        check_budget([row], max_rows=2, max_work=10**12, source="m.csv")

@@ -22,7 +22,7 @@ def tiny() -> Any:
 
 def render(pipe: Any, rows: list[RenderRow]) -> torch.Tensor:
     generators = [torch.Generator().manual_seed(row.seed) for row in rows]
-    return FAMILY.generate(pipe, rows, generators)
+    return FAMILY.generate(pipe, rows, generators).pixels
 
 
 def billions(module: torch.nn.Module) -> float:

@@ -117,3 +117,27 @@ def test_a_start_image_is_shown_beside_its_video_embedded_in_the_page(tmp_path: 
     assert shown.size == (160, 80)
     assert shown.getpixel((80, 40))[0] > 150  # type: ignore[index]
     assert page.count("<img") == 1 and page.count("<video") == 3
+
+
+def _scored(row_id: str, score: float | None, flags: tuple[str, ...] = ()) -> ResultRow:
+    row = replace(ROW, id=row_id)
+    return ResultRow.for_row(row, "ok", "m", output=f"/o/{row_id}.mp4", score=score, flags=flags)
+
+
+def test_the_gallery_sorts_by_score_and_marks_flagged_videos() -> None:
+    results = [_scored("low", 12.0, ("low_score",)), _scored("none", None), _scored("top", 31.5)]
+    page = gallery_html(run_videos(results, "2026-12-06"), results, SUMMARY).decode()
+    assert page.index('id="top"') < page.index('id="low"') < page.index('id="none"')
+    assert '<figure id="low" class="flagged">' in page and '<figure id="top">' in page
+    assert "flagged: low_score" in page and "score 31.5" in page
+    assert 'id="hide-flagged"' in page and "hide the 1 flagged" in page
+    unscored = [_scored("b", None), _scored("a", None)]
+    page = gallery_html(run_videos(unscored, "2026-12-06"), unscored, SUMMARY).decode()
+    assert page.index('id="b"') < page.index('id="a"')  # no score: the record's order
+
+
+def test_a_skipped_video_keeps_the_flags_and_score_its_render_recorded() -> None:
+    earlier = run_videos([_scored("a", 12.0, ("frozen",))], "2026-12-05")
+    again = ResultRow.for_row(replace(ROW, id="a"), "skipped", "m", output="/o/a.mp4")
+    (video,) = merge_videos(run_videos([again], "2026-12-06"), earlier)
+    assert (video["run"], video["flags"], video["score"]) == ("2026-12-06", "frozen", 12.0)

@@ -6,6 +6,7 @@ import functools
 import http.server
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,35 @@ def test_every_video_plays_in_chromium(
         assert video["duration"] == pytest.approx(row.num_frames / row.fps, abs=0.2)
         assert video["time"] > 0
         assert video["error"] is None
+
+
+def test_the_gallery_hides_flagged_videos_and_sorts_by_score_in_chromium(
+    chromium: Path, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tasks.gallery import gallery_html, run_videos
+    from tests.factories import ROW, SUMMARY
+
+    def scored(row_id: str, score: float, flags: tuple[str, ...] = ()) -> ResultRow:
+        row = replace(ROW, id=row_id)
+        output = f"/o/{row_id}.mp4"
+        return ResultRow.for_row(row, "ok", "m", output=output, score=score, flags=flags)
+
+    results = [scored("mid", 25.0), scored("low", 10.0, ("low_score",)), scored("top", 30.0)]
+    page_file = tmp_path / "index.html"
+    page_file.write_bytes(gallery_html(run_videos(results, "2026-12-06"), results, SUMMARY))
+    shown = """() => [...document.querySelectorAll('figure')]
+      .filter((figure) => figure.offsetParent !== null).map((figure) => figure.id)"""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(page_file.as_uri())
+            assert page.evaluate(shown) == ["top", "mid", "low"]
+            page.check("#hide-flagged")
+            assert page.evaluate(shown) == ["top", "mid"]
+            page.uncheck("#hide-flagged")
+            assert page.evaluate(shown) == ["top", "mid", "low"]
+        finally:
+            browser.close()

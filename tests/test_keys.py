@@ -91,3 +91,12 @@ def test_a_start_image_counts_by_its_bytes_and_fit_never_its_path() -> None:
 
 def test_fit_alone_does_not_change_a_text_rows_key() -> None:
     assert output_key(replace(ROW, image_fit="contain"), "m") == output_key(ROW, "m")
+
+
+def test_candidates_and_their_scorer_change_the_key_and_one_candidate_does_not() -> None:
+    assert output_key(ROW, "m", scorer="clip") == output_key(ROW, "m")
+    three = replace(ROW, candidates=3)
+    assert output_key(three, "m") != output_key(ROW, "m")
+    assert output_key(three, "m") != output_key(replace(ROW, candidates=4), "m")
+    assert output_key(three, "m", scorer="clip") != output_key(three, "m")
+    assert output_key(three, "m", scorer="clip") != output_key(three, "m", scorer="tiny-clip")

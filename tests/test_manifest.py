@@ -109,6 +109,8 @@ def test_derived_seed_is_stable_and_in_bounds() -> None:
         ("guidance_scale", "1e1", 10.0),  # a number column takes exponents
         ("fps", "1", 1),
         ("fps", "60", 60),
+        ("candidates", "1", 1),
+        ("candidates", "8", 8),
     ],
 )
 def test_edge_values_are_accepted(column: str, text: str, value: float) -> None:
@@ -153,6 +155,8 @@ def test_edge_values_are_accepted(column: str, text: str, value: float) -> None:
         ("guidance_scale", "7,5", "a number in 0…30"),
         ("fps", "0", "an integer in 1…60"),
         ("fps", "61", "an integer in 1…60"),
+        ("candidates", "0", "an integer in 1…8"),
+        ("candidates", "9", "an integer in 1…8"),
     ],
 )
 def test_out_of_bound_values_name_column_value_and_rule(column: str, text: str, rule: str) -> None:

@@ -185,3 +185,16 @@ def test_runs_writing_their_results_at_once_lose_no_video_from_the_gallery(
     assert {video["id"] for video in recorded} == everyone
     page = storage.read_bytes("index.html").decode()
     assert all(f'src="{row_id}.mp4"' in page for row_id in everyone)
+
+
+def test_a_flagged_video_is_stored_ok_with_its_flags_and_warning(tmp_path: Path) -> None:
+    video = replace(_rendered("still"), flags=("uniform", "frozen"), warning="flagged frozen")
+    result = publish_rendered(
+        str(tmp_path), video, output_key(video.row, "tiny-random"), "tiny-random", exclusive=True
+    )
+    assert (result.status, result.flags, result.warning) == (
+        "ok",
+        "uniform frozen",
+        "flagged frozen",
+    )
+    assert Path(result.output).is_file()

@@ -9,8 +9,15 @@ import torch
 from tasks.devices import get_pipeline
 from tasks.images import StartImage
 from tasks.presets import resolve_model
-from tasks.render import batch_shape, plan_batches, render_batch, truncation_warnings
-from tests.factories import render_row, small_row
+from tasks.render import (
+    FailedRender,
+    RenderedVideo,
+    batch_shape,
+    plan_batches,
+    render_batch,
+    truncation_warnings,
+)
+from tests.factories import broken_tiny, render_row, small_row
 
 
 def test_plan_batches_groups_compatible_rows_in_input_order() -> None:
@@ -94,3 +101,20 @@ def test_rows_with_and_without_images_never_share_a_batch() -> None:
     image = StartImage("/job/a.png", "ab" * 32)
     rows = [render_row(1), render_row(2, image=image), render_row(3)]
     assert [[row.line for row in batch] for batch in plan_batches(rows, 4)] == [[1, 3], [2]]
+
+
+@pytest.mark.parametrize("fault", ["black", "zeroed", "inf"])
+def test_a_vae_decoding_black_grey_or_inf_fails_its_rows(fault: str) -> None:
+    outcomes = render_batch(broken_tiny(fault), [small_row(1), small_row(2)])
+    assert [type(outcome) for outcome in outcomes] == [FailedRender, FailedRender]
+    assert {outcome.error for outcome in outcomes if isinstance(outcome, FailedRender)} == {
+        "the render produced black/NaN frames"
+    }
+
+
+def test_a_nan_row_fails_and_its_batch_mates_render() -> None:
+    rows = [small_row(1), small_row(2, prompt="a ~")]
+    fine, poisoned = render_batch(broken_tiny("nan-token"), rows)
+    assert isinstance(fine, RenderedVideo) and fine.flags == ()
+    assert isinstance(poisoned, FailedRender)
+    assert poisoned.error == "the render produced black/NaN frames"

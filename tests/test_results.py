@@ -7,6 +7,7 @@ import io
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from tasks.results import (
     package_versions,
     results_csv,
     results_json,
+    summarize,
 )
 from tests.factories import ROW, SUMMARY, sample_results
 
@@ -31,7 +33,8 @@ def test_results_csv_columns_order_and_values() -> None:
     assert RESULT_COLUMNS == (
         "id", "status", "output", "error", "warning", "prompt", "negative_prompt", "seed",
         "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "fps",
-        "model", "render_s", "bytes", "sha256", "speed", "image", "image_sha256",
+        "model", "render_s", "bytes", "sha256", "speed", "image", "image_sha256", "flags",
+        "score",
     )  # fmt: skip
     ok = dict(zip(rows[0], rows[1], strict=True))
     assert ok["negative_prompt"] == 'line\nbreak, comma "quoted" 猫 🎬'
@@ -155,3 +158,11 @@ def test_a_start_image_is_recorded_by_location_and_sha256() -> None:
     bad = InvalidRow(1, "x", "`image` 'a.gif' is a GIF image: …", {"prompt": "p", "image": "a.gif"})
     refused = ResultRow.for_invalid(bad, "m")
     assert (refused.image, refused.image_sha256) == ("a.gif", "")
+
+
+def test_the_summary_counts_flagged_videos(tmp_path: Path) -> None:
+    ok, invalid = sample_results()
+    flagged = replace(ok, id="still", flags="frozen")
+    failed = replace(ok, id="dark", status="failed", flags="")
+    summary = summarize([ok, flagged, failed, invalid], "m", "cpu", str(tmp_path), started=0.0)
+    assert summary.flagged == 1

@@ -33,6 +33,15 @@ class PresetInfo:
     card_dtype: torch.dtype = torch.bfloat16  # the dtype its model card loads it in
 
 
+@dataclass(frozen=True)
+class Decoded:
+    """A batch's uint8 frames (batch, frames, h, w, 3) and, per video, whether the float
+    output they came from held NaN or infinity, which the conversion would hide."""
+
+    pixels: torch.Tensor
+    nonfinite: torch.Tensor  # bool (batch,)
+
+
 class Family(ABC):
     """One model family: its pipelines, its manifest rules, and how a batch is rendered."""
 
@@ -101,7 +110,7 @@ class Family(ABC):
 
     def generate(
         self, pipe: Any, rows: Sequence[RenderRow], generators: list[torch.Generator]
-    ) -> torch.Tensor:
+    ) -> Decoded:
         """One pipeline call for rows of one batch shape: uint8 (batch, frames, h, w, 3)
         on the pipeline's device."""
         call = self.call_arguments(rows)
@@ -138,8 +147,14 @@ class Family(ABC):
         return len(pipe.tokenizer(prompt, truncation=False).input_ids)
 
 
-def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+def to_uint8(frames: torch.Tensor) -> Decoded:
     """[0, 1] float video (batch, frames, channels, h, w) to uint8 (batch, frames, h, w, 3),
     rounded as diffusers' video processor rounds."""
     pixels = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return pixels.permute(0, 1, 3, 4, 2)
+    return Decoded(pixels.permute(0, 1, 3, 4, 2), nonfinite(frames))
+
+
+def nonfinite(batch: torch.Tensor) -> torch.Tensor:
+    """Whether each item of `batch` (its first dimension) holds NaN or ±inf: one sum, which
+    is not finite if any value is not, instead of a boolean mask the size of the batch."""
+    return ~batch.flatten(1).sum(dim=1, dtype=torch.float32).isfinite()

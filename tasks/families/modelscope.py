@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tasks.families.base import Family, PresetInfo
+from tasks.families.base import Decoded, Family, PresetInfo, nonfinite
 from tasks.families.parts import building_on, byte_tokenizer, byte_vocab
 from tasks.manifest import RenderRow
 from tasks.rules import DOCUMENTED_RULES, ManifestRules
@@ -117,7 +117,7 @@ class ModelScope(Family):
 
     def generate(
         self, pipe: Any, rows: Sequence[RenderRow], generators: list[torch.Generator]
-    ) -> torch.Tensor:
+    ) -> Decoded:
         """Denoise in one call keeping latents, then decode in chunks sized to memory and
         convert to uint8 on the device, so only bytes cross to the host: the pipeline's own
         decode holds every frame's activations at once and returns floats."""
@@ -126,7 +126,7 @@ class ModelScope(Family):
         return decode_to_uint8(pipe, latents)
 
 
-def decode_to_uint8(pipe: Any, latents: torch.Tensor, frames_per_chunk: int = 16) -> torch.Tensor:
+def decode_to_uint8(pipe: Any, latents: torch.Tensor, frames_per_chunk: int = 16) -> Decoded:
     """VAE-decode (batch, channels, frames, h, w) latents chunk by chunk into uint8
     (batch, frames, h, w, 3) on the latents' device."""
     batch, channels, num_frames, height, width = latents.shape
@@ -136,14 +136,16 @@ def decode_to_uint8(pipe: Any, latents: torch.Tensor, frames_per_chunk: int = 16
         _to_uint8(pipe.vae.decode(flat[start : start + frames_per_chunk]).sample)
         for start in range(0, flat.shape[0], frames_per_chunk)
     ]
-    frames = torch.cat(chunks)
-    return frames.reshape(batch, num_frames, *frames.shape[1:])
+    frames = torch.cat([pixels for pixels, _ in chunks])
+    nonfinite = torch.cat([bad for _, bad in chunks]).reshape(batch, num_frames).any(dim=1)
+    return Decoded(frames.reshape(batch, num_frames, *frames.shape[1:]), nonfinite)
 
 
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] NCHW images to uint8 NHWC, as diffusers' image processor rounds them."""
+def _to_uint8(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[-1, 1] NCHW images to uint8 NHWC, as diffusers' image processor rounds them, and
+    which images held NaN or infinity."""
     pixels = (images.float() / 2 + 0.5).clamp(0, 1)
-    return (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return (pixels * 255).round().to(torch.uint8).permute(0, 2, 3, 1), nonfinite(images)
 
 
 def ms17b_components() -> tuple[Any, Any, Any]:
