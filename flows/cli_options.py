@@ -8,6 +8,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from flows.parameters import ENV_PREFIX, RenderRequest, build_request, defaults
+from tasks.shards import MAX_SHARDS
 
 Command = Callable[[argparse.Namespace], int]
 # `t2v render` has an option per run parameter, `--name-with-dashes` but for these, and
@@ -97,7 +98,7 @@ def parser(
     rendering.add_argument(
         "--shards",
         metavar="N",
-        type=_positive,
+        type=_shard_count,
         help=(
             "split the rows to render into N shards, each rendered by a worker of the `gpu` "
             "work pool (needs PREFECT_API_URL; README: Many GPUs and machines)"
@@ -124,9 +125,9 @@ def parser(
     return command
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+def _shard_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_SHARDS}")
     return int(text)
 
 

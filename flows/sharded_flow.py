@@ -57,6 +57,7 @@ from tasks.publish import OutputPlan
 from tasks.results import ResultRow, RunSummary
 from tasks.shards import (
     DEFAULT_SHARD_ROWS,
+    MAX_SHARDS,
     ShardRecord,
     read_shard_record,
     shared_location,
@@ -73,7 +74,7 @@ EARLIER_TRY = "stored by an earlier run of its shard, which crashed"
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
-Shards = Annotated[int | None, Field(ge=1, le=10_000, description=SHARDS_HELP)]
+Shards = Annotated[int | None, Field(ge=1, le=MAX_SHARDS, description=SHARDS_HELP)]
 ShardRows = Annotated[int, Field(ge=1, le=10_000, description=SHARD_ROWS_HELP)]
 
 

@@ -23,6 +23,8 @@ SHARDS_FOLDER = ".t2v/shards"
 # About 16 minutes of GPU work a shard at 30 s a video (Wan 2.1 1.3B on an H100 class GPU):
 # long beside a shard's fixed cost (start, pick-up, model load), short enough to balance.
 DEFAULT_SHARD_ROWS = 32
+# Shards a run splits into at most: each is a flow run the parent follows.
+MAX_SHARDS = 10_000
 
 
 def split_into_shards(

@@ -21,6 +21,7 @@ import pytest
 
 from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
 from flows.sharded_flow import EARLIER_TRY
+from tasks.shards import MAX_SHARDS
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.prefect_stack import (
     Server,
@@ -58,6 +59,20 @@ def test_shards_without_a_prefect_server_exit_2_with_one_line(
         "t2v: error: --shards needs a Prefect server with workers: set PREFECT_API_URL "
         "(make server, make deploy, make worker)"
     ]
+
+
+@pytest.mark.parametrize("given", ["0", "100000", "many"])
+def test_a_shard_count_out_of_bounds_exits_2_naming_the_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit, before any server
+        main(["render", "m.csv", "--out", "s3://bucket/out", "--shards", given])
+    assert exited.value.code == EXIT_USAGE
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == (
+        f"t2v render: error: argument --shards: {given!r} is not a whole number "
+        f"from 1 to {MAX_SHARDS}"
+    )
 
 
 def _s3_env(endpoint: str) -> dict[str, str]:
