@@ -9,11 +9,9 @@ process or on a worker of a non-GPU pool (`control`).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger
@@ -51,14 +49,13 @@ from flows.parameters import (
 )
 from flows.render_flow import finish_run, plan_request
 from flows.run_date import scheduled_date
+from flows.shard_runs import CANCELLED, ShardRun, next_step
 from tasks import interrupt
-from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan
 from tasks.results import ResultRow, RunSummary
 from tasks.shards import (
     DEFAULT_SHARD_ROWS,
     MAX_SHARDS,
-    ShardRecord,
     read_shard_record,
     shared_location,
     split_into_shards,
@@ -66,54 +63,14 @@ from tasks.shards import (
 )
 
 SHARD_DEPLOYMENT = "render-shard/shard"  # prefect.yaml's `shard` deployment, on pool `gpu`
-MAX_TRIES = 3  # a shard's first run and two more after a crash
 FOLLOW_EVERY_S = 1.5
 # The API's page size: one request reads the states of this many shard runs.
 STATES_PER_REQUEST = 200
-EARLIER_TRY = "stored by an earlier run of its shard, which crashed"
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
 Shards = Annotated[int | None, Field(ge=1, le=MAX_SHARDS, description=SHARDS_HELP)]
 ShardRows = Annotated[int, Field(ge=1, le=10_000, description=SHARD_ROWS_HELP)]
-
-
-@dataclass
-class ShardRun:
-    """One shard: its rows, its current run, and its rows' results so far, by line."""
-
-    number: int
-    rows: list[RenderRow]
-    tries: int = 0
-    flow_run: UUID | None = None
-    results: dict[int, ResultRow] = field(default_factory=dict)
-    finished: bool = False
-    earlier: list[UUID] = field(default_factory=list)  # the shard's runs before this one
-
-    def missing(self) -> list[int]:
-        return [row.line for row in self.rows if row.line not in self.results]
-
-    def take(self, rows: list[ResultRow]) -> Iterator[ResultRow]:
-        """Record rows reported for the first time, and hand them back."""
-        lines = {row.line for row in self.rows}
-        for row in rows:
-            if row.line in lines and row.line not in self.results:
-                if row.status == "skipped" and self._stored_by_earlier_run(row):
-                    row = dataclasses.replace(row, status="ok", warning=EARLIER_TRY)
-                self.results[row.line] = row
-                yield row
-
-    def _stored_by_earlier_run(self, row: ResultRow) -> bool:
-        """Whether a row the parent planned as missing, but found stored, was stored by a
-        crashed run of this shard: found at once, or after waiting out that run's claim."""
-        if self.tries < 2:
-            return False
-        return not row.warning or row.flow_run in {str(run) for run in self.earlier}
-
-    def give_up(self, plan: OutputPlan, error: str) -> Iterator[ResultRow]:
-        self.finished = True
-        failed = [plan.failed(row, error) for row in self.rows if row.line in self.missing()]
-        return self.take(failed)
 
 
 def _describe_shard_parameters(fn: Any) -> Any:
@@ -208,20 +165,22 @@ def follow_shards(
         states = _states([run.flow_run for run in active if run.flow_run is not None])
         for run in active:
             state = states.get(run.flow_run) if run.flow_run else None
-            if state is None or not (state.is_running() or state.is_final()):
+            if state is None or not (state.is_running() or _ended(state)):
                 continue
             record = read_shard_record(request.destination, parent_run, run.number)
             if record is not None:
                 _report(run.take(record.rows))
-            if not state.is_final():
+            if not _ended(state):
                 continue
-            step = next_step(run, record)
+            step = next_step(run, record, state)
             if step == "finished":
                 run.finished = True
                 if record is not None and record.device:
                     devices.add(record.device)
             elif step == "again":
                 _start(request, plan, run, parent_run)
+            elif step == "cancelled":
+                _report(run.give_up(plan, CANCELLED))
             else:
                 error = (
                     f"shard {run.number}'s run ended {state.name} {run.tries} times, last: "
@@ -231,16 +190,10 @@ def follow_shards(
     return devices, None
 
 
-def next_step(run: ShardRun, record: ShardRecord | None) -> Literal["finished", "again", "give up"]:
-    """What to do about a shard whose run has ended, given its latest results file."""
-    if record is not None and record.complete and record.flow_run == str(run.flow_run):
-        # Its rows are all reported, failed ones included: running it again would fail
-        # them again. Only a run that ended without reporting them all ran into trouble
-        # of its own (a crash, a worker with other weights, storage it could not write).
-        return "finished"
-    if not run.missing():
-        return "finished"
-    return "again" if run.tries < MAX_TRIES else "give up"
+def _ended(state: State[Any]) -> bool:
+    """Whether a shard's run is over, or will be: a run being cancelled is not started
+    again."""
+    return state.is_final() or state.is_cancelling()
 
 
 def _report(rows: Iterator[ResultRow]) -> None:

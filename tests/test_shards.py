@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
-from flows.sharded_flow import EARLIER_TRY
+from flows.shard_runs import EARLIER_TRY
 from tasks.shards import MAX_SHARDS
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.prefect_stack import (
