@@ -104,6 +104,11 @@ def render_shard(
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
+    if not lines:
+        raise ShardError(
+            "render-shard was given no manifest lines to render: it runs the shards of "
+            "`t2v render --shards N` (flow render-sharded), not on its own"
+        )
     request = flow_request(locals())
     started = time.time()
     use_aws_credentials_block(request.aws_credentials_block)

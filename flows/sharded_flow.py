@@ -18,6 +18,7 @@ from prefect import flow, get_client, get_run_logger
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelling
 from pydantic import Field
@@ -51,6 +52,7 @@ from flows.render_flow import finish_run, plan_request
 from flows.run_date import scheduled_date
 from flows.shard_runs import CANCELLED, ShardRun, next_step
 from tasks import interrupt
+from tasks.errors import ShardError
 from tasks.publish import OutputPlan
 from tasks.results import ResultRow, RunSummary
 from tasks.shards import (
@@ -112,6 +114,7 @@ def render_request_sharded(
 ) -> RunSummary:
     """The flow's body, for a validated request whose {date} is filled in."""
     started = time.time()
+    check_shard_deployment()
     use_aws_credentials_block(request.aws_credentials_block)
     # Workers elsewhere read the manifest and write the videos: the locations must be shared.
     request = request.model_copy(
@@ -147,6 +150,18 @@ def render_request_sharded(
     return finish_run(request, manifest, results, device, stopped, started)
 
 
+def check_shard_deployment() -> None:
+    """Refuse, before anything is written, a server where `make deploy` did not run."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(SHARD_DEPLOYMENT)
+        except ObjectNotFound:
+            raise ShardError(
+                f"the Prefect server has no deployment {SHARD_DEPLOYMENT!r}, which runs the "
+                "shards: run make deploy (then make worker on each GPU machine)"
+            ) from None
+
+
 def follow_shards(
     request: RenderRequest, plan: OutputPlan, runs: list[ShardRun], parent_run: str
 ) -> tuple[set[str], str | None]:
@@ -167,7 +182,11 @@ def follow_shards(
             state = states.get(run.flow_run) if run.flow_run else None
             if state is None or not (state.is_running() or _ended(state)):
                 continue
-            record = read_shard_record(request.destination, parent_run, run.number)
+            try:
+                record = read_shard_record(request.destination, parent_run, run.number)
+            except ShardError as exc:  # no use starting it again: its rows fail in one line
+                _report(run.give_up(plan, str(exc)))
+                continue
             if record is not None:
                 _report(run.take(record.rows))
             if not _ended(state):

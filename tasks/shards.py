@@ -11,6 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage import open_storage
 from tasks.errors import ShardError
@@ -104,12 +105,23 @@ def write_shard_record(destination: str, parent_run: str, record: ShardRecord) -
 
 
 def read_shard_record(destination: str, parent_run: str, shard: int) -> ShardRecord | None:
-    """The shard's latest record; None when it has written none yet."""
+    """The shard's latest record; None when it has written none yet. Fields this version does
+    not know (a newer one's) are ignored; one it needs and does not find is a ShardError."""
     storage = open_storage(destination)
     key = shard_key(parent_run, shard)
     if storage.stat(key) is None:
         return None
-    document = json.loads(storage.read_bytes(key))
-    rows = [ResultRow(**row) for row in document.pop("rows")]
-    document.pop("generator")
-    return ShardRecord(rows=rows, **document)
+    try:
+        document = json.loads(storage.read_bytes(key))
+        rows = [ResultRow(**_known(ResultRow, row)) for row in document["rows"]]
+        return ShardRecord(**{**_known(ShardRecord, document), "rows": rows})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ShardError(
+            f"{storage.uri(key)} was written by another version of t2v (its workers run the "
+            "deployed commit): make deploy from this checkout, then rerun"
+        ) from exc
+
+
+def _known(kind: type, document: dict[str, Any]) -> dict[str, Any]:
+    names = {known.name for known in dataclasses.fields(kind)}
+    return {name: value for name, value in document.items() if name in names}

@@ -4,6 +4,7 @@ results file, and when a shard whose run ended is started again."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -92,6 +93,28 @@ def test_shard_record_round_trips_through_the_destination(tmp_path: Path) -> Non
     write_shard_record(str(tmp_path), "parent", record)
     assert (tmp_path / shard_key("parent", 2)).is_file()
     assert read_shard_record(str(tmp_path), "parent", 2) == record
+
+
+def test_a_shard_record_of_another_version_reads_in_one_line(tmp_path: Path) -> None:
+    row = ResultRow.for_row(render_row(3), "ok", "tiny-random", output="x.mp4", bytes=5)
+    write_shard_record(str(tmp_path), "parent", ShardRecord(2, "run-id", "w1", "cpu", True, [row]))
+    path = tmp_path / shard_key("parent", 2)
+    document = json.loads(path.read_text())
+    # A newer version's fields are ignored.
+    document["rows"][0]["new_column"], document["new_field"] = "x", 1
+    path.write_text(json.dumps(document))
+    assert read_shard_record(str(tmp_path), "parent", 2) == ShardRecord(
+        2, "run-id", "w1", "cpu", True, [row]
+    )
+    # An older version's record lacks fields this one needs.
+    del document["rows"][0]["status"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ShardError) as raised:
+        read_shard_record(str(tmp_path), "parent", 2)
+    assert str(raised.value) == (
+        f"{tmp_path / shard_key('parent', 2)} was written by another version of t2v (its "
+        "workers run the deployed commit): make deploy from this checkout, then rerun"
+    )
 
 
 def test_a_shard_record_that_cannot_be_written_is_logged_and_rows_go_on(

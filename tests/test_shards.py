@@ -21,8 +21,10 @@ import pytest
 
 from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
 from flows.shard_runs import EARLIER_TRY
+from flows.sharded_flow import SHARD_DEPLOYMENT
 from tasks.shards import MAX_SHARDS
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from tests.factories import t2v
 from tests.prefect_stack import (
     Server,
     alive_in,
@@ -72,6 +74,42 @@ def test_a_shard_count_out_of_bounds_exits_2_naming_the_bound(
     assert error == (
         f"t2v render: error: argument --shards: {given!r} is not a whole number "
         f"from 1 to {MAX_SHARDS}"
+    )
+
+
+def test_shards_on_a_server_without_the_shard_deployment_exit_2_with_one_line(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    # The session's test server: no `make deploy` ran there.
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(_manifest(2))
+    env = {**cli_env, "T2V_SHARED_FOLDER": "1"}
+    done = t2v("render", str(manifest), "--out", str(tmp_path / "out"), "--shards", "2", env=env)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"t2v: error: the Prefect server has no deployment {SHARD_DEPLOYMENT!r}, which runs "
+        "the shards: run make deploy (then make worker on each GPU machine)"
+    ]
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_shard_started_by_hand_with_no_lines_fails_in_one_line(tmp_path: Path) -> None:
+    from flows.shard_flow import render_shard
+
+    state = render_shard(
+        manifest=str(tmp_path / "m.csv"),
+        destination=str(tmp_path / "out"),
+        model="tiny-random",
+        model_identity="tiny-random",
+        lines=[],
+        parent_run="parent",
+        shard=1,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert state.message.endswith(
+        "ShardError: render-shard was given no manifest lines to render: it runs the shards "
+        "of `t2v render --shards N` (flow render-sharded), not on its own"
     )
 
 
