@@ -38,7 +38,7 @@ from flows.parameters import (
 from flows.progress import RenderedBatch
 from tasks.errors import ShardError
 from tasks.manifest import Manifest
-from tasks.results import ResultRow, RunSummary, summarize
+from tasks.results import ResultRow, RunSummary, SpeedLevers, summarize
 from tasks.shards import ShardRecord, check_run_marker, write_shard_record
 
 # The shard's results file is rewritten at most this often while rows finish, and once at
@@ -68,10 +68,9 @@ class ShardRecorder:
         if time.monotonic() - self._written >= RECORD_EVERY_S:
             self.write(device="", complete=False)
 
-    def write(self, device: str, complete: bool) -> None:
-        record = ShardRecord(
-            self._shard, str(flow_run.id or ""), worker_name(), device, complete, self.rows
-        )
+    def write(self, device: str, complete: bool, levers: SpeedLevers | None = None) -> None:
+        run, worker = str(flow_run.id or ""), worker_name()
+        record = ShardRecord(self._shard, run, worker, device, complete, self.rows, levers or {})
         write_shard_record(self._destination, self._parent_run, record)
         self._written = time.monotonic()
 
@@ -141,7 +140,7 @@ def render_shard(
     recorder = ShardRecorder(request.destination, parent_run, shard)
     with progress.listening(recorder), progress.listening(artifacts.ProgressArtifact()):
         rendered_on, results, stopped, levers = collect_results(request, plan)
-    recorder.write(device=rendered_on, complete=True)
+    recorder.write(device=rendered_on, complete=True, levers=levers)
     summary = summarize(
         results, request.model, rendered_on, request.destination, started, request.speed, levers
     )

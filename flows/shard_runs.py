@@ -11,7 +11,7 @@ from uuid import UUID
 
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan
-from tasks.results import ResultRow
+from tasks.results import ResultRow, SpeedLevers
 from tasks.shards import ShardRecord
 
 if TYPE_CHECKING:  # Prefect itself only where a flow runs
@@ -33,6 +33,10 @@ class ShardRun:
     results: dict[int, ResultRow] = field(default_factory=dict)
     finished: bool = False
     earlier: list[UUID] = field(default_factory=list)  # the shard's runs before this one
+    applied: ShardRecord | None = None  # the record of the run that finished it
+
+    def finish(self, record: ShardRecord | None) -> None:
+        self.finished, self.applied = True, record
 
     def missing(self) -> list[int]:
         return [row.line for row in self.rows if row.line not in self.results]
@@ -75,3 +79,15 @@ def next_step(
     if not run.missing():
         return "finished"
     return "again" if run.tries < MAX_TRIES else "give up"
+
+
+def shards_applied(runs: list[ShardRun]) -> tuple[set[str], SpeedLevers]:
+    """The devices the finished shards rendered on, and the speed levers they applied and
+    skipped, per family."""
+    devices: set[str] = set()
+    levers: SpeedLevers = {}
+    for run in runs:
+        if run.applied is not None:
+            devices.update([run.applied.device] if run.applied.device else [])
+            levers.update(run.applied.speed_levers)
+    return devices, levers

@@ -50,7 +50,7 @@ from flows.parameters import (
 )
 from flows.render_flow import finish_run, plan_request
 from flows.run_date import scheduled_date
-from flows.shard_runs import CANCELLED, ShardRun, next_step
+from flows.shard_runs import CANCELLED, ShardRun, next_step, shards_applied
 from tasks import interrupt
 from tasks.errors import ShardError
 from tasks.publish import OutputPlan
@@ -143,11 +143,12 @@ def render_request_sharded(
         progress.started(plan.total)
         for result in plan.done:
             progress.row_finished(result)
-        devices, stopped = follow_shards(request, plan, runs, parent_run)
+        stopped = follow_shards(request, plan, runs, parent_run)
     results = [*plan.done, *(row for run in runs for row in run.results.values())]
     results.sort(key=lambda result: result.line)
+    devices, levers = shards_applied(runs)
     device = ", ".join(sorted(devices)) or "none"
-    return finish_run(request, manifest, results, device, stopped, started)
+    return finish_run(request, manifest, results, device, stopped, started, levers)
 
 
 def check_shard_deployment() -> None:
@@ -164,10 +165,9 @@ def check_shard_deployment() -> None:
 
 def follow_shards(
     request: RenderRequest, plan: OutputPlan, runs: list[ShardRun], parent_run: str
-) -> tuple[set[str], str | None]:
-    """Start every shard, follow them to the end; the devices that rendered, and why
-    following stopped early (a stop request), if it did."""
-    devices: set[str] = set()
+) -> str | None:
+    """Start every shard, follow them to the end; why following stopped early (a stop
+    request), if it did."""
     for run in runs:
         _start(request, plan, run, parent_run)
     while active := [run for run in runs if not run.finished]:
@@ -175,7 +175,7 @@ def follow_shards(
             _cancel(active)
             for run in active:
                 _report(run.give_up(plan, interrupt.INTERRUPTED))
-            return devices, stop
+            return stop
         time.sleep(FOLLOW_EVERY_S)
         states = _states([run.flow_run for run in active if run.flow_run is not None])
         for run in active:
@@ -193,9 +193,7 @@ def follow_shards(
                 continue
             step = next_step(run, record, state)
             if step == "finished":
-                run.finished = True
-                if record is not None and record.device:
-                    devices.add(record.device)
+                run.finish(record)
             elif step == "again":
                 _start(request, plan, run, parent_run)
             elif step == "cancelled":
@@ -206,7 +204,7 @@ def follow_shards(
                     f"{state.message or 'no message'}"
                 )
                 _report(run.give_up(plan, error))
-    return devices, None
+    return None
 
 
 def _ended(state: State[Any]) -> bool:

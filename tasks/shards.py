@@ -17,7 +17,7 @@ from storage import open_storage
 from tasks.errors import ShardError
 from tasks.manifest import RenderRow
 from tasks.render import plan_batches
-from tasks.results import ResultRow
+from tasks.results import ResultRow, SpeedLevers
 from tasks.settings import settings
 
 SHARDS_FOLDER = ".t2v/shards"
@@ -71,6 +71,7 @@ class ShardRecord:
     device: str
     complete: bool
     rows: list[ResultRow]
+    speed_levers: SpeedLevers = dataclasses.field(default_factory=dict)  # applied, skipped
 
 
 def shard_key(parent_run: str, shard: int) -> str:

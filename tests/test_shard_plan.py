@@ -14,7 +14,14 @@ from prefect import states
 
 from flows import progress
 from flows.shard_flow import ShardRecorder
-from flows.shard_runs import CANCELLED, EARLIER_TRY, MAX_TRIES, ShardRun, next_step
+from flows.shard_runs import (
+    CANCELLED,
+    EARLIER_TRY,
+    MAX_TRIES,
+    ShardRun,
+    next_step,
+    shards_applied,
+)
 from tasks.errors import ShardError
 from tasks.presets import resolve_model
 from tasks.publish import OutputPlan
@@ -135,6 +142,20 @@ def test_a_shard_that_reported_every_row_is_not_started_again_even_with_failed_r
     failed = [ResultRow.for_row(row, "failed", "m", error="bad") for row in run.rows]
     list(run.take(failed))
     assert next_step(run, _record(run, True, failed), _state("Completed")) == "finished"
+
+
+def test_the_parent_reports_the_devices_and_speed_levers_its_shards_applied(
+    tmp_path: Path,
+) -> None:
+    levers = {"wan": {"applied": {"attention": "flash"}, "skipped": {"compile": "CPU"}}}
+    runs = [ShardRun(n, [render_row(n)], tries=1, flow_run=uuid4()) for n in (1, 2)]
+    for run, device in zip(runs, ("cuda:0 (H100)", "cuda:1 (H100)"), strict=True):
+        record = ShardRecord(run.number, str(run.flow_run), "w", device, True, [], levers)
+        write_shard_record(str(tmp_path), "parent", record)
+        finished = read_shard_record(str(tmp_path), "parent", run.number)
+        assert finished == record
+        run.finish(finished)
+    assert shards_applied(runs) == ({"cuda:0 (H100)", "cuda:1 (H100)"}, levers)
 
 
 def test_a_shard_whose_run_ended_without_its_rows_starts_again_a_bounded_number_of_times() -> None:
