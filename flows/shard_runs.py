@@ -66,11 +66,13 @@ class ShardRun:
 
 def next_step(
     run: ShardRun, record: ShardRecord | None, state: State[Any]
-) -> Literal["finished", "again", "give up", "cancelled"]:
+) -> Literal["finished", "again", "give up", "cancelled", "refused"]:
     """What to do about a shard whose run has ended (or is being cancelled), given its latest
     results file."""
     if state.is_cancelled() or state.is_cancelling():
         return "cancelled"  # a user's decision: never undone by starting the shard again
+    if record is not None and record.refused and record.flow_run == str(run.flow_run):
+        return "refused"  # what it found (a changed manifest) is there for any run of it
     if record is not None and record.complete and record.flow_run == str(run.flow_run):
         # Its rows are all reported, failed ones included: running it again would fail
         # them again. Only a run that ended without reporting them all ran into trouble

@@ -58,6 +58,7 @@ from tasks.results import ResultRow, RunSummary
 from tasks.shards import (
     DEFAULT_SHARD_ROWS,
     MAX_SHARDS,
+    manifest_sha256,
     read_shard_record,
     shared_location,
     split_into_shards,
@@ -123,6 +124,7 @@ def render_request_sharded(
             "destination": shared_location(request.destination),
         }
     )
+    pinned = manifest_sha256(request.manifest)  # before planning: shards check it
     manifest, plan = plan_request(request)
     runs = [
         ShardRun(number, rows)
@@ -143,7 +145,7 @@ def render_request_sharded(
         progress.started(plan.total)
         for result in plan.done:
             progress.row_finished(result)
-        stopped = follow_shards(request, plan, runs, parent_run)
+        stopped = follow_shards(request, plan, runs, parent_run, pinned)
     results = [*plan.done, *(row for run in runs for row in run.results.values())]
     results.sort(key=lambda result: result.line)
     devices, levers = shards_applied(runs)
@@ -164,12 +166,12 @@ def check_shard_deployment() -> None:
 
 
 def follow_shards(
-    request: RenderRequest, plan: OutputPlan, runs: list[ShardRun], parent_run: str
+    request: RenderRequest, plan: OutputPlan, runs: list[ShardRun], parent_run: str, pinned: str
 ) -> str | None:
     """Start every shard, follow them to the end; why following stopped early (a stop
     request), if it did."""
     for run in runs:
-        _start(request, plan, run, parent_run)
+        _start(request, plan, run, parent_run, pinned)
     while active := [run for run in runs if not run.finished]:
         if (stop := interrupt.stop_requested()) is not None:
             _cancel(active)
@@ -195,9 +197,11 @@ def follow_shards(
             if step == "finished":
                 run.finish(record)
             elif step == "again":
-                _start(request, plan, run, parent_run)
+                _start(request, plan, run, parent_run, pinned)
             elif step == "cancelled":
                 _report(run.give_up(plan, CANCELLED))
+            elif step == "refused" and record is not None:
+                _report(run.give_up(plan, record.refused))
             else:
                 error = (
                     f"shard {run.number}'s run ended {state.name} {run.tries} times, last: "
@@ -218,9 +222,12 @@ def _report(rows: Iterator[ResultRow]) -> None:
         progress.row_finished(row)
 
 
-def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: str) -> None:
-    """Start a run of the shard for its rows not yet reported; the key makes a retried
-    request for the same try return the same run."""
+def _start(
+    request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: str, pinned: str
+) -> None:
+    """Start a run of the shard for its rows not yet reported, of the manifest whose content
+    has the sha256 `pinned`; the key makes a retried request for the same try return the
+    same run."""
     run.tries += 1
     if run.flow_run is not None:
         run.earlier.append(run.flow_run)
@@ -229,6 +236,7 @@ def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: 
         parameters={
             **request.shard_parameters(),
             "model_identity": plan.model.identity,
+            "manifest_sha256": pinned,
             "lines": run.missing(),
             "parent_run": parent_run,
             "shard": run.number,

@@ -8,12 +8,14 @@ return value is lost, and a shard run again knows which of its rows an earlier t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from storage import open_storage
+from tasks.csvstream import open_manifest
 from tasks.errors import ShardError
 from tasks.manifest import RenderRow
 from tasks.render import plan_batches
@@ -72,6 +74,16 @@ class ShardRecord:
     complete: bool
     rows: list[ResultRow]
     speed_levers: SpeedLevers = dataclasses.field(default_factory=dict)  # applied, skipped
+    refused: str = ""  # why the run rendered none of its rows (its rows fail with it)
+
+
+def manifest_sha256(uri: str) -> str:
+    """The manifest's content as the parent planned it: a shard refuses another content."""
+    digest = hashlib.sha256()
+    with open_manifest(uri) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def shard_key(parent_run: str, shard: int) -> str:

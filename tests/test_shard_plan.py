@@ -185,6 +185,15 @@ def test_a_shard_a_user_cancelled_is_final_and_its_rows_left_fail_cancelled(stat
     assert run.finished
 
 
+def test_a_shard_that_refused_its_rows_is_not_started_again() -> None:
+    run = ShardRun(1, [render_row(1)], tries=1, flow_run=uuid4())
+    refused = ShardRecord(1, str(run.flow_run), "w1", "", True, [], refused="the manifest …")
+    assert next_step(run, refused, _state("Failed")) == "refused"
+    # A refusal by an earlier run of the shard says nothing about this one.
+    earlier = dataclasses.replace(refused, flow_run=str(uuid4()))
+    assert next_step(run, earlier, _state("Failed")) == "again"
+
+
 def test_rows_a_crashed_run_stored_count_as_rendered_when_the_next_run_finds_them() -> None:
     run = ShardRun(1, [render_row(1)], tries=2, flow_run=uuid4())
     found = ResultRow.for_row(run.rows[0], "skipped", "m", output="x.mp4")

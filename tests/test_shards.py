@@ -22,7 +22,7 @@ import pytest
 from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
 from flows.shard_runs import EARLIER_TRY
 from flows.sharded_flow import SHARD_DEPLOYMENT
-from tasks.shards import MAX_SHARDS
+from tasks.shards import MAX_SHARDS, manifest_sha256, read_shard_record, write_run_marker
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.factories import t2v
 from tests.prefect_stack import (
@@ -101,6 +101,7 @@ def test_a_shard_started_by_hand_with_no_lines_fails_in_one_line(tmp_path: Path)
         destination=str(tmp_path / "out"),
         model="tiny-random",
         model_identity="tiny-random",
+        manifest_sha256="",
         lines=[],
         parent_run="parent",
         shard=1,
@@ -111,6 +112,35 @@ def test_a_shard_started_by_hand_with_no_lines_fails_in_one_line(tmp_path: Path)
         "ShardError: render-shard was given no manifest lines to render: it runs the shards "
         "of `t2v render --shards N` (flow render-sharded), not on its own"
     )
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_shard_that_reads_a_changed_manifest_refuses_it(tmp_path: Path) -> None:
+    from flows.shard_flow import render_shard
+    from tasks.presets import resolve_model
+
+    manifest, out = tmp_path / "m.csv", str(tmp_path / "out")
+    manifest.write_text(_manifest(2))
+    pinned = manifest_sha256(str(manifest))
+    manifest.write_text(_manifest(3))  # overwritten after the parent planned
+    write_run_marker(out, "parent")
+    state = render_shard(
+        manifest=str(manifest),
+        destination=out,
+        model="tiny-random",
+        model_identity=resolve_model("tiny-random").identity,
+        manifest_sha256=pinned,
+        lines=[1, 2],
+        parent_run="parent",
+        shard=1,
+        return_state=True,
+    )
+    assert state.is_failed()
+    record = read_shard_record(out, "parent", 1)
+    assert record is not None and record.complete and record.rows == []
+    assert record.refused.startswith("the manifest changed since the run started")
+    assert state.message.endswith(record.refused)
+    assert not list((tmp_path / "out").glob("*.mp4"))
 
 
 def _s3_env(endpoint: str) -> dict[str, str]:
