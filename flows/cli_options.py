@@ -8,7 +8,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from flows.parameters import ENV_PREFIX, RenderRequest, build_request, defaults
-from tasks.shards import MAX_SHARDS
+from tasks.shards import DEFAULT_SHARD_START_TIMEOUT_S, MAX_SHARD_START_TIMEOUT_S, MAX_SHARDS
 
 Command = Callable[[argparse.Namespace], int]
 # `t2v render` has an option per run parameter, `--name-with-dashes` but for these, and
@@ -104,6 +104,15 @@ def parser(
             "work pool (needs PREFECT_API_URL; README: Many GPUs and machines)"
         ),
     )
+    rendering.add_argument(
+        "--shard-start-timeout",
+        metavar="SECONDS",
+        type=_start_timeout,
+        help=(
+            "with --shards: fail the rows of a shard no gpu worker takes within SECONDS "
+            f"(default: {DEFAULT_SHARD_START_TIMEOUT_S:g})"
+        ),
+    )
     rendering.set_defaults(command=render)
 
     checking = commands.add_parser(
@@ -129,6 +138,18 @@ def _shard_count(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_SHARDS:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_SHARDS}")
     return int(text)
+
+
+def _start_timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= MAX_SHARD_START_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 1 to {MAX_SHARD_START_TIMEOUT_S:g}"
+        )
+    return seconds
 
 
 def _option(name: str) -> str:

@@ -4,6 +4,7 @@ to do about a shard whose run ended."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +35,10 @@ class ShardRun:
     finished: bool = False
     earlier: list[UUID] = field(default_factory=list)  # the shard's runs before this one
     applied: ShardRecord | None = None  # the record of the run that finished it
+    submitted: float = 0.0  # time.monotonic() when its current run was asked for
+
+    def waited(self) -> float:
+        return time.monotonic() - self.submitted
 
     def finish(self, record: ShardRecord | None) -> None:
         self.finished, self.applied = True, record
@@ -93,3 +98,16 @@ def shards_applied(runs: list[ShardRun]) -> tuple[set[str], SpeedLevers]:
             devices.update([run.applied.device] if run.applied.device else [])
             levers.update(run.applied.speed_levers)
     return devices, levers
+
+
+def waiting_line(states: list[State[Any]]) -> str:
+    """What the shards not yet finished do: "2 running, 2 waiting for a gpu worker"."""
+    waiting = sum(state.is_scheduled() for state in states)
+    running = sum(state.is_running() or state.is_pending() for state in states)
+    return f"shards: {running} running, {waiting} waiting for a gpu worker"
+
+
+def ended(state: State[Any]) -> bool:
+    """Whether a shard's run is over, or will be: a run being cancelled is not started
+    again."""
+    return state.is_final() or state.is_cancelling()

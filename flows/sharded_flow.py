@@ -50,13 +50,15 @@ from flows.parameters import (
 )
 from flows.render_flow import finish_run, plan_request
 from flows.run_date import scheduled_date
-from flows.shard_runs import CANCELLED, ShardRun, next_step, shards_applied
+from flows.shard_runs import CANCELLED, ShardRun, ended, next_step, shards_applied, waiting_line
 from tasks import interrupt
 from tasks.errors import ShardError
 from tasks.publish import OutputPlan
 from tasks.results import ResultRow, RunSummary
 from tasks.shards import (
     DEFAULT_SHARD_ROWS,
+    DEFAULT_SHARD_START_TIMEOUT_S,
+    MAX_SHARD_START_TIMEOUT_S,
     MAX_SHARDS,
     manifest_sha256,
     read_shard_record,
@@ -72,12 +74,19 @@ STATES_PER_REQUEST = 200
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
+START_TIMEOUT_HELP = "Seconds a shard may wait for a gpu worker before its rows fail."
 Shards = Annotated[int | None, Field(ge=1, le=MAX_SHARDS, description=SHARDS_HELP)]
 ShardRows = Annotated[int, Field(ge=1, le=10_000, description=SHARD_ROWS_HELP)]
+ShardStartTimeout = Annotated[
+    float, Field(ge=1, le=MAX_SHARD_START_TIMEOUT_S, description=START_TIMEOUT_HELP)
+]
 
 
 def _describe_shard_parameters(fn: Any) -> Any:
-    fn.__doc__ += f"\n    shards: {SHARDS_HELP}\n    shard_rows: {SHARD_ROWS_HELP}"
+    fn.__doc__ += (
+        f"\n    shards: {SHARDS_HELP}\n    shard_rows: {SHARD_ROWS_HELP}"
+        f"\n    shard_start_timeout: {START_TIMEOUT_HELP}"
+    )
     return fn
 
 
@@ -104,14 +113,15 @@ def render_sharded(
     quantize: QuantizeLever = DEFAULTS.quantize,
     shards: Shards = None,
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
+    shard_start_timeout: ShardStartTimeout = DEFAULT_SHARD_START_TIMEOUT_S,
 ) -> RunSummary:
     """Render a prompt manifest over the `gpu` pool's workers, one run per shard of rows."""
     request = flow_request(locals()).on_date(scheduled_date())
-    return render_request_sharded(request, shards, shard_rows)
+    return render_request_sharded(request, shards, shard_rows, shard_start_timeout)
 
 
 def render_request_sharded(
-    request: RenderRequest, shards: int | None, shard_rows: int
+    request: RenderRequest, shards: int | None, shard_rows: int, start_timeout: float
 ) -> RunSummary:
     """The flow's body, for a validated request whose {date} is filled in."""
     started = time.time()
@@ -145,7 +155,7 @@ def render_request_sharded(
         progress.started(plan.total)
         for result in plan.done:
             progress.row_finished(result)
-        stopped = follow_shards(request, plan, runs, parent_run, pinned)
+        stopped = follow_shards(request, plan, runs, parent_run, pinned, start_timeout)
     results = [*plan.done, *(row for run in runs for row in run.results.values())]
     results.sort(key=lambda result: result.line)
     devices, levers = shards_applied(runs)
@@ -166,10 +176,16 @@ def check_shard_deployment() -> None:
 
 
 def follow_shards(
-    request: RenderRequest, plan: OutputPlan, runs: list[ShardRun], parent_run: str, pinned: str
+    request: RenderRequest,
+    plan: OutputPlan,
+    runs: list[ShardRun],
+    parent_run: str,
+    pinned: str,
+    start_timeout: float,
 ) -> str | None:
     """Start every shard, follow them to the end; why following stopped early (a stop
-    request), if it did."""
+    request), if it did. A shard no worker takes within `start_timeout` s fails its rows."""
+    shown = ""
     for run in runs:
         _start(request, plan, run, parent_run, pinned)
     while active := [run for run in runs if not run.finished]:
@@ -180,9 +196,18 @@ def follow_shards(
             return stop
         time.sleep(FOLLOW_EVERY_S)
         states = _states([run.flow_run for run in active if run.flow_run is not None])
+        if (line := waiting_line(list(states.values()))) != shown:
+            progress.phase(line)
+            get_run_logger().info(line)
+            shown = line
         for run in active:
             state = states.get(run.flow_run) if run.flow_run else None
-            if state is None or not (state.is_running() or _ended(state)):
+            if state is not None and state.is_scheduled() and run.waited() > start_timeout:
+                _cancel([run])
+                error = f"no gpu worker took shard {run.number} within {start_timeout:g} s"
+                _report(run.give_up(plan, error))
+                continue
+            if state is None or not (state.is_running() or ended(state)):
                 continue
             try:
                 record = read_shard_record(request.destination, parent_run, run.number)
@@ -191,7 +216,7 @@ def follow_shards(
                 continue
             if record is not None:
                 _report(run.take(record.rows))
-            if not _ended(state):
+            if not ended(state):
                 continue
             step = next_step(run, record, state)
             if step == "finished":
@@ -211,12 +236,6 @@ def follow_shards(
     return None
 
 
-def _ended(state: State[Any]) -> bool:
-    """Whether a shard's run is over, or will be: a run being cancelled is not started
-    again."""
-    return state.is_final() or state.is_cancelling()
-
-
 def _report(rows: Iterator[ResultRow]) -> None:
     for row in rows:
         progress.row_finished(row)
@@ -229,6 +248,7 @@ def _start(
     has the sha256 `pinned`; the key makes a retried request for the same try return the
     same run."""
     run.tries += 1
+    run.submitted = time.monotonic()
     if run.flow_run is not None:
         run.earlier.append(run.flow_run)
     child: FlowRun = run_deployment(  # type: ignore[assignment]  # sync in a sync flow

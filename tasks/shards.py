@@ -26,6 +26,9 @@ SHARDS_FOLDER = ".t2v/shards"
 # About 16 minutes of GPU work a shard at 30 s a video (Wan 2.1 1.3B on an H100 class GPU):
 # long beside a shard's fixed cost (start, pick-up, model load), short enough to balance.
 DEFAULT_SHARD_ROWS = 32
+# A shard whose run no gpu worker took within this long fails its rows: no worker, no end.
+DEFAULT_SHARD_START_TIMEOUT_S = 600.0
+MAX_SHARD_START_TIMEOUT_S = 7 * 24 * 3600.0
 # Shards a run splits into at most: each is a flow run the parent follows.
 MAX_SHARDS = 10_000
 

@@ -77,6 +77,16 @@ def test_a_shard_count_out_of_bounds_exits_2_naming_the_bound(
     )
 
 
+def test_a_shard_start_timeout_out_of_bounds_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["render", "m.csv", "--shards", "2", "--shard-start-timeout", "0"])
+    assert exited.value.code == EXIT_USAGE
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "t2v render: error: argument --shard-start-timeout: '0' is not a number of seconds "
+        "from 1 to 604800"
+    )
+
+
 def test_shards_on_a_server_without_the_shard_deployment_exit_2_with_one_line(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
@@ -141,6 +151,41 @@ def test_a_shard_that_reads_a_changed_manifest_refuses_it(tmp_path: Path) -> Non
     assert record.refused.startswith("the manifest changed since the run started")
     assert state.message.endswith(record.refused)
     assert not list((tmp_path / "out").glob("*.mp4"))
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from flows.shard_flow import render_shard
+    from flows.sharded_flow import render_sharded
+
+    # The pool may exist already, made by an earlier test of the session.
+    with get_client(sync_client=True) as client, contextlib.suppress(Exception):
+        client.create_work_pool(WorkPoolCreate(name="gpu", type="process"))
+    render_shard.to_deployment(name="shard", work_pool_name="gpu").apply()  # no worker runs
+    monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
+    manifest, out = tmp_path / "m.csv", tmp_path / "out"
+    manifest.write_text(_manifest(2))
+    started = time.monotonic()
+    state = render_sharded(
+        manifest=str(manifest),
+        destination=str(out),
+        model="tiny-random",
+        batch_size=1,
+        shards=2,
+        shard_start_timeout=3,
+        return_state=True,
+    )
+    assert time.monotonic() - started < 60
+    assert state.is_failed()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(row["status"], row["error"]) for row in rows] == [
+        ("failed", f"no gpu worker took shard {n} within 3 s") for n in (1, 2)
+    ]
 
 
 def _s3_env(endpoint: str) -> dict[str, str]:
