@@ -319,6 +319,38 @@ def test_a_shard_whose_rows_fail_is_not_started_again(stack: Stack) -> None:
     assert _video_puts(server, bucket) == Counter()
 
 
+@pytest.mark.slow
+def test_a_shard_the_user_cancels_is_not_started_again(stack: Stack) -> None:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.states import Cancelling
+
+    server = stack.server
+    # About 4 s a row on one thread: time to cancel a shard while it renders.
+    bucket = _bucket(server, _manifest(6, frames=16, steps=30, size=128))
+    since = time.time()
+    render = _render(server, bucket, "--shards", "2", "--batch-size", "1")
+    cancelled: list[Any] = []
+
+    def cancel_a_running_shard() -> bool:
+        for run in _shard_runs(server, since):
+            if run.state.is_running():
+                with SyncPrefectClient(server.api) as client:
+                    client.set_flow_run_state(run.id, Cancelling(), force=True)
+                cancelled.append(run)
+                return True
+        return False
+
+    wait_for(cancel_a_running_shard, 180, "a running shard")
+    code, output = _finish(render, 300)
+    assert code == EXIT_ROWS_FAILED, output
+    mine = {line - 1 for line in cancelled[0].parameters["lines"]}
+    rows = {int(row["id"].split("-")[1]): row for row in _results(server, bucket)["rows"]}
+    failed = {n for n, row in rows.items() if row["status"] == "failed"}
+    assert failed and failed <= mine
+    assert {rows[n]["error"] for n in failed} == {"cancelled"}
+    assert len(_shard_runs(server, since)) == 2, "the cancelled shard was started again"
+
+
 def _stored_rows(server: Server, bucket: str) -> set[int]:
     """The row numbers whose video is stored (boat-N-<hash>.mp4)."""
     return {int(key.split("-")[1]) for key in _video_puts(server, bucket)}
