@@ -57,7 +57,7 @@ def _render(args: argparse.Namespace) -> int:
     preflight(request, sharded=args.shards is not None)
     _quiet_prefect_console()
     with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
-        outcome, stopped_by = run_supervised(request, api_url, server, bar, args.shards)
+        outcome, stopped_by = run_supervised(request, api_url, server, bar, _sharding(args))
     code = _report(outcome, stopped_by)
     if stopped_by is not None:
         # An abandoned render may still run in a daemon thread inside torch; shutting the
@@ -66,6 +66,14 @@ def _render(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _sharding(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The sharded run's own parameters, when --shards asks for one."""
+    if args.shards is None:
+        return None
+    given = {"shard_start_timeout": args.shard_start_timeout}
+    return {"shards": args.shards, **{k: v for k, v in given.items() if v is not None}}
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from flows.parameters import ENV_PREFIX, RenderRequest, build_request, defaults
+from tasks.shards import DEFAULT_SHARD_START_TIMEOUT_S, MAX_SHARD_START_TIMEOUT_S, MAX_SHARDS
 
 Command = Callable[[argparse.Namespace], int]
 # `t2v render` has an option per run parameter, `--name-with-dashes` but for these, and
@@ -101,10 +102,19 @@ def parser(
     rendering.add_argument(
         "--shards",
         metavar="N",
-        type=_positive,
+        type=_shard_count,
         help=(
             "split the rows to render into N shards, each rendered by a worker of the `gpu` "
             "work pool (needs PREFECT_API_URL; README: Many GPUs and machines)"
+        ),
+    )
+    rendering.add_argument(
+        "--shard-start-timeout",
+        metavar="SECONDS",
+        type=_start_timeout,
+        help=(
+            "with --shards: fail the rows of a shard no gpu worker takes within SECONDS "
+            f"(default: {DEFAULT_SHARD_START_TIMEOUT_S:g})"
         ),
     )
     rendering.set_defaults(command=render)
@@ -132,10 +142,22 @@ def parser(
     return command
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+def _shard_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {MAX_SHARDS}")
     return int(text)
+
+
+def _start_timeout(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 1 <= seconds <= MAX_SHARD_START_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 1 to {MAX_SHARD_START_TIMEOUT_S:g}"
+        )
+    return seconds
 
 
 def _option(name: str) -> str:

@@ -166,7 +166,7 @@ def _render_batches(
     """Claim each batch's rows and queue those claimed for the device, in order; publish each
     batch as soon as its render ends, while the next renders; rows another owner holds go to
     `held`. Once rendering has to stop, fail the batches left and publish what was rendered."""
-    window = RenderWindow(request, device, plan, stop, len(batches))
+    window = RenderWindow(request, device, plan, stop, len(batches), claims)
     for number, batch in enumerate(batches, 1):
         if stop.check() is not None:
             yield from (plan.failed(row, stop.row_error()) for row in batch)
@@ -174,12 +174,24 @@ def _render_batches(
         taken = take_rows(claims, plan, batch, request.force)
         yield from taken.settled
         held.extend(taken.held)
-        if taken.render:
-            window.render(number, taken.render)
+        lapsed = claims.lapsed()
+        yield from (lapsed_row(plan, row) for row in taken.render if plan.keys[row.line] in lapsed)
+        if render := [row for row in taken.render if plan.keys[row.line] not in lapsed]:
+            window.render(number, render)
         while len(window.rendering) >= RENDER_WINDOW:
             yield from window.next_settled()
     while window.busy():
         yield from window.next_settled()
+
+
+def lapsed_row(plan: OutputPlan, row: RenderRow) -> ResultRow:
+    """A row whose claim this run lost: another run may render it now, so this one must not
+    store it."""
+    return plan.failed(
+        row,
+        f"the claim on {plan.keys[row.line]} lapsed (it could not be renewed, or another run "
+        "took it over); rerun to resume",
+    )
 
 
 class RenderWindow:
@@ -193,9 +205,10 @@ class RenderWindow:
         plan: OutputPlan,
         stop: RenderingStop,
         batches: int,
+        claims: Claims,
     ) -> None:
         self._request, self._device, self._plan, self._stop = request, device, plan, stop
-        self._batches = batches
+        self._batches, self._claims = batches, claims
         self.rendering: deque[int] = deque()  # the numbers of the batches queued, in order
         self._publishing = 0
         # What to do about each task that ended, in the order they ended.
@@ -249,6 +262,8 @@ class RenderWindow:
         for rendered in outcomes:
             if isinstance(rendered, FailedRender):
                 yield self._plan.failed(rendered.row, rendered.error)
+            elif self._plan.keys[rendered.row.line] in self._claims.lapsed():
+                yield lapsed_row(self._plan, rendered.row)
             else:
                 self._publish(rendered)
 

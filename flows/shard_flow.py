@@ -40,14 +40,18 @@ from flows.parameters import (
     SpeedProfile,
 )
 from flows.progress import RenderedBatch
+from tasks import shards
 from tasks.errors import ShardError
 from tasks.manifest import Manifest
-from tasks.results import ResultRow, RunSummary, summarize
+from tasks.results import ResultRow, RunSummary, SpeedLevers, summarize
 from tasks.shards import ShardRecord, check_run_marker, write_shard_record
 
 # The shard's results file is rewritten at most this often while rows finish, and once at
 # the end: live progress for the parent without a write per row.
 RECORD_EVERY_S = 2.0
+CHANGED_MANIFEST = (
+    "the manifest changed since the run started: rerun to render the manifest as it is now"
+)
 
 
 class ShardRecorder:
@@ -72,10 +76,16 @@ class ShardRecorder:
         if time.monotonic() - self._written >= RECORD_EVERY_S:
             self.write(device="", complete=False)
 
-    def write(self, device: str, complete: bool) -> None:
-        record = ShardRecord(
-            self._shard, str(flow_run.id or ""), worker_name(), device, complete, self.rows
-        )
+    def refuse(self, reason: str) -> None:
+        """Report that this run renders none of its rows, and why: they fail with it."""
+        self.write(device="", complete=True, refused=reason)
+
+    def write(
+        self, device: str, complete: bool, levers: SpeedLevers | None = None, refused: str = ""
+    ) -> None:
+        run, worker = str(flow_run.id or ""), worker_name()
+        levers = levers or {}
+        record = ShardRecord(self._shard, run, worker, device, complete, self.rows, levers, refused)
         write_shard_record(self._destination, self._parent_run, record)
         self._written = time.monotonic()
 
@@ -92,6 +102,7 @@ def render_shard(
     destination: Destination,
     model: ModelName,
     model_identity: str,
+    manifest_sha256: str,
     lines: list[int],
     parent_run: str,
     shard: int,
@@ -112,11 +123,20 @@ def render_shard(
 ) -> RunSummary:
     """Render the manifest rows on `lines` with the model the parent planned with
     (`model_identity`), and report them in DEST/.t2v/shards/<parent_run>/<shard>.json."""
+    if not lines:
+        raise ShardError(
+            "render-shard was given no manifest lines to render: it runs the shards of "
+            "`t2v render --shards N` (flow render-sharded), not on its own"
+        )
     request = flow_request(locals())
     started = time.time()
     use_s3_access(request.aws_credentials_block, request.s3_endpoint)
     # Infrastructure, not the rows (as below): the parent starts the shard again, elsewhere.
     check_run_marker(request.destination, parent_run, worker_name())
+    recorder = ShardRecorder(request.destination, parent_run, shard)
+    if shards.manifest_sha256(request.manifest) != manifest_sha256:
+        recorder.refuse(CHANGED_MANIFEST)
+        raise ShardError(CHANGED_MANIFEST)
     ref = prefect_tasks.resolve_model(request.model)
     if ref.identity != model_identity:
         raise ShardError(
@@ -151,10 +171,9 @@ def render_shard(
         len(plan.to_render),
         worker_name(),
     )
-    recorder = ShardRecorder(request.destination, parent_run, shard)
     with progress.listening(recorder), progress.listening(artifacts.ProgressArtifact()):
         rendered_on, results, stopped, levers = collect_results(request, plan)
-    recorder.write(device=rendered_on, complete=True)
+    recorder.write(device=rendered_on, complete=True, levers=levers)
     summary = summarize(
         results, request.model, rendered_on, request.destination, started, request.speed, levers
     )

@@ -9,17 +9,16 @@ process or on a worker of a non-GPU pool (`control`).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelling
 from pydantic import Field
@@ -55,13 +54,17 @@ from flows.parameters import (
 )
 from flows.render_flow import finish_run, plan_request
 from flows.run_date import scheduled_date
+from flows.shard_runs import CANCELLED, ShardRun, ended, next_step, shards_applied, waiting_line
 from tasks import interrupt
-from tasks.manifest import RenderRow
+from tasks.errors import ShardError
 from tasks.publish import OutputPlan
 from tasks.results import ResultRow, RunSummary
 from tasks.shards import (
     DEFAULT_SHARD_ROWS,
-    ShardRecord,
+    DEFAULT_SHARD_START_TIMEOUT_S,
+    MAX_SHARD_START_TIMEOUT_S,
+    MAX_SHARDS,
+    manifest_sha256,
     read_shard_record,
     shared_location,
     split_into_shards,
@@ -69,58 +72,25 @@ from tasks.shards import (
 )
 
 SHARD_DEPLOYMENT = "render-shard/shard"  # prefect.yaml's `shard` deployment, on pool `gpu`
-MAX_TRIES = 3  # a shard's first run and two more after a crash
 FOLLOW_EVERY_S = 1.5
 # The API's page size: one request reads the states of this many shard runs.
 STATES_PER_REQUEST = 200
-EARLIER_TRY = "stored by an earlier run of its shard, which crashed"
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
-Shards = Annotated[int | None, Field(ge=1, le=10_000, description=SHARDS_HELP)]
+START_TIMEOUT_HELP = "Seconds a shard may wait for a gpu worker before its rows fail."
+Shards = Annotated[int | None, Field(ge=1, le=MAX_SHARDS, description=SHARDS_HELP)]
 ShardRows = Annotated[int, Field(ge=1, le=10_000, description=SHARD_ROWS_HELP)]
-
-
-@dataclass
-class ShardRun:
-    """One shard: its rows, its current run, and its rows' results so far, by line."""
-
-    number: int
-    rows: list[RenderRow]
-    tries: int = 0
-    flow_run: UUID | None = None
-    results: dict[int, ResultRow] = field(default_factory=dict)
-    finished: bool = False
-    earlier: list[UUID] = field(default_factory=list)  # the shard's runs before this one
-
-    def missing(self) -> list[int]:
-        return [row.line for row in self.rows if row.line not in self.results]
-
-    def take(self, rows: list[ResultRow]) -> Iterator[ResultRow]:
-        """Record rows reported for the first time, and hand them back."""
-        lines = {row.line for row in self.rows}
-        for row in rows:
-            if row.line in lines and row.line not in self.results:
-                if row.status == "skipped" and self._stored_by_earlier_run(row):
-                    row = dataclasses.replace(row, status="ok", warning=EARLIER_TRY)
-                self.results[row.line] = row
-                yield row
-
-    def _stored_by_earlier_run(self, row: ResultRow) -> bool:
-        """Whether a row the parent planned as missing, but found stored, was stored by a
-        crashed run of this shard: found at once, or after waiting out that run's claim."""
-        if self.tries < 2:
-            return False
-        return not row.warning or row.flow_run in {str(run) for run in self.earlier}
-
-    def give_up(self, plan: OutputPlan, error: str) -> Iterator[ResultRow]:
-        self.finished = True
-        failed = [plan.failed(row, error) for row in self.rows if row.line in self.missing()]
-        return self.take(failed)
+ShardStartTimeout = Annotated[
+    float, Field(ge=1, le=MAX_SHARD_START_TIMEOUT_S, description=START_TIMEOUT_HELP)
+]
 
 
 def _describe_shard_parameters(fn: Any) -> Any:
-    fn.__doc__ += f"\n    shards: {SHARDS_HELP}\n    shard_rows: {SHARD_ROWS_HELP}"
+    fn.__doc__ += (
+        f"\n    shards: {SHARDS_HELP}\n    shard_rows: {SHARD_ROWS_HELP}"
+        f"\n    shard_start_timeout: {START_TIMEOUT_HELP}"
+    )
     return fn
 
 
@@ -151,17 +121,19 @@ def render_sharded(
     score_threshold: ScoreThreshold = DEFAULTS.score_threshold,
     shards: Shards = None,
     shard_rows: ShardRows = DEFAULT_SHARD_ROWS,
+    shard_start_timeout: ShardStartTimeout = DEFAULT_SHARD_START_TIMEOUT_S,
 ) -> RunSummary:
     """Render a prompt manifest over the `gpu` pool's workers, one run per shard of rows."""
     request = flow_request(locals()).on_date(scheduled_date())
-    return render_request_sharded(request, shards, shard_rows)
+    return render_request_sharded(request, shards, shard_rows, shard_start_timeout)
 
 
 def render_request_sharded(
-    request: RenderRequest, shards: int | None, shard_rows: int
+    request: RenderRequest, shards: int | None, shard_rows: int, start_timeout: float
 ) -> RunSummary:
     """The flow's body, for a validated request whose {date} is filled in."""
     started = time.time()
+    check_shard_deployment()
     use_s3_access(request.aws_credentials_block, request.s3_endpoint)
     # Workers elsewhere read the manifest and write the videos: the locations must be shared.
     request = request.model_copy(
@@ -170,6 +142,7 @@ def render_request_sharded(
             "destination": shared_location(request.destination),
         }
     )
+    pinned = manifest_sha256(request.manifest)  # before planning: shards check it
     manifest, plan = plan_request(request)
     runs = [
         ShardRun(number, rows)
@@ -190,64 +163,85 @@ def render_request_sharded(
         progress.started(plan.total)
         for result in plan.done:
             progress.row_finished(result)
-        devices, stopped = follow_shards(request, plan, runs, parent_run)
+        stopped = follow_shards(request, plan, runs, parent_run, pinned, start_timeout)
     results = [*plan.done, *(row for run in runs for row in run.results.values())]
     results.sort(key=lambda result: result.line)
+    devices, levers = shards_applied(runs)
     device = ", ".join(sorted(devices)) or "none"
-    return finish_run(request, manifest, results, device, stopped, started)
+    return finish_run(request, manifest, results, device, stopped, started, levers)
+
+
+def check_shard_deployment() -> None:
+    """Refuse, before anything is written, a server where `make deploy` did not run."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(SHARD_DEPLOYMENT)
+        except ObjectNotFound:
+            raise ShardError(
+                f"the Prefect server has no deployment {SHARD_DEPLOYMENT!r}, which runs the "
+                "shards: run make deploy (then make worker on each GPU machine)"
+            ) from None
 
 
 def follow_shards(
-    request: RenderRequest, plan: OutputPlan, runs: list[ShardRun], parent_run: str
-) -> tuple[set[str], str | None]:
-    """Start every shard, follow them to the end; the devices that rendered, and why
-    following stopped early (a stop request), if it did."""
-    devices: set[str] = set()
+    request: RenderRequest,
+    plan: OutputPlan,
+    runs: list[ShardRun],
+    parent_run: str,
+    pinned: str,
+    start_timeout: float,
+) -> str | None:
+    """Start every shard, follow them to the end; why following stopped early (a stop
+    request), if it did. A shard no worker takes within `start_timeout` s fails its rows."""
+    shown = ""
     for run in runs:
-        _start(request, plan, run, parent_run)
+        _start(request, plan, run, parent_run, pinned)
     while active := [run for run in runs if not run.finished]:
         if (stop := interrupt.stop_requested()) is not None:
             _cancel(active)
             for run in active:
                 _report(run.give_up(plan, interrupt.INTERRUPTED))
-            return devices, stop
+            return stop
         time.sleep(FOLLOW_EVERY_S)
         states = _states([run.flow_run for run in active if run.flow_run is not None])
+        if (line := waiting_line(list(states.values()))) != shown:
+            progress.phase(line)
+            get_run_logger().info(line)
+            shown = line
         for run in active:
             state = states.get(run.flow_run) if run.flow_run else None
-            if state is None or not (state.is_running() or state.is_final()):
+            if state is not None and state.is_scheduled() and run.waited() > start_timeout:
+                _cancel([run])
+                error = f"no gpu worker took shard {run.number} within {start_timeout:g} s"
+                _report(run.give_up(plan, error))
                 continue
-            record = read_shard_record(request.destination, parent_run, run.number)
+            if state is None or not (state.is_running() or ended(state)):
+                continue
+            try:
+                record = read_shard_record(request.destination, parent_run, run.number)
+            except ShardError as exc:  # no use starting it again: its rows fail in one line
+                _report(run.give_up(plan, str(exc)))
+                continue
             if record is not None:
                 _report(run.take(record.rows))
-            if not state.is_final():
+            if not ended(state):
                 continue
-            step = next_step(run, record)
+            step = next_step(run, record, state)
             if step == "finished":
-                run.finished = True
-                if record is not None and record.device:
-                    devices.add(record.device)
+                run.finish(record)
             elif step == "again":
-                _start(request, plan, run, parent_run)
+                _start(request, plan, run, parent_run, pinned)
+            elif step == "cancelled":
+                _report(run.give_up(plan, CANCELLED))
+            elif step == "refused" and record is not None:
+                _report(run.give_up(plan, record.refused))
             else:
                 error = (
                     f"shard {run.number}'s run ended {state.name} {run.tries} times, last: "
                     f"{state.message or 'no message'}"
                 )
                 _report(run.give_up(plan, error))
-    return devices, None
-
-
-def next_step(run: ShardRun, record: ShardRecord | None) -> Literal["finished", "again", "give up"]:
-    """What to do about a shard whose run has ended, given its latest results file."""
-    if record is not None and record.complete and record.flow_run == str(run.flow_run):
-        # Its rows are all reported, failed ones included: running it again would fail
-        # them again. Only a run that ended without reporting them all ran into trouble
-        # of its own (a crash, a worker with other weights, storage it could not write).
-        return "finished"
-    if not run.missing():
-        return "finished"
-    return "again" if run.tries < MAX_TRIES else "give up"
+    return None
 
 
 def _report(rows: Iterator[ResultRow]) -> None:
@@ -255,10 +249,14 @@ def _report(rows: Iterator[ResultRow]) -> None:
         progress.row_finished(row)
 
 
-def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: str) -> None:
-    """Start a run of the shard for its rows not yet reported; the key makes a retried
-    request for the same try return the same run."""
+def _start(
+    request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: str, pinned: str
+) -> None:
+    """Start a run of the shard for its rows not yet reported, of the manifest whose content
+    has the sha256 `pinned`; the key makes a retried request for the same try return the
+    same run."""
     run.tries += 1
+    run.submitted = time.monotonic()
     if run.flow_run is not None:
         run.earlier.append(run.flow_run)
     child: FlowRun = run_deployment(  # type: ignore[assignment]  # sync in a sync flow
@@ -266,6 +264,7 @@ def _start(request: RenderRequest, plan: OutputPlan, run: ShardRun, parent_run: 
         parameters={
             **request.shard_parameters(),
             "model_identity": plan.model.identity,
+            "manifest_sha256": pinned,
             "lines": run.missing(),
             "parent_run": parent_run,
             "shard": run.number,

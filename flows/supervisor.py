@@ -31,17 +31,17 @@ def run_supervised(
     api_url: str,
     server: TemporaryServer | None,
     bar: ProgressBar,
-    shards: int | None = None,
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[Any, int | None]:
     """Run the flow in a thread while this (main) thread handles signals and watches the
-    temporary server: `render-manifest`, or with `shards`, `render-sharded` in that many
-    shards. Returns the flow's outcome and the signal that stopped it, if any."""
+    temporary server: `render-manifest`, or with `sharding` (its own parameters),
+    `render-sharded`. Returns the flow's outcome and the signal that stopped it, if any."""
     from tasks import interrupt
 
     outcome: list[Any] = []
     thread = threading.Thread(
         target=_run_flow,
-        args=(request, api_url, shards, outcome),
+        args=(request, api_url, sharding, outcome),
         name="t2v-flow",
         daemon=True,
     )
@@ -82,7 +82,9 @@ def run_supervised(
     return outcome[0], received[0] if received else None
 
 
-def _run_flow(request: Any, api_url: str, shards: int | None, outcome: list[Any]) -> None:
+def _run_flow(
+    request: Any, api_url: str, sharding: dict[str, Any] | None, outcome: list[Any]
+) -> None:
     from prefect import tags
     from prefect.settings import (
         PREFECT_API_URL,
@@ -101,8 +103,8 @@ def _run_flow(request: Any, api_url: str, shards: int | None, outcome: list[Any]
         try:
             state: Any = (
                 render_manifest(**request.parameters(), return_state=True)
-                if shards is None
-                else render_sharded(**request.parameters(), shards=shards, return_state=True)
+                if sharding is None
+                else render_sharded(**request.parameters(), **sharding, return_state=True)
             )
             outcome.append(state.result(raise_on_failure=False))
         except BaseException as exc:  # handed to the main thread, which reports it

@@ -8,21 +8,29 @@ return value is lost, and a shard run again knows which of its rows an earlier t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage import open_storage
+from tasks.csvstream import open_manifest
 from tasks.errors import ShardError
 from tasks.manifest import RenderRow
 from tasks.render import plan_batches
-from tasks.results import ResultRow
+from tasks.results import ResultRow, SpeedLevers
 from tasks.settings import settings
 
 SHARDS_FOLDER = ".t2v/shards"
 # About 16 minutes of GPU work a shard at 30 s a video (Wan 2.1 1.3B on an H100 class GPU):
 # long beside a shard's fixed cost (start, pick-up, model load), short enough to balance.
 DEFAULT_SHARD_ROWS = 32
+# A shard whose run no gpu worker took within this long fails its rows: no worker, no end.
+DEFAULT_SHARD_START_TIMEOUT_S = 600.0
+MAX_SHARD_START_TIMEOUT_S = 7 * 24 * 3600.0
+# Shards a run splits into at most: each is a flow run the parent follows.
+MAX_SHARDS = 10_000
 
 
 def split_into_shards(
@@ -68,6 +76,17 @@ class ShardRecord:
     device: str
     complete: bool
     rows: list[ResultRow]
+    speed_levers: SpeedLevers = dataclasses.field(default_factory=dict)  # applied, skipped
+    refused: str = ""  # why the run rendered none of its rows (its rows fail with it)
+
+
+def manifest_sha256(uri: str) -> str:
+    """The manifest's content as the parent planned it: a shard refuses another content."""
+    digest = hashlib.sha256()
+    with open_manifest(uri) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def shard_key(parent_run: str, shard: int) -> str:
@@ -102,12 +121,23 @@ def write_shard_record(destination: str, parent_run: str, record: ShardRecord) -
 
 
 def read_shard_record(destination: str, parent_run: str, shard: int) -> ShardRecord | None:
-    """The shard's latest record; None when it has written none yet."""
+    """The shard's latest record; None when it has written none yet. Fields this version does
+    not know (a newer one's) are ignored; one it needs and does not find is a ShardError."""
     storage = open_storage(destination)
     key = shard_key(parent_run, shard)
     if storage.stat(key) is None:
         return None
-    document = json.loads(storage.read_bytes(key))
-    rows = [ResultRow(**row) for row in document.pop("rows")]
-    document.pop("generator")
-    return ShardRecord(rows=rows, **document)
+    try:
+        document = json.loads(storage.read_bytes(key))
+        rows = [ResultRow(**_known(ResultRow, row)) for row in document["rows"]]
+        return ShardRecord(**{**_known(ShardRecord, document), "rows": rows})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ShardError(
+            f"{storage.uri(key)} was written by another version of t2v (its workers run the "
+            "deployed commit): make deploy from this checkout, then rerun"
+        ) from exc
+
+
+def _known(kind: type, document: dict[str, Any]) -> dict[str, Any]:
+    names = {known.name for known in dataclasses.fields(kind)}
+    return {name: value for name, value in document.items() if name in names}

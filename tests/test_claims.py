@@ -3,9 +3,11 @@ takeover, and two runs of one manifest into one destination rendering each row o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from tasks.encode import encode_mp4
 from tasks.publish import ALREADY_STORED, publish_video
 from tasks.results import ResultRow, RunSummary
 from tests.conftest import REPO
+from tests.devicefaults import UnetCall, unet_faults
 from tests.factories import s3_claims, s3_versions, tiny_manifest
 from tests.s3faults import injected, landed_then_dropped, s3_error
 
@@ -506,6 +509,39 @@ def test_a_stop_ends_the_wait_and_releases_the_runs_claims(tmp_path: Path) -> No
     assert results["clip-0"]["status"] == "failed"
     assert results["clip-0"]["error"] == interrupt.INTERRUPTED
     assert results["clip-1"]["status"] == "ok"
+
+
+@pytest.mark.usefixtures("prefect_api_url", "short_lease")
+def test_a_row_whose_claim_lapses_while_it_renders_is_failed_not_stored(
+    tmp_path: Path, s3_bucket: str, tiny_pipe: Any
+) -> None:
+    request = RenderRequest(
+        manifest=str(tiny_manifest(tmp_path, 1)), destination=f"s3://{s3_bucket}/renders"
+    )
+
+    def refuse_renewals(request: Any, path: str, attempt: int) -> Any:
+        if f"/{CLAIMS}/" in path and "If-Match" in request.headers:
+            return s3_error(request, 503, "SlowDown", "Please reduce your request rate.")
+        return None
+
+    faults = contextlib.ExitStack()
+
+    def outlast_the_lease(call: UnetCall) -> None:
+        if call.step == 0:
+            # The flow's own client (made as it starts) refuses renewals from now on.
+            faults.enter_context(injected("PutObject", refuse_renewals))
+            time.sleep(2.0 * 1.5)  # past the 2 s lease
+
+    with faults, unet_faults(tiny_pipe, outlast_the_lease):
+        state = render_manifest(**request.parameters(), return_state=True)
+    assert state.is_failed()
+    (row,) = json.loads(S3Storage(s3_bucket, "renders").read_bytes("results.json"))["rows"]
+    assert row["status"] == "failed"
+    assert re.fullmatch(
+        r"the claim on clip-0-[0-9a-f]{12}\.mp4 lapsed .*; rerun to resume", row["error"]
+    )
+    videos = [key for key in s3_versions(s3_bucket, "renders/") if key.endswith(".mp4")]
+    assert videos == [], "a row whose claim lapsed is not stored by this run"
 
 
 @pytest.fixture(scope="module")

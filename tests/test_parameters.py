@@ -90,8 +90,12 @@ def test_every_flow_takes_every_parameter_a_shard_the_ones_its_parent_does_not_a
 
     fields = set(RenderRequest.model_fields)
     assert set(inspect.signature(render_manifest.fn).parameters) == fields
-    assert set(inspect.signature(render_sharded.fn).parameters) == fields | {"shards", "shard_rows"}
-    shard_own = {"model_identity", "lines", "parent_run", "shard"}
+    assert set(inspect.signature(render_sharded.fn).parameters) == fields | {
+        "shards",
+        "shard_rows",
+        "shard_start_timeout",
+    }
+    shard_own = {"model_identity", "manifest_sha256", "lines", "parent_run", "shard"}
     assert set(inspect.signature(render_shard.fn).parameters) == fields - PARENT_ONLY | shard_own
     assert set(RenderRequest().shard_parameters()) == fields - PARENT_ONLY
 

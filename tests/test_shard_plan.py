@@ -4,13 +4,27 @@ results file, and when a shard whose run ended is started again."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
+from prefect import states
 
-from flows.sharded_flow import EARLIER_TRY, MAX_TRIES, ShardRun, next_step
+from flows import progress
+from flows.shard_flow import ShardRecorder
+from flows.shard_runs import (
+    CANCELLED,
+    EARLIER_TRY,
+    MAX_TRIES,
+    ShardRun,
+    next_step,
+    shards_applied,
+)
 from tasks.errors import ShardError
+from tasks.presets import resolve_model
+from tasks.publish import OutputPlan
 from tasks.render import batch_shape
 from tasks.results import ResultRow
 from tasks.shards import (
@@ -71,6 +85,10 @@ def test_a_worker_that_does_not_see_the_destination_refuses_before_writing(
         check_run_marker(str(parent_sees), "run-2", "w1")  # another run's marker is not this run's
 
 
+def _state(name: str) -> Any:
+    return getattr(states, name)()
+
+
 def _record(run: ShardRun, complete: bool, rows: list[ResultRow]) -> ShardRecord:
     return ShardRecord(run.number, str(run.flow_run), "w1", "cpu", complete, rows)
 
@@ -84,12 +102,31 @@ def test_shard_record_round_trips_through_the_destination(tmp_path: Path) -> Non
     assert read_shard_record(str(tmp_path), "parent", 2) == record
 
 
+def test_a_shard_record_of_another_version_reads_in_one_line(tmp_path: Path) -> None:
+    row = ResultRow.for_row(render_row(3), "ok", "tiny-random", output="x.mp4", bytes=5)
+    write_shard_record(str(tmp_path), "parent", ShardRecord(2, "run-id", "w1", "cpu", True, [row]))
+    path = tmp_path / shard_key("parent", 2)
+    document = json.loads(path.read_text())
+    # A newer version's fields are ignored.
+    document["rows"][0]["new_column"], document["new_field"] = "x", 1
+    path.write_text(json.dumps(document))
+    assert read_shard_record(str(tmp_path), "parent", 2) == ShardRecord(
+        2, "run-id", "w1", "cpu", True, [row]
+    )
+    # An older version's record lacks fields this one needs.
+    del document["rows"][0]["status"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ShardError) as raised:
+        read_shard_record(str(tmp_path), "parent", 2)
+    assert str(raised.value) == (
+        f"{tmp_path / shard_key('parent', 2)} was written by another version of t2v (its "
+        "workers run the deployed commit): make deploy from this checkout, then rerun"
+    )
+
+
 def test_a_shard_record_that_cannot_be_written_is_logged_and_rows_go_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flows import progress
-    from flows.shard_flow import ShardRecorder
-
     (tmp_path / ".t2v").write_text("a file where the records' folder goes")
     recorder = ShardRecorder(str(tmp_path), "parent", 1)
     row = ResultRow.for_row(render_row(1), "ok", "tiny-random", output="x.mp4", bytes=5)
@@ -104,7 +141,21 @@ def test_a_shard_that_reported_every_row_is_not_started_again_even_with_failed_r
     run = ShardRun(1, [render_row(1), render_row(2)], tries=1, flow_run=uuid4())
     failed = [ResultRow.for_row(row, "failed", "m", error="bad") for row in run.rows]
     list(run.take(failed))
-    assert next_step(run, _record(run, True, failed)) == "finished"
+    assert next_step(run, _record(run, True, failed), _state("Completed")) == "finished"
+
+
+def test_the_parent_reports_the_devices_and_speed_levers_its_shards_applied(
+    tmp_path: Path,
+) -> None:
+    levers = {"wan": {"applied": {"attention": "flash"}, "skipped": {"compile": "CPU"}}}
+    runs = [ShardRun(n, [render_row(n)], tries=1, flow_run=uuid4()) for n in (1, 2)]
+    for run, device in zip(runs, ("cuda:0 (H100)", "cuda:1 (H100)"), strict=True):
+        record = ShardRecord(run.number, str(run.flow_run), "w", device, True, [], levers)
+        write_shard_record(str(tmp_path), "parent", record)
+        finished = read_shard_record(str(tmp_path), "parent", run.number)
+        assert finished == record
+        run.finish(finished)
+    assert shards_applied(runs) == ({"cuda:0 (H100)", "cuda:1 (H100)"}, levers)
 
 
 def test_a_shard_whose_run_ended_without_its_rows_starts_again_a_bounded_number_of_times() -> None:
@@ -112,13 +163,35 @@ def test_a_shard_whose_run_ended_without_its_rows_starts_again_a_bounded_number_
     done = ResultRow.for_row(run.rows[0], "ok", "m")
     list(run.take([done]))
     partial = _record(run, False, [done])
-    assert next_step(run, partial) == "again"
+    assert next_step(run, partial, _state("Crashed")) == "again"
     assert run.missing() == [2]
     # A complete record of an earlier run of the shard says nothing about this one.
     earlier = ShardRecord(1, str(uuid4()), "w1", "cpu", True, [done])
-    assert next_step(run, earlier) == "again"
+    assert next_step(run, earlier, _state("Crashed")) == "again"
     run.tries = MAX_TRIES
-    assert next_step(run, partial) == "give up"
+    assert next_step(run, partial, _state("Crashed")) == "give up"
+
+
+@pytest.mark.parametrize("state", ["Cancelled", "Cancelling"])
+def test_a_shard_a_user_cancelled_is_final_and_its_rows_left_fail_cancelled(state: str) -> None:
+    run = ShardRun(1, [render_row(1), render_row(2)], tries=1, flow_run=uuid4())
+    done = ResultRow.for_row(run.rows[0], "ok", "m")
+    list(run.take([done]))
+    assert next_step(run, _record(run, False, [done]), _state(state)) == "cancelled"
+    tiny = resolve_model("tiny-random")
+    plan = OutputPlan(model=tiny, keys={}, done=[], to_render=run.rows, total=2)
+    (left,) = run.give_up(plan, CANCELLED)
+    assert (left.line, left.status, left.error) == (2, "failed", "cancelled")
+    assert run.finished
+
+
+def test_a_shard_that_refused_its_rows_is_not_started_again() -> None:
+    run = ShardRun(1, [render_row(1)], tries=1, flow_run=uuid4())
+    refused = ShardRecord(1, str(run.flow_run), "w1", "", True, [], refused="the manifest …")
+    assert next_step(run, refused, _state("Failed")) == "refused"
+    # A refusal by an earlier run of the shard says nothing about this one.
+    earlier = dataclasses.replace(refused, flow_run=str(uuid4()))
+    assert next_step(run, earlier, _state("Failed")) == "again"
 
 
 def test_rows_a_crashed_run_stored_count_as_rendered_when_the_next_run_finds_them() -> None:

@@ -20,8 +20,11 @@ from typing import Any
 import pytest
 
 from flows.cli import EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE, main
-from flows.sharded_flow import EARLIER_TRY
+from flows.shard_runs import EARLIER_TRY
+from flows.sharded_flow import SHARD_DEPLOYMENT
+from tasks.shards import MAX_SHARDS, manifest_sha256, read_shard_record, write_run_marker
 from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
+from tests.factories import t2v
 from tests.prefect_stack import (
     Server,
     alive_in,
@@ -57,6 +60,131 @@ def test_shards_without_a_prefect_server_exit_2_with_one_line(
     assert error.splitlines() == [
         "t2v: error: --shards needs a Prefect server with workers: set PREFECT_API_URL "
         "(make server, make deploy, make worker)"
+    ]
+
+
+@pytest.mark.parametrize("given", ["0", "100000", "many"])
+def test_a_shard_count_out_of_bounds_exits_2_naming_the_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit, before any server
+        main(["render", "m.csv", "--out", "s3://bucket/out", "--shards", given])
+    assert exited.value.code == EXIT_USAGE
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == (
+        f"t2v render: error: argument --shards: {given!r} is not a whole number "
+        f"from 1 to {MAX_SHARDS}"
+    )
+
+
+def test_a_shard_start_timeout_out_of_bounds_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["render", "m.csv", "--shards", "2", "--shard-start-timeout", "0"])
+    assert exited.value.code == EXIT_USAGE
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "t2v render: error: argument --shard-start-timeout: '0' is not a number of seconds "
+        "from 1 to 604800"
+    )
+
+
+def test_shards_on_a_server_without_the_shard_deployment_exit_2_with_one_line(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    # The session's test server: no `make deploy` ran there.
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(_manifest(2))
+    env = {**cli_env, "T2V_SHARED_FOLDER": "1"}
+    done = t2v("render", str(manifest), "--out", str(tmp_path / "out"), "--shards", "2", env=env)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"t2v: error: the Prefect server has no deployment {SHARD_DEPLOYMENT!r}, which runs "
+        "the shards: run make deploy (then make worker on each GPU machine)"
+    ]
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_shard_started_by_hand_with_no_lines_fails_in_one_line(tmp_path: Path) -> None:
+    from flows.shard_flow import render_shard
+
+    state = render_shard(
+        manifest=str(tmp_path / "m.csv"),
+        destination=str(tmp_path / "out"),
+        model="tiny-random",
+        model_identity="tiny-random",
+        manifest_sha256="",
+        lines=[],
+        parent_run="parent",
+        shard=1,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert state.message.endswith(
+        "ShardError: render-shard was given no manifest lines to render: it runs the shards "
+        "of `t2v render --shards N` (flow render-sharded), not on its own"
+    )
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_shard_that_reads_a_changed_manifest_refuses_it(tmp_path: Path) -> None:
+    from flows.shard_flow import render_shard
+    from tasks.presets import resolve_model
+
+    manifest, out = tmp_path / "m.csv", str(tmp_path / "out")
+    manifest.write_text(_manifest(2))
+    pinned = manifest_sha256(str(manifest))
+    manifest.write_text(_manifest(3))  # overwritten after the parent planned
+    write_run_marker(out, "parent")
+    state = render_shard(
+        manifest=str(manifest),
+        destination=out,
+        model="tiny-random",
+        model_identity=resolve_model("tiny-random").identity,
+        manifest_sha256=pinned,
+        lines=[1, 2],
+        parent_run="parent",
+        shard=1,
+        return_state=True,
+    )
+    assert state.is_failed()
+    record = read_shard_record(out, "parent", 1)
+    assert record is not None and record.complete and record.rows == []
+    assert record.refused.startswith("the manifest changed since the run started")
+    assert state.message.endswith(record.refused)
+    assert not list((tmp_path / "out").glob("*.mp4"))
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from flows.shard_flow import render_shard
+    from flows.sharded_flow import render_sharded
+
+    # The pool may exist already, made by an earlier test of the session.
+    with get_client(sync_client=True) as client, contextlib.suppress(Exception):
+        client.create_work_pool(WorkPoolCreate(name="gpu", type="process"))
+    render_shard.to_deployment(name="shard", work_pool_name="gpu").apply()  # no worker runs
+    monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
+    manifest, out = tmp_path / "m.csv", tmp_path / "out"
+    manifest.write_text(_manifest(2))
+    started = time.monotonic()
+    state = render_sharded(
+        manifest=str(manifest),
+        destination=str(out),
+        model="tiny-random",
+        batch_size=1,
+        shards=2,
+        shard_start_timeout=3,
+        return_state=True,
+    )
+    assert time.monotonic() - started < 60
+    assert state.is_failed()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(row["status"], row["error"]) for row in rows] == [
+        ("failed", f"no gpu worker took shard {n} within 3 s") for n in (1, 2)
     ]
 
 
@@ -189,6 +317,38 @@ def test_a_shard_whose_rows_fail_is_not_started_again(stack: Stack) -> None:
     assert len(shards) == 2, "one run per shard: a shard that reported its failed rows ran again"
     assert {run.state_type.value for run in shards} == {"FAILED"}
     assert _video_puts(server, bucket) == Counter()
+
+
+@pytest.mark.slow
+def test_a_shard_the_user_cancels_is_not_started_again(stack: Stack) -> None:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.states import Cancelling
+
+    server = stack.server
+    # About 4 s a row on one thread: time to cancel a shard while it renders.
+    bucket = _bucket(server, _manifest(6, frames=16, steps=30, size=128))
+    since = time.time()
+    render = _render(server, bucket, "--shards", "2", "--batch-size", "1")
+    cancelled: list[Any] = []
+
+    def cancel_a_running_shard() -> bool:
+        for run in _shard_runs(server, since):
+            if run.state.is_running():
+                with SyncPrefectClient(server.api) as client:
+                    client.set_flow_run_state(run.id, Cancelling(), force=True)
+                cancelled.append(run)
+                return True
+        return False
+
+    wait_for(cancel_a_running_shard, 180, "a running shard")
+    code, output = _finish(render, 300)
+    assert code == EXIT_ROWS_FAILED, output
+    mine = {line - 1 for line in cancelled[0].parameters["lines"]}
+    rows = {int(row["id"].split("-")[1]): row for row in _results(server, bucket)["rows"]}
+    failed = {n for n, row in rows.items() if row["status"] == "failed"}
+    assert failed and failed <= mine
+    assert {rows[n]["error"] for n in failed} == {"cancelled"}
+    assert len(_shard_runs(server, since)) == 2, "the cancelled shard was started again"
 
 
 def _stored_rows(server: Server, bucket: str) -> set[int]:
