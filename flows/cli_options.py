@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from importlib import metadata
 
+from flows.form_schema import with_bounds
 from flows.parameters import ENV_PREFIX, RenderRequest, build_request, defaults
 
 Command = Callable[[argparse.Namespace], int]
@@ -57,7 +58,7 @@ def parser(
     def described(name: str) -> str:
         default = getattr(defaults_now, name)
         shown = "" if default is None else f" (default: {default}; ${_env(name)})"
-        return f"{fields[name].description}{shown}"
+        return f"{with_bounds(fields[name])}{shown}"
 
     command = argparse.ArgumentParser(
         prog="t2v",

@@ -23,10 +23,12 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.states import Cancelling
 from pydantic import Field
+from pydantic.fields import FieldInfo
 
 from flows import artifacts, progress
 from flows.credentials import use_aws_credentials_block
 from flows.engine import flow_request
+from flows.form_schema import PlainInput, with_bounds
 from flows.parameters import (
     DEFAULTS,
     AttentionLever,
@@ -73,7 +75,7 @@ EARLIER_TRY = "stored by an earlier run of its shard, which crashed"
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
-Shards = Annotated[int | None, Field(ge=1, le=10_000, description=SHARDS_HELP)]
+Shards = Annotated[int | None, Field(ge=1, le=10_000, description=SHARDS_HELP), PlainInput()]
 ShardRows = Annotated[int, Field(ge=1, le=10_000, description=SHARD_ROWS_HELP)]
 
 
@@ -116,7 +118,9 @@ class ShardRun:
 
 
 def _describe_shard_parameters(fn: Any) -> Any:
-    fn.__doc__ += f"\n    shards: {SHARDS_HELP}\n    shard_rows: {SHARD_ROWS_HELP}"
+    annotations: tuple[Any, ...] = (Shards, ShardRows)
+    shards, shard_rows = (with_bounds(FieldInfo.from_annotation(a)) for a in annotations)
+    fn.__doc__ += f"\n    shards: {shards}\n    shard_rows: {shard_rows}"
     return fn
 
 
