@@ -1,26 +1,12 @@
-"""How the run parameters read in Prefect's form: plain inputs for optional values, and
-each parameter's bounds stated in its description, both derived from the `Field`s."""
+"""Each run parameter's bounds stated in its description (Prefect's form, `t2v --help`),
+derived from its `Field` constraints."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import GetJsonSchemaHandler
 from pydantic.fields import FieldInfo
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
-
-
-class PlainInput:
-    """An optional value's schema without its `null` branch: Prefect's form then shows one
-    input of the value's type, empty when unset, instead of a `type | None` toggle."""
-
-    def __get_pydantic_json_schema__(
-        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        schema = handler(core_schema)
-        return next(branch for branch in schema["anyOf"] if branch.get("type") != "null")
 
 
 def with_bounds(field: FieldInfo) -> str:

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, fie
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.errors import ParameterError
-from flows.form_schema import PlainInput, with_bounds
+from flows.form_schema import with_bounds
 from storage.s3 import MAX_PRESIGN_EXPIRY
 from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
 from tasks.errors import first_line
@@ -86,9 +86,7 @@ BatchSize = Annotated[
 ]
 Force = Annotated[bool, Field(description="Render rows again even when their video exists.")]
 Limit = Annotated[
-    int | None,
-    Field(ge=1, description="Process only the first N rows of the manifest."),
-    PlainInput(),
+    int | None, Field(ge=1, description="Process only the first N rows of the manifest.")
 ]
 MaxRows = Annotated[
     int,
@@ -120,7 +118,6 @@ AwsCredentialsBlock = Annotated[
             "the worker's standard AWS chain (environment, ~/.aws, instance role)."
         ),
     ),
-    PlainInput(),
 ]
 RenderTimeoutScale = Annotated[
     float,
@@ -143,7 +140,6 @@ PresignExpiry = Annotated[
             "(s3:// destinations); relative links when unset."
         ),
     ),
-    PlainInput(),
 ]
 
 SpeedProfile = Annotated[
@@ -164,12 +160,10 @@ AttentionLever = Annotated[
             "over the speed profile's choice."
         )
     ),
-    PlainInput(),
 ]
 CacheLever = Annotated[
     str | None,
     Field(description=f"Step cache ({'|'.join(CACHES)}), over the speed profile's choice."),
-    PlainInput(),
 ]
 CompileLever = Annotated[
     str | None,
@@ -179,7 +173,6 @@ CompileLever = Annotated[
             "speed profile's choice."
         )
     ),
-    PlainInput(),
 ]
 QuantizeLever = Annotated[
     str | None,
@@ -189,7 +182,6 @@ QuantizeLever = Annotated[
             "the speed profile's choice."
         )
     ),
-    PlainInput(),
 ]
 
 
