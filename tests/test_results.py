@@ -137,3 +137,10 @@ def test_results_csv_starts_with_a_bom_for_spreadsheets() -> None:
 
 def test_format_counts_names_every_status_in_order() -> None:
     assert format_counts({"failed": 2, "ok": 1}) == "1 ok, 0 skipped, 2 failed, 0 invalid"
+
+
+def test_the_summary_line_tells_the_commands_time_and_the_runs_share_of_it() -> None:
+    summary = replace(SUMMARY, wall_s=0.1)
+    line = summary.one_line(command_s=8.2)
+    assert " in 8.2 s, 0.1 s of it the run (" in line
+    assert " in 0.1 s " in summary.one_line()
