@@ -1,12 +1,33 @@
-"""Each run parameter's bounds stated in its description (Prefect's form, `t2v --help`),
-derived from its `Field` constraints."""
+"""How the run parameters read in Prefect's form: an optional value opens on its own input,
+and each parameter's bounds are stated in its description (`t2v --help` too), both derived
+from the `Field`s."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from annotated_types import Ge, Gt, Le, Lt
+from pydantic import GetJsonSchemaHandler
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+# Accepts null like `{"type": "null"}`, but Prefect's form opens a null value on a branch
+# typed "null" only; without one it opens on the first branch, the value's own input.
+UNSET = {"title": "unset", "enum": [None]}
+
+
+class OpensOnValue:
+    """An optional value's schema whose null branch is `UNSET`: the form shows the value's
+    input, empty when unset, typed into without a click on the `type | None` toggle. (The
+    schema keeps a null branch: the form submits null for an empty input.)"""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        typed = [branch for branch in schema["anyOf"] if branch.get("type") != "null"]
+        return {**schema, "anyOf": [*typed, UNSET]}
 
 
 def with_bounds(field: FieldInfo) -> str:

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, fie
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.errors import ParameterError
-from flows.form_schema import with_bounds
+from flows.form_schema import OpensOnValue, with_bounds
 from storage.s3 import MAX_PRESIGN_EXPIRY
 from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
 from tasks.errors import first_line
@@ -86,7 +86,9 @@ BatchSize = Annotated[
 ]
 Force = Annotated[bool, Field(description="Render rows again even when their video exists.")]
 Limit = Annotated[
-    int | None, Field(ge=1, description="Process only the first N rows of the manifest.")
+    int | None,
+    Field(ge=1, description="Process only the first N rows of the manifest."),
+    OpensOnValue(),
 ]
 MaxRows = Annotated[
     int,
@@ -118,6 +120,7 @@ AwsCredentialsBlock = Annotated[
             "the worker's standard AWS chain (environment, ~/.aws, instance role)."
         ),
     ),
+    OpensOnValue(),
 ]
 RenderTimeoutScale = Annotated[
     float,
@@ -140,6 +143,7 @@ PresignExpiry = Annotated[
             "(s3:// destinations); relative links when unset."
         ),
     ),
+    OpensOnValue(),
 ]
 
 SpeedProfile = Annotated[
@@ -160,10 +164,12 @@ AttentionLever = Annotated[
             "over the speed profile's choice."
         )
     ),
+    OpensOnValue(),
 ]
 CacheLever = Annotated[
     str | None,
     Field(description=f"Step cache ({'|'.join(CACHES)}), over the speed profile's choice."),
+    OpensOnValue(),
 ]
 CompileLever = Annotated[
     str | None,
@@ -173,6 +179,7 @@ CompileLever = Annotated[
             "speed profile's choice."
         )
     ),
+    OpensOnValue(),
 ]
 QuantizeLever = Annotated[
     str | None,
@@ -182,6 +189,7 @@ QuantizeLever = Annotated[
             "the speed profile's choice."
         )
     ),
+    OpensOnValue(),
 ]
 
 

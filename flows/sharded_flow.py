@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 from flows import artifacts, progress
 from flows.credentials import use_aws_credentials_block
 from flows.engine import flow_request
-from flows.form_schema import with_bounds
+from flows.form_schema import OpensOnValue, with_bounds
 from flows.parameters import (
     DEFAULTS,
     AttentionLever,
@@ -75,7 +75,7 @@ EARLIER_TRY = "stored by an earlier run of its shard, which crashed"
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
-Shards = Annotated[int | None, Field(ge=1, le=10_000, description=SHARDS_HELP)]
+Shards = Annotated[int | None, Field(ge=1, le=10_000, description=SHARDS_HELP), OpensOnValue()]
 ShardRows = Annotated[int, Field(ge=1, le=10_000, description=SHARD_ROWS_HELP)]
 
 

@@ -1,5 +1,6 @@
 """The on-demand deployment's Custom run form in a real browser on a real server: presets
-first, bounds in the descriptions, the speed profiles in a dropdown, values submitted."""
+first, optional values typed directly, bounds in the descriptions, the speed profiles in a
+dropdown, values submitted."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def deployed(tmp_path: Path) -> Iterator[Server]:
         yield server
 
 
-def test_the_custom_run_form_offers_presets_and_speed_profiles(
+def test_the_custom_run_form_offers_presets_profiles_and_plain_optional_inputs(
     deployed: Server, chromium: Path, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
@@ -50,9 +51,11 @@ def test_the_custom_run_form_offers_presets_and_speed_profiles(
             # Each bound is in its description, not only in the errors.
             expect(field("batch_size (Optional)")).to_contain_text("1 … 64.")
 
-            batch_size = field("batch_size (Optional)").locator("input")
-            batch_size.fill("2")
-            expect(batch_size).to_have_value("2")
+            # An optional number is typed straight in: no `int | None` toggle first.
+            limit = field("limit (Optional)").locator("input")
+            expect(limit).to_be_editable()
+            limit.fill("2")
+            expect(limit).to_have_value("2")
 
             speed = field("speed (Optional)")
             # The dropdown opens from the keyboard (a click can land before it is ready).
@@ -70,4 +73,7 @@ def test_the_custom_run_form_offers_presets_and_speed_profiles(
 
     (run,) = flow_runs(deployed, "on-demand")
     assert run.parameters["model"] == "tiny-random"
-    assert (run.parameters["batch_size"], run.parameters["speed"]) == (2, "fastest")
+    assert (run.parameters["limit"], run.parameters["speed"]) == (2, "fastest")
+    # Optional values left empty reach the run unset.
+    assert run.parameters.get("cache") is None
+    assert run.parameters.get("presign_expiry") is None
