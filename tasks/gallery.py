@@ -56,19 +56,27 @@ def _template() -> jinja2.Template:
 
 
 def run_videos(results: list[ResultRow], run: str) -> list[Video]:
-    """The videos of a run's `ok` and `skipped` rows, as the gallery lists them."""
+    """The videos of a run's `ok` and `skipped` rows, as the gallery lists them; `run` dates
+    those it rendered (a skipped one was stored by an earlier run: `merge_videos` dates it)."""
     return [
         # Videos sit in DEST beside index.html: a video's key is its file name.
-        {"key": r.output.rsplit("/", 1)[-1], "run": run, **{f: getattr(r, f) for f in VIDEO_FIELDS}}
+        {
+            "key": r.output.rsplit("/", 1)[-1],
+            "run": run if r.status == "ok" else None,
+            **{f: getattr(r, f) for f in VIDEO_FIELDS},
+        }
         for r in results
         if r.status in ("ok", "skipped")
     ]
 
 
 def merge_videos(newest: list[Video], earlier: list[Video]) -> list[Video]:
-    """This run's videos first, then earlier runs' that this run did not list again."""
+    """This run's videos first, then earlier runs' that this run did not list again; a
+    video this run skipped keeps the date the record holds for it, when it was stored."""
+    stored = {video["key"]: video.get("run") for video in earlier}
+    dated = [{**v, "run": v["run"] or stored.get(v["key"])} for v in newest]
     keys = {video["key"] for video in newest}
-    return [*newest, *(video for video in earlier if video["key"] not in keys)]
+    return [*dated, *(video for video in earlier if video["key"] not in keys)]
 
 
 def record_videos(storage: Storage, newest: list[Video]) -> tuple[list[Video], str]:
