@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -53,12 +54,13 @@ def _render(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    started = time.monotonic()
     request = request_from_options(args)
     preflight(request, sharded=args.shards is not None)
     _quiet_prefect_console()
     with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
         outcome, stopped_by = run_supervised(request, api_url, server, bar, _sharding(args))
-    code = _report(outcome, stopped_by)
+    code = _report(outcome, stopped_by, time.monotonic() - started)
     if stopped_by is not None:
         # An abandoned render may still run in a daemon thread inside torch; shutting the
         # interpreter down under it aborts the process (std::terminate). Leave at once.
@@ -91,11 +93,11 @@ def _api() -> Iterator[tuple[str, TemporaryServer | None]]:
         yield server.url, server
 
 
-def _report(outcome: Any, stopped_by: int | None) -> int:
+def _report(outcome: Any, stopped_by: int | None, command_s: float) -> int:
     from flows.errors import RowsFailedError
 
     if isinstance(outcome, RowsFailedError):
-        print(outcome.summary.one_line())
+        print(outcome.summary.one_line(command_s))
         if outcome.stopped and stopped_by is None:
             # This process cannot use the device again; the next command starts afresh.
             print(
@@ -108,7 +110,7 @@ def _report(outcome: Any, stopped_by: int | None) -> int:
     elif isinstance(outcome, BaseException):
         raise outcome
     else:
-        print(outcome.one_line())
+        print(outcome.one_line(command_s))
     if stopped_by is not None:
         name = signal.Signals(stopped_by).name
         print(

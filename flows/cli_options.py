@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from importlib import metadata
 
+from flows.form_schema import with_bounds
 from flows.parameters import ENV_PREFIX, RenderRequest, build_request, defaults
 from tasks.shards import DEFAULT_SHARD_START_TIMEOUT_S, MAX_SHARD_START_TIMEOUT_S, MAX_SHARDS
 
@@ -62,7 +63,7 @@ def parser(
     def described(name: str) -> str:
         default = getattr(defaults_now, name)
         shown = "" if default is None else f" (default: {default}; ${_env(name)})"
-        return f"{fields[name].description}{shown}"
+        return f"{with_bounds(fields[name])}{shown}"
 
     command = argparse.ArgumentParser(
         prog="t2v",

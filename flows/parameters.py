@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, WithJsonSchema, fie
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.errors import ParameterError
+from flows.form_schema import OpensOnValue, with_bounds
 from storage.s3 import MAX_PRESIGN_EXPIRY
 from tasks.budget import DEFAULT_MAX_ROWS, DEFAULT_MAX_WORK, REFERENCE_WORK
 from tasks.errors import first_line
@@ -58,7 +59,8 @@ ModelName = Annotated[
             "title": "model",
             "description": "A preset, a folder saved with save_pretrained, or a Hub repo org/name.",
             "anyOf": [
-                {"title": "preset", "enum": list(PRESETS)},
+                # Prefect's form opens a string on the first branch typed "string".
+                {"title": "preset", "type": "string", "enum": list(PRESETS)},
                 {"title": "folder or Hub repo", "type": "string", "minLength": 1},
             ],
         }
@@ -85,7 +87,9 @@ BatchSize = Annotated[
 ]
 Force = Annotated[bool, Field(description="Render rows again even when their video exists.")]
 Limit = Annotated[
-    int | None, Field(ge=1, description="Process only the first N rows of the manifest.")
+    int | None,
+    Field(ge=1, description="Process only the first N rows of the manifest."),
+    OpensOnValue(),
 ]
 MaxRows = Annotated[
     int,
@@ -117,6 +121,7 @@ AwsCredentialsBlock = Annotated[
             "the worker's standard AWS chain (environment, ~/.aws, instance role)."
         ),
     ),
+    OpensOnValue(),
 ]
 S3Endpoint = Annotated[
     str | None,
@@ -147,9 +152,10 @@ PresignExpiry = Annotated[
         le=MAX_PRESIGN_EXPIRY,
         description=(
             "Link the gallery's videos by presigned URLs valid this many seconds "
-            "(s3:// destinations, at most 7 days); relative links when unset."
+            "(s3:// destinations); relative links when unset."
         ),
     ),
+    OpensOnValue(),
 ]
 
 SpeedProfile = Annotated[
@@ -170,10 +176,12 @@ AttentionLever = Annotated[
             "over the speed profile's choice."
         )
     ),
+    OpensOnValue(),
 ]
 CacheLever = Annotated[
     str | None,
     Field(description=f"Step cache ({'|'.join(CACHES)}), over the speed profile's choice."),
+    OpensOnValue(),
 ]
 CompileLever = Annotated[
     str | None,
@@ -183,6 +191,7 @@ CompileLever = Annotated[
             "speed profile's choice."
         )
     ),
+    OpensOnValue(),
 ]
 QuantizeLever = Annotated[
     str | None,
@@ -192,6 +201,7 @@ QuantizeLever = Annotated[
             "the speed profile's choice."
         )
     ),
+    OpensOnValue(),
 ]
 ImageRoot = Annotated[
     str | None,
@@ -370,7 +380,7 @@ def describe_parameters(fn: F) -> F:
     """Give `fn` an `Args:` section made of the request's field descriptions: Prefect's
     form takes each parameter's description from the flow's docstring."""
     lines = [
-        f"    {name}: {field.description}" for name, field in RenderRequest.model_fields.items()
+        f"    {name}: {with_bounds(field)}" for name, field in RenderRequest.model_fields.items()
     ]
     fn.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\nArgs:\n" + "\n".join(lines)
     return fn

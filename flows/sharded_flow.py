@@ -22,10 +22,12 @@ from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelling
 from pydantic import Field
+from pydantic.fields import FieldInfo
 
 from flows import artifacts, progress
 from flows.credentials import use_s3_access
 from flows.engine import flow_request
+from flows.form_schema import OpensOnValue, with_bounds
 from flows.parameters import (
     DEFAULTS,
     AttentionLever,
@@ -79,7 +81,7 @@ STATES_PER_REQUEST = 200
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
 START_TIMEOUT_HELP = "Seconds a shard may wait for a gpu worker before its rows fail."
-Shards = Annotated[int | None, Field(ge=1, le=MAX_SHARDS, description=SHARDS_HELP)]
+Shards = Annotated[int | None, Field(ge=1, le=MAX_SHARDS, description=SHARDS_HELP), OpensOnValue()]
 ShardRows = Annotated[int, Field(ge=1, le=10_000, description=SHARD_ROWS_HELP)]
 ShardStartTimeout = Annotated[
     float, Field(ge=1, le=MAX_SHARD_START_TIMEOUT_S, description=START_TIMEOUT_HELP)
@@ -87,8 +89,10 @@ ShardStartTimeout = Annotated[
 
 
 def _describe_shard_parameters(fn: Any) -> Any:
+    annotations: tuple[Any, ...] = (Shards, ShardRows)
+    shards, shard_rows = (with_bounds(FieldInfo.from_annotation(a)) for a in annotations)
     fn.__doc__ += (
-        f"\n    shards: {SHARDS_HELP}\n    shard_rows: {SHARD_ROWS_HELP}"
+        f"\n    shards: {shards}\n    shard_rows: {shard_rows}"
         f"\n    shard_start_timeout: {START_TIMEOUT_HELP}"
     )
     return fn

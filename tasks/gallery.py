@@ -61,13 +61,15 @@ def _template() -> jinja2.Template:
 
 def run_videos(results: list[ResultRow], run: str) -> list[Video]:
     """The videos of a run's `ok` and `skipped` rows, as the gallery lists them, each with
-    its start image embedded (a start image may live where the page cannot link)."""
+    its start image embedded (a start image may live where the page cannot link); `run`
+    dates those it rendered (a skipped one was stored by an earlier run: `merge_videos`
+    dates it)."""
     shown = functools.cache(thumbnail)
     return [
         # Videos sit in DEST beside index.html: a video's key is its file name.
         {
             "key": r.output.rsplit("/", 1)[-1],
-            "run": run,
+            "run": run if r.status == "ok" else None,
             **{f: getattr(r, f) for f in VIDEO_FIELDS},
             **({"start_image": shown(r.image, r.image_sha256)} if r.image_sha256 else {}),
             **({f: getattr(r, f) for f in QUALITY_FIELDS} if r.status == "ok" else {}),
@@ -79,13 +81,19 @@ def run_videos(results: list[ResultRow], run: str) -> list[Video]:
 
 def merge_videos(newest: list[Video], earlier: list[Video]) -> list[Video]:
     """This run's videos first, over what the record had of them, then earlier runs' that
-    this run did not list again."""
+    this run did not list again; a video this run skipped keeps the date the record holds
+    for it, when it was stored."""
     recorded = {video["key"]: video for video in earlier}
     keys = {video["key"] for video in newest}
     return [
-        *({**recorded.get(video["key"], {}), **video} for video in newest),
+        *(_over(recorded.get(video["key"], {}), video) for video in newest),
         *(video for video in earlier if video["key"] not in keys),
     ]
+
+
+def _over(recorded: Video, video: Video) -> Video:
+    """`video` over the record's entry for it, dated by the record when this run did not."""
+    return {**recorded, **video, "run": video["run"] or recorded.get("run")}
 
 
 def record_videos(storage: Storage, newest: list[Video]) -> tuple[list[Video], str]:

@@ -164,9 +164,14 @@ class RunSummary:
     speed_levers: SpeedLevers = field(default_factory=dict)
     flagged: int = 0  # `ok` rows whose video the quality checks or the scorer flagged
 
-    def one_line(self) -> str:
+    def one_line(self, command_s: float | None = None) -> str:
+        """The summary; given the command's wall time (which includes starting Prefect), it
+        leads, with the run's own share."""
+        took = f"{self.wall_s:.1f} s"
+        if command_s is not None:
+            took = f"{command_s:.1f} s, {took} of it the run"
         return (
-            f"{self.rows} rows: {format_counts(self.counts)} in {self.wall_s:.1f} s "
+            f"{self.rows} rows: {format_counts(self.counts)} in {took} "
             f"({self.videos_per_minute:.1f} videos/min); results: {self.results}"
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -213,9 +214,20 @@ def test_render_then_rerun(cli_env: dict[str, str], tmp_path: Path) -> None:
     notice = "carries them to the results untouched: `campaign`"
     assert first.stderr.count(notice) == 1
     assert "3 ok" in first.stdout
+    started = time.monotonic()
     second = render_demo(tmp_path / "out", "--limit", "3", env=cli_env)
+    took = time.monotonic() - started
     assert second.returncode == 0, second.stderr
     assert "3 skipped" in second.stdout
+    # The summary tells the command's time (a temporary server's start included), and the
+    # run's share of it; the gallery names no device and keeps each video's own date.
+    said = re.search(r" in ([0-9.]+) s, ([0-9.]+) s of it the run \(", second.stdout)
+    assert said, second.stdout
+    assert float(said[2]) <= float(said[1]) <= took
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert ", no video rendered in this run" in page and " on none" not in page
+    assert "stored by an earlier run" not in page
+    assert page.count(" run of ") == 3
 
 
 @slow

@@ -50,6 +50,19 @@ def test_gallery_escapes_prompts_and_links_videos_relatively() -> None:
     assert "http" not in page  # self-contained: nothing to fetch
 
 
+def test_a_run_that_rendered_nothing_names_no_device_and_dates_no_card_by_itself() -> None:
+    skipped = [
+        ResultRow.for_row(replace(ROW, id=n), "skipped", "m", output=f"/o/{n}.mp4") for n in "ab"
+    ]
+    summary = replace(SUMMARY, counts={**SUMMARY.counts, "ok": 0, "skipped": 2}, device="none")
+    videos = merge_videos(run_videos(skipped, summary.finished_at), [])
+    page = gallery_html(videos, skipped, summary).decode()
+    assert " on none" not in page
+    assert "model tiny-random, no video rendered in this run" in page
+    assert summary.finished_at not in page.split('<div class="grid">')[1]
+    assert page.count("stored by an earlier run") == 2
+
+
 def test_earlier_videos_follow_this_runs_and_none_is_listed_twice() -> None:
     first = [ResultRow.for_row(replace(ROW, id=n), "ok", "m", output=f"/o/{n}.mp4") for n in "abc"]
     earlier = run_videos(first, "2026-11-27")
@@ -57,8 +70,9 @@ def test_earlier_videos_follow_this_runs_and_none_is_listed_twice() -> None:
     new = ResultRow.for_row(replace(ROW, id="d"), "ok", "m", output="/o/d.mp4")
     failed = ResultRow.for_row(replace(ROW, id="e"), "failed", "m", error="boom")
     videos = merge_videos(run_videos([again, new, failed], "2026-11-28"), earlier)
+    # A skipped video keeps the date of the run that stored it.
     assert [(v["key"], v["run"]) for v in videos] == [
-        ("b.mp4", "2026-11-28"),
+        ("b.mp4", "2026-11-27"),
         ("d.mp4", "2026-11-28"),
         ("a.mp4", "2026-11-27"),
         ("c.mp4", "2026-11-27"),
@@ -140,4 +154,5 @@ def test_a_skipped_video_keeps_the_flags_and_score_its_render_recorded() -> None
     earlier = run_videos([_scored("a", 12.0, ("frozen",))], "2026-12-05")
     again = ResultRow.for_row(replace(ROW, id="a"), "skipped", "m", output="/o/a.mp4")
     (video,) = merge_videos(run_videos([again], "2026-12-06"), earlier)
-    assert (video["run"], video["flags"], video["score"]) == ("2026-12-06", "frozen", 12.0)
+    # Dated when it was stored, not by the run that skipped it.
+    assert (video["run"], video["flags"], video["score"]) == ("2026-12-05", "frozen", 12.0)

@@ -173,3 +173,29 @@ def test_speed_levers_take_their_variables_and_override_the_profile(
     levers = request.levers(wan)
     assert (levers.compile, levers.cache) == ("full", "taylorseer:3")
     assert levers.attention == wan.speed.fast.attention
+
+
+def test_the_form_opens_on_presets_and_states_bounds() -> None:
+    from prefect.utilities.schema_tools.validation import is_valid
+
+    from flows.render_flow import render_manifest
+    from flows.sharded_flow import render_sharded
+
+    for flow in (render_manifest, render_sharded):
+        schema = flow.parameters.model_dump()
+        properties = schema["properties"]
+        # Prefect's form opens a string value on the first anyOf branch typed "string".
+        preset = properties["model"]["anyOf"][0]
+        assert preset["type"] == "string" and preset["title"] == "preset"
+        # Prefect's form opens a null value on the branch typed "null" (a toggle to click
+        # before typing); with none, it opens on the value's own input, and null still passes.
+        for name in ("limit", "presign_expiry", "aws_credentials_block", "cache", "shards"):
+            if name in properties:
+                branches = properties[name]["anyOf"]
+                assert [b.get("type") for b in branches][1:] == [None], name
+                assert is_valid({name: None}, schema), name
+        assert not is_valid({"limit": 0}, schema)
+        assert properties["batch_size"]["description"].endswith("1 … 64.")
+        assert properties["limit"]["description"].endswith("At least 1.")
+        assert properties["presign_expiry"]["description"].endswith("1 … 604,800.")
+        assert properties["render_timeout_scale"]["description"].endswith("Above 0, at most 1,000.")

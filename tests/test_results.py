@@ -166,3 +166,10 @@ def test_the_summary_counts_flagged_videos(tmp_path: Path) -> None:
     failed = replace(ok, id="dark", status="failed", flags="")
     summary = summarize([ok, flagged, failed, invalid], "m", "cpu", str(tmp_path), started=0.0)
     assert summary.flagged == 1
+
+
+def test_the_summary_line_tells_the_commands_time_and_the_runs_share_of_it() -> None:
+    summary = replace(SUMMARY, wall_s=0.1)
+    line = summary.one_line(command_s=8.2)
+    assert " in 8.2 s, 0.1 s of it the run (" in line
+    assert " in 0.1 s " in summary.one_line()
