@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from tasks.errors import BudgetError
 from tasks.manifest import RenderRow
 
-# A reference video: DESIGN's defaults of 16 frames of 256×256 with 25 steps.
+# A reference video: the manifest's documented defaults of 16 frames of 256×256 with 25 steps.
 REFERENCE_WORK = 16 * 256 * 256 * 25
 DEFAULT_MAX_ROWS = 10_000
 DEFAULT_MAX_WORK = DEFAULT_MAX_ROWS * REFERENCE_WORK

@@ -14,7 +14,7 @@ SHOWN_EXTRAS = 10  # extra columns named in the notice before a run
 # file given by mistake, so errors give their position instead.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9 _.-]{1,40}")
 
-# In DESIGN's order, which is also the order row errors are looked for in.
+# In the documented order (README: The manifest), also the order row errors are found in.
 KNOWN_COLUMNS = (
     "prompt",
     "id",

@@ -222,7 +222,7 @@ def _iso(timestamp: float) -> str:
 
 
 def results_csv(results: list[ResultRow], extra_columns: list[str]) -> bytes:
-    """One row per result, columns as DESIGN orders them, formula-looking cells defused;
+    """One row per result, columns in the documented order, formula-looking cells defused;
     UTF-8 with a BOM, so spreadsheets do not read prompts as Latin-1."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

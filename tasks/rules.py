@@ -21,7 +21,7 @@ MAX_NUMBER_TEXT = 40  # longer digit strings are typos, and int() refuses past 4
 class ManifestRules:
     """What a model family accepts in a manifest row, and the values its empty cells take.
 
-    The defaults are the manifest's documented ones (DESIGN's table). `family` names the
+    The defaults are the manifest's documented ones (README: The manifest). `family` names the
     family whose rules these are in errors, which then give the valid values nearest to a
     wrong one; the documented rules name none.
 
@@ -131,7 +131,7 @@ class NumberColumn:
 
 
 def number_columns(rules: ManifestRules) -> tuple[NumberColumn, ...]:
-    """The numeric columns, in DESIGN's order, with `rules`' defaults and bounds."""
+    """The numeric columns, in the documented order, with `rules`' defaults and bounds."""
     family = rules.family
 
     def size(name: str, default: int) -> NumberColumn:

@@ -12,17 +12,17 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO
+from tests.processes import alive_in, free_port, sessions_of, signal_sessions, wait_for
 
 
 @dataclass
@@ -34,13 +34,6 @@ class Server:
     @property
     def api(self) -> str:
         return f"{self.url}/api"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def make(project: Path, *arguments: str) -> list[str]:
@@ -68,58 +61,6 @@ def stop(process: subprocess.Popen[bytes]) -> set[int]:
             process.poll()  # reaps the leader once it exits
             time.sleep(0.2)
     return sessions
-
-
-def _processes() -> list[tuple[int, int, int, str, str]]:
-    """(pid, ppid, sid, stat, args) of every process on the machine."""
-    listing = subprocess.run(
-        ["ps", "-eo", "pid=,ppid=,sid=,stat=,args="], capture_output=True, text=True, check=True
-    ).stdout
-    rows = []
-    for line in listing.splitlines():
-        pid, ppid, sid, stat, *args = line.split(maxsplit=4)
-        rows.append((int(pid), int(ppid), int(sid), stat, " ".join(args)))
-    return rows
-
-
-def sessions_of(pid: int) -> set[int]:
-    """The session `pid` leads, and every session one of its descendants is in."""
-    processes = _processes()
-    children: dict[int, list[int]] = {}
-    for child, parent, *_ in processes:
-        children.setdefault(parent, []).append(child)
-    session = {row[0]: row[2] for row in processes}
-    found, todo = {pid}, [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return {pid} | {session[p] for p in found if p in session}
-
-
-def alive_in(sessions: set[int]) -> list[str]:
-    """The processes still running (not zombies) in these sessions."""
-    return [
-        f"{pid} {args}"
-        for pid, _, sid, stat, args in _processes()
-        if sid in sessions and "Z" not in stat
-    ]
-
-
-def signal_sessions(sessions: set[int], sig: signal.Signals) -> None:
-    for pid, _, sid, stat, _ in _processes():
-        if sid in sessions and "Z" not in stat:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def healthy(url: str) -> bool:

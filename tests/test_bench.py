@@ -34,12 +34,13 @@ DRY_RUNS = {
     )
     for family in FAMILIES
 }
-# What the GPU machine lacks: the engine and its benchmark must run without them.
+# What a bare CUDA machine may lack: the engine and its benchmark must run without them.
 NOT_ON_THE_GPU_MACHINE = ("prefect", "boto3", "pydantic", "pydantic_settings")
 
 
 def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a fresh interpreter where the packages the GPU machine lacks fail to import."""
+    """Run `code` in a fresh interpreter where the packages a bare CUDA machine may lack
+    fail to import."""
     blocked = "".join(f"sys.modules[{name!r}] = None; " for name in NOT_ON_THE_GPU_MACHINE)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(

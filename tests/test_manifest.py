@@ -225,7 +225,7 @@ def test_unsafe_ids_are_invalid(row_id: str) -> None:
     )
 
 
-# DESIGN's pattern allows '..' inside an id ("a..b"): no separator and no leading '.'
+# The id pattern allows '..' inside an id ("a..b"): no separator and no leading '.'
 # means it can never be a path component of its own.
 @pytest.mark.parametrize("row_id", ["a", "A.b_c-1", "x" * 128, "2026-11-28.clip", "a..b", "row-7"])
 def test_safe_ids_are_kept(row_id: str) -> None:
@@ -260,7 +260,7 @@ def test_a_default_id_collides_with_the_same_explicit_id() -> None:
     assert "which data row 1 already has" in manifest.invalid[0].error
 
 
-# Every broken column of a row in one error, in DESIGN's column order
+# Every broken column of a row in one error, in the documented column order
 
 
 @pytest.mark.parametrize(

@@ -69,11 +69,14 @@ def test_a_load_in_progress_does_not_block_other_models(tmp_path: Path, tiny_pip
     finally:
         # Answer the blocked read, and leave a plain file for diffusers to read after it.
         fifo = tmp_path / "slow" / "model_index.json"
+        deadline = time.monotonic() + 60
         while True:
             try:  # succeeds once the loader waits on the FIFO
                 fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
                 break
             except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the loader never opened model_index.json") from None
                 time.sleep(0.05)
         (tmp_path / "index.json").write_text(index)
         os.replace(tmp_path / "index.json", fifo)

@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.processes import alive, child_running, wait_for
 
 pytestmark = pytest.mark.slow
 T2V = [sys.executable, "-m", "flows.cli"]
@@ -46,37 +46,6 @@ def _start(tmp_path: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def _server_pid(t2v: int) -> int:
-    """The temporary server: the child of t2v that runs uvicorn."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == t2v and b"uvicorn" in cmdline:
-            return int(entry.name)
-    raise AssertionError(f"t2v {t2v} has no temporary server")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _rendering(tmp_path: Path) -> bool:
     return any((tmp_path / "out").glob("*.mp4"))
 
@@ -87,8 +56,8 @@ def test_a_signal_stops_the_run_promptly_keeps_videos_and_writes_results(
 ) -> None:
     t2v = _start(tmp_path)
     try:
-        _wait_for(lambda: _rendering(tmp_path), 300, "the first video")
-        server = _server_pid(t2v.pid)
+        wait_for(lambda: _rendering(tmp_path), 300, "the first video")
+        server = child_running(t2v.pid, "uvicorn")
         signalled = time.monotonic()
         os.killpg(t2v.pid, signum)
         stdout, stderr = t2v.communicate(timeout=60)
@@ -114,17 +83,17 @@ def test_a_signal_stops_the_run_promptly_keeps_videos_and_writes_results(
         p.name for p in (tmp_path / "out").glob("*.mp4")
     }
     assert f"{len(ok)} ok" in stdout
-    _wait_for(lambda: not _alive(server), 10, "the temporary server to end")
+    wait_for(lambda: not alive(server), 10, "the temporary server to end")
 
 
 def test_sigkill_of_t2v_takes_its_temporary_server_with_it(tmp_path: Path) -> None:
     t2v = _start(tmp_path)
     try:
-        _wait_for(lambda: _rendering(tmp_path), 300, "the first video")
-        server = _server_pid(t2v.pid)
+        wait_for(lambda: _rendering(tmp_path), 300, "the first video")
+        server = child_running(t2v.pid, "uvicorn")
         t2v.kill()
         t2v.wait(timeout=30)
-        _wait_for(lambda: not _alive(server), 10, "the orphaned server to end")
+        wait_for(lambda: not alive(server), 10, "the orphaned server to end")
     finally:
         if t2v.poll() is None:
             os.killpg(t2v.pid, signal.SIGKILL)
@@ -133,8 +102,8 @@ def test_sigkill_of_t2v_takes_its_temporary_server_with_it(tmp_path: Path) -> No
 def test_a_dead_temporary_server_ends_the_run_in_seconds_with_one_line(tmp_path: Path) -> None:
     t2v = _start(tmp_path)
     try:
-        _wait_for(lambda: _rendering(tmp_path), 300, "the first video")
-        os.kill(_server_pid(t2v.pid), signal.SIGKILL)
+        wait_for(lambda: _rendering(tmp_path), 300, "the first video")
+        os.kill(child_running(t2v.pid, "uvicorn"), signal.SIGKILL)
         killed = time.monotonic()
         _, stderr = t2v.communicate(timeout=60)
         took = time.monotonic() - killed

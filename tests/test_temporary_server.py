@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.test_signals import _alive, _server_pid, _wait_for
+from tests.processes import alive, child_running, wait_for
 
 pytestmark = pytest.mark.slow
 T2V = [sys.executable, "-m", "flows.cli"]
@@ -72,12 +72,12 @@ def test_a_signal_while_the_server_starts_ends_t2v_and_the_server_at_once(
 
         def started() -> bool:
             try:
-                server.append(_server_pid(t2v.pid))
+                server.append(child_running(t2v.pid, "uvicorn"))
             except AssertionError:
                 return False
             return True
 
-        _wait_for(started, 120, "the temporary server's process")
+        wait_for(started, 120, "the temporary server's process", poll=0.05)
         os.killpg(t2v.pid, signum)
         _, stderr = t2v.communicate(timeout=30)
         ended = time.monotonic()
@@ -90,5 +90,5 @@ def test_a_signal_while_the_server_starts_ends_t2v_and_the_server_at_once(
         f"t2v: interrupted by {signal.Signals(signum).name} while starting the temporary "
         "Prefect server; nothing was rendered"
     ], stderr
-    _wait_for(lambda: not _alive(server[0]), 1, "the server to be gone")
+    wait_for(lambda: not alive(server[0]), 1, "the server to be gone", poll=0.05)
     assert time.monotonic() - ended < 1
