@@ -25,6 +25,7 @@ from flows.parameters import RenderRequest, request_from, variable_errors
 from flows.progress import RenderedBatch
 from storage import open_storage
 from tasks import devices, interrupt
+from tasks.batching import plan_batches
 from tasks.claims import Claims, Owner, take_rows
 from tasks.errors import first_line
 from tasks.manifest import RenderRow
@@ -35,7 +36,6 @@ from tasks.render import (
     RenderedVideo,
     RenderOutcome,
     not_rendered,
-    plan_batches,
 )
 from tasks.results import ResultRow, SpeedLevers
 from tasks.settings import settings
