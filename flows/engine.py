@@ -26,7 +26,8 @@ from flows.progress import RenderedBatch
 from storage import open_storage
 from tasks import devices, interrupt
 from tasks.batching import plan_batches
-from tasks.claims import Claims, Owner, take_rows
+from tasks.claimed_rows import take_rows
+from tasks.claims import Claims, Owner
 from tasks.errors import first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan
