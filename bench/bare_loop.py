@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
+from tasks.batching import plan_batches
 from tasks.devices import get_pipeline
 from tasks.encode import encode_mp4
 from tasks.manifest import read_manifest
 from tasks.presets import resolve_model
-from tasks.render import RenderedVideo, plan_batches, render_batch
+from tasks.render import RenderedVideo, render_batch
 
 
 def render_manifest_bare(manifest: str, out: Path, batch_size: int, device: str) -> int:

@@ -25,7 +25,9 @@ from flows.parameters import RenderRequest, request_from, variable_errors
 from flows.progress import RenderedBatch
 from storage import open_storage
 from tasks import devices, interrupt
-from tasks.claims import Claims, Owner, take_rows
+from tasks.batching import plan_batches
+from tasks.claimed_rows import take_rows
+from tasks.claims import Claims, Owner
 from tasks.errors import first_line
 from tasks.manifest import RenderRow
 from tasks.publish import OutputPlan
@@ -35,7 +37,6 @@ from tasks.render import (
     RenderedVideo,
     RenderOutcome,
     not_rendered,
-    plan_batches,
 )
 from tasks.results import ResultRow, SpeedLevers
 from tasks.settings import settings

@@ -51,7 +51,7 @@ load_model = task(name="load-model", cache_policy=NO_CACHE)(devices.load_model)
 
 # Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
 # share GPUs across workers; inside a process a per-device lock does the same.
-# The render's own timeout (tasks.render.render_timeout), not Prefect's timeout_seconds,
+# The render's own timeout (tasks.batching.render_timeout), not Prefect's timeout_seconds,
 # ends a hung render: Prefect's cannot interrupt a worker thread blocked in C code.
 @task(
     name="render",

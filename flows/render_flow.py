@@ -14,8 +14,7 @@ from flows import artifacts, prefect_tasks, progress, run_logs
 from flows.credentials import use_s3_access
 from flows.engine import RENDER_WINDOW, collect_results, flow_request
 from flows.errors import RowsFailedError
-from flows.parameters import (
-    DEFAULTS,
+from flows.parameter_types import (
     AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
@@ -32,14 +31,13 @@ from flows.parameters import (
     ModelName,
     PresignExpiry,
     QuantizeLever,
-    RenderRequest,
     RenderTimeoutScale,
     S3Endpoint,
     ScoreName,
     ScoreThreshold,
     SpeedProfile,
-    describe_parameters,
 )
+from flows.parameters import DEFAULTS, RenderRequest, describe_parameters
 from flows.run_date import scheduled_date
 from tasks.budget import check_budget
 from tasks.columns import carried_notice

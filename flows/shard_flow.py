@@ -19,8 +19,7 @@ from flows import artifacts, prefect_tasks, progress
 from flows.credentials import use_s3_access
 from flows.engine import RENDER_WINDOW, collect_results, flow_request, worker_name
 from flows.errors import RowsFailedError
-from flows.parameters import (
-    DEFAULTS,
+from flows.parameter_types import (
     AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
@@ -39,6 +38,7 @@ from flows.parameters import (
     ScoreThreshold,
     SpeedProfile,
 )
+from flows.parameters import DEFAULTS
 from flows.progress import RenderedBatch
 from tasks import shards
 from tasks.errors import ShardError

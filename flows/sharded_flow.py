@@ -28,8 +28,7 @@ from flows import artifacts, progress
 from flows.credentials import use_s3_access
 from flows.engine import flow_request
 from flows.form_schema import OpensOnValue, with_bounds
-from flows.parameters import (
-    DEFAULTS,
+from flows.parameter_types import (
     AttentionLever,
     AwsCredentialsBlock,
     BatchSize,
@@ -46,14 +45,13 @@ from flows.parameters import (
     ModelName,
     PresignExpiry,
     QuantizeLever,
-    RenderRequest,
     RenderTimeoutScale,
     S3Endpoint,
     ScoreName,
     ScoreThreshold,
     SpeedProfile,
-    describe_parameters,
 )
+from flows.parameters import DEFAULTS, RenderRequest, describe_parameters
 from flows.render_flow import finish_run, plan_request
 from flows.run_date import scheduled_date
 from flows.shard_runs import CANCELLED, ShardRun, ended, next_step, shards_applied, waiting_line

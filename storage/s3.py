@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 from storage.base import StoredObject
 from storage.errors import StorageError
 from storage.s3client import Credentials, reset_client, s3_client, use_credentials
+from storage.s3errors import CONDITION_FAILED, NOT_FOUND, error_code, translated
 
 __all__ = [
     "Credentials",
@@ -24,16 +25,6 @@ __all__ = [
 ]
 
 MAX_PRESIGN_EXPIRY = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
-# What botocore's standard retry mode also treats as transient or throttled.
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-RETRYABLE_CODES = frozenset(
-    {"RequestTimeout", "RequestTimeoutException", "SlowDown", "Throttling", "ThrottlingException"}
-)
-NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
-# A conditional write or delete whose condition failed: 412 when the key holds another
-# version (or, for If-None-Match, any object), 404 when If-Match finds no object, 409 when
-# another conditional request on the key was in flight (S3 lets one of them land).
-CONDITION_FAILED = NOT_FOUND | {"PreconditionFailed", "ConditionalRequestConflict"}
 # S3's rules for bucket names (general purpose buckets).
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -136,10 +127,11 @@ class S3Storage:
                     **options,
                 )
             except ClientError as exc:
-                if exclusive and _code(exc) == "PreconditionFailed":
+                if exclusive and error_code(exc) == "PreconditionFailed":
                     return False
                 # Another conditional write on the key was in flight: whichever landed decides.
-                if exclusive and _code(exc) == "ConditionalRequestConflict" and self.exists(key):
+                conflict = error_code(exc) == "ConditionalRequestConflict"
+                if exclusive and conflict and self.exists(key):
                     return False
                 raise
         return True
@@ -152,7 +144,7 @@ class S3Storage:
             try:
                 got = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as exc:
-                if _code(exc) in NOT_FOUND:
+                if error_code(exc) in NOT_FOUND:
                     return None
                 raise
             data: bytes = got["Body"].read()
@@ -173,7 +165,7 @@ class S3Storage:
                     **condition,
                 )
             except ClientError as exc:
-                if _code(exc) in CONDITION_FAILED:
+                if error_code(exc) in CONDITION_FAILED:
                     return None
                 raise
         return str(put["ETag"])
@@ -187,7 +179,7 @@ class S3Storage:
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=self._key(key), IfMatch=expected)
             except ClientError as exc:
-                if _code(exc) in CONDITION_FAILED:
+                if error_code(exc) in CONDITION_FAILED:
                     return False
                 raise
         return True
@@ -225,7 +217,7 @@ class S3Storage:
                     Range=f"bytes={start}-{start + length - 1}",
                 )
             except ClientError as exc:
-                if _code(exc) == "InvalidRange":  # `start` at or past the end
+                if error_code(exc) == "InvalidRange":  # `start` at or past the end
                     return b""
                 raise
             data: bytes = got["Body"].read()
@@ -249,7 +241,7 @@ class S3Storage:
                     Bucket=self.bucket, Key=self._key(key)
                 )
             except ClientError as exc:
-                if _code(exc) not in NOT_FOUND:
+                if error_code(exc) not in NOT_FOUND:
                     raise
             else:
                 return head
@@ -282,39 +274,8 @@ class S3Storage:
             self.client.head_bucket(Bucket=self.bucket)
         self._bucket_seen = True
 
-    @contextlib.contextmanager
-    def _translated(self, action: str, key: str) -> Iterator[None]:
-        """Any failure of the requests inside as one sentence naming the location and S3's
-        error code; retryable when waiting helps."""
-        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-        try:
-            yield
-        except _failures() as exc:
-            where = self.uri(key)
-            if not isinstance(exc, ClientError):
-                transient = isinstance(exc, ConnectionError | HTTPClientError)
-                raise StorageError(f"cannot {action} {where}: {exc}", retryable=transient) from exc
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = _code(exc)
-            if code == "NoSuchBucket" or (action == "open" and code in NOT_FOUND):
-                reason = f"bucket {self.bucket!r} does not exist (NoSuchBucket)"
-            else:
-                message = exc.response.get("Error", {}).get("Message") or f"HTTP {status}"
-                reason = f"{code} ({message})"
-            retryable = status in RETRYABLE_STATUS or code in RETRYABLE_CODES
-            raise StorageError(f"cannot {action} {where}: {reason}", retryable=retryable) from exc
-
-
-def _failures() -> tuple[type[Exception], ...]:
-    """What a failed request raises: botocore's errors, or OSError reading the local file."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (BotoCoreError, ClientError, OSError)
-
-
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+    def _translated(self, action: str, key: str) -> contextlib.AbstractContextManager[None]:
+        return translated(action, self.uri(key), self.bucket)
 
 
 def _content_type(key: str) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from tasks.manifest import MAX_DERIVED_SEED, RenderRow
+from tasks.manifest_row import MAX_DERIVED_SEED, RenderRow
 from tasks.quality import BLACK_OR_NAN, Candidate
 from tasks.render import BatchResult, FailedRender, RenderedVideo, RenderOutcome, render_rows
 from tasks.rules import MAX_CANDIDATES

@@ -1,5 +1,5 @@
-"""Who holds a claim, and reading a claim record back; a record t2v cannot read names no
-owner, and fields this version does not know (a newer version's) are ignored."""
+"""Who holds a claim, and a claim record written and read back; a record t2v cannot read
+names no owner, and fields this version does not know (a newer version's) are ignored."""
 
 from __future__ import annotations
 
@@ -106,6 +106,13 @@ def _start_time(pid: str) -> int | None:
 
 OWNER_FIELDS = {f.name: f.type for f in dataclasses.fields(Owner)}
 MAX_PID = 2**31 - 1  # pid_t
+
+
+def claim_record(owner: Owner, expires_at: float, write: int) -> bytes:
+    """The record of `owner`'s claim until `expires_at` (time.time()); `write` counts the
+    owner's writes, so that each record, and so its version, is new."""
+    record = {"owner": dataclasses.asdict(owner), "expires_at": expires_at, "write": write}
+    return json.dumps(record, sort_keys=True).encode()
 
 
 def parse_claim(data: bytes) -> tuple[Owner | None, float]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from storage import open_storage
+from tasks.batching import plan_batches
 from tasks.csvstream import open_manifest
 from tasks.errors import ShardError
 from tasks.manifest import RenderRow
-from tasks.render import plan_batches
 from tasks.results import ResultRow, SpeedLevers
 from tasks.settings import settings
 

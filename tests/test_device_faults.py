@@ -21,16 +21,15 @@ from flows.errors import RowsFailedError
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
 from tasks import devices, interrupt
+from tasks.batching import RENDER_TIMEOUTS, render_timeout
 from tasks.interrupt import INTERRUPTED
 from tasks.presets import resolve_model
 from tasks.render import (
-    RENDER_TIMEOUTS,
     FailedRender,
     RenderedVideo,
     not_rendered,
     render_batch,
     render_rows,
-    render_timeout,
 )
 from tests.conftest import REPO
 from tests.devicefaults import (

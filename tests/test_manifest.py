@@ -15,11 +15,11 @@ from tasks.manifest import (
     MAX_ROWS,
     InvalidRow,
     RenderRow,
-    derived_seed,
     parse_manifest,
     read_header,
     read_manifest,
 )
+from tasks.manifest_row import derived_seed
 from tasks.rules import DOCUMENTED_RULES
 from tests.factories import parse, table
 

@@ -13,7 +13,7 @@ import torch
 from tasks.candidates import candidate_seed, expand, render_best
 from tasks.errors import ModelLoadError
 from tasks.families.base import to_uint8
-from tasks.manifest import MAX_DERIVED_SEED
+from tasks.manifest_row import MAX_DERIVED_SEED
 from tasks.presets import pull_model, resolve_model
 from tasks.quality import (
     BLACK_MEAN,

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.batching import batch_shape, plan_batches
 from tasks.devices import get_pipeline
 from tasks.images import StartImage
 from tasks.presets import resolve_model
 from tasks.render import (
     FailedRender,
     RenderedVideo,
-    batch_shape,
-    plan_batches,
     render_batch,
     truncation_warnings,
 )

@@ -22,10 +22,10 @@ from flows.shard_runs import (
     next_step,
     shards_applied,
 )
+from tasks.batching import batch_shape
 from tasks.errors import ShardError
 from tasks.presets import resolve_model
 from tasks.publish import OutputPlan
-from tasks.render import batch_shape
 from tasks.results import ResultRow
 from tasks.shards import (
     ShardRecord,
