@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from annotated_types import Ge, Gt, Le, Lt
 from pydantic import GetJsonSchemaHandler
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
 
 # Accepts null like `{"type": "null"}`, but Prefect's form opens a null value on a branch
 # typed "null" only; without one it opens on the first branch, the value's own input.
@@ -23,7 +21,7 @@ class OpensOnValue:
     schema keeps a null branch: the form submits null for an empty input.)"""
 
     def __get_pydantic_json_schema__(
-        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+        self, core_schema: Any, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         schema = handler(core_schema)
         typed = [branch for branch in schema["anyOf"] if branch.get("type") != "null"]
@@ -33,15 +31,16 @@ class OpensOnValue:
 def with_bounds(field: FieldInfo) -> str:
     """The field's description followed by its numeric bounds, e.g. "… 1 … 64."."""
     low = high = ""
+    # Field's constraints (annotated_types' Ge, Gt, Le, Lt), read by their attribute.
     for rule in field.metadata:
-        if isinstance(rule, Ge):
-            low = _number(rule.ge)
-        elif isinstance(rule, Gt):
-            low = f"above {_number(rule.gt)}"
-        elif isinstance(rule, Le):
-            high = _number(rule.le)
-        elif isinstance(rule, Lt):
-            high = f"below {_number(rule.lt)}"
+        if (value := getattr(rule, "ge", None)) is not None:
+            low = _number(value)
+        elif (value := getattr(rule, "gt", None)) is not None:
+            low = f"above {_number(value)}"
+        if (value := getattr(rule, "le", None)) is not None:
+            high = _number(value)
+        elif (value := getattr(rule, "lt", None)) is not None:
+            high = f"below {_number(value)}"
     description = field.description or ""
     if low and high and not low.startswith("above") and not high.startswith("below"):
         return f"{description} {low} … {high}."
