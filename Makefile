@@ -6,7 +6,8 @@ CHROMIUM := /usr/bin/chromium
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup demo test lint browser clean server pool gpu-limit crash-detection deploy-code \
-	deploy worker control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu bench-scale
+	deploy worker control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu bench-scale \
+	bench-speed
 
 setup: $(STAMP)
 
@@ -107,6 +108,10 @@ bench-manifest: $(STAMP)
 
 bench-slots: $(STAMP)
 	$(PY) -m bench.slot_handoff
+
+# The speed levers on a slice of each transformer family's architecture: ~10 min on 2 cores.
+bench-speed: $(STAMP)
+	$(PY) -m bench.speed
 
 # A real server, `make deploy` and 1 then 2 `make worker`s on loopback: minutes, not seconds.
 bench-scale: $(STAMP)

@@ -9,7 +9,7 @@ import torch
 
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo
-from tasks.families.ltx import T5_XXL_CONFIG, tiny_t5_encoder, word_tokenizer
+from tasks.families.ltx import t5_xxl_config, tiny_t5_encoder, word_tokenizer
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
@@ -117,8 +117,11 @@ class CogVideoX(Family):
         )
         return assemble(transformer, vae, tiny_t5_encoder())
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
-        """CogVideoX-2b's or -5b's transformer, VAE and T5-XXL, random weights, on `device`."""
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
+        """CogVideoX-2b's or -5b's transformer, VAE and T5-XXL, random weights, on `device`;
+        `blocks` as in `Family.build_random`."""
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5Config, T5EncoderModel
 
@@ -130,9 +133,12 @@ class CogVideoX(Family):
             with device:
                 # The other arguments' defaults are the 1.0 models' values (480×720, 49
                 # frames, 16 latent channels, 226 text tokens).
-                transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIGS[preset])
+                config = TRANSFORMER_CONFIGS[preset]
+                transformer = CogVideoXTransformer3DModel(
+                    **{**config, "num_layers": blocks or config["num_layers"]}
+                )
                 vae = AutoencoderKLCogVideoX(scaling_factor=VAE_SCALING_FACTORS[preset])
-                text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
+                text_encoder = T5EncoderModel(T5Config(**t5_xxl_config(blocks)))
         finally:
             torch.set_default_dtype(previous)
         return assemble(transformer, vae, text_encoder)

@@ -36,6 +36,12 @@ T5_XXL_CONFIG: dict[str, Any] = {
     "eos_token_id": 1,
 }
 
+
+def t5_xxl_config(blocks: int | None) -> dict[str, Any]:
+    """T5-XXL's config, with one layer for a slice of `blocks` (`Family.build_random`)."""
+    return {**T5_XXL_CONFIG, "num_layers": 1} if blocks else T5_XXL_CONFIG
+
+
 # Words the tiny tokenizers know; any other word becomes <unk>.
 _WORD_TEXT = """
 a an the of in on at to with and or under over near by from into through above below
@@ -131,8 +137,11 @@ class LTXVideo(Family):
         )
         return assemble(transformer, vae, tiny_t5_encoder(), LTX_MAX_TOKENS)
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
-        """LTX-Video 0.9.0's transformer, VAE and T5-XXL with random weights, on `device`."""
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
+        """LTX-Video 0.9.0's transformer, VAE and T5-XXL with random weights, on `device`;
+        `blocks` as in `Family.build_random`."""
         from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
         from transformers import T5Config, T5EncoderModel
 
@@ -152,7 +161,7 @@ class LTXVideo(Family):
                     num_attention_heads=32,
                     attention_head_dim=64,
                     cross_attention_dim=2048,
-                    num_layers=28,
+                    num_layers=blocks or 28,
                     caption_channels=4096,
                 )
                 vae = AutoencoderKLLTXVideo(
@@ -167,7 +176,7 @@ class LTXVideo(Family):
                     patch_size_t=1,
                     timestep_conditioning=False,
                 )
-                text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
+                text_encoder = T5EncoderModel(T5Config(**t5_xxl_config(blocks)))
         finally:
             torch.set_default_dtype(previous)
         return assemble(transformer, vae, text_encoder, LTX_MAX_TOKENS)

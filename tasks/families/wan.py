@@ -119,9 +119,11 @@ class Wan(Family):
             scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
         )
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """The architecture of a full-size preset (configs as published on the Hub), random
-        weights, built directly on `device` in `dtype`."""
+        weights, built directly on `device` in `dtype`; `blocks` as in `Family.build_random`."""
         from diffusers import UniPCMultistepScheduler, WanPipeline
 
         if preset not in RANDOM_SHAPES:
@@ -132,7 +134,7 @@ class Wan(Family):
         torch.set_default_dtype(dtype)
         try:
             with device:
-                transformer, vae, text_encoder = wan_components(preset)
+                transformer, vae, text_encoder = wan_components(preset, blocks)
         finally:
             torch.set_default_dtype(previous)
         scheduler = UniPCMultistepScheduler(
@@ -158,8 +160,9 @@ RANDOM_SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def wan_components(preset: str) -> tuple[Any, Any, Any]:
-    """Transformer, VAE and UMT5-XXL encoder of `preset`, built on the current device."""
+def wan_components(preset: str, blocks: int | None = None) -> tuple[Any, Any, Any]:
+    """Transformer, VAE and UMT5-XXL encoder of `preset`, built on the current device; with
+    `blocks`, that many transformer blocks and one encoder layer."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -173,7 +176,7 @@ def wan_components(preset: str) -> tuple[Any, Any, Any]:
         text_dim=4096,
         freq_dim=256,
         ffn_dim=shape["ffn"],
-        num_layers=shape["layers"],
+        num_layers=blocks or shape["layers"],
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
@@ -201,7 +204,7 @@ def wan_components(preset: str) -> tuple[Any, Any, Any]:
             d_model=4096,
             d_kv=64,
             d_ff=10240,
-            num_layers=24,
+            num_layers=1 if blocks else 24,
             num_heads=64,
             feed_forward_proj="gated-gelu",
             relative_attention_num_buckets=32,
