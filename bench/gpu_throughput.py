@@ -7,17 +7,16 @@ Measures, in one process: the baseline (the model card's recipe: the family's dt
 size, and optionally with `torch.compile`. Both use a `<name>-random` preset, the exact
 architecture with random weights: no download, and the same FLOPs as the real model, at the
 family's native size, frames and steps unless told otherwise. Results go to the section
-`gpu_throughput/<model>` of bench/RESULTS.md.
+`gpu_throughput/<model>` of bench/RESULTS.md. With `--speed`, it measures the speed
+profiles instead (bench/gpu_speed.py), into the section `gpu_speed/<model>`.
 
-On the GPU machine (Python 3.12 with torch, transformers and accelerate; no Prefect,
-diffusers or imageio-ffmpeg, and a call carries at most 64 MiB), the engine needs only
-the two missing wheels (35 MB), downloaded here into the gitignored `.whl/`:
+A CUDA machine with Python, torch, transformers and accelerate needs no .venv: the engine
+imports no Prefect, and the wheels it lacks (diffusers, imageio-ffmpeg with its ffmpeg,
+torchao for FP8) come from `make bench-wheels`, run where pip can download, into `.whl/`:
 
-    make bench-wheels        # here: pip download diffusers==0.42.1 imageio-ffmpeg==0.6.0
-                             #   --no-deps -d .whl
-    make bench-gpu BENCH_MODEL=wan2.1-1.3b-random
-                             # there, with .whl carried along (device tool: carry [".whl"]):
-                             #   pip install --no-deps .whl/*.whl, then this module
+    make bench-wheels                                  # where pip can download
+    make bench-gpu BENCH_MODEL=wan2.1-1.3b-random      # on the CUDA machine, with .whl/
+    make bench-gpu-speed BENCH_MODEL=wan2.1-1.3b-random
 
 `--dry-run` runs the same code on CPU with the family's tiny preset in seconds (what the
 tests run).
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from bench.flops import VideoFlops, count_video_flops, peak_tflops
+from bench.gpu_speed import SPEED_METHOD, ProfileRun, measure_speeds, speed_table
 from bench.report import MISSING, RESULTS_MD, environment, markdown_table, number, write_section
 from bench.steady import Contender, busy_inside_render, run_loop
 from tasks.devices import get_pipeline, resolve_device
@@ -48,7 +48,7 @@ from tasks.loading import quiet_libraries
 from tasks.manifest import RenderRow
 from tasks.presets import PRESETS, ModelRef, build_in_memory, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
-from tasks.speed.levers import COMPILE_MODES
+from tasks.speed.levers import COMPILE_MODES, SPEEDS, Speed
 
 # What `--model` takes: presets built in memory, full-size with random weights or tiny.
 MODELS = tuple(name for name, preset in PRESETS.items() if preset.random or not preset.info.repo)
@@ -74,6 +74,7 @@ class Settings:
     videos: int  # per engine measurement, rounded up to whole batches
     baseline_videos: int
     compile_modes: tuple[str, ...]
+    speeds: tuple[Speed, ...]  # measure these profiles instead of the engine against the card
     peak_tflops: float | None
     out: Path
     dry_run: bool
@@ -111,24 +112,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = _settings(argv)
     device = resolve_device(settings.device)
     model = resolve_model(settings.model)
-    with tempfile.TemporaryDirectory(prefix="t2v-bench-") as scratch:
-        results = [measure_baseline(settings, device, Path(scratch))]
-        # The baseline's pipeline is garbage now; give its memory back before the engine's.
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        # Counted before `measure_engine` compiles the engine's pipeline in place.
-        flops = count_video_flops(get_pipeline(model, device), _rows(settings, 1)[0])
-        results += measure_engine(settings, device, Path(scratch))
-    section = results_section(settings, device, flops, results)
-    write_section(settings.out, section_name(settings.requested), section)
+    if settings.speeds:
+        rows = _rows(settings, settings.videos)
+        # Compiling takes minutes on CPU, even for a tiny model: a dry run renders uncompiled.
+        runs = measure_speeds(model, device, settings.speeds, rows, not settings.dry_run)
+        flops = count_video_flops(get_pipeline(model, device), rows[0])
+        section = speed_section(settings, device, flops, runs)
+    else:
+        with tempfile.TemporaryDirectory(prefix="t2v-bench-") as scratch:
+            results = [measure_baseline(settings, device, Path(scratch))]
+            # The baseline's pipeline is garbage now; give its memory back before the engine's.
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            # Counted before `measure_engine` compiles the engine's pipeline in place.
+            flops = count_video_flops(get_pipeline(model, device), _rows(settings, 1)[0])
+            results += measure_engine(settings, device, Path(scratch))
+        section = results_section(settings, device, flops, results)
+    write_section(settings.out, section_name(settings), section)
     print(section)
     return 0
 
 
-def section_name(model: str) -> str:
+def section_name(settings: Settings) -> str:
     """Each model's table has a section of its own, so runs of several models all stay."""
-    return f"gpu_throughput/{model}"
+    kind = "gpu_speed" if settings.speeds else "gpu_throughput"
+    return f"{kind}/{settings.requested}"
 
 
 def measure_baseline(settings: Settings, device: torch.device, scratch: Path) -> Measurement:
@@ -270,8 +279,7 @@ def results_section(
     settings: Settings, device: torch.device, flops: VideoFlops, results: list[Measurement]
 ) -> str:
     """The markdown section: what ran where, the table, and how each column is measured."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    peak = settings.peak_tflops or peak_tflops(name)
+    peak = _peak(settings, device)
     baseline = results[0]
     header = [
         "engine", "batch", "videos", "s/video", "videos/min", "× baseline",
@@ -288,31 +296,59 @@ def results_section(
             number(100 * m.render_s / m.wall_s, 1), number(100 * m.device_busy, 1),
             number(achieved, 1), number(None if peak is None else 100 * achieved / peak, 1),
         ])  # fmt: skip
-    family = settings.family
-    title = f"## GPU throughput: {settings.requested}"
-    if settings.dry_run:
-        title += (
-            f" — DRY RUN on CPU with {settings.model}, not a result\n\n"
-            "**The GPU table has not been measured yet** (no GPU was lent to the session that "
-            "wrote this). This table only shows the shape of the real one; run "
-            f"`make bench-gpu BENCH_MODEL={settings.requested}` on an H100 or H200 to "
-            "replace this section."
-        )
     dtype = "fp32" if device.type != "cuda" else DTYPE_NAMES[baseline_dtype(settings.model)]
     return "\n\n".join([
-        title,
-        environment(name),
+        *_preamble(settings, device, flops, "GPU throughput", "bench-gpu"),
+        f"Baseline: {dtype}, one prompt per call, the pipeline's own output"
+        + (", `enable_model_cpu_offload()`" if device.type == "cuda" else " (no offload on CPU)")
+        + f", written at {CARD_FPS[settings.family.name]} fps.",
+        markdown_table(header, rows),
+        METHOD,
+    ])  # fmt: skip
+
+
+def speed_section(
+    settings: Settings, device: torch.device, flops: VideoFlops, runs: list[ProfileRun]
+) -> str:
+    """The `--speed` section: what ran where, a row per profile, how it is measured."""
+    uncompiled = " A dry run renders every profile uncompiled." if settings.dry_run else ""
+    return "\n\n".join([
+        *_preamble(settings, device, flops, "GPU speed profiles", "bench-gpu-speed"),
+        speed_table(runs, flops, _peak(settings, device)),
+        SPEED_METHOD + uncompiled,
+    ])  # fmt: skip
+
+
+def _preamble(
+    settings: Settings, device: torch.device, flops: VideoFlops, title: str, target: str
+) -> list[str]:
+    """The title (marked in a dry run), the environment, and the shape and FLOPs of a video."""
+    family = settings.family
+    peak = _peak(settings, device)
+    heading = f"## {title}: {settings.requested}"
+    if settings.dry_run:
+        heading += (
+            f" — DRY RUN on CPU with {settings.model}, not a result\n\n"
+            "**The GPU table has not been measured yet.** This table only shows the shape of "
+            f"the real one; run `make {target} BENCH_MODEL={settings.requested}` on a CUDA "
+            "machine (module docstring of bench/gpu_throughput.py) to replace this section."
+        )
+    return [
+        heading,
+        environment(torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
         f"{settings.model} ({family.name}), {settings.height}×{settings.width}, "
         f"{settings.frames} frames, {settings.steps} steps, guidance "
         f"{family.rules.guidance_scale:g}. One video: {flops.total / 1e12:.3g} TFLOP "
         f"({flops.step / 1e12:.3g} per step with guidance; text encoding and decoding "
         f"{flops.rest / 1e12:.3g}); peak {MISSING if peak is None else f'{peak:g}'} TFLOP/s "
-        f"dense bf16. Baseline: {dtype}, one prompt per call, the pipeline's own output"
-        + (", `enable_model_cpu_offload()`" if device.type == "cuda" else " (no offload on CPU)")
-        + f", written at {CARD_FPS[family.name]} fps.",
-        markdown_table(header, rows),
-        METHOD,
-    ])  # fmt: skip
+        "dense bf16.",
+    ]
+
+
+def _peak(settings: Settings, device: torch.device) -> float | None:
+    if settings.peak_tflops:
+        return settings.peak_tflops
+    return peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 METHOD = """\
@@ -373,11 +409,19 @@ def _settings(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--frames", type=int, help=native)
     parser.add_argument("--steps", type=int, help=native)
     parser.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated")
-    parser.add_argument("--videos", type=int, default=16, help="per t2v-batch measurement")
+    parser.add_argument(
+        "--videos", type=int,
+        help="per t2v-batch measurement (default 16), or per profile with --speed (default 1)",
+    )  # fmt: skip
     parser.add_argument("--baseline-videos", type=int, default=4)
     parser.add_argument(
         "--compile", action="append", default=[], choices=COMPILE_MODES, metavar="MODE",
         help=f"also measure the fastest batch size compiled in MODE ({', '.join(COMPILE_MODES)})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--speed", nargs="+", default=[], choices=SPEEDS, metavar="SPEED",
+        help=f"measure these profiles ({'|'.join(SPEEDS)}; exact always, first) instead of "
+        "the engine against the model card",
     )  # fmt: skip
     parser.add_argument("--peak-tflops", type=float, help="override the GPU's dense bf16 peak")
     parser.add_argument("--out", type=Path, default=RESULTS_MD, help="markdown file to update")
@@ -392,13 +436,14 @@ def _settings(argv: Sequence[str] | None) -> Settings:
         args.device, args.model, args.model, args.height or rules.height,
         args.width or rules.width, args.frames or rules.num_frames,
         args.steps or rules.num_inference_steps,
-        tuple(int(size) for size in args.batch_sizes.split(",")), args.videos,
-        args.baseline_videos, tuple(args.compile), args.peak_tflops, args.out, args.dry_run,
+        tuple(int(size) for size in args.batch_sizes.split(",")),
+        args.videos or (1 if args.speed else 16), args.baseline_videos, tuple(args.compile),
+        tuple(args.speed), args.peak_tflops, args.out, args.dry_run,
     )  # fmt: skip
     if args.dry_run:
         settings = replace(
             settings, device="cpu", model=tiny_preset(args.model), batch_sizes=(1, 2),
-            videos=4, baseline_videos=2,
+            videos=1 if args.speed else 4, baseline_videos=2,
             # Every family takes these (frames 8k + 1, sides multiples of 32): CPU seconds.
             height=64, width=64, frames=9, steps=2,
         )  # fmt: skip

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from bench.report import MISSING, environment, markdown_table, number, publish_section
+from bench.similarity import psnr
 from tasks.families import Family
 from tasks.loading import place, quiet_libraries
 from tasks.manifest import RenderRow
@@ -82,34 +83,33 @@ def profile_caches(supports: Sequence[SpeedSupport]) -> list[str]:
 
 class BlockCalls:
     """Calls of one transformer block, computed or skipped: a step cache answers a skipped
-    call from its cache without running any of the block's layers."""
+    call from its cache without running any of the block's layers. The counts are tensors
+    changed in place: a compiled block would guard on a Python number's value and recompile
+    at every call."""
 
     def __init__(self, block: torch.nn.Module) -> None:
-        self.computed = 0
-        self.skipped = 0
-        self.ran = False
+        self.ran = torch.zeros((), dtype=torch.int64)
+        self.counts = torch.zeros(2, dtype=torch.int64)  # computed, skipped
         block.register_forward_pre_hook(self._enter)
         for layer in block.children():
             layer.register_forward_hook(self._layer_ran)
         block.register_forward_hook(self._leave)
 
     def _enter(self, *_: Any) -> None:
-        self.ran = False
+        self.ran.zero_()
 
     def _layer_ran(self, *_: Any) -> None:
-        self.ran = True
+        self.ran.fill_(1)
 
     def _leave(self, *_: Any) -> None:
-        if self.ran:
-            self.computed += 1
-        else:
-            self.skipped += 1
+        self.counts.add_(torch.stack([self.ran, 1 - self.ran]))
 
     def reset(self) -> None:
-        self.computed = self.skipped = 0
+        self.counts.zero_()
 
     def cell(self) -> str:
-        return f"{self.computed} / {self.skipped}"
+        computed, skipped = self.counts.tolist()
+        return f"{computed} / {skipped}"
 
 
 class DenoiserClock:
@@ -217,12 +217,6 @@ def measure(preset: str, shape: Shape, dry_run: bool) -> tuple[list[Run], float]
                 denoiser_s.append(clock.seconds)
             print(f"{preset} {run.contender.label}: {run.walls[-1]:.2f} s", file=sys.stderr)
     return runs, denoiser_s[exact.walls.index(exact.best_s)]
-
-
-def psnr(frames: np.ndarray, reference: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of uint8 frames against a reference; inf if equal."""
-    error = np.mean((frames.astype(np.float64) - reference.astype(np.float64)) ** 2)
-    return math.inf if error == 0 else 10 * math.log10(255**2 / error)
 
 
 def family_section(
