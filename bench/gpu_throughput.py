@@ -24,64 +24,35 @@ tests run).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from bench.card_baseline import (
+    CARD_FPS,
+    DTYPE_NAMES,
+    baseline_dtype,
+    baseline_pipeline,
+    export_like_diffusers,
+)
 from bench.flops import VideoFlops, count_video_flops, peak_tflops
+from bench.gpu_settings import Settings, batched_rows, bench_rows, parse_settings
 from bench.gpu_speed import SPEED_METHOD, ProfileRun, measure_speeds, speed_table
-from bench.report import MISSING, RESULTS_MD, environment, markdown_table, number, write_section
+from bench.report import MISSING, environment, markdown_table, number, write_section
 from bench.steady import Contender, busy_inside_render, run_loop
 from tasks.devices import get_pipeline, resolve_device
 from tasks.encode import encode_mp4
-from tasks.families import Family, family_of
-from tasks.loading import quiet_libraries
+from tasks.families import family_of
 from tasks.manifest import RenderRow
-from tasks.presets import PRESETS, ModelRef, build_in_memory, resolve_model
+from tasks.presets import ModelRef, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
-from tasks.speed.levers import COMPILE_MODES, SPEEDS, Speed
-
-# What `--model` takes: presets built in memory, full-size with random weights or tiny.
-MODELS = tuple(name for name, preset in PRESETS.items() if preset.random or not preset.info.repo)
-EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default, which ModelScope's card keeps
-# The frame rate each model card passes to `export_to_video`.
-CARD_FPS = {"ModelScope": EXPORT_TO_VIDEO_FPS, "Wan": 16, "LTX-Video": 24, "CogVideoX": 8}
-# The dtype each model card loads its pipeline in: the weights' own (ms-1.7b's fp16 variant,
-# CogVideoX-2b trained in fp16); every other card loads bf16.
-CARD_DTYPES = {"ms-1.7b": torch.float16, "cogvideox-2b": torch.float16}
-DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-@dataclass(frozen=True)
-class Settings:
-    device: str
-    model: str  # the preset that runs: `requested`, or its family's tiny preset in a dry run
-    requested: str  # the preset asked for, which names the section of RESULTS.md
-    height: int
-    width: int
-    frames: int
-    steps: int
-    batch_sizes: tuple[int, ...]
-    videos: int  # per engine measurement, rounded up to whole batches
-    baseline_videos: int
-    compile_modes: tuple[str, ...]
-    speeds: tuple[Speed, ...]  # measure these profiles instead of the engine against the card
-    peak_tflops: float | None
-    out: Path
-    dry_run: bool
-
-    @property
-    def family(self) -> Family:
-        return PRESETS[self.model].family
 
 
 @dataclass(frozen=True)
@@ -109,11 +80,11 @@ class Measurement:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = _settings(argv)
+    settings = parse_settings(argv)
     device = resolve_device(settings.device)
     model = resolve_model(settings.model)
     if settings.speeds:
-        rows = _rows(settings, settings.videos)
+        rows = bench_rows(settings, settings.videos)
         # Compiling takes minutes on CPU, even for a tiny model: a dry run renders uncompiled.
         runs = measure_speeds(model, device, settings.speeds, rows, not settings.dry_run)
         flops = count_video_flops(get_pipeline(model, device), rows[0])
@@ -126,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             # Counted before `measure_engine` compiles the engine's pipeline in place.
-            flops = count_video_flops(get_pipeline(model, device), _rows(settings, 1)[0])
+            flops = count_video_flops(get_pipeline(model, device), bench_rows(settings, 1)[0])
             results += measure_engine(settings, device, Path(scratch))
         section = results_section(settings, device, flops, results)
     write_section(settings.out, section_name(settings), section)
@@ -154,69 +125,7 @@ def measure_baseline(settings: Settings, device: torch.device, scratch: Path) ->
 
     save = partial(export_like_diffusers, fps=CARD_FPS[family.name])
     contender = Contender("baseline (model card)", 1, render, save, False)
-    return measure(contender, _rows(settings, settings.baseline_videos), scratch, device)
-
-
-def baseline_pipeline(model: str, device: torch.device) -> Any:
-    """The model card's set-up: its dtype, its scheduler, `enable_model_cpu_offload()`.
-
-    Offload, per card: ModelScope's calls `enable_model_cpu_offload()`; CogVideoX's calls
-    it too and names sequential offload and VAE slicing/tiling as further memory savers;
-    Wan's and LTX-Video's diffusers snippets load to the GPU and diffusers' docs for both
-    give model offload as the memory recipe. Model offload is used for all four: it keeps
-    the call's shape and costs one host-device copy of each component per call, where
-    sequential offload would copy every layer every step.
-    """
-    preset = PRESETS[model]
-    family = preset.family
-    quiet_libraries()
-    dtype = baseline_dtype(model) if device.type == "cuda" else torch.float32
-    pipe = build_in_memory(resolve_model(model), device, dtype).to(device=device, dtype=dtype)
-    for name, component_dtype in family.component_dtypes(dtype).items():
-        getattr(pipe, name).to(dtype=component_dtype)  # Wan's card loads its VAE in fp32
-    if family.name == "ModelScope":
-        from diffusers import DPMSolverMultistepScheduler
-
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
-        pipe.enable_model_cpu_offload(device=device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def baseline_dtype(model: str) -> torch.dtype:
-    """The dtype the model card of `model`'s preset loads its pipeline in, on a GPU."""
-    return CARD_DTYPES.get(PRESETS[model].info.name, torch.bfloat16)
-
-
-def export_like_diffusers(
-    frames: np.ndarray, row: RenderRow, folder: Path, fps: int = EXPORT_TO_VIDEO_FPS
-) -> None:
-    """`diffusers.utils.export_to_video` without the `imageio` package it needs.
-
-    The same steps: float frames × 255 cast to uint8 (PIL frames are uint8 already),
-    written by imageio's ffmpeg writer defaults (libx264, yuv420p, quality 5, 16-pixel
-    macro blocks) at `fps`.
-    """
-    import imageio_ffmpeg
-
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(folder / f"baseline-{row.id}.mp4"),
-        (width, height),
-        fps=fps,
-        quality=5,
-        codec="libx264",
-        pix_fmt_out="yuv420p",
-        macro_block_size=16,
-        ffmpeg_log_level="error",
-    )
-    writer.send(None)
-    for frame in frames:
-        pixels = frame if frame.dtype == np.uint8 else (frame * 255).astype(np.uint8)
-        # imageio's ffmpeg plugin makes each frame contiguous before handing it on.
-        writer.send(np.ascontiguousarray(pixels))
-    writer.close()
+    return measure(contender, bench_rows(settings, settings.baseline_videos), scratch, device)
 
 
 def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> list[Measurement]:
@@ -225,14 +134,14 @@ def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> l
     results = []
     for batch_size in settings.batch_sizes:
         contender = _engine(f"t2v-batch b={batch_size}", model, device, batch_size)
-        results.append(measure(contender, _batched_rows(settings, batch_size), scratch, device))
+        results.append(measure(contender, batched_rows(settings, batch_size), scratch, device))
     fastest = max(results, key=lambda m: m.videos_per_minute).batch_size
     for mode in settings.compile_modes:
         # Module.compile wraps the denoiser's original forward again, so modes do not stack.
         pipe = get_pipeline(model, device)
         family_of(pipe).denoiser(pipe).compile(mode=mode)
         contender = _engine(f"t2v-batch b={fastest} compile={mode}", model, device, fastest)
-        results.append(measure(contender, _batched_rows(settings, fastest), scratch, device))
+        results.append(measure(contender, batched_rows(settings, fastest), scratch, device))
     return results
 
 
@@ -364,90 +273,6 @@ GPU GiB*: `torch.cuda.max_memory_allocated`. *TFLOP/s*: FLOPs of one video (coun
 × videos / wall; *MFU %*: that over the GPU's dense bf16 peak. The baseline writes with
 `imageio_ffmpeg.write_frames` and the settings of `export_to_video`, which needs the
 `imageio` package, not a dependency here."""
-
-
-def _rows(settings: Settings, count: int) -> list[RenderRow]:
-    rules = settings.family.rules
-    return [
-        RenderRow(
-            line=n + 1,
-            id=f"bench-{n}",
-            prompt=f"a fox running through fresh snow at dawn, shot number {n}",
-            negative_prompt=rules.negative_prompt,
-            seed=n,
-            num_frames=settings.frames,
-            height=settings.height,
-            width=settings.width,
-            num_inference_steps=settings.steps,
-            guidance_scale=rules.guidance_scale,
-            fps=rules.fps,
-        )
-        for n in range(count)
-    ]
-
-
-def _batched_rows(settings: Settings, batch_size: int) -> list[RenderRow]:
-    """`settings.videos` rows rounded up to whole batches, so every call has a full batch."""
-    return _rows(settings, -(-settings.videos // batch_size) * batch_size)
-
-
-def tiny_preset(model: str) -> str:
-    """The tiny preset of `model`'s family: what a dry run renders instead."""
-    family = PRESETS[model].family
-    return next(info.name for info in family.presets if info.repo is None)
-
-
-def _settings(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.gpu_throughput", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model", default="ms-1.7b-random", choices=MODELS)
-    native = "default: the family's native value"
-    parser.add_argument("--height", type=int, help=native)
-    parser.add_argument("--width", type=int, help=native)
-    parser.add_argument("--frames", type=int, help=native)
-    parser.add_argument("--steps", type=int, help=native)
-    parser.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated")
-    parser.add_argument(
-        "--videos", type=int,
-        help="per t2v-batch measurement (default 16), or per profile with --speed (default 1)",
-    )  # fmt: skip
-    parser.add_argument("--baseline-videos", type=int, default=4)
-    parser.add_argument(
-        "--compile", action="append", default=[], choices=COMPILE_MODES, metavar="MODE",
-        help=f"also measure the fastest batch size compiled in MODE ({', '.join(COMPILE_MODES)})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--speed", nargs="+", default=[], choices=SPEEDS, metavar="SPEED",
-        help=f"measure these profiles ({'|'.join(SPEEDS)}; exact always, first) instead of "
-        "the engine against the model card",
-    )  # fmt: skip
-    parser.add_argument("--peak-tflops", type=float, help="override the GPU's dense bf16 peak")
-    parser.add_argument("--out", type=Path, default=RESULTS_MD, help="markdown file to update")
-    parser.add_argument(
-        "--dry-run", action="store_true",
-        help="CPU, the family's tiny preset, 64×64, 9 frames, 2 steps, batch sizes 1,2: "
-        "seconds, not results",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    rules = PRESETS[args.model].family.rules
-    settings = Settings(
-        args.device, args.model, args.model, args.height or rules.height,
-        args.width or rules.width, args.frames or rules.num_frames,
-        args.steps or rules.num_inference_steps,
-        tuple(int(size) for size in args.batch_sizes.split(",")),
-        args.videos or (1 if args.speed else 16), args.baseline_videos, tuple(args.compile),
-        tuple(args.speed), args.peak_tflops, args.out, args.dry_run,
-    )  # fmt: skip
-    if args.dry_run:
-        settings = replace(
-            settings, device="cpu", model=tiny_preset(args.model), batch_sizes=(1, 2),
-            videos=1 if args.speed else 4, baseline_videos=2,
-            # Every family takes these (frames 8k + 1, sides multiples of 32): CPU seconds.
-            height=64, width=64, frames=9, steps=2,
-        )  # fmt: skip
-    return settings
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ import torch
 
 from bench import scale, slot_handoff, speed
 from bench.bare_loop import render_manifest_bare
+from bench.card_baseline import export_like_diffusers
 from bench.cpu_overhead import Fit, Shape, write_manifest
 from bench.flops import count_video_flops
+from bench.gpu_settings import parse_settings
 from bench.gpu_speed import speeds_to_measure
-from bench.gpu_throughput import _settings, export_like_diffusers, section_name
+from bench.gpu_throughput import section_name
 from bench.manifest_scale import baseline_mib, measure, section
 from bench.report import RESULTS_MD, markdown_table, write_section
 from bench.similarity import psnr, ssim
@@ -37,13 +39,14 @@ DRY_RUNS = {
     "ltx-video-random": "tiny-ltx",
     "cogvideox-2b-random": "tiny-cogvideox",
 }
-# What the GPU machine lacks: the engine and its benchmark must run without them.
-NOT_ON_THE_GPU_MACHINE = ("prefect", "boto3", "pydantic", "pydantic_settings")
+# What a CUDA machine with only torch, transformers and accelerate lacks: the engine and
+# its benchmark must run without them.
+ABSENT_ON_CUDA = ("prefect", "boto3", "pydantic", "pydantic_settings")
 
 
 def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a fresh interpreter where the packages the GPU machine lacks fail to import."""
-    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in NOT_ON_THE_GPU_MACHINE)
+    """Run `code` in a fresh interpreter where Prefect, boto3 and pydantic fail to import."""
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in ABSENT_ON_CUDA)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, "-c", f"import sys; {blocked}{code}"],
@@ -55,11 +58,9 @@ def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_gpu_benchmark_imports_nothing_the_gpu_machine_lacks() -> None:
+def test_gpu_benchmark_imports_no_prefect_boto3_or_pydantic() -> None:
     imported = "{name.split('.')[0] for name in sys.modules}"
-    code = (
-        f"import sys, bench.gpu_throughput; assert not {imported} & {set(NOT_ON_THE_GPU_MACHINE)}"
-    )
+    code = f"import sys, bench.gpu_throughput; assert not {imported} & {set(ABSENT_ON_CUDA)}"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -80,7 +81,7 @@ def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    assert f"<!-- {section_name(_settings(['--model', model]))}: begin -->" in text
+    assert f"<!-- {section_name(parse_settings(['--model', model]))}: begin -->" in text
     assert f"## GPU throughput: {model} — DRY RUN on CPU with {tiny}, not a result" in text
     assert "The GPU table has not been measured yet" in text
     assert "64×64, 9 frames, 2 steps" in text
@@ -133,10 +134,10 @@ def test_gpu_speed_measures_exact_first_and_each_profile_once() -> None:
     assert speeds_to_measure(["fastest", "exact", "fast", "fastest"]) == [
         "exact", "fastest", "fast",
     ]  # fmt: skip
-    settings = _settings(["--model", "wan2.1-1.3b-random", "--speed", "fast"])
+    settings = parse_settings(["--model", "wan2.1-1.3b-random", "--speed", "fast"])
     assert (settings.speeds, settings.videos) == (("fast",), 1)
     assert section_name(settings) == "gpu_speed/wan2.1-1.3b-random"
-    assert _settings(["--model", "wan2.1-1.3b-random"]).videos == 16
+    assert parse_settings(["--model", "wan2.1-1.3b-random"]).videos == 16
 
 
 def test_speed_dry_run_prints_every_family_s_contenders_and_writes_nothing(
@@ -211,15 +212,15 @@ def test_a_unet_has_no_blocks_to_slice() -> None:
 @pytest.mark.parametrize("model", DRY_RUNS)
 def test_gpu_benchmark_defaults_to_the_family_s_native_shape(model: str) -> None:
     rules = PRESETS[model].family.rules
-    settings = _settings(["--model", model])
+    settings = parse_settings(["--model", model])
     assert (settings.model, settings.height, settings.width) == (model, rules.height, rules.width)
     assert (settings.frames, settings.steps) == (rules.num_frames, rules.num_inference_steps)
 
 
 def test_gpu_benchmark_of_wan_runs_480x832_81_frames_50_steps() -> None:
-    settings = _settings(["--model", "wan2.1-1.3b-random", "--width", "480"])
+    settings = parse_settings(["--model", "wan2.1-1.3b-random", "--width", "480"])
     assert (settings.height, settings.width, settings.frames, settings.steps) == (480, 480, 81, 50)
-    dry = _settings(["--model", "wan2.1-1.3b-random", "--dry-run"])
+    dry = parse_settings(["--model", "wan2.1-1.3b-random", "--dry-run"])
     assert (dry.model, dry.requested, dry.device) == ("tiny-wan", "wan2.1-1.3b-random", "cpu")
 
 
