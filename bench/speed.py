@@ -144,14 +144,16 @@ class Run:
     first: BlockCalls
     last: BlockCalls
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # this process's CPU seconds, all threads
     frames: np.ndarray | None = None
 
     def render(self, row: RenderRow) -> None:
         self.first.reset()
         self.last.reset()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         (video,) = render_batch(self.pipe, [row])
         self.walls.append(time.perf_counter() - started)
+        self.cpus.append(time.process_time() - cpu)
         self.frames = video.frames
 
     @property
@@ -162,6 +164,11 @@ class Run:
     def best_s(self) -> float:
         """The fastest warm call: a compiled pipeline's first call compiles."""
         return min(self.walls[1:] if self.compiled else self.walls)
+
+    @property
+    def best_cpu_s(self) -> float:
+        """CPU seconds of the least busy warm call: other processes' load hardly moves it."""
+        return min(self.cpus[1:] if self.compiled else self.cpus)
 
     @property
     def compile_s(self) -> float | None:
@@ -181,10 +188,17 @@ def prepare(pipe: Any, family: Family, contender: Contender) -> Run:
     return Run(contender, clone, report, first, last)
 
 
-def measure(preset: str, shape: Shape, dry_run: bool) -> tuple[list[Run], float]:
+@dataclass(frozen=True)
+class Measured:
+    runs: list[Run]
+    denoiser_s: float  # of exact's fastest call
+    load: tuple[float, float]  # the 1-minute load average before and after
+
+
+def measure(preset: str, shape: Shape, dry_run: bool) -> Measured:
     """Every contender of `preset`'s family on one row, interleaved: a first round, then
     ROUNDS timed ones. A contender whose levers all skip here is listed, not rendered.
-    Also the seconds of exact's fastest call spent in its denoiser."""
+    Also the seconds of exact's fastest call spent in its denoiser, and the machine's load."""
     family = PRESETS[preset].family
     device = torch.device("cpu")
     quiet_libraries()
@@ -203,6 +217,7 @@ def measure(preset: str, shape: Shape, dry_run: bool) -> tuple[list[Run], float]
         1, "bench", "a fox running through fresh snow at dawn", "", 1, shape.frames,
         shape.size, shape.size, shape.steps, rules.guidance_scale, rules.fps,
     )  # fmt: skip
+    load_before = os.getloadavg()[0]
     exact = runs[0]
     clock = DenoiserClock(family.denoiser(exact.pipe))
     denoiser_s = []
@@ -216,30 +231,32 @@ def measure(preset: str, shape: Shape, dry_run: bool) -> tuple[list[Run], float]
             if run is exact:
                 denoiser_s.append(clock.seconds)
             print(f"{preset} {run.contender.label}: {run.walls[-1]:.2f} s", file=sys.stderr)
-    return runs, denoiser_s[exact.walls.index(exact.best_s)]
+    load = (load_before, os.getloadavg()[0])
+    return Measured(runs, denoiser_s[exact.walls.index(exact.best_s)], load)
 
 
-def family_section(
-    preset: str, shape: Shape, runs: list[Run], denoiser_s: float, dry_run: bool
-) -> str:
+def family_section(preset: str, shape: Shape, measured: Measured, dry_run: bool) -> str:
+    runs = measured.runs
     exact = runs[0]
     assert exact.frames is not None
     header = [
-        "contender", "levers applied", "skipped", "wall s", "× exact", "first block computed / "
-        "skipped", "last block computed / skipped", "compile s", "PSNR dB vs exact",
+        "contender", "levers applied", "skipped", "wall s", "× exact", "CPU s", "CPU × exact",
+        "first block computed / skipped", "last block computed / skipped", "compile s",
+        "PSNR dB vs exact",
     ]  # fmt: skip
     rows = []
     for run in runs:
         applied = ", ".join(f"{name} {value}" for name, value in run.report.applied.items())
         skipped = "; ".join(f"{name} {why}" for name, why in run.report.skipped.items())
         if run.frames is None:
-            rows.append([run.contender.label, "none", skipped] + [MISSING] * 6)
+            rows.append([run.contender.label, "none", skipped] + [MISSING] * 8)
             continue
-        ratio = exact.best_s / run.best_s
         quality = psnr(run.frames, exact.frames)
         rows.append([
             run.contender.label, applied or "none", skipped or "none", number(run.best_s),
-            number(ratio), run.first.cell(), run.last.cell(), number(run.compile_s, 1),
+            number(exact.best_s / run.best_s), number(run.best_cpu_s),
+            number(exact.best_cpu_s / run.best_cpu_s), run.first.cell(), run.last.cell(),
+            number(run.compile_s, 1),
             "identical" if math.isinf(quality) else number(quality, 1),
         ])  # fmt: skip
     family = PRESETS[preset].family
@@ -250,13 +267,14 @@ def family_section(
     )  # fmt: skip
     return "\n\n".join([
         title + (" — DRY RUN with the tiny preset, not a result" if dry_run else ""),
-        environment("CPU") + f" {torch.get_num_threads()} threads.",
+        environment("CPU") + f" {torch.get_num_threads()} threads; 1-minute load average "
+        f"{measured.load[0]:.1f} before, {measured.load[1]:.1f} after (2 cores, shared).",
         f"{model}, random weights, fp32; one video of {shape.frames} frames, "
         f"{shape.size}×{shape.size}, {shape.steps} steps, guidance "
         f"{family.rules.guidance_scale:g}. Fastest of {ROUNDS} interleaved rounds, after a "
         "first call that compiles for compiled contenders. Of exact's "
-        f"{exact.best_s:.2f} s, {denoiser_s:.2f} s are in the denoiser, what the levers act "
-        "on; the rest is the text encoder, the VAE decode and the scheduler.",
+        f"{exact.best_s:.2f} s, {measured.denoiser_s:.2f} s are in the denoiser, what the "
+        "levers act on; the rest is the text encoder, the VAE decode and the scheduler.",
         markdown_table(header, rows),
         METHOD,
     ])  # fmt: skip
@@ -269,7 +287,9 @@ not at all, so its skips and PSNR here say nothing of a trained model's; a fixed
 cache (TaylorSeer) skips the same calls on any weights, so its ratio is a fair proxy. The
 thresholds are the family's profile settings, chosen from published guidance, never tuned
 here. *wall s*: the whole pipeline call (text encoder, denoising, VAE decode) through
-`tasks.render.render_batch`. *computed / skipped*: calls of the block during the video
+`tasks.render.render_batch`. *CPU s*: the CPU time of this process in that call (its
+threads, not inductor's compile workers), which other work on the cores hardly moves:
+under load, its ratio is the steadier one. *computed / skipped*: calls of the block during the video
 (forward hooks on the block and its layers: a skipped call runs none of its layers;
 guidance makes 2 calls per step unless the family batches them). *compile s*: the first
 call minus the fastest warm one, with an empty inductor cache; a later contender of the
@@ -312,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Compile seconds are a cold start's, whatever earlier runs left in t2v's cache.
         os.environ[INDUCTOR_CACHE_ENV] = inductor
         for preset in TRANSFORMER_PRESETS:
-            runs, denoiser_s = measure(preset, shape, args.dry_run)
-            text = family_section(preset, shape, runs, denoiser_s, args.dry_run)
+            measured = measure(preset, shape, args.dry_run)
+            text = family_section(preset, shape, measured, args.dry_run)
             publish_section(f"speed/{preset}", text, args.dry_run)
     publish_section(f"speed/{UNET_PRESET}", unet_section(), args.dry_run)
     return 0

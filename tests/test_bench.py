@@ -157,7 +157,8 @@ def test_speed_dry_run_prints_every_family_s_contenders_and_writes_nothing(
     for line in lines:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         # exact skips no block call and is its own reference.
-        assert cells[4] == "1.00" and cells[5].endswith(" / 0") and cells[6].endswith(" / 0")
+        assert cells[4] == cells[6] == "1.00"
+        assert cells[7].endswith(" / 0") and cells[8].endswith(" / 0")
         assert cells[-1] == "identical"
     # The UNet family: every step cache skips, with its reason; compiling applies.
     assert (
