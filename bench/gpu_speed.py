@@ -112,9 +112,9 @@ SPEED_METHOD = """\
 How it is measured: `exact` first, then each profile with its own pipeline (the family's
 levers applied through `tasks.speed.apply_levers`): a warm-up call at 2 steps (it compiles
 and hooks the caches), then the rows one per call through `tasks.render.render_rows`, the
-same rows and seeds for every profile. *TFLOP/s* and *MFU %* count the exact video's FLOPs
-for every profile, so a cache that skips steps shows as a higher effective rate. *PSNR*
-and *SSIM* (11×11 Gaussian window) compare the first row's uint8 frames with exact's.
-Random weights: a threshold cache (first-block) skips by accident or not at all on them,
-so its ratio and PSNR here are not those of trained weights; kernels, compiling and FP8
-cost and save the same on any weights."""
+same rows and seeds for every profile; *s/video* is rendering only, no encoding. *TFLOP/s*
+and *MFU %* count the exact video's FLOPs for every profile, so a cache that skips steps
+shows as a higher effective rate. *PSNR* and *SSIM* (11×11 Gaussian window) compare the
+first row's uint8 frames with exact's. Random weights: a threshold cache (first-block)
+skips by accident or not at all on them, so its ratio and PSNR here are not those of
+trained weights; kernels, compiling and FP8 cost and save the same on any weights."""
