@@ -50,7 +50,7 @@ class Shape:
     steps: int
 
 
-SHAPE = Shape(frames=17, size=64, steps=30)
+SHAPE = Shape(frames=9, size=64, steps=30)
 DRY_SHAPE = Shape(frames=9, size=32, steps=4)
 
 
