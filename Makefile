@@ -109,7 +109,8 @@ bench-manifest: $(STAMP)
 bench-slots: $(STAMP)
 	$(PY) -m bench.slot_handoff
 
-# The speed levers on a slice of each transformer family's architecture: ~10 min on 2 cores.
+# The speed levers on a slice of each transformer family's architecture: about an hour on
+# 2 cores shared with other work (load average 3 to 10).
 bench-speed: $(STAMP)
 	$(PY) -m bench.speed
 
