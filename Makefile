@@ -8,8 +8,9 @@ PG_DATA ?= $(HOME)/.local/share/t2v/postgres
 PG_PORT ?= 5432
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test lint browser postgres postgres-stop clean server pool gpu-limit crash-detection deploy-code \
-	deploy worker control-worker bench-cpu bench-manifest bench-slots bench-wheels bench-gpu bench-scale
+.PHONY: setup demo test lint browser postgres postgres-stop clean server pool gpu-limit \
+	crash-detection deploy-code deploy worker control-worker bench-cpu bench-manifest bench-slots \
+	bench-scale bench-speed bench-wheels gpu-wheels bench-gpu bench-gpu-speed
 
 setup: $(STAMP)
 
@@ -125,20 +126,35 @@ bench-manifest: $(STAMP)
 bench-slots: $(STAMP)
 	$(PY) -m bench.slot_handoff
 
+# The speed levers on a slice of each transformer family's architecture: about an hour on
+# 2 cores shared with other work (load average 3 to 10).
+bench-speed: $(STAMP)
+	$(PY) -m bench.speed
+
 # A real server, `make deploy` and 1 then 2 `make worker`s on loopback: minutes, not seconds.
 bench-scale: $(STAMP)
 	$(PY) -m bench.scale
 
-# For a CUDA machine that has torch, transformers and accelerate but no .venv: copy these
-# wheels there in .whl/ (gitignored) with the repository, then run `make bench-gpu` with its
-# python3. imageio-ffmpeg 0.6.0 rather than constraints.txt's 0.8.1: its wheel is 29.5 MB
-# against 66 MB, small enough for a copy capped at 64 MiB, and bundles the same libx264.
+# A CUDA machine with torch, transformers and accelerate needs no .venv for the GPU
+# benchmarks, only these wheels (into .whl/, gitignored; torchao for FP8): download them
+# here, copy the repository with .whl/ there, and run the bench-gpu targets with its python3.
+# imageio-ffmpeg 0.6.0 rather than constraints.txt's 0.8.1: its wheel is 29.5 MB against
+# 66 MB, small enough for a copy capped at 64 MiB, and bundles the same libx264.
 bench-wheels: $(STAMP)
 	$(PY) -m pip download --quiet --no-deps -d .whl diffusers==0.42.1 imageio-ffmpeg==0.6.0
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 -d .whl torchao==0.18.0
 
-bench-gpu:
+gpu-wheels:
 	python3 -m pip install --quiet --no-deps .whl/*.whl
+
+bench-gpu: gpu-wheels
 	python3 -m bench.gpu_throughput --model $(or $(BENCH_MODEL),ms-1.7b-random) $(or $(BENCH_ARGS),--compile default)
+
+# exact, fast and fastest of one preset at its native size: one video each after a 2-step
+# warm-up, sized for under 10 min on one H100 (wan2.1-1.3b, ltx-video, cogvideox-2b).
+bench-gpu-speed: gpu-wheels
+	python3 -m bench.gpu_throughput --model $(or $(BENCH_MODEL),wan2.1-1.3b-random) --speed exact fast fastest
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

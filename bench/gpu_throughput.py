@@ -7,17 +7,16 @@ Measures, in one process: the baseline (the model card's recipe: the family's dt
 size, and optionally with `torch.compile`. Both use a `<name>-random` preset, the exact
 architecture with random weights: no download, and the same FLOPs as the real model, at the
 family's native size, frames and steps unless told otherwise. Results go to the section
-`gpu_throughput/<model>` of bench/RESULTS.md.
+`gpu_throughput/<model>` of bench/RESULTS.md. With `--speed`, it measures the speed
+profiles instead (bench/gpu_speed.py), into the section `gpu_speed/<model>`.
 
-On the GPU machine (Python 3.12 with torch, transformers and accelerate; no Prefect,
-diffusers or imageio-ffmpeg, and a call carries at most 64 MiB), the engine needs only
-the two missing wheels (35 MB), downloaded here into the gitignored `.whl/`:
+A CUDA machine with Python, torch, transformers and accelerate needs no .venv: the engine
+imports no Prefect, and the wheels it lacks (diffusers, imageio-ffmpeg with its ffmpeg,
+torchao for FP8) come from `make bench-wheels`, run where pip can download, into `.whl/`:
 
-    make bench-wheels        # here: pip download diffusers==0.42.1 imageio-ffmpeg==0.6.0
-                             #   --no-deps -d .whl
-    make bench-gpu BENCH_MODEL=wan2.1-1.3b-random
-                             # there, with .whl carried along (device tool: carry [".whl"]):
-                             #   pip install --no-deps .whl/*.whl, then this module
+    make bench-wheels                                  # where pip can download
+    make bench-gpu BENCH_MODEL=wan2.1-1.3b-random      # on the CUDA machine, with .whl/
+    make bench-gpu-speed BENCH_MODEL=wan2.1-1.3b-random
 
 `--dry-run` runs the same code on CPU with the family's tiny preset in seconds (what the
 tests run).
@@ -25,57 +24,34 @@ tests run).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from bench.card_baseline import (
+    DTYPE_NAMES,
+    baseline_dtype,
+    baseline_pipeline,
+    export_like_diffusers,
+)
 from bench.flops import VideoFlops, count_video_flops, peak_tflops
-from bench.report import MISSING, RESULTS_MD, environment, markdown_table, number, write_section
+from bench.gpu_settings import Settings, batched_rows, bench_rows, parse_settings
+from bench.gpu_speed import SPEED_METHOD, ProfileRun, measure_speeds, speed_table
+from bench.report import MISSING, environment, markdown_table, number, write_section
 from bench.steady import Contender, busy_inside_render, run_loop
 from tasks.devices import get_pipeline, resolve_device
 from tasks.encode import encode_mp4
-from tasks.families import Family, family_of
-from tasks.loading import quiet_libraries
+from tasks.families import family_of
 from tasks.manifest import RenderRow
-from tasks.presets import PRESETS, ModelRef, build_in_memory, preset_rules, resolve_model
+from tasks.presets import ModelRef, resolve_model
 from tasks.render import FailedRender, RenderOutcome, render_rows
-from tasks.speed.levers import COMPILE_MODES
-
-# What `--model` takes: presets built in memory, full-size with random weights or tiny.
-MODELS = tuple(name for name, preset in PRESETS.items() if preset.random or not preset.info.repo)
-EXPORT_TO_VIDEO_FPS = 10  # diffusers' export_to_video default
-DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-
-
-@dataclass(frozen=True)
-class Settings:
-    device: str
-    model: str  # the preset that runs: `requested`, or its family's tiny preset in a dry run
-    requested: str  # the preset asked for, which names the section of RESULTS.md
-    height: int
-    width: int
-    frames: int
-    steps: int
-    batch_sizes: tuple[int, ...]
-    videos: int  # per engine measurement, rounded up to whole batches
-    baseline_videos: int
-    compile_modes: tuple[str, ...]
-    peak_tflops: float | None
-    out: Path
-    dry_run: bool
-
-    @property
-    def family(self) -> Family:
-        return PRESETS[self.model].family
 
 
 @dataclass(frozen=True)
@@ -103,27 +79,35 @@ class Measurement:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = _settings(argv)
+    settings = parse_settings(argv)
     device = resolve_device(settings.device)
     model = resolve_model(settings.model)
-    with tempfile.TemporaryDirectory(prefix="t2v-bench-") as scratch:
-        results = [measure_baseline(settings, device, Path(scratch))]
-        # The baseline's pipeline is garbage now; give its memory back before the engine's.
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        # Counted before `measure_engine` compiles the engine's pipeline in place.
-        flops = count_video_flops(get_pipeline(model, device), _rows(settings, 1)[0])
-        results += measure_engine(settings, device, Path(scratch))
-    section = results_section(settings, device, flops, results)
-    write_section(settings.out, section_name(settings.requested), section)
+    if settings.speeds:
+        rows = bench_rows(settings, settings.videos)
+        # Compiling takes minutes on CPU, even for a tiny model: a dry run renders uncompiled.
+        runs = measure_speeds(model, device, settings.speeds, rows, not settings.dry_run)
+        flops = count_video_flops(get_pipeline(model, device), rows[0])
+        section = speed_section(settings, device, flops, runs)
+    else:
+        with tempfile.TemporaryDirectory(prefix="t2v-bench-") as scratch:
+            results = [measure_baseline(settings, device, Path(scratch))]
+            # The baseline's pipeline is garbage now; give its memory back before the engine's.
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            # Counted before `measure_engine` compiles the engine's pipeline in place.
+            flops = count_video_flops(get_pipeline(model, device), bench_rows(settings, 1)[0])
+            results += measure_engine(settings, device, Path(scratch))
+        section = results_section(settings, device, flops, results)
+    write_section(settings.out, section_name(settings), section)
     print(section)
     return 0
 
 
-def section_name(model: str) -> str:
+def section_name(settings: Settings) -> str:
     """Each model's table has a section of its own, so runs of several models all stay."""
-    return f"gpu_throughput/{model}"
+    kind = "gpu_speed" if settings.speeds else "gpu_throughput"
+    return f"{kind}/{settings.requested}"
 
 
 def measure_baseline(settings: Settings, device: torch.device, scratch: Path) -> Measurement:
@@ -140,66 +124,7 @@ def measure_baseline(settings: Settings, device: torch.device, scratch: Path) ->
 
     save = partial(export_like_diffusers, fps=family.card_fps)
     contender = Contender("baseline (model card)", 1, render, save, False)
-    return measure(contender, _rows(settings, settings.baseline_videos), scratch, device)
-
-
-def baseline_pipeline(model: str, device: torch.device) -> Any:
-    """The model card's set-up: its dtype, its scheduler, `enable_model_cpu_offload()`.
-
-    Offload, per card: ModelScope's calls `enable_model_cpu_offload()`; CogVideoX's calls
-    it too and names sequential offload and VAE slicing/tiling as further memory savers;
-    Wan's and LTX-Video's diffusers snippets load to the GPU and diffusers' docs for both
-    give model offload as the memory recipe. Model offload is used for all four: it keeps
-    the call's shape and costs one host-device copy of each component per call, where
-    sequential offload would copy every layer every step.
-    """
-    preset = PRESETS[model]
-    family = preset.family
-    quiet_libraries()
-    dtype = baseline_dtype(model) if device.type == "cuda" else torch.float32
-    pipe = build_in_memory(resolve_model(model), device, dtype).to(device=device, dtype=dtype)
-    for name, component_dtype in family.component_dtypes(dtype).items():
-        getattr(pipe, name).to(dtype=component_dtype)  # Wan's card loads its VAE in fp32
-    family.follow_card(pipe)
-    if device.type == "cuda":  # offload needs an accelerator; the dry run stays resident
-        pipe.enable_model_cpu_offload(device=device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def baseline_dtype(model: str) -> torch.dtype:
-    """The dtype the model card of `model`'s preset loads its pipeline in, on a GPU."""
-    return PRESETS[model].info.card_dtype
-
-
-def export_like_diffusers(
-    frames: np.ndarray, row: RenderRow, folder: Path, fps: int = EXPORT_TO_VIDEO_FPS
-) -> None:
-    """`diffusers.utils.export_to_video` without the `imageio` package it needs.
-
-    The same steps: float frames × 255 cast to uint8 (PIL frames are uint8 already),
-    written by imageio's ffmpeg writer defaults (libx264, yuv420p, quality 5, 16-pixel
-    macro blocks) at `fps`.
-    """
-    import imageio_ffmpeg
-
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(folder / f"baseline-{row.id}.mp4"),
-        (width, height),
-        fps=fps,
-        quality=5,
-        codec="libx264",
-        pix_fmt_out="yuv420p",
-        macro_block_size=16,
-        ffmpeg_log_level="error",
-    )
-    writer.send(None)
-    for frame in frames:
-        pixels = frame if frame.dtype == np.uint8 else (frame * 255).astype(np.uint8)
-        # imageio's ffmpeg plugin makes each frame contiguous before handing it on.
-        writer.send(np.ascontiguousarray(pixels))
-    writer.close()
+    return measure(contender, bench_rows(settings, settings.baseline_videos), scratch, device)
 
 
 def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> list[Measurement]:
@@ -208,14 +133,14 @@ def measure_engine(settings: Settings, device: torch.device, scratch: Path) -> l
     results = []
     for batch_size in settings.batch_sizes:
         contender = _engine(f"t2v-batch b={batch_size}", model, device, batch_size)
-        results.append(measure(contender, _batched_rows(settings, batch_size), scratch, device))
+        results.append(measure(contender, batched_rows(settings, batch_size), scratch, device))
     fastest = max(results, key=lambda m: m.videos_per_minute).batch_size
     for mode in settings.compile_modes:
         # Module.compile wraps the denoiser's original forward again, so modes do not stack.
         pipe = get_pipeline(model, device)
         family_of(pipe).denoiser(pipe).compile(mode=mode)
         contender = _engine(f"t2v-batch b={fastest} compile={mode}", model, device, fastest)
-        results.append(measure(contender, _batched_rows(settings, fastest), scratch, device))
+        results.append(measure(contender, batched_rows(settings, fastest), scratch, device))
     return results
 
 
@@ -262,8 +187,7 @@ def results_section(
     settings: Settings, device: torch.device, flops: VideoFlops, results: list[Measurement]
 ) -> str:
     """The markdown section: what ran where, the table, and how each column is measured."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    peak = settings.peak_tflops or peak_tflops(name)
+    peak = _peak(settings, device)
     baseline = results[0]
     header = [
         "engine", "batch", "videos", "s/video", "videos/min", "× baseline",
@@ -280,31 +204,59 @@ def results_section(
             number(100 * m.render_s / m.wall_s, 1), number(100 * m.device_busy, 1),
             number(achieved, 1), number(None if peak is None else 100 * achieved / peak, 1),
         ])  # fmt: skip
-    family = settings.family
-    title = f"## GPU throughput: {settings.requested}"
-    if settings.dry_run:
-        title += (
-            f" — DRY RUN on CPU with {settings.model}, not a result\n\n"
-            "**The GPU table has not been measured yet** (no GPU was lent to the session that "
-            "wrote this). This table only shows the shape of the real one; run "
-            f"`make bench-gpu BENCH_MODEL={settings.requested}` on an H100 or H200 to "
-            "replace this section."
-        )
     dtype = "fp32" if device.type != "cuda" else DTYPE_NAMES[baseline_dtype(settings.model)]
     return "\n\n".join([
-        title,
-        environment(name),
+        *_preamble(settings, device, flops, "GPU throughput", "bench-gpu"),
+        f"Baseline: {dtype}, one prompt per call, the pipeline's own output"
+        + (", `enable_model_cpu_offload()`" if device.type == "cuda" else " (no offload on CPU)")
+        + f", written at {settings.family.card_fps} fps.",
+        markdown_table(header, rows),
+        METHOD,
+    ])  # fmt: skip
+
+
+def speed_section(
+    settings: Settings, device: torch.device, flops: VideoFlops, runs: list[ProfileRun]
+) -> str:
+    """The `--speed` section: what ran where, a row per profile, how it is measured."""
+    uncompiled = " A dry run renders every profile uncompiled." if settings.dry_run else ""
+    return "\n\n".join([
+        *_preamble(settings, device, flops, "GPU speed profiles", "bench-gpu-speed"),
+        speed_table(runs, flops, _peak(settings, device)),
+        SPEED_METHOD + uncompiled,
+    ])  # fmt: skip
+
+
+def _preamble(
+    settings: Settings, device: torch.device, flops: VideoFlops, title: str, target: str
+) -> list[str]:
+    """The title (marked in a dry run), the environment, and the shape and FLOPs of a video."""
+    family = settings.family
+    peak = _peak(settings, device)
+    heading = f"## {title}: {settings.requested}"
+    if settings.dry_run:
+        heading += (
+            f" — DRY RUN on CPU with {settings.model}, not a result\n\n"
+            "**The GPU table has not been measured yet.** This table only shows the shape of "
+            f"the real one; run `make {target} BENCH_MODEL={settings.requested}` on a CUDA "
+            "machine (module docstring of bench/gpu_throughput.py) to replace this section."
+        )
+    return [
+        heading,
+        environment(torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
         f"{settings.model} ({family.name}), {settings.height}×{settings.width}, "
         f"{settings.frames} frames, {settings.steps} steps, guidance "
         f"{family.rules.guidance_scale:g}. One video: {flops.total / 1e12:.3g} TFLOP "
         f"({flops.step / 1e12:.3g} per step with guidance; text encoding and decoding "
         f"{flops.rest / 1e12:.3g}); peak {MISSING if peak is None else f'{peak:g}'} TFLOP/s "
-        f"dense bf16. Baseline: {dtype}, one prompt per call, the pipeline's own output"
-        + (", `enable_model_cpu_offload()`" if device.type == "cuda" else " (no offload on CPU)")
-        + f", written at {family.card_fps} fps.",
-        markdown_table(header, rows),
-        METHOD,
-    ])  # fmt: skip
+        "dense bf16.",
+    ]
+
+
+def _peak(settings: Settings, device: torch.device) -> float | None:
+    if settings.peak_tflops:
+        return settings.peak_tflops
+    return peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 METHOD = """\
@@ -320,81 +272,6 @@ GPU GiB*: `torch.cuda.max_memory_allocated`. *TFLOP/s*: FLOPs of one video (coun
 × videos / wall; *MFU %*: that over the GPU's dense bf16 peak. The baseline writes with
 `imageio_ffmpeg.write_frames` and the settings of `export_to_video`, which needs the
 `imageio` package, not a dependency here."""
-
-
-def _rows(settings: Settings, count: int) -> list[RenderRow]:
-    rules = settings.family.rules
-    return [
-        RenderRow(
-            line=n + 1,
-            id=f"bench-{n}",
-            prompt=f"a fox running through fresh snow at dawn, shot number {n}",
-            negative_prompt=rules.negative_prompt,
-            seed=n,
-            num_frames=settings.frames,
-            height=settings.height,
-            width=settings.width,
-            num_inference_steps=settings.steps,
-            guidance_scale=rules.guidance_scale,
-            fps=rules.fps,
-        )
-        for n in range(count)
-    ]
-
-
-def _batched_rows(settings: Settings, batch_size: int) -> list[RenderRow]:
-    """`settings.videos` rows rounded up to whole batches, so every call has a full batch."""
-    return _rows(settings, -(-settings.videos // batch_size) * batch_size)
-
-
-def tiny_preset(model: str) -> str:
-    """The tiny preset of `model`'s family: what a dry run renders instead."""
-    family = PRESETS[model].family
-    return next(info.name for info in family.presets if info.repo is None)
-
-
-def _settings(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.gpu_throughput", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model", default="ms-1.7b-random", choices=MODELS)
-    native = "default: the family's native value"
-    parser.add_argument("--height", type=int, help=native)
-    parser.add_argument("--width", type=int, help=native)
-    parser.add_argument("--frames", type=int, help=native)
-    parser.add_argument("--steps", type=int, help=native)
-    parser.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated")
-    parser.add_argument("--videos", type=int, default=16, help="per t2v-batch measurement")
-    parser.add_argument("--baseline-videos", type=int, default=4)
-    parser.add_argument(
-        "--compile", action="append", default=[], choices=COMPILE_MODES, metavar="MODE",
-        help=f"also measure the fastest batch size compiled in MODE ({', '.join(COMPILE_MODES)})",
-    )  # fmt: skip
-    parser.add_argument("--peak-tflops", type=float, help="override the GPU's dense bf16 peak")
-    parser.add_argument("--out", type=Path, default=RESULTS_MD, help="markdown file to update")
-    parser.add_argument(
-        "--dry-run", action="store_true",
-        help="CPU, the family's tiny preset, 64×64, 9 frames, 2 steps, batch sizes 1,2: "
-        "seconds, not results",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    rules = preset_rules(PRESETS[args.model])
-    settings = Settings(
-        args.device, args.model, args.model, args.height or rules.height,
-        args.width or rules.width, args.frames or rules.num_frames,
-        args.steps or rules.num_inference_steps,
-        tuple(int(size) for size in args.batch_sizes.split(",")), args.videos,
-        args.baseline_videos, tuple(args.compile), args.peak_tflops, args.out, args.dry_run,
-    )  # fmt: skip
-    if args.dry_run:
-        settings = replace(
-            settings, device="cpu", model=tiny_preset(args.model), batch_sizes=(1, 2),
-            videos=4, baseline_videos=2,
-            # Every family takes these (frames 8k + 1, sides multiples of 32): CPU seconds.
-            height=64, width=64, frames=9, steps=2,
-        )  # fmt: skip
-    return settings
 
 
 if __name__ == "__main__":

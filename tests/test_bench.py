@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -12,17 +13,23 @@ import numpy as np
 import pytest
 import torch
 
-from bench import scale, slot_handoff
+from bench import scale, slot_handoff, speed
 from bench.bare_loop import render_manifest_bare
+from bench.card_baseline import export_like_diffusers
 from bench.cpu_overhead import Fit, Shape, write_manifest
 from bench.flops import count_video_flops
-from bench.gpu_throughput import _settings, export_like_diffusers, section_name
+from bench.gpu_settings import parse_settings
+from bench.gpu_speed import speeds_to_measure
+from bench.gpu_throughput import section_name
 from bench.manifest_scale import baseline_mib, measure, section
-from bench.report import markdown_table, write_section
+from bench.report import RESULTS_MD, markdown_table, write_section
+from bench.similarity import psnr, ssim
 from bench.steady import covered
 from tasks.families import FAMILIES
+from tasks.loading import place
 from tasks.manifest import RenderRow
 from tasks.presets import PRESETS
+from tasks.speed import Levers
 from tests.mp4probe import probe_mp4
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,14 +41,14 @@ DRY_RUNS = {
     )
     for family in FAMILIES
 }
-# What a bare CUDA machine may lack: the engine and its benchmark must run without them.
-NOT_ON_THE_GPU_MACHINE = ("prefect", "boto3", "pydantic", "pydantic_settings")
+# What a CUDA machine with only torch, transformers and accelerate lacks: the engine and
+# its benchmark must run without them.
+ABSENT_ON_CUDA = ("prefect", "boto3", "pydantic", "pydantic_settings")
 
 
 def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `code` in a fresh interpreter where the packages a bare CUDA machine may lack
-    fail to import."""
-    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in NOT_ON_THE_GPU_MACHINE)
+    """Run `code` in a fresh interpreter where Prefect, boto3 and pydantic fail to import."""
+    blocked = "".join(f"sys.modules[{name!r}] = None; " for name in ABSENT_ON_CUDA)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, "-c", f"import sys; {blocked}{code}"],
@@ -53,11 +60,9 @@ def _python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_gpu_benchmark_imports_nothing_the_gpu_machine_lacks() -> None:
+def test_gpu_benchmark_imports_no_prefect_boto3_or_pydantic() -> None:
     imported = "{name.split('.')[0] for name in sys.modules}"
-    code = (
-        f"import sys, bench.gpu_throughput; assert not {imported} & {set(NOT_ON_THE_GPU_MACHINE)}"
-    )
+    code = f"import sys, bench.gpu_throughput; assert not {imported} & {set(ABSENT_ON_CUDA)}"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -78,7 +83,7 @@ def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    assert f"<!-- {section_name(model)}: begin -->" in text
+    assert f"<!-- {section_name(parse_settings(['--model', model]))}: begin -->" in text
     assert f"## GPU throughput: {model} — DRY RUN on CPU with {tiny}, not a result" in text
     assert "The GPU table has not been measured yet" in text
     assert "64×64, 9 frames, 2 steps" in text
@@ -98,18 +103,127 @@ def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(
         assert float(values[header.index("MFU %") - 1]) > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "tiny"), DRY_RUNS.items())
+def test_gpu_speed_dry_run_compares_each_profile_with_exact(
+    tmp_path: Path, model: str, tiny: str
+) -> None:
+    out = tmp_path / "RESULTS.md"
+    done = _python(
+        "from bench.gpu_throughput import main; "
+        f"main(['--dry-run', '--model', {model!r}, '--out', {str(out)!r}, "
+        "'--speed', 'fastest', 'fast'])"
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert f"<!-- gpu_speed/{model}: begin -->" in text
+    assert f"## GPU speed profiles: {model} — DRY RUN on CPU with {tiny}, not a result" in text
+    assert f"`make bench-gpu-speed BENCH_MODEL={model}`" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in table[2:]}
+    assert list(rows) == ["exact", "fastest", "fast"]  # exact first, then as asked
+    exact = [cell.strip() for cell in rows["exact"]]
+    assert exact[header.index("× exact") - 1] == "1.00"
+    assert exact[header.index("PSNR dB vs exact") - 1] == "identical"
+    assert exact[header.index("SSIM vs exact") - 1] == "1.0000"
+    fastest = [cell.strip() for cell in rows["fastest"]]
+    # No FP8 on a CPU: skipped, with its reason, and the render went on.
+    assert "quantize fp8: FP8 needs a CUDA GPU" in fastest[header.index("skipped") - 1]
+
+
+def test_gpu_speed_measures_exact_first_and_each_profile_once() -> None:
+    assert speeds_to_measure(["fastest", "exact", "fast", "fastest"]) == [
+        "exact", "fastest", "fast",
+    ]  # fmt: skip
+    settings = parse_settings(["--model", "wan2.1-1.3b-random", "--speed", "fast"])
+    assert (settings.speeds, settings.videos) == (("fast",), 1)
+    assert section_name(settings) == "gpu_speed/wan2.1-1.3b-random"
+    assert parse_settings(["--model", "wan2.1-1.3b-random"]).videos == 16
+
+
+def test_speed_dry_run_prints_every_family_s_contenders_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = RESULTS_MD.read_text()
+    assert speed.main(["--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert RESULTS_MD.read_text() == before
+    for preset in speed.TRANSFORMER_PRESETS:
+        title = f"## Speed levers on CPU: {preset} ("
+        assert f"{title}{PRESETS[preset].family.name}) — DRY RUN with the tiny preset" in printed
+    assert "9 frames, 32×32, 4 steps" in printed
+    assert "Random weights show the mechanics and the compute a lever saves" in printed
+    lines = [line for line in printed.splitlines() if line.startswith("| exact |")]
+    assert len(lines) == 3
+    for line in lines:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        # exact skips no block call and is its own reference.
+        assert cells[4] == cells[6] == "1.00"
+        assert cells[7].endswith(" / 0") and cells[8].endswith(" / 0")
+        assert cells[-1] == "identical"
+    # The UNet family: every step cache skips, with its reason; compiling applies.
+    assert (
+        "| cache first-block:0.05 | none | cache first-block:0.05: UNet3DConditionModel "
+        "has no step-cache hooks |" in printed
+    )
+    assert "| compile full | compile full (default) | none |" in printed
+
+
+def test_block_calls_count_what_a_first_block_cache_skips() -> None:
+    family = PRESETS["tiny-wan"].family
+    pipe = family.build_tiny()
+    place(pipe, family, torch.device("cpu"), torch.float32)
+    # Threshold 1: after the first step, almost every step is close enough to skip.
+    run = speed.prepare(pipe, family, speed.Contender("cache", Levers(cache="first-block:1")))
+    run.render(RenderRow(1, "clip", "a fox", "", 1, 9, 32, 32, 6, 5.0, 16))
+    first, last = run.first.counts.tolist(), run.last.counts.tolist()
+    # Guidance makes two calls per step: 12 calls of each block, the first always computed.
+    assert first == [12, 0]
+    assert sum(last) == 12 and last[1] > 0
+
+
+def test_psnr_and_ssim_of_a_video_against_itself_and_others() -> None:
+    video = np.random.default_rng(0).integers(0, 255, (3, 32, 24, 3), dtype=np.uint8)
+    assert psnr(video, video) == math.inf and ssim(video, video) == pytest.approx(1.0)
+    # Every value one level apart: a mean squared error of 1.
+    assert psnr(video + 1, video) == pytest.approx(10 * math.log10(255**2))
+    noise = np.random.default_rng(1).integers(0, 255, video.shape, dtype=np.uint8)
+    assert ssim(noise, video) < 0.1
+
+
+@pytest.mark.parametrize("preset", ["wan2.1-1.3b", "ltx-video", "cogvideox-2b"])
+def test_random_architecture_sliced_to_blocks_keeps_its_width(preset: str) -> None:
+    family = PRESETS[preset].family
+    full = family.build_random(preset, torch.device("meta"), torch.float32)
+    sliced = family.build_random(preset, torch.device("meta"), torch.float32, blocks=2)
+    assert len(speed.transformer_blocks(family.denoiser(sliced))) == 2
+    assert sliced.text_encoder.config.num_layers == 1
+    assert sliced.text_encoder.config.d_model == full.text_encoder.config.d_model
+    wide = (full.transformer.config.num_attention_heads, full.transformer.config.attention_head_dim)
+    assert wide == (
+        sliced.transformer.config.num_attention_heads,
+        sliced.transformer.config.attention_head_dim,
+    )
+
+
+def test_a_unet_has_no_blocks_to_slice() -> None:
+    with pytest.raises(ValueError, match="`blocks` slices a transformer's blocks"):
+        PRESETS["ms-1.7b"].family.build_random("ms-1.7b", torch.device("meta"), torch.float32, 2)
+
+
 @pytest.mark.parametrize("model", DRY_RUNS)
 def test_gpu_benchmark_defaults_to_the_family_s_native_shape(model: str) -> None:
     rules = PRESETS[model].family.rules
-    settings = _settings(["--model", model])
+    settings = parse_settings(["--model", model])
     assert (settings.model, settings.height, settings.width) == (model, rules.height, rules.width)
     assert (settings.frames, settings.steps) == (rules.num_frames, rules.num_inference_steps)
 
 
 def test_gpu_benchmark_of_wan_runs_480x832_81_frames_50_steps() -> None:
-    settings = _settings(["--model", "wan2.1-1.3b-random", "--width", "480"])
+    settings = parse_settings(["--model", "wan2.1-1.3b-random", "--width", "480"])
     assert (settings.height, settings.width, settings.frames, settings.steps) == (480, 480, 81, 50)
-    dry = _settings(["--model", "wan2.1-1.3b-random", "--dry-run"])
+    dry = parse_settings(["--model", "wan2.1-1.3b-random", "--dry-run"])
     assert (dry.model, dry.requested, dry.device) == ("tiny-wan", "wan2.1-1.3b-random", "cpu")
 
 

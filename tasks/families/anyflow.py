@@ -93,8 +93,12 @@ class AnyFlow(Family):
         )
         return assemble(transformer, vae, text_encoder)
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """AnyFlow-Wan2.1-T2V-1.3B's transformer, Wan 2.1's VAE and UMT5-XXL, random weights."""
+        if blocks is not None:
+            raise ValueError(f"`blocks` slices only the benchmarked families, not {preset}.")
         from diffusers import AnyFlowTransformer3DModel, AutoencoderKLWan
         from transformers import UMT5Config, UMT5EncoderModel
 

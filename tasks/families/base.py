@@ -91,8 +91,12 @@ class Family(ABC):
         """A few-MB pipeline of real diffusers/transformers classes, on CPU in fp32."""
 
     @abstractmethod
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
-        """The exact architecture of full-size `preset`, random weights, built on `device`."""
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
+        """The exact architecture of full-size `preset`, random weights, built on `device`;
+        with `blocks`, a slice at full width: that many transformer blocks and one layer of
+        the text encoder (CPU benchmarks of the levers)."""
 
     def call_arguments(self, rows: Sequence[RenderRow]) -> dict[str, Any]:
         """The pipeline call's arguments for rows of one batch shape, but the generators

@@ -9,7 +9,13 @@ import torch
 
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo
-from tasks.families.parts import T5_XXL_CONFIG, building_on, tiny_t5_encoder, word_tokenizer
+from tasks.families.parts import (
+    T5_XXL_CONFIG,
+    building_on,
+    one_layer,
+    tiny_t5_encoder,
+    word_tokenizer,
+)
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
@@ -125,7 +131,9 @@ class CogVideoX(Family):
         )
         return assemble(transformer, vae, tiny_t5_encoder())
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """CogVideoX-2b's or -5b's transformer, VAE and T5-XXL, random weights, on `device`."""
         from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5Config, T5EncoderModel
@@ -135,9 +143,12 @@ class CogVideoX(Family):
         with building_on(device, dtype):
             # The other arguments' defaults are the 1.0 models' values (480×720, 49
             # frames, 16 latent channels, 226 text tokens).
-            transformer = CogVideoXTransformer3DModel(**TRANSFORMER_CONFIGS[preset])
+            config = TRANSFORMER_CONFIGS[preset]
+            transformer = CogVideoXTransformer3DModel(
+                **{**config, "num_layers": blocks or config["num_layers"]}
+            )
             vae = AutoencoderKLCogVideoX(scaling_factor=VAE_SCALING_FACTORS[preset])
-            text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
+            text_encoder = T5EncoderModel(T5Config(**one_layer(T5_XXL_CONFIG, blocks)))
         return assemble(transformer, vae, text_encoder)
 
 

@@ -193,9 +193,13 @@ class Kandinsky5(Family):
         )
         return assemble(transformer, vae, text_encoder, text_encoder_2)
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """Kandinsky 5.0 Lite's transformer, HunyuanVideo's VAE, Qwen2.5-VL 7B and CLIP
         ViT-L, random weights, on `device`."""
+        if blocks is not None:
+            raise ValueError(f"`blocks` slices only the benchmarked families, not {preset}.")
         from diffusers import AutoencoderKLHunyuanVideo, Kandinsky5Transformer3DModel
         from transformers import (
             CLIPTextConfig,

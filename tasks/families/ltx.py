@@ -10,7 +10,13 @@ import torch
 
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo
-from tasks.families.parts import T5_XXL_CONFIG, building_on, tiny_t5_encoder, word_tokenizer
+from tasks.families.parts import (
+    T5_XXL_CONFIG,
+    building_on,
+    one_layer,
+    tiny_t5_encoder,
+    word_tokenizer,
+)
 from tasks.manifest import RenderRow
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
@@ -100,7 +106,9 @@ class LTXVideo(Family):
         )
         return assemble(transformer, vae, tiny_t5_encoder(), LTX_MAX_TOKENS)
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """LTX-Video 0.9.0's transformer, VAE and T5-XXL with random weights, on `device`."""
         from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
         from transformers import T5Config, T5EncoderModel
@@ -118,7 +126,7 @@ class LTXVideo(Family):
                 num_attention_heads=32,
                 attention_head_dim=64,
                 cross_attention_dim=2048,
-                num_layers=28,
+                num_layers=blocks or 28,
                 caption_channels=4096,
             )
             vae = AutoencoderKLLTXVideo(
@@ -133,7 +141,7 @@ class LTXVideo(Family):
                 patch_size_t=1,
                 timestep_conditioning=False,
             )
-            text_encoder = T5EncoderModel(T5Config(**T5_XXL_CONFIG))
+            text_encoder = T5EncoderModel(T5Config(**one_layer(T5_XXL_CONFIG, blocks)))
         return assemble(transformer, vae, text_encoder, LTX_MAX_TOKENS)
 
     def call_arguments(self, rows: Sequence[RenderRow]) -> dict[str, Any]:

@@ -107,8 +107,12 @@ class ModelScope(Family):
         )
         return _assemble(unet, vae, text_encoder)
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """The exact ms-1.7b architecture with random weights, built directly on `device`."""
+        if blocks is not None:
+            raise ValueError(f"`blocks` slices only the benchmarked families, not {preset}.")
         if preset != "ms-1.7b":
             raise ValueError(f"`preset` has to be 'ms-1.7b' but is {preset!r}.")
         with building_on(device, dtype):

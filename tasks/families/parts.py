@@ -27,7 +27,13 @@ T5_XXL_CONFIG: dict[str, Any] = {
     "eos_token_id": 1,
 }
 
+
 # google/umt5-xxl's encoder, the text encoder of Wan and of the models distilled from it.
+def one_layer(config: dict[str, Any], blocks: int | None) -> dict[str, Any]:
+    """A text encoder's `config`, with one layer for a slice of `blocks` (`build_random`)."""
+    return {**config, "num_layers": 1} if blocks else config
+
+
 UMT5_XXL_CONFIG: dict[str, Any] = {
     "vocab_size": 256384,
     "d_model": 4096,

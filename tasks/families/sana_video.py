@@ -144,8 +144,12 @@ class SanaVideo(Family):
         )
         return assemble(transformer, vae, text_encoder)
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """SANA-Video 2B's transformer, Wan 2.1's VAE and Gemma 2 2B, random weights."""
+        if blocks is not None:
+            raise ValueError(f"`blocks` slices only the benchmarked families, not {preset}.")
         from diffusers import AutoencoderKLWan, SanaVideoTransformer3DModel
         from transformers import Gemma2Config, Gemma2Model
 

@@ -14,6 +14,7 @@ from tasks.families.parts import (
     UMT5_XXL_CONFIG,
     building_on,
     char_tokenizer,
+    one_layer,
     tiny_umt5_encoder,
     tiny_wan_vae,
 )
@@ -137,9 +138,11 @@ class Wan(Family):
             scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
         )
 
-    def build_random(self, preset: str, device: torch.device, dtype: torch.dtype) -> Any:
+    def build_random(
+        self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
+    ) -> Any:
         """The architecture of a full-size preset (configs as published on the Hub), random
-        weights, built directly on `device` in `dtype`."""
+        weights, built directly on `device` in `dtype`; `blocks` as in `Family.build_random`."""
         from diffusers import UniPCMultistepScheduler, WanPipeline
 
         if preset not in RANDOM_SHAPES:
@@ -147,10 +150,10 @@ class Wan(Family):
                 f"`preset` has to be one of {sorted(RANDOM_SHAPES)} but is {preset!r}."
             )
         with building_on(device, dtype):
-            transformer, vae, text_encoder = wan_components(preset)
+            transformer, vae, text_encoder = wan_components(preset, blocks)
             # Wan 2.2 A14B: a second expert of the same shape takes the low-noise steps.
             two_experts = "boundary_ratio" in RANDOM_SHAPES[preset]
-            transformer_2 = wan_transformer(preset) if two_experts else None
+            transformer_2 = wan_transformer(preset, blocks) if two_experts else None
         scheduler = UniPCMultistepScheduler(
             prediction_type="flow_prediction",
             use_flow_sigmas=True,
@@ -181,12 +184,13 @@ RANDOM_SHAPES: dict[str, dict[str, Any]] = {
 }
 
 
-def wan_components(preset: str) -> tuple[Any, Any, Any]:
-    """Transformer, VAE and UMT5-XXL encoder of `preset`, built on the current device."""
+def wan_components(preset: str, blocks: int | None = None) -> tuple[Any, Any, Any]:
+    """Transformer, VAE and UMT5-XXL encoder of `preset`, built on the current device; with
+    `blocks`, that many transformer blocks and one encoder layer."""
     from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
-    transformer = wan_transformer(preset)
+    transformer = wan_transformer(preset, blocks)
     if preset == "wan2.2-5b":
         # Random weights: the latents' per-channel statistics only scale them.
         vae = AutoencoderKLWan(
@@ -203,11 +207,12 @@ def wan_components(preset: str) -> tuple[Any, Any, Any]:
         )
     else:
         vae = AutoencoderKLWan()  # its defaults are Wan 2.1's VAE
-    return transformer, vae, UMT5EncoderModel(UMT5Config(**UMT5_XXL_CONFIG))
+    return transformer, vae, UMT5EncoderModel(UMT5Config(**one_layer(UMT5_XXL_CONFIG, blocks)))
 
 
-def wan_transformer(preset: str) -> Any:
-    """The transformer of full-size `preset`, built on the current device."""
+def wan_transformer(preset: str, blocks: int | None = None) -> Any:
+    """The transformer of full-size `preset`, built on the current device; its first
+    `blocks` blocks only, when given."""
     from diffusers import WanTransformer3DModel
 
     shape = RANDOM_SHAPES[preset]
@@ -220,7 +225,7 @@ def wan_transformer(preset: str) -> Any:
         text_dim=4096,
         freq_dim=256,
         ffn_dim=shape["ffn"],
-        num_layers=shape["layers"],
+        num_layers=blocks or shape["layers"],
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
