@@ -208,7 +208,7 @@ def test_random_architecture_sliced_to_blocks_keeps_its_width(preset: str) -> No
 
 
 def test_a_unet_has_no_blocks_to_slice() -> None:
-    with pytest.raises(ValueError, match="`blocks` slices a transformer's blocks"):
+    with pytest.raises(ValueError, match="`blocks` slices only the benchmarked families"):
         PRESETS["ms-1.7b"].family.build_random("ms-1.7b", torch.device("meta"), torch.float32, 2)
 
 

@@ -120,7 +120,7 @@ def _render_folder(pipe: Any, tmp_path: Path, env: dict[str, str]) -> list[dict[
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8-sig")))
-    assert list(rows[0])[list(rows[0]).index("speed") + 1] == "flags"
+    assert list(rows[0])[list(rows[0]).index("image_sha256") + 1] == "flags"
     stored = sorted(path.name for path in out.glob("*.mp4"))
     assert stored == sorted(Path(row["output"]).name for row in rows if row["status"] == "ok")
     return rows
