@@ -187,19 +187,21 @@ def test_a_worker_elsewhere_runs_the_deployed_commit_from_its_own_clone(
     deployer = tmp_path / "deployer"
     git(tmp_path, "clone", "--quiet", (tmp_path / "t2v.git").as_uri(), str(deployer))
 
-    # Work not committed would not be in the workers' clones: refused, in one line.
-    (deployer / "notes.txt").write_text("work in progress\n")
+    # Work not committed would not be in the workers' clones: refused, in one line. (Files
+    # git does not track, such as an output folder, are not code and refuse nothing.)
+    (deployer / "notes.txt").write_text("not tracked\n")
+    (deployer / "examples" / "prompts.csv").write_text("prompt\nwork in progress\n")
     deploy = make(deployer, "deploy", "CODE_REPO=origin")
     refused = subprocess.run(deploy, env=server.env, capture_output=True, text=True)
     assert refused.returncode != 0
     url = (tmp_path / "t2v.git").as_uri()
     assert refused.stderr.splitlines()[0] == (
         f"make deploy: T2V_CODE_REPO={url} deploys a commit, but {deployer} has 1 uncommitted "
-        "change(s) (first: ?? notes.txt): commit and push them, or deploy without "
+        "change(s) (first: M examples/prompts.csv): commit and push them, or deploy without "
         "T2V_CODE_REPO to run this folder as it is"
     )
     assert "work-pool" not in refused.stdout  # refused before anything was created
-    (deployer / "notes.txt").unlink()
+    git(deployer, "checkout", "--", "examples/prompts.csv")
     deployed = subprocess.run(deploy, env=server.env, check=True, capture_output=True, text=True)
     assert f"workers run commit {commit} of {url}, cloned once per machine" in deployed.stdout
 
