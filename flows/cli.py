@@ -2,25 +2,28 @@
 
 Its options are declared in `flows/cli_options.py`, what is refused before Prefect starts
 in `flows/preflight.py`, running the flow under signals in `flows/supervisor.py`, the API
-and temporary server in `flows/prefect_api.py`.
+in `flows/prefect_api.py`, the temporary server in `flows/temporary_server.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from flows.cli_options import parser, request_from_options
 from tasks.errors import T2VError
 
 if TYPE_CHECKING:
-    from flows.prefect_api import TemporaryServer
+    from flows.temporary_server import TemporaryServer
+    from tasks.families import Family
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -55,11 +58,14 @@ def _render(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     started = time.monotonic()
-    request = request_from_options(args)
-    preflight(request, sharded=args.shards is not None)
-    _quiet_prefect_console()
-    with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
-        outcome, stopped_by = run_supervised(request, api_url, server, bar, _sharding(args))
+    with _api() as ready:  # a temporary server boots while t2v checks its input
+        request = request_from_options(args)
+        model = preflight(request, sharded=args.shards is not None)
+        _quiet_prefect_console()
+        importing = _warm_up(model.family)
+        with ProgressBar() as bar, progress.listening(bar):
+            api_url, server = ready()
+            outcome, stopped_by = run_supervised(request, api_url, server, bar, _sharding(args))
     code = _report(outcome, stopped_by, time.monotonic() - started)
     if stopped_by is not None:
         # An abandoned render may still run in a daemon thread inside torch; shutting the
@@ -67,7 +73,24 @@ def _render(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    importing.join()  # a rerun with nothing to render may end before the imports do
     return code
+
+
+def _warm_up(family: Family) -> threading.Thread:
+    """Import the flows and the model's pipeline code in the background: seconds a cold
+    start would otherwise spend after the server is up."""
+
+    def imports() -> None:
+        import flows.render_flow
+        import flows.sharded_flow  # noqa: F401
+        from tasks.loading import import_pipeline_code
+
+        import_pipeline_code(family)
+
+    thread = threading.Thread(target=imports, name="t2v-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _sharding(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -78,19 +101,28 @@ def _sharding(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"shards": args.shards, **{k: v for k, v in given.items() if v is not None}}
 
 
+Api = Callable[[], tuple[str, "TemporaryServer | None"]]
+
+
 @contextmanager
-def _api() -> Iterator[tuple[str, TemporaryServer | None]]:
-    """The configured Prefect API (checked by `_preflight`); else a temporary server."""
+def _api() -> Iterator[Api]:
+    """The configured Prefect API (checked by `preflight`), else a temporary server,
+    launched now; calling what this yields waits until the API is ready."""
     from flows import progress
-    from flows.prefect_api import temporary_server
+    from flows.temporary_server import temporary_server
 
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
-        yield configured, None
+        yield lambda: (configured, None)
         return
-    progress.phase("starting a temporary Prefect server")
     with temporary_server() as server:
-        yield server.url, server
+
+        def ready() -> tuple[str, TemporaryServer | None]:
+            progress.phase("starting a temporary Prefect server")
+            server.wait_until_ready()
+            return server.url, server
+
+        yield ready
 
 
 def _report(outcome: Any, stopped_by: int | None, command_s: float) -> int:
@@ -188,5 +220,16 @@ def _quiet_prefect_console() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
 
 
+def command() -> NoReturn:
+    """The `t2v` command: `main`, then leave without the interpreter's teardown of torch,
+    diffusers and Prefect, seconds that would follow every command's last line. What
+    atexit asks for (logs flushed, temporary folders removed) still runs."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

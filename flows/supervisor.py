@@ -16,8 +16,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flows.prefect_api import TemporaryServer
     from flows.progress_bar import ProgressBar
+    from flows.temporary_server import TemporaryServer
 
 # After a first Ctrl-C or SIGTERM, the run gets this long to publish what it rendered and
 # write its results; containers send SIGKILL 10-30 s after SIGTERM.

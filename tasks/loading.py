@@ -194,3 +194,12 @@ def quiet_libraries() -> None:
     # "Loading pipeline components…" and "Loading weights" bars, on every load.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
+def import_pipeline_code(family: Family) -> None:
+    """Import diffusers and the family's pipeline classes: seconds of a cold start that a
+    caller can spend while it waits for something else (a Prefect server booting)."""
+    import diffusers
+
+    for name in sorted(family.pipeline_classes):
+        getattr(diffusers, name, None)

@@ -57,7 +57,7 @@ def test_a_signal_stops_the_run_promptly_keeps_videos_and_writes_results(
     t2v = _start(tmp_path)
     try:
         wait_for(lambda: _rendering(tmp_path), 300, "the first video")
-        server = child_running(t2v.pid, "uvicorn")
+        server = child_running(t2v.pid, "flows.serve_temporary")
         signalled = time.monotonic()
         os.killpg(t2v.pid, signum)
         stdout, stderr = t2v.communicate(timeout=60)
@@ -90,7 +90,7 @@ def test_sigkill_of_t2v_takes_its_temporary_server_with_it(tmp_path: Path) -> No
     t2v = _start(tmp_path)
     try:
         wait_for(lambda: _rendering(tmp_path), 300, "the first video")
-        server = child_running(t2v.pid, "uvicorn")
+        server = child_running(t2v.pid, "flows.serve_temporary")
         t2v.kill()
         t2v.wait(timeout=30)
         wait_for(lambda: not alive(server), 10, "the orphaned server to end")
@@ -103,7 +103,7 @@ def test_a_dead_temporary_server_ends_the_run_in_seconds_with_one_line(tmp_path:
     t2v = _start(tmp_path)
     try:
         wait_for(lambda: _rendering(tmp_path), 300, "the first video")
-        os.kill(child_running(t2v.pid, "uvicorn"), signal.SIGKILL)
+        os.kill(child_running(t2v.pid, "flows.serve_temporary"), signal.SIGKILL)
         killed = time.monotonic()
         _, stderr = t2v.communicate(timeout=60)
         took = time.monotonic() - killed

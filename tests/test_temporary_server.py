@@ -3,6 +3,7 @@ own, safe first starts side by side, and signals that land while it starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.processes import alive, child_running, wait_for
+from tests.processes import alive, child_running, processes, wait_for
 
 pytestmark = pytest.mark.slow
 T2V = [sys.executable, "-m", "flows.cli"]
@@ -72,7 +73,7 @@ def test_a_signal_while_the_server_starts_ends_t2v_and_the_server_at_once(
 
         def started() -> bool:
             try:
-                server.append(child_running(t2v.pid, "uvicorn"))
+                server.append(child_running(t2v.pid, "flows.serve_temporary"))
             except AssertionError:
                 return False
             return True
@@ -87,8 +88,34 @@ def test_a_signal_while_the_server_starts_ends_t2v_and_the_server_at_once(
     assert t2v.returncode == code, stderr
     lines = stderr.strip().splitlines()
     assert lines == [
-        f"t2v: interrupted by {signal.Signals(signum).name} while starting the temporary "
-        "Prefect server; nothing was rendered"
+        f"t2v: interrupted by {signal.Signals(signum).name} before the run started; "
+        "nothing was rendered"
     ], stderr
     wait_for(lambda: not alive(server[0]), 1, "the server to be gone", poll=0.05)
     assert time.monotonic() - ended < 1
+
+
+def test_a_refused_manifest_leaves_no_temporary_server_behind(tmp_path: Path) -> None:
+    """The server is launched before the input is checked, so that it boots meanwhile: a
+    refusal ends it too."""
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home))
+    command = [*T2V, "render", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "out")]
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "missing.csv" in done.stderr, done.stderr
+    wait_for(lambda: not _servers_of(home), 5, "the temporary server to end", poll=0.1)
+    assert not (tmp_path / "out").exists()
+
+
+def _servers_of(home: Path) -> list[int]:
+    """Temporary servers running with PREFECT_HOME=home."""
+    found = []
+    for pid, *_, args in processes():
+        if "flows.serve_temporary" not in args:
+            continue
+        with contextlib.suppress(OSError):
+            if f"PREFECT_HOME={home}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(pid)
+    return found
