@@ -4,6 +4,9 @@ exact size."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +17,8 @@ from tasks.presets import model_rules
 from tasks.render import render_batch
 from tasks.speed import Levers
 from tasks.speed.apply import apply_levers
-from tests.factories import render_row
+from tests.factories import render_row, t2v
+from tests.mp4probe import decode_frames, probe_mp4
 
 FAMILY = HunyuanVideo15()
 
@@ -24,6 +28,30 @@ def _tiny() -> object:
     pipe.set_progress_bar_config(disable=True)
     FAMILY.prepare(pipe, torch.device("cpu"))
     return pipe
+
+
+@pytest.mark.slow
+def test_the_tiny_preset_and_its_saved_folder_render_the_same_mp4_through_t2v(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "id,prompt,num_frames,height,width,num_inference_steps,fps\n"
+        'kite,"a red kite over the sea, a sign saying ""hello""",9,64,96,2,8\n'
+    )
+    folder = tmp_path / "saved"
+    FAMILY.build_tiny().save_pretrained(folder)
+    videos = []
+    for model in ("tiny-hunyuanvideo-1.5", str(folder)):
+        out = tmp_path / f"out-{len(videos)}"
+        done = t2v("render", str(manifest), "--model", model, "--out", str(out), env=cli_env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        (row,) = csv.DictReader((out / "results.csv").open(encoding="utf-8-sig"))
+        assert row["status"] == "ok", row
+        probe = probe_mp4(Path(row["output"]))
+        assert (probe.codec, probe.width, probe.height, probe.frame_count) == ("h264", 96, 64, 9)
+        videos.append(decode_frames(Path(row["output"]), 96, 64))
+    assert np.array_equal(*videos)
 
 
 def test_an_empty_row_takes_the_480p_5s_video_and_other_sizes_are_refused() -> None:
@@ -47,6 +75,7 @@ def test_the_720p_checkpoint_takes_its_own_video_by_its_transformers_target_size
     assert FAMILY.rules_for({"transformer": {"target_size": 640}}) == model_rules(
         "hunyuanvideo-1.5"
     )
+    assert model_rules("tiny-hunyuanvideo-1.5") == FAMILY.rules
 
 
 def test_sizes_and_frames_follow_the_vae_and_patch_in_the_config() -> None:

@@ -138,6 +138,8 @@ class HunyuanVideo15(Family):
         return replace(rules, size_multiple=multiple, min_size=multiple, frame_step=frame_step)
 
     def preset_configs(self, preset: str) -> dict[str, dict[str, Any]]:
+        if preset not in CHECKPOINTS:  # the tiny preset: the family's rules
+            return {}
         return {"transformer": {"target_size": CHECKPOINTS[preset]["target_size"]}}
 
     def prepare(self, pipe: Any, device: torch.device) -> None:
