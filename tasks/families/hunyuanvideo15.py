@@ -104,8 +104,8 @@ class HunyuanVideo15(Family):
     # Its attention dispatches on diffusers' backends and it declares repeated blocks. It is
     # a CacheMixin, but diffusers' first-block cache does not know its block class (enable_cache
     # raises "not registered"): no profile chooses a cache. Attention stays SDPA: every call
-    # carries a padding mask over 1,985 text tokens, and diffusers recommends the varlen flash
-    # kernels for it, which PyTorch does not ship.
+    # carries a dense mask (1,985 text tokens, padded), for which diffusers recommends flash
+    # varlen kernels that PyTorch does not ship; cuDNN's with it is unmeasured.
     speed: ClassVar[SpeedSupport] = SpeedSupport(
         step_caches=True,
         attention_backends=True,
@@ -163,6 +163,7 @@ class HunyuanVideo15(Family):
     def generate(
         self, pipe: Any, rows: Sequence[RenderRow], generators: list[torch.Generator]
     ) -> Decoded:
+        """As `Family.generate`, with the pipeline's guider at the rows' guidance scale."""
         pipe.guider = pipe.guider.new(guidance_scale=rows[0].guidance_scale)
         return super().generate(pipe, rows, generators)
 
