@@ -14,7 +14,7 @@ import torch
 from tasks.families.hunyuanvideo15 import TEMPLATE_TOKENS, HunyuanVideo15
 from tasks.manifest import parse_manifest
 from tasks.presets import model_rules
-from tasks.render import render_batch
+from tasks.render import render_batch, truncation_warnings
 from tasks.speed import Levers
 from tasks.speed.apply import apply_levers
 from tests.factories import render_row, t2v
@@ -111,6 +111,15 @@ def test_the_tiny_chat_template_leaves_exactly_the_prompt_after_the_pipelines_cr
         "red",
         "fox",
         "<|im_end|>",
+    ]
+
+
+def test_prompts_past_qwens_1000_token_window_are_warned_of() -> None:
+    pipe = FAMILY.build_tiny()
+    fits, long = render_row(1, prompt="cat " * 990), render_row(2, prompt="cat " * 1000)
+    assert truncation_warnings(pipe, [fits, long]) == [
+        "",
+        "prompt is 1001 tokens; rendered from its first 1000",
     ]
 
 
