@@ -1,11 +1,12 @@
-"""HunyuanVideo 1.5's own checks: its defaults and bounds per checkpoint (from the configs),
-the guidance scale reaching its guider, what its denoiser takes of the speed levers, and its
-exact size."""
+"""HunyuanVideo 1.5's own checks: the tiny preset and its saved folder through `t2v render`,
+its defaults and bounds per checkpoint (from the configs), its token window, the guidance
+scale reaching its guider, what its denoiser takes of the speed levers, and its exact size."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from tests.mp4probe import decode_frames, probe_mp4
 FAMILY = HunyuanVideo15()
 
 
-def _tiny() -> object:
+def _tiny() -> Any:
     pipe = FAMILY.build_tiny()
     pipe.set_progress_bar_config(disable=True)
     FAMILY.prepare(pipe, torch.device("cpu"))
