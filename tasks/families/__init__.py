@@ -6,6 +6,7 @@ from tasks.errors import ModelLoadError
 from tasks.families.anyflow import AnyFlow
 from tasks.families.base import Family
 from tasks.families.cogvideox import CogVideoX
+from tasks.families.hunyuanvideo15 import HunyuanVideo15
 from tasks.families.kandinsky5 import Kandinsky5
 from tasks.families.ltx import LTXVideo
 from tasks.families.modelscope import ModelScope
@@ -29,6 +30,7 @@ FAMILIES: tuple[Family, ...] = (
     CogVideoX(),
     SanaVideo(),
     Kandinsky5(),
+    HunyuanVideo15(),
 )
 
 

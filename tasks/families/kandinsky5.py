@@ -10,6 +10,7 @@ import torch
 from tasks.errors import ModelLoadError
 from tasks.families.base import Family, PresetInfo
 from tasks.families.parts import (
+    QWEN25_VL_7B,
     TINY_WORDS,
     building_on,
     byte_tokenizer,
@@ -36,31 +37,6 @@ LITE_TRANSFORMER: dict[str, Any] = {
     "visual_cond": True,
     "in_text_dim": 3584,
     "in_text_dim2": 768,
-}
-# Qwen/Qwen2.5-VL-7B-Instruct's config.json.
-QWEN25_VL_7B: dict[str, Any] = {
-    "text_config": {
-        "vocab_size": 152064,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "max_position_embeddings": 128000,
-        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
-        "rope_theta": 1000000.0,
-        "tie_word_embeddings": False,
-    },
-    "vision_config": {
-        "depth": 32,
-        "hidden_size": 1280,
-        "intermediate_size": 3420,
-        "num_heads": 16,
-        "out_hidden_size": 3584,
-    },
-    "vocab_size": 152064,
-    "hidden_size": 3584,
-    "tie_word_embeddings": False,
 }
 # openai/clip-vit-large-patch14's text model.
 CLIP_L: dict[str, Any] = {

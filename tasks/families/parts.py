@@ -27,6 +27,32 @@ T5_XXL_CONFIG: dict[str, Any] = {
     "eos_token_id": 1,
 }
 
+# Qwen/Qwen2.5-VL-7B-Instruct's config.json: the text encoder of Kandinsky 5, HunyuanVideo 1.5.
+QWEN25_VL_7B: dict[str, Any] = {
+    "text_config": {
+        "vocab_size": 152064,
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 128000,
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "rope_theta": 1000000.0,
+        "tie_word_embeddings": False,
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 3584,
+    },
+    "vocab_size": 152064,
+    "hidden_size": 3584,
+    "tie_word_embeddings": False,
+}
+
 
 # google/umt5-xxl's encoder, the text encoder of Wan and of the models distilled from it.
 def one_layer(config: dict[str, Any], blocks: int | None) -> dict[str, Any]:
