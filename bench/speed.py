@@ -84,7 +84,8 @@ def profile_caches(supports: Sequence[SpeedSupport]) -> list[str]:
 
 class BlockCalls:
     """Calls of one transformer block, computed or skipped: a step cache answers a skipped
-    call from its cache without running any of the block's layers. The counts are tensors
+    call from its cache (first-block) or a prediction of its attention and feed-forward
+    (TaylorSeer) without running any of the block's linear layers. The counts are tensors
     changed in place: a compiled block would guard on a Python number's value and recompile
     at every call."""
 
@@ -92,8 +93,9 @@ class BlockCalls:
         self.ran = torch.zeros((), dtype=torch.int64)
         self.counts = torch.zeros(2, dtype=torch.int64)  # computed, skipped
         block.register_forward_pre_hook(self._enter)
-        for layer in block.children():
-            layer.register_forward_hook(self._layer_ran)
+        for layer in block.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.register_forward_hook(self._layer_ran)
         block.register_forward_hook(self._leave)
 
     def _enter(self, *_: Any) -> None:
@@ -293,7 +295,7 @@ here. *wall s*: the whole pipeline call (text encoder, denoising, VAE decode) th
 `tasks.render.render_batch`. *CPU s*: the CPU time of this process in that call (its
 threads, not inductor's compile workers), which other work on the cores hardly moves:
 under load, its ratio is the steadier one. *computed / skipped*: calls of the block during the video
-(forward hooks on the block and its layers: a skipped call runs none of its layers;
+(forward hooks on the block and its linear layers: a skipped call runs none of them;
 guidance makes 2 calls per step unless the family batches them). *compile s*: the first
 call minus the fastest warm one, with an empty inductor cache; a later contender of the
 same family reuses graphs an earlier one compiled. A contender whose levers all skip here

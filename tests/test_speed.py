@@ -183,6 +183,18 @@ def test_a_step_cache_skips_the_last_blocks_work(preset: str, cache: str) -> Non
         assert cached_calls[0] * 6 == exact_calls[0] * 4
 
 
+def test_taylorseer_predicts_attention_modules_named_attn() -> None:
+    """HunyuanVideo 1.5's blocks name their attention `attn`, not `attn1`."""
+    preset = "tiny-hunyuanvideo-1.5"
+    pipe = _fresh(preset)
+    query = PRESETS[preset].family.denoiser(pipe).transformer_blocks[-1].attn.to_q
+    calls = [0]
+    query.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    apply_levers(pipe, PRESETS[preset].family, Levers(cache="taylorseer:2"))
+    render_batch(pipe, _rows(1))
+    assert calls[0] == 4 * 2  # of 6 steps, 4 computed, each with and without guidance
+
+
 @pytest.mark.parametrize("preset", TRANSFORMERS)
 def test_a_cached_pipeline_renders_a_second_batch_as_the_first(preset: str) -> None:
     pipe = _fresh(preset)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # The modules TaylorSeer predicts between full steps: each transformer block's attention
 # and feed-forward, as the paper caches them. diffusers' default patterns match modules
 # named `attn` only, none of Wan's, LTX-Video's or CogVideoX's (`attn1`, `attn2`, `ff`).
-TAYLORSEER_MODULES = r"(transformer_)?blocks\.\d+\.(attn\d|ffn?)"
+TAYLORSEER_MODULES = r"(transformer_)?blocks\.\d+\.(attn\d?|ffn?)"
 
 
 @dataclass(frozen=True)
