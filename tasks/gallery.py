@@ -29,7 +29,6 @@ from tasks.results import (
     RunSummary,
     format_counts,
 )
-from tasks.stored import inspect_key
 
 logger = logging.getLogger("t2v")
 
@@ -97,16 +96,19 @@ def _over(recorded: Video, video: Video) -> Video:
 
 
 def record_videos(storage: Storage, newest: list[Video]) -> tuple[list[Video], str]:
-    """Merge this run's videos into the record of every video in DEST, and return them with
-    the record's new version. A compare-and-swap: when another run wrote the record since
-    it was read, read it again and merge again, so that no run's videos are lost."""
+    """Merge this run's videos into the record of every video in DEST, less those no longer
+    there, and return them with the record's new version. A compare-and-swap: when another
+    run wrote the record since it was read, read it again and merge again, so that no run's
+    videos are lost."""
     for _ in range(RECORD_ATTEMPTS):
         current = storage.read_versioned(GALLERY_RECORD)
         data, expected = current if current is not None else (b"", None)
         earlier = _parse_record(data) if data else []
         if earlier is None:
             earlier = _set_aside(storage, data)
-        videos = merge_videos(newest, earlier)
+        # Listed after the record was read: every video it lists was stored before then.
+        stored = set(storage.names(""))
+        videos = merge_videos(newest, [video for video in earlier if video["key"] in stored])
         version = storage.write_if(GALLERY_RECORD, gallery_record(videos), expected)
         if version is not None:
             return videos, version
@@ -139,7 +141,7 @@ def _parse_record(data: bytes) -> list[Video] | None:
 
 def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
     """Keep a damaged record beside it (named by its digest, so a retry keeps one copy),
-    say so, and list instead the videos of DEST's last results.json that are still stored."""
+    say so, and list instead the videos of DEST's last results.json."""
     aside = f"{GALLERY_RECORD}.damaged-{hashlib.sha256(damaged).hexdigest()[:12]}"
     storage.write_bytes(aside, damaged)
     logger.warning(
@@ -155,11 +157,7 @@ def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
         run = str(document["summary"]["finished_at"])
     except (StorageError, ValueError, KeyError, TypeError, AttributeError):
         return []  # none, or not one t2v can read: this run's videos make a valid record
-    return [
-        video
-        for video in run_videos(rows, run)
-        if inspect_key(storage, video["key"]).state == "video"
-    ]
+    return run_videos(rows, run)
 
 
 def _by_score(video: Video) -> tuple[bool, float]:

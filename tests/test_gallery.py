@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,13 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storage import LocalStorage
+from storage import LocalStorage, open_storage
+from storage.s3 import s3_client
 from tasks.encode import encode_mp4
 from tasks.gallery import GALLERY_RECORD, gallery_html, merge_videos, run_videos
 from tasks.images import StartImage
 from tasks.publish import publish_video, write_results
 from tasks.results import ResultRow
 from tests.factories import ROW, SUMMARY, sample_results
+from tests.s3faults import Fault, injected
 
 
 def test_gallery_escapes_prompts_and_links_videos_relatively() -> None:
@@ -156,3 +160,50 @@ def test_a_skipped_video_keeps_the_flags_and_score_its_render_recorded() -> None
     (video,) = merge_videos(run_videos([again], "2026-12-06"), earlier)
     # Dated when it was stored, not by the run that skipped it.
     assert (video["run"], video["flags"], video["score"]) == ("2026-12-05", "frozen", 12.0)
+
+
+@pytest.mark.parametrize("where", ["folder", "s3 prefix", "s3 bucket"])
+def test_videos_deleted_since_leave_the_gallery_on_its_next_write(
+    where: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if where == "folder":
+        out = str(tmp_path / "out")
+    else:
+        bucket = request.getfixturevalue("s3_bucket")
+        out = f"s3://{bucket}/renders" if where == "s3 prefix" else f"s3://{bucket}"
+    dest = open_storage(out)
+    clip = tmp_path / "clip.mp4"
+    encode_mp4(np.zeros((2, 64, 64, 3), dtype=np.uint8) + 90, 8, clip)
+    first = []
+    for n in range(20):
+        published = publish_video(dest, f"v{n:02}.mp4", clip)
+        first.append(
+            ResultRow.for_row(replace(ROW, id=f"v{n:02}"), "ok", "m", output=published.output)
+        )
+    write_results(out, first, [], SUMMARY)
+    gone = {f"v{n:02}.mp4" for n in range(0, 20, 2)}
+    for key in gone:  # as a user removes them: the video and nothing else
+        if where == "folder":
+            (tmp_path / "out" / key).unlink()
+        else:
+            bucket, _, prefix = out.removeprefix("s3://").partition("/")
+            s3_client().delete_object(Bucket=bucket, Key=f"{prefix}/{key}".lstrip("/"))
+    publish_video(dest, "new.mp4", clip)
+    new = ResultRow.for_row(replace(ROW, id="new"), "ok", "m", output=dest.uri("new.mp4"))
+    heads = Counter[str]()
+    with injected("HeadObject", _count(heads)) if where != "folder" else contextlib.nullcontext():
+        write_results(out, [new], [], replace(SUMMARY, finished_at="day 2"))
+    live = ["new.mp4", *sorted({f"v{n:02}.mp4" for n in range(20)} - gone)]
+    record = json.loads(dest.read_bytes(GALLERY_RECORD))
+    assert [video["key"] for video in record["videos"]] == live
+    page = dest.read_bytes("index.html").decode()
+    assert re.findall(r'<video src="([^"]+)"', page) == live
+    # Known from one listing of DEST: no request per video.
+    assert not [path for path in heads if path.endswith(".mp4")]
+
+
+def _count(counter: Counter[str]) -> Fault:
+    def fault(request: object, path: str, attempt: int) -> None:
+        counter[path] += 1
+
+    return fault

@@ -136,11 +136,21 @@ def _ok(row_id: str) -> ResultRow:
     return ResultRow.for_row(replace(ROW, id=row_id), "ok", "m", output=f"/out/{row_id}.mp4")
 
 
+def _store(out: str, rows: list[ResultRow]) -> list[ResultRow]:
+    """Put a stand-in at each row's key: the gallery lists only videos DEST holds."""
+    storage = open_storage(out)
+    for row in rows:
+        storage.write_bytes(f"{row.id}.mp4", b"video")
+    return rows
+
+
 def test_a_smaller_run_keeps_earlier_videos_in_the_gallery(tmp_path: Path) -> None:
     # A `--limit 1` run into the demo's folder replaced its 8-row gallery.
     out = str(tmp_path / "out")
-    write_results(out, [_ok(n) for n in "abc"], [], replace(SUMMARY, finished_at="day 1"))
-    write_results(out, [_ok("d")], [], replace(SUMMARY, finished_at="day 2"))
+    write_results(
+        out, _store(out, [_ok(n) for n in "abc"]), [], replace(SUMMARY, finished_at="day 1")
+    )
+    write_results(out, _store(out, [_ok("d")]), [], replace(SUMMARY, finished_at="day 2"))
     page = (tmp_path / "out" / "index.html").read_text()
     order = [page.index(f'src="{n}.mp4"') for n in "dabc"]
     assert order == sorted(order)
@@ -170,7 +180,7 @@ def test_runs_writing_their_results_at_once_lose_no_video_from_the_gallery(
         out = f"s3://{request.getfixturevalue('s3_bucket')}/out"
     else:
         out = str(tmp_path / "out")
-    runs = [[_ok(f"run{r}-{n}") for n in range(3)] for r in range(6)]
+    runs = [_store(out, [_ok(f"run{r}-{n}") for n in range(3)]) for r in range(6)]
     barrier = threading.Barrier(len(runs))
 
     def finish(rows: list[ResultRow]) -> None:
