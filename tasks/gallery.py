@@ -1,9 +1,9 @@
-"""index.html: a self-contained page that plays every video t2v recorded in DEST.
+"""The gallery's record of the videos t2v stored in DEST (`.t2v/gallery.json`), which
+index.html shows (tasks/gallery_page.py).
 
-The page lists this run's videos first, then those of earlier runs, from a record
-t2v keeps beside them (`.t2v/gallery.json`): a `--limit 1` run into a folder of 8
-videos still shows all 8, while results.csv/json describe this run's rows only. A damaged
-record is kept aside and the list rebuilt from the last results.json's stored videos.
+It lists this run's videos first, then those of earlier runs still in DEST: a `--limit 1`
+run into a folder of 8 videos still shows all 8, while results.csv/json describe this run's
+rows only. A damaged record is kept aside and the list rebuilt from the last results.json.
 """
 
 from __future__ import annotations
@@ -13,22 +13,11 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
-
-import jinja2
 
 from storage import Storage, StorageError
 from tasks.images import thumbnail
-from tasks.results import (
-    PARAMETER_COLUMNS,
-    RESULTS_CSV,
-    RESULTS_JSON,
-    ResultRow,
-    RunSummary,
-    format_counts,
-)
+from tasks.results import PARAMETER_COLUMNS, RESULTS_JSON, ResultRow
 
 logger = logging.getLogger("t2v")
 
@@ -44,18 +33,6 @@ QUALITY_FIELDS = ("flags", "score")
 RECORD_ATTEMPTS = 20
 
 Video = dict[str, Any]
-
-
-@functools.cache
-def _template() -> jinja2.Template:
-    # Autoescaped: prompts, ids and errors are the user's text, shown as text.
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("tasks", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template("gallery.html.j2")
 
 
 def run_videos(results: list[ResultRow], run: str) -> list[Video]:
@@ -160,38 +137,6 @@ def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
     return run_videos(rows, run)
 
 
-def _by_score(video: Video) -> tuple[bool, float]:
-    score = video.get("score")
-    return score is None, -float(score or 0.0)
-
-
 def gallery_record(videos: list[Video]) -> bytes:
     document = {"generator": "t2v-batch", "videos": videos}
     return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def gallery_html(
-    videos: list[Video],
-    results: list[ResultRow],
-    summary: RunSummary,
-    link: Callable[[str], str] = quote,
-) -> bytes:
-    """The page: every video, this run's counts, and this run's rows not rendered.
-
-    `link` turns a key in DEST into the page's URL for it: by default the relative
-    key, which works wherever index.html is served from beside the videos.
-    """
-    if any(video.get("score") is not None for video in videos):
-        # Best first; unscored videos last, in the record's order.
-        videos = sorted(videos, key=_by_score)
-    page = _template().render(
-        summary=summary,
-        counts=format_counts(summary.counts),
-        videos=videos,
-        flagged=sum(bool(video.get("flags")) for video in videos),
-        problems=[r for r in results if r.status in ("failed", "invalid")],
-        link=link,
-        results_csv=RESULTS_CSV,
-        results_json=RESULTS_JSON,
-    )
-    return page.encode("utf-8")

@@ -14,14 +14,8 @@ from urllib.parse import quote
 from storage import LocalStorage, Storage, open_storage
 from tasks.destination import check_results_files_are_ours
 from tasks.encode import encode_mp4
-from tasks.gallery import (
-    GALLERY_HTML,
-    RECORD_ATTEMPTS,
-    gallery_html,
-    record_videos,
-    run_videos,
-    videos_since,
-)
+from tasks.gallery import GALLERY_HTML, RECORD_ATTEMPTS, record_videos, run_videos, videos_since
+from tasks.gallery_page import gallery_html
 from tasks.keys import output_key
 from tasks.manifest import Manifest, RenderRow
 from tasks.results import (

@@ -1,4 +1,5 @@
-"""index.html: every video with its prompt, user text shown as text."""
+"""The gallery's record and index.html: every video still in DEST with its prompt, user text
+shown as text (the page's script is exercised in test_gallery_browser.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -20,11 +20,12 @@ from PIL import Image
 from storage import LocalStorage, open_storage
 from storage.s3 import s3_client
 from tasks.encode import encode_mp4
-from tasks.gallery import GALLERY_RECORD, gallery_html, merge_videos, run_videos
+from tasks.gallery import GALLERY_RECORD, merge_videos, run_videos
+from tasks.gallery_page import gallery_html
 from tasks.images import StartImage
 from tasks.publish import publish_video, write_results
 from tasks.results import ResultRow
-from tests.factories import ROW, SUMMARY, sample_results
+from tests.factories import ROW, SUMMARY, gallery_videos, sample_results
 from tests.s3faults import Fault, injected
 
 
@@ -43,12 +44,14 @@ def test_gallery_escapes_prompts_and_links_videos_relatively() -> None:
     )
     results = [hostile, skipped, failed, *sample_results()[1:]]
     page = gallery_html(run_videos(results, "2026-11-28"), results, SUMMARY).decode()
-    assert "<script" not in page and "<img" not in page and "<b>'" not in page
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
-    assert "&lt;b&gt;&#39;猫&#39;&lt;/b&gt;" in page
-    assert page.count("<video") == 2
-    assert 'src="clip-abc.mp4"' in page and 'src="old-def.mp4"' in page
-    assert "controls loop muted playsinline" in page
+    # The videos are JSON in a script element, with <, > and & escaped.
+    assert "<script>alert" not in page and "<img" not in page and "<b>'" not in page
+    assert r"\u003cscript\u003ealert(\"x\")\u003c/script\u003e" in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    videos = gallery_videos(page)
+    assert [video["src"] for video in videos] == ["clip-abc.mp4", "old-def.mp4"]
+    assert videos[0]["prompt"] == '<script>alert("x")</script>'
+    assert videos[0]["negative_prompt"] == "<b>'猫'</b>"
     assert "bad</b> (invalid)" in page and "boom</b> (failed)" in page
     assert "1 ok, 0 skipped, 0 failed, 1 invalid" in page
     assert "http" not in page  # self-contained: nothing to fetch
@@ -63,8 +66,7 @@ def test_a_run_that_rendered_nothing_names_no_device_and_dates_no_card_by_itself
     page = gallery_html(videos, skipped, summary).decode()
     assert " on none" not in page
     assert "model tiny-random, no video rendered in this run" in page
-    assert summary.finished_at not in page.split('<div class="grid">')[1]
-    assert page.count("stored by an earlier run") == 2
+    assert [video["run"] for video in gallery_videos(page)] == [None, None]
 
 
 def test_earlier_videos_follow_this_runs_and_none_is_listed_twice() -> None:
@@ -115,7 +117,7 @@ def test_a_damaged_record_is_kept_aside_and_the_gallery_rebuilt(
         "run's videos and those of the last results.json still stored"
     ]
     page = (tmp_path / "out" / "index.html").read_text()
-    assert 'src="a.mp4"' in page and 'src="c.mp4"' in page and 'src="b.mp4"' not in page
+    assert [video["src"] for video in gallery_videos(page)] == ["c.mp4", "a.mp4"]
 
 
 def test_a_start_image_is_shown_beside_its_video_embedded_in_the_page(tmp_path: Path) -> None:
@@ -128,13 +130,28 @@ def test_a_start_image_is_shown_beside_its_video_embedded_in_the_page(tmp_path: 
     text = ResultRow.for_row(replace(ROW, id="c"), "ok", "m", output="/o/c.mp4")
     results = [with_image, vanished, text]
     page = gallery_html(run_videos(results, "2026-12-06"), results, SUMMARY).decode()
-    (embedded,) = re.findall(
-        r'<img src="data:image/jpeg;base64,([^"]+)" alt="start image of clip"', page
-    )
-    shown = Image.open(io.BytesIO(base64.b64decode(embedded)))
+    images = [video["start_image"] for video in gallery_videos(page)]
+    assert images[1:] == [None, None]
+    shown = Image.open(io.BytesIO(base64.b64decode(images[0].removeprefix(JPEG_URI))))
     assert shown.size == (160, 80)
     assert shown.getpixel((80, 40))[0] > 150  # type: ignore[index]
-    assert page.count("<img") == 1 and page.count("<video") == 3
+
+
+def test_values_many_videos_share_are_written_once() -> None:
+    picture_uri = JPEG_URI + "AAAA" * 1000
+    videos = [
+        {**video, "start_image": picture_uri}
+        for video in run_videos([_scored(f"v{n}", None) for n in range(100)], "2026-12-06")
+    ]
+    page = gallery_html(videos, [], SUMMARY).decode()
+    assert page.count(picture_uri) == 1 and page.count('"2026-12-06"') == 1
+    assert {video["start_image"] for video in gallery_videos(page)} == {picture_uri}
+    # With the prompt and the id, each video adds a few dozen bytes to the page.
+    empty = len(gallery_html([], [], SUMMARY))
+    assert (len(page.encode()) - empty - len(picture_uri)) / 100 < 150
+
+
+JPEG_URI = "data:image/jpeg;base64,"
 
 
 def _scored(row_id: str, score: float | None, flags: tuple[str, ...] = ()) -> ResultRow:
@@ -145,13 +162,13 @@ def _scored(row_id: str, score: float | None, flags: tuple[str, ...] = ()) -> Re
 def test_the_gallery_sorts_by_score_and_marks_flagged_videos() -> None:
     results = [_scored("low", 12.0, ("low_score",)), _scored("none", None), _scored("top", 31.5)]
     page = gallery_html(run_videos(results, "2026-12-06"), results, SUMMARY).decode()
-    assert page.index('id="top"') < page.index('id="low"') < page.index('id="none"')
-    assert '<figure id="low" class="flagged">' in page and '<figure id="top">' in page
-    assert "flagged: low_score" in page and "score 31.5" in page
+    shown = [(video["id"], video["score"], video["flags"]) for video in gallery_videos(page)]
+    assert shown == [("top", 31.5, ""), ("low", 12.0, "low_score"), ("none", None, "")]
     assert 'id="hide-flagged"' in page and "hide the 1 flagged" in page
     unscored = [_scored("b", None), _scored("a", None)]
     page = gallery_html(run_videos(unscored, "2026-12-06"), unscored, SUMMARY).decode()
-    assert page.index('id="b"') < page.index('id="a"')  # no score: the record's order
+    # No score: the record's order.
+    assert [video["id"] for video in gallery_videos(page)] == ["b", "a"]
 
 
 def test_a_skipped_video_keeps_the_flags_and_score_its_render_recorded() -> None:
@@ -197,7 +214,7 @@ def test_videos_deleted_since_leave_the_gallery_on_its_next_write(
     record = json.loads(dest.read_bytes(GALLERY_RECORD))
     assert [video["key"] for video in record["videos"]] == live
     page = dest.read_bytes("index.html").decode()
-    assert re.findall(r'<video src="([^"]+)"', page) == live
+    assert [video["src"] for video in gallery_videos(page)] == live
     # Known from one listing of DEST: no request per video.
     assert not [path for path in heads if path.endswith(".mp4")]
 
