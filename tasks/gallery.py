@@ -9,10 +9,10 @@ rows only. A damaged record is kept aside and the list rebuilt from the last res
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from storage import Storage, StorageError
@@ -23,6 +23,7 @@ logger = logging.getLogger("t2v")
 
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
+START_IMAGES = ".t2v/start-images"  # a thumbnail per start image, named by its sha256
 VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker")
 # What the quality checks said of a video: known only from the run that rendered it, so a
 # run that skips the video keeps what the record has.
@@ -35,24 +36,47 @@ RECORD_ATTEMPTS = 20
 Video = dict[str, Any]
 
 
-def run_videos(results: list[ResultRow], run: str) -> list[Video]:
+def run_videos(
+    results: list[ResultRow], run: str, start_images: Mapping[str, str] | None = None
+) -> list[Video]:
     """The videos of a run's `ok` and `skipped` rows, as the gallery lists them, each with
-    its start image embedded (a start image may live where the page cannot link); `run`
+    the key of its start image's thumbnail in `start_images` (by the image's sha256); `run`
     dates those it rendered (a skipped one was stored by an earlier run: `merge_videos`
     dates it)."""
-    shown = functools.cache(thumbnail)
+    shown = start_images or {}
     return [
         # Videos sit in DEST beside index.html: a video's key is its file name.
         {
             "key": r.output.rsplit("/", 1)[-1],
             "run": run if r.status == "ok" else None,
             **{f: getattr(r, f) for f in VIDEO_FIELDS},
-            **({"start_image": shown(r.image, r.image_sha256)} if r.image_sha256 else {}),
+            **({"start_image": shown[r.image_sha256]} if r.image_sha256 in shown else {}),
             **({f: getattr(r, f) for f in QUALITY_FIELDS} if r.status == "ok" else {}),
         }
         for r in results
         if r.status in ("ok", "skipped")
     ]
+
+
+def store_start_images(storage: Storage, results: list[ResultRow]) -> dict[str, str]:
+    """The key in DEST of a thumbnail of each start image of `results`' videos, by the
+    image's sha256, stored once per image (one listing tells those stored by earlier runs):
+    the image itself may live where the page cannot link. An image that cannot be read now,
+    or is no longer the one rendered, has none."""
+    images = {
+        r.image_sha256: r.image for r in results if r.image_sha256 and r.status in ("ok", "skipped")
+    }
+    stored = set(storage.names(START_IMAGES)) if images else set()
+    keys = {}
+    for sha256, uri in images.items():
+        name = f"{sha256}.jpg"
+        if name not in stored:
+            data = thumbnail(uri, sha256)
+            if data is None:
+                continue
+            storage.write_bytes(f"{START_IMAGES}/{name}", data)
+        keys[sha256] = f"{START_IMAGES}/{name}"
+    return keys
 
 
 def merge_videos(newest: list[Video], earlier: list[Video]) -> list[Video]:
@@ -134,7 +158,7 @@ def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
         run = str(document["summary"]["finished_at"])
     except (StorageError, ValueError, KeyError, TypeError, AttributeError):
         return []  # none, or not one t2v can read: this run's videos make a valid record
-    return run_videos(rows, run)
+    return run_videos(rows, run, store_start_images(storage, rows))
 
 
 def gallery_record(videos: list[Video]) -> bytes:

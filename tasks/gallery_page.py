@@ -44,6 +44,8 @@ def page_videos(videos: list[Video], link: Callable[[str], str]) -> dict[str, An
 
     def cell(video: Video, column: str) -> Any:
         value = link(video["key"]) if column == "src" else video.get(column)
+        if column == "start_image" and value and not value.startswith("data:"):
+            value = link(value)  # a key in DEST; a record may also hold an embedded image
         if column in SHARED_COLUMNS:
             return shared.setdefault(value, len(shared)) if value else None
         return value

@@ -14,7 +14,14 @@ from urllib.parse import quote
 from storage import LocalStorage, Storage, open_storage
 from tasks.destination import check_results_files_are_ours
 from tasks.encode import encode_mp4
-from tasks.gallery import GALLERY_HTML, RECORD_ATTEMPTS, record_videos, run_videos, videos_since
+from tasks.gallery import (
+    GALLERY_HTML,
+    RECORD_ATTEMPTS,
+    record_videos,
+    run_videos,
+    store_start_images,
+    videos_since,
+)
 from tasks.gallery_page import gallery_html
 from tasks.keys import output_key
 from tasks.manifest import Manifest, RenderRow
@@ -184,7 +191,8 @@ def write_results(
     link: Callable[[str], str] = quote
     if presign_expiry is not None:
         link = functools.partial(storage.presigned_url, expires_in=presign_expiry)
-    videos, version = record_videos(storage, run_videos(results, summary.finished_at))
+    start_images = store_start_images(storage, results)
+    videos, version = record_videos(storage, run_videos(results, summary.finished_at, start_images))
     storage.write_many(
         {
             RESULTS_CSV: results_csv(results, extra_columns),

@@ -3,7 +3,6 @@ shown as text (the page's script is exercised in test_gallery_browser.py)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import io
@@ -20,7 +19,7 @@ from PIL import Image
 from storage import LocalStorage, open_storage
 from storage.s3 import s3_client
 from tasks.encode import encode_mp4
-from tasks.gallery import GALLERY_RECORD, merge_videos, run_videos
+from tasks.gallery import GALLERY_RECORD, merge_videos, run_videos, store_start_images
 from tasks.gallery_page import gallery_html
 from tasks.images import StartImage
 from tasks.publish import publish_video, write_results
@@ -120,24 +119,44 @@ def test_a_damaged_record_is_kept_aside_and_the_gallery_rebuilt(
     assert [video["src"] for video in gallery_videos(page)] == ["c.mp4", "a.mp4"]
 
 
-def test_a_start_image_is_shown_beside_its_video_embedded_in_the_page(tmp_path: Path) -> None:
+def test_a_start_image_is_shown_from_a_thumbnail_stored_once_in_dest(tmp_path: Path) -> None:
+    dest = LocalStorage(tmp_path / "out")
     picture = tmp_path / "start.png"
     Image.new("RGB", (640, 320), (200, 30, 30)).save(picture)
     image = StartImage(str(picture), hashlib.sha256(picture.read_bytes()).hexdigest())
-    with_image = ResultRow.for_row(replace(ROW, image=image), "ok", "m", output="/o/a.mp4")
+    with_image = [
+        ResultRow.for_row(replace(ROW, id=n, image=image), "ok", "m", output=f"/o/{n}.mp4")
+        for n in ("a", "a2")
+    ]
     gone = StartImage(str(tmp_path / "gone.png"), "00" * 32)
     vanished = ResultRow.for_row(replace(ROW, id="b", image=gone), "ok", "m", output="/o/b.mp4")
     text = ResultRow.for_row(replace(ROW, id="c"), "ok", "m", output="/o/c.mp4")
-    results = [with_image, vanished, text]
-    page = gallery_html(run_videos(results, "2026-12-06"), results, SUMMARY).decode()
-    images = [video["start_image"] for video in gallery_videos(page)]
-    assert images[1:] == [None, None]
-    shown = Image.open(io.BytesIO(base64.b64decode(images[0].removeprefix(JPEG_URI))))
-    assert shown.size == (160, 80)
+    results = [*with_image, vanished, text]
+    start_images = store_start_images(dest, results)
+    page = gallery_html(run_videos(results, "2026-12-06", start_images), results, SUMMARY)
+    key = f".t2v/start-images/{image.sha256}.jpg"
+    assert [video["start_image"] for video in gallery_videos(page.decode())] == [
+        key, key, None, None
+    ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "out" / ".t2v" / "start-images").iterdir()) == [
+        f"{image.sha256}.jpg"
+    ]
+    shown = Image.open(io.BytesIO(dest.read_bytes(key)))
+    assert (shown.format, shown.size) == ("JPEG", (160, 80))
     assert shown.getpixel((80, 40))[0] > 150  # type: ignore[index]
+    # Linked as the videos are: presigned when they are.
+    signed = gallery_html(
+        run_videos(results, "d", start_images), [], SUMMARY, "https://s/{}?x".format
+    )
+    assert gallery_videos(signed.decode())[0]["start_image"] == f"https://s/{key}?x"
+    # A later run finds it stored: made once per image, not once per run.
+    (tmp_path / "out" / key).write_bytes(b"kept")
+    assert store_start_images(dest, results) == {image.sha256: key}
+    assert dest.read_bytes(key) == b"kept"
 
 
 def test_values_many_videos_share_are_written_once() -> None:
+    # As a record may hold it: the image embedded, not a key in DEST.
     picture_uri = JPEG_URI + "AAAA" * 1000
     videos = [
         {**video, "start_image": picture_uri}

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from storage import LocalStorage
 from tasks.encode import encode_mp4
-from tasks.gallery import run_videos
+from tasks.gallery import run_videos, store_start_images
 from tasks.gallery_page import PAGE_SIZE as PAGE
 from tasks.gallery_page import gallery_html
 from tasks.images import StartImage
@@ -145,7 +146,8 @@ def test_thousands_of_videos_open_a_page_at_a_time_in_chromium(
         )
         if n >= 1_950:  # the first page, sorted by score
             shutil.copyfile(clip, tmp_path / f"v{n:04}.mp4")
-    (tmp_path / "index.html").write_bytes(gallery_html(run_videos(rows, "day"), rows, SUMMARY))
+    videos = run_videos(rows, "day", store_start_images(LocalStorage(tmp_path), rows))
+    (tmp_path / "index.html").write_bytes(gallery_html(videos, rows, SUMMARY))
     cards = """() => [...document.querySelectorAll('figure')].map((figure) => figure.id)"""
     best = [f"v{n:04}" for n in range(1_999, -1, -1)]
     unflagged = [name for name in best if int(name[1:]) % 4]
