@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup demo test lint browser postgres postgres-stop clean server pool gpu-limit \
 	crash-detection deploy-code deploy worker control-worker bench-cpu bench-manifest bench-slots \
-	bench-scale bench-speed bench-wheels gpu-wheels bench-gpu bench-gpu-speed
+	bench-gallery bench-scale bench-speed bench-wheels gpu-wheels bench-gpu bench-gpu-speed
 
 setup: $(STAMP)
 
@@ -125,6 +125,10 @@ bench-manifest: $(STAMP)
 
 bench-slots: $(STAMP)
 	$(PY) -m bench.slot_handoff
+
+# Opens the gallery in Chromium, as the browser tests do.
+bench-gallery: $(STAMP) browser
+	$(PY) -m bench.gallery_scale
 
 # The speed levers on a slice of each transformer family's architecture: about an hour on
 # 2 cores shared with other work (load average 3 to 10).

@@ -31,6 +31,7 @@ class ProgressArtifact:
         self._id: UUID | None = None
         self._total = 0
         self._finished = 0
+        self._flagged = 0
         self._updated = 0.0
 
     def phase(self, text: str) -> None:
@@ -42,7 +43,7 @@ class ProgressArtifact:
         self._id = cast(
             UUID,
             create_progress_artifact(
-                0.0, key=PROGRESS_KEY, description=f"Share of the {total_rows} rows finished."
+                0.0, key=PROGRESS_KEY, description=progress_description(0, 0, total_rows)
             ),
         )
         self._updated = time.monotonic()
@@ -52,11 +53,23 @@ class ProgressArtifact:
 
     def row_finished(self, result: ResultRow) -> None:
         self._finished += 1
+        self._flagged += result.flagged_video
         done = self._finished >= self._total
         if self._id is None or not (done or time.monotonic() - self._updated >= PROGRESS_UPDATE_S):
             return
-        update_progress_artifact(self._id, 100.0 * self._finished / max(self._total, 1))
+        update_progress_artifact(
+            self._id,
+            100.0 * self._finished / max(self._total, 1),
+            description=progress_description(self._finished, self._flagged, self._total),
+        )
         self._updated = time.monotonic()
+
+
+def progress_description(finished: int, flagged: int, total: int) -> str:
+    """The progress artifact's text: the rows finished, and how many of their videos the
+    quality checks or the scorer flagged (what a reviewer will want to look at)."""
+    text = f"{finished} of {total} rows finished"
+    return f"{text}; {flagged} of their videos flagged." if finished else f"{text}."
 
 
 def publish_results(results: list[ResultRow], summary: RunSummary) -> None:

@@ -191,7 +191,8 @@ class S3Storage:
 
     def names(self, folder: str) -> list[str]:
         """One LIST per 1,000 names, without what lies deeper."""
-        prefix = f"{self._key(folder)}/"
+        folder_key = self._key(folder)
+        prefix = f"{folder_key}/" if folder_key else ""  # the bucket's root: no leading "/"
         with self._translated("list", folder):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix, Delimiter="/"

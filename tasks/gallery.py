@@ -1,40 +1,29 @@
-"""index.html: a self-contained page that plays every video t2v recorded in DEST.
+"""The gallery's record of the videos t2v stored in DEST (`.t2v/gallery.json`), which
+index.html shows (tasks/gallery_page.py).
 
-The page lists this run's videos first, then those of earlier runs, from a record
-t2v keeps beside them (`.t2v/gallery.json`): a `--limit 1` run into a folder of 8
-videos still shows all 8, while results.csv/json describe this run's rows only. A damaged
-record is kept aside and the list rebuilt from the last results.json's stored videos.
+It lists this run's videos first, then those of earlier runs still in DEST: a `--limit 1`
+run into a folder of 8 videos still shows all 8, while results.csv/json describe this run's
+rows only. A damaged record is kept aside and the list rebuilt from the last results.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
-
-import jinja2
 
 from storage import Storage, StorageError
 from tasks.images import thumbnail
-from tasks.results import (
-    PARAMETER_COLUMNS,
-    RESULTS_CSV,
-    RESULTS_JSON,
-    ResultRow,
-    RunSummary,
-    format_counts,
-)
-from tasks.stored import inspect_key
+from tasks.results import PARAMETER_COLUMNS, RESULTS_JSON, ResultRow
 
 logger = logging.getLogger("t2v")
 
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
+START_IMAGES = ".t2v/start-images"  # a thumbnail per start image, named by its sha256
 VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker")
 # What the quality checks said of a video: known only from the run that rendered it, so a
 # run that skips the video keeps what the record has.
@@ -47,36 +36,47 @@ RECORD_ATTEMPTS = 20
 Video = dict[str, Any]
 
 
-@functools.cache
-def _template() -> jinja2.Template:
-    # Autoescaped: prompts, ids and errors are the user's text, shown as text.
-    environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("tasks", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    return environment.get_template("gallery.html.j2")
-
-
-def run_videos(results: list[ResultRow], run: str) -> list[Video]:
+def run_videos(
+    results: list[ResultRow], run: str, start_images: Mapping[str, str] | None = None
+) -> list[Video]:
     """The videos of a run's `ok` and `skipped` rows, as the gallery lists them, each with
-    its start image embedded (a start image may live where the page cannot link); `run`
+    the key of its start image's thumbnail in `start_images` (by the image's sha256); `run`
     dates those it rendered (a skipped one was stored by an earlier run: `merge_videos`
     dates it)."""
-    shown = functools.cache(thumbnail)
+    shown = start_images or {}
     return [
         # Videos sit in DEST beside index.html: a video's key is its file name.
         {
             "key": r.output.rsplit("/", 1)[-1],
             "run": run if r.status == "ok" else None,
             **{f: getattr(r, f) for f in VIDEO_FIELDS},
-            **({"start_image": shown(r.image, r.image_sha256)} if r.image_sha256 else {}),
+            **({"start_image": shown[r.image_sha256]} if r.image_sha256 in shown else {}),
             **({f: getattr(r, f) for f in QUALITY_FIELDS} if r.status == "ok" else {}),
         }
         for r in results
         if r.status in ("ok", "skipped")
     ]
+
+
+def store_start_images(storage: Storage, results: list[ResultRow]) -> dict[str, str]:
+    """The key in DEST of a thumbnail of each start image of `results`' videos, by the
+    image's sha256, stored once per image (one listing tells those stored by earlier runs):
+    the image itself may live where the page cannot link. An image that cannot be read now,
+    or is no longer the one rendered, has none."""
+    images = {
+        r.image_sha256: r.image for r in results if r.image_sha256 and r.status in ("ok", "skipped")
+    }
+    stored = set(storage.names(START_IMAGES)) if images else set()
+    keys = {}
+    for sha256, uri in images.items():
+        name = f"{sha256}.jpg"
+        if name not in stored:
+            data = thumbnail(uri, sha256)
+            if data is None:
+                continue
+            storage.write_bytes(f"{START_IMAGES}/{name}", data)
+        keys[sha256] = f"{START_IMAGES}/{name}"
+    return keys
 
 
 def merge_videos(newest: list[Video], earlier: list[Video]) -> list[Video]:
@@ -97,16 +97,19 @@ def _over(recorded: Video, video: Video) -> Video:
 
 
 def record_videos(storage: Storage, newest: list[Video]) -> tuple[list[Video], str]:
-    """Merge this run's videos into the record of every video in DEST, and return them with
-    the record's new version. A compare-and-swap: when another run wrote the record since
-    it was read, read it again and merge again, so that no run's videos are lost."""
+    """Merge this run's videos into the record of every video in DEST, less those no longer
+    there, and return them with the record's new version. A compare-and-swap: when another
+    run wrote the record since it was read, read it again and merge again, so that no run's
+    videos are lost."""
     for _ in range(RECORD_ATTEMPTS):
         current = storage.read_versioned(GALLERY_RECORD)
         data, expected = current if current is not None else (b"", None)
         earlier = _parse_record(data) if data else []
         if earlier is None:
             earlier = _set_aside(storage, data)
-        videos = merge_videos(newest, earlier)
+        # Listed after the record was read: every video it lists was stored before then.
+        stored = set(storage.names(""))
+        videos = merge_videos(newest, [video for video in earlier if video["key"] in stored])
         version = storage.write_if(GALLERY_RECORD, gallery_record(videos), expected)
         if version is not None:
             return videos, version
@@ -139,7 +142,7 @@ def _parse_record(data: bytes) -> list[Video] | None:
 
 def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
     """Keep a damaged record beside it (named by its digest, so a retry keeps one copy),
-    say so, and list instead the videos of DEST's last results.json that are still stored."""
+    say so, and list instead the videos of DEST's last results.json."""
     aside = f"{GALLERY_RECORD}.damaged-{hashlib.sha256(damaged).hexdigest()[:12]}"
     storage.write_bytes(aside, damaged)
     logger.warning(
@@ -155,45 +158,9 @@ def _set_aside(storage: Storage, damaged: bytes) -> list[Video]:
         run = str(document["summary"]["finished_at"])
     except (StorageError, ValueError, KeyError, TypeError, AttributeError):
         return []  # none, or not one t2v can read: this run's videos make a valid record
-    return [
-        video
-        for video in run_videos(rows, run)
-        if inspect_key(storage, video["key"]).state == "video"
-    ]
-
-
-def _by_score(video: Video) -> tuple[bool, float]:
-    score = video.get("score")
-    return score is None, -float(score or 0.0)
+    return run_videos(rows, run, store_start_images(storage, rows))
 
 
 def gallery_record(videos: list[Video]) -> bytes:
     document = {"generator": "t2v-batch", "videos": videos}
     return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def gallery_html(
-    videos: list[Video],
-    results: list[ResultRow],
-    summary: RunSummary,
-    link: Callable[[str], str] = quote,
-) -> bytes:
-    """The page: every video, this run's counts, and this run's rows not rendered.
-
-    `link` turns a key in DEST into the page's URL for it: by default the relative
-    key, which works wherever index.html is served from beside the videos.
-    """
-    if any(video.get("score") is not None for video in videos):
-        # Best first; unscored videos last, in the record's order.
-        videos = sorted(videos, key=_by_score)
-    page = _template().render(
-        summary=summary,
-        counts=format_counts(summary.counts),
-        videos=videos,
-        flagged=sum(bool(video.get("flags")) for video in videos),
-        problems=[r for r in results if r.status in ("failed", "invalid")],
-        link=link,
-        results_csv=RESULTS_CSV,
-        results_json=RESULTS_JSON,
-    )
-    return page.encode("utf-8")

@@ -3,7 +3,6 @@ how it becomes the 8-bit RGB picture of the row's size that a pipeline takes."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import os
@@ -24,7 +23,7 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_IMAGE_PIXELS = 50_000_000
 FORMATS = ("PNG", "JPEG", "WEBP")
 FITS = ("cover", "contain")
-THUMBNAIL_SIZE = 160  # the gallery's start images, embedded in the page, at most this wide
+THUMBNAIL_SIZE = 160  # the gallery's start images at most this wide
 # What a broken file raises while Pillow decodes it.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
 
@@ -184,20 +183,20 @@ def load_image(image: StartImage, width: int, height: int, fit: str) -> Image.Im
     return fit_image(check_image_bytes("image", image.uri, data), width, height, fit)
 
 
-def thumbnail(uri: str, sha256: str) -> str:
-    """A start image as a small JPEG `data:` URI, for a page that must not link to files
-    outside DEST; "" when it cannot be read or is no longer the image that was rendered."""
+def thumbnail(uri: str, sha256: str) -> bytes | None:
+    """A start image as a small JPEG, for the gallery to show from DEST; None when it cannot
+    be read or is no longer the image that was rendered."""
     try:
         data = read_image_bytes(uri)
         if hashlib.sha256(data).hexdigest() != sha256:
-            return ""
+            return None
         picture = check_image_bytes("image", uri, data)
     except (StorageError, RowError):
-        return ""
+        return None
     picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    return out.getvalue()
 
 
 def check_fit(cell: str) -> str:

@@ -17,11 +17,12 @@ from tasks.encode import encode_mp4
 from tasks.gallery import (
     GALLERY_HTML,
     RECORD_ATTEMPTS,
-    gallery_html,
     record_videos,
     run_videos,
+    store_start_images,
     videos_since,
 )
+from tasks.gallery_page import gallery_html
 from tasks.keys import output_key
 from tasks.manifest import Manifest, RenderRow
 from tasks.results import (
@@ -190,7 +191,8 @@ def write_results(
     link: Callable[[str], str] = quote
     if presign_expiry is not None:
         link = functools.partial(storage.presigned_url, expires_in=presign_expiry)
-    videos, version = record_videos(storage, run_videos(results, summary.finished_at))
+    start_images = store_start_images(storage, results)
+    videos, version = record_videos(storage, run_videos(results, summary.finished_at, start_images))
     storage.write_many(
         {
             RESULTS_CSV: results_csv(results, extra_columns),

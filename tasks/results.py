@@ -108,6 +108,11 @@ class ResultRow:
             line=row.line,
         )
 
+    @property
+    def flagged_video(self) -> bool:
+        """An `ok` row whose video the quality checks or the scorer flagged."""
+        return self.status == "ok" and bool(self.flags)
+
     @classmethod
     def for_invalid(cls, row: InvalidRow, model: str) -> ResultRow:
         """Raw cells as the manifest had them, so the user sees what was refused."""
@@ -162,7 +167,7 @@ class RunSummary:
     versions: dict[str, str]
     speed: str = "exact"
     speed_levers: SpeedLevers = field(default_factory=dict)
-    flagged: int = 0  # `ok` rows whose video the quality checks or the scorer flagged
+    flagged: int = 0  # rows whose `flagged_video` is true
 
     def one_line(self, command_s: float | None = None) -> str:
         """The summary; given the command's wall time (which includes starting Prefect), it
@@ -203,7 +208,7 @@ def summarize(
         versions=package_versions(),
         speed=speed,
         speed_levers=speed_levers or {},
-        flagged=sum(r.status == "ok" and bool(r.flags) for r in results),
+        flagged=sum(r.flagged_video for r in results),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -65,6 +67,22 @@ def sample_results() -> list[ResultRow]:
         2, "bad", "`height` must be …", {"prompt": "@x", "height": "100", "Campaign": "-5"}
     )
     return [ok, ResultRow.for_invalid(bad, "tiny-random")]
+
+
+def gallery_videos(page: str) -> list[dict[str, Any]]:
+    """The videos index.html shows, in its order, each a dict of the columns its script
+    reads (a shared value in place of its index)."""
+    found = re.search(r'<script type="application/json" id="gallery-videos">(.*?)</script>', page)
+    assert found, "index.html holds no videos"
+    data = json.loads(found[1])
+    shared = set(data["shared_columns"])
+    return [
+        {
+            name: data["shared"][cell] if name in shared and cell is not None else cell
+            for name, cell in zip(data["columns"], row, strict=True)
+        }
+        for row in data["videos"]
+    ]
 
 
 def render_row(line: int, **changes: Any) -> RenderRow:

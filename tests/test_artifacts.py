@@ -68,6 +68,13 @@ def test_table_has_one_row_per_result_with_long_prompts_clipped() -> None:
     }
 
 
+def test_progress_counts_the_flagged_videos_of_the_rows_finished() -> None:
+    assert artifacts.progress_description(0, 0, 250) == "0 of 250 rows finished."
+    assert artifacts.progress_description(40, 3, 250) == (
+        "40 of 250 rows finished; 3 of their videos flagged."
+    )
+
+
 @pytest.mark.usefixtures("prefect_api_url")
 def test_a_run_with_an_invalid_row_leaves_all_three_artifacts(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
@@ -76,18 +83,26 @@ def test_a_run_with_an_invalid_row_leaves_all_three_artifacts(tmp_path: Path) ->
         "good,a cat,4,64,64,2\n"
         "bad,a dog,4,100,64,2\n"
     )
-    request = RenderRequest(manifest=str(manifest), destination=str(tmp_path / "out"))
+    request = RenderRequest(
+        # No video scores 100: every one is flagged `low_score`.
+        manifest=str(manifest), destination=str(tmp_path / "out"), score="tiny-clip",
+        score_threshold=100,
+    )  # fmt: skip
     state = render_manifest(**request.parameters(), return_state=True)
     assert state.is_failed()
 
     found = _artifacts(state.state_details.flow_run_id)
     assert set(found) == {"render-progress", "render-results", "render-summary"}
     assert found["render-progress"].data == 100
+    assert found["render-progress"].description == (
+        "2 of 2 rows finished; 1 of their videos flagged."
+    )
     table = found["render-results"].data
     table = json.loads(table) if isinstance(table, str) else table
     assert [(row["id"], row["status"]) for row in table] == [("good", "ok"), ("bad", "invalid")]
     assert "height" in table[1]["error"]
     assert "1 ok, 0 skipped, 0 failed, 1 invalid" in found["render-summary"].data
+    assert "| flagged videos | 1 |" in found["render-summary"].data
 
 
 def _artifacts(flow_run_id: Any) -> dict[str, Any]:

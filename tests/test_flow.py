@@ -17,7 +17,7 @@ from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
 from tasks.families.modelscope import ModelScope
 from tasks.publish import ResultRow
-from tests.factories import tiny_manifest
+from tests.factories import gallery_videos, tiny_manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
@@ -61,6 +61,17 @@ def test_demo_manifest_renders_every_row(rendered_demo: tuple[Path, list[ResultR
     summary = json.loads((folder / "results.json").read_text())["summary"]
     assert summary["counts"]["ok"] == 8
     assert summary["model"] == "tiny-random"
+
+
+def test_videos_removed_from_dest_leave_the_next_runs_gallery(tmp_path: Path) -> None:
+    manifest, out = tiny_manifest(tmp_path, rows=4), tmp_path / "out"
+    render_manifest(**RenderRequest(manifest=str(manifest), destination=str(out)).parameters())
+    for video in sorted(out.glob("*.mp4"))[::2]:  # a user removes half of them
+        video.unlink()
+    again = RenderRequest(manifest=str(manifest), destination=str(out), limit=1)
+    render_manifest(**again.parameters())
+    links = [video["src"] for video in gallery_videos((out / "index.html").read_text())]
+    assert sorted(links) == sorted(_videos(out)) and len(links) < 4
 
 
 def test_rerun_skips_everything_without_rendering(tmp_path: Path) -> None:

@@ -1,36 +1,41 @@
-"""The gallery plays every video in a real browser: Debian's Chromium through Playwright."""
+"""The gallery in a real browser, Debian's Chromium through Playwright: every video plays,
+and a page of thousands opens a page of cards at a time."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
+import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from storage import LocalStorage
+from tasks.encode import encode_mp4
+from tasks.gallery import run_videos, store_start_images
+from tasks.gallery_page import PAGE_SIZE as PAGE
+from tasks.gallery_page import gallery_html
+from tasks.images import StartImage
 from tasks.publish import ResultRow
 from tests.conftest import CHROMIUM_FLAGS
+from tests.factories import ROW, SUMMARY
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def served(rendered_demo: tuple[Path, list[ResultRow]]) -> Iterator[str]:
-    """The destination folder over HTTP on a free loopback port, stopped afterwards."""
+    """The destination folder's gallery over HTTP."""
     folder, _ = rendered_demo
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with served_folder(folder) as url:
+        yield f"{url}/index.html"
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -94,9 +99,6 @@ def test_the_gallery_hides_flagged_videos_and_sorts_by_score_in_chromium(
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    from tasks.gallery import gallery_html, run_videos
-    from tests.factories import ROW, SUMMARY
-
     def scored(row_id: str, score: float, flags: tuple[str, ...] = ()) -> ResultRow:
         row = replace(ROW, id=row_id)
         output = f"/o/{row_id}.mp4"
@@ -119,3 +121,88 @@ def test_the_gallery_hides_flagged_videos_and_sorts_by_score_in_chromium(
             assert page.evaluate(shown) == ["top", "mid", "low"]
         finally:
             browser.close()
+
+
+def test_thousands_of_videos_open_a_page_at_a_time_in_chromium(
+    chromium: Path, tmp_path: Path
+) -> None:
+    # Only the shown page's cards hold players, and only their videos are fetched; sorting,
+    # flags, hiding and start images work across pages.
+    from playwright.sync_api import sync_playwright
+
+    picture = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture)
+    image = StartImage(str(picture), hashlib.sha256(picture.read_bytes()).hexdigest())
+    clip = tmp_path / "clip.mp4"
+    encode_mp4(np.zeros((2, 64, 64, 3), dtype=np.uint8) + 90, 8, clip)
+    rows = []
+    for n in range(2_000):
+        row = replace(
+            ROW, id=f"v{n:04}", prompt=f"<b>scene</b> {n}", image=image if n < 3 else None
+        )
+        flags = ("frozen",) if n % 4 == 0 else ()
+        rows.append(
+            ResultRow.for_row(row, "ok", "m", output=f"/o/v{n:04}.mp4", score=n / 10, flags=flags)
+        )
+        if n >= 1_950:  # the first page, sorted by score
+            shutil.copyfile(clip, tmp_path / f"v{n:04}.mp4")
+    videos = run_videos(rows, "day", store_start_images(LocalStorage(tmp_path), rows))
+    (tmp_path / "index.html").write_bytes(gallery_html(videos, rows, SUMMARY))
+    cards = """() => [...document.querySelectorAll('figure')].map((figure) => figure.id)"""
+    best = [f"v{n:04}" for n in range(1_999, -1, -1)]
+    unflagged = [name for name in best if int(name[1:]) % 4]
+    with served_folder(tmp_path) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            fetched: list[str] = []
+            page.on("request", lambda request: fetched.append(request.url.rsplit("/", 1)[-1]))
+            page.goto(f"{url}/index.html")
+            assert page.evaluate(cards) == best[:PAGE]
+            assert page.locator("video").count() == PAGE
+            page.locator("video").first.evaluate("(v) => v.play()")  # muted: allowed to play
+            page.wait_for_function("() => document.querySelector('video').currentTime > 0")
+            players = {name for name in fetched if name.endswith(".mp4")}
+            assert f"{best[0]}.mp4" in players
+            assert players <= {f"{name}.mp4" for name in best[:PAGE]}
+            assert page.locator(".range").first.inner_text() == "videos 1–48 of 2000"
+            caption = page.locator("figcaption b").first.evaluate("(b) => b.parentNode.textContent")
+            assert caption == f"{best[0]} <b>scene</b> 1999"  # the user's text, as text
+
+            page.locator(".next").last.click()
+            assert page.evaluate(cards) == best[PAGE : 2 * PAGE]
+            page.locator(".page").first.fill("42")
+            page.locator(".page").first.dispatch_event("change")
+            assert page.evaluate(cards) == best[41 * PAGE :]
+            assert page.locator(".next").first.is_disabled()
+            shown = page.locator("img[alt^='start image of']")
+            assert shown.count() == 3
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('img')].every((img) => img.naturalWidth)"
+            )
+
+            page.check("#hide-flagged")
+            assert page.evaluate(cards) == unflagged[:PAGE]  # back to the first page
+            assert page.locator(".range").last.inner_text() == "videos 1–48 of 1500"
+            page.locator(".page").last.fill("32")
+            page.locator(".page").last.dispatch_event("change")
+            assert page.evaluate(cards) == unflagged[31 * PAGE :]
+            page.uncheck("#hide-flagged")
+            assert page.evaluate(cards) == best[:PAGE]
+        finally:
+            browser.close()
+
+
+@contextmanager
+def served_folder(folder: Path) -> Iterator[str]:
+    """`folder` over HTTP on a free loopback port, stopped afterwards."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

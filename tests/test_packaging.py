@@ -48,7 +48,7 @@ def test_every_imported_package_is_declared() -> None:
     assert undeclared == {}
 
 
-def test_the_wheel_builds_without_warnings_and_ships_the_gallery_template(
+def test_the_wheel_builds_without_warnings_and_ships_the_gallery_templates(
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "source"
@@ -65,4 +65,5 @@ def test_the_wheel_builds_without_warnings_and_ships_the_gallery_template(
     assert built.returncode == 0, built.stderr
     assert "Warning" not in built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
-    assert "tasks/templates/gallery.html.j2" in zipfile.ZipFile(wheel).namelist()
+    shipped = zipfile.ZipFile(wheel).namelist()
+    assert {"tasks/templates/gallery.html.j2", "tasks/templates/gallery.js"} <= set(shipped)

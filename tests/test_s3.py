@@ -226,6 +226,16 @@ def test_read_range_gets_only_the_bytes_asked_for(s3: Any) -> None:
     assert store.read_range("a.mp4", 10, 8) == b""
 
 
+def test_names_lists_one_folder_under_a_prefix_or_at_the_bucket_root(s3: Any) -> None:
+    for key in ("a.mp4", "b.csv", "runs/c.mp4", "runs/sub/d.mp4", "runsx/e.mp4"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    assert S3Storage(BUCKET).names("") == ["a.mp4", "b.csv"]
+    assert S3Storage(BUCKET, "runs").names("") == ["c.mp4"]
+    assert S3Storage(BUCKET).names("runs") == ["c.mp4"]
+    assert S3Storage(BUCKET, "runs").names("sub") == ["d.mp4"]
+    assert S3Storage(BUCKET, "none").names("") == []
+
+
 def test_write_many_puts_each_object(s3: Any) -> None:
     store = S3Storage(BUCKET, "out")
     store.write_many({"results.csv": b"c", "index.html": b"h"})
