@@ -331,12 +331,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"the tiny presets at {DRY_SHAPE.frames} frames of {DRY_SHAPE.size}² and "
         f"{DRY_SHAPE.steps} steps, uncompiled, printed, not written: seconds, not results",
     )  # fmt: skip
+    parser.add_argument(
+        "--preset", action="append", choices=TRANSFORMER_PRESETS, dest="presets",
+        help="measure only this family's preset (repeatable); default: all of them",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     shape = DRY_SHAPE if args.dry_run else SHAPE
     with tempfile.TemporaryDirectory(prefix="t2v-inductor-") as inductor:
         # Compile seconds are a cold start's, whatever earlier runs left in t2v's cache.
         os.environ[INDUCTOR_CACHE_ENV] = inductor
-        for preset in TRANSFORMER_PRESETS:
+        for preset in args.presets or TRANSFORMER_PRESETS:
             measured = measure(preset, shape, args.dry_run)
             text = family_section(preset, shape, measured, args.dry_run)
             publish_section(f"speed/{preset}", text, args.dry_run)
