@@ -224,9 +224,15 @@ def command() -> NoReturn:
     """The `t2v` command: `main`, then leave without the interpreter's teardown of torch,
     diffusers and Prefect, seconds that would follow every command's last line. What
     atexit asks for (logs flushed, temporary folders removed) still runs."""
-    code = main()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
+    try:
+        code = main()
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped early (`t2v models | head -1`): nothing left to say to it. The
+        # status is a shell's for a command ended by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
     sys.stderr.flush()
     os._exit(code)
 

@@ -137,3 +137,24 @@ def test_a_bad_destination_is_refused_before_prefect_starts_or_anything_renders(
     assert a_file.read_text() == "not a folder"
     assert not list(tmp_path.rglob("*.mp4"))
     assert time.monotonic() - started < 30
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly() -> None:
+    """`t2v models | head -1`: the reader closes the pipe after one line."""
+    import subprocess
+    import sys
+
+    t2v = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "models"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    assert t2v.stdout is not None and t2v.stderr is not None
+    t2v.stdout.readline()
+    t2v.stdout.close()
+    stderr = t2v.stderr.read()
+    t2v.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
