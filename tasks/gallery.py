@@ -35,7 +35,7 @@ logger = logging.getLogger("t2v")
 
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
-VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker")
+VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker", "audio")
 # What the quality checks said of a video: known only from the run that rendered it, so a
 # run that skips the video keeps what the record has.
 QUALITY_FIELDS = ("flags", "score")

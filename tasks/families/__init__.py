@@ -8,6 +8,7 @@ from tasks.families.base import Family
 from tasks.families.cogvideox import CogVideoX
 from tasks.families.kandinsky5 import Kandinsky5
 from tasks.families.ltx import LTXVideo
+from tasks.families.ltx2 import LTX2
 from tasks.families.modelscope import ModelScope
 from tasks.families.sana_video import SanaVideo
 from tasks.families.wan import Wan
@@ -29,6 +30,7 @@ FAMILIES: tuple[Family, ...] = (
     CogVideoX(),
     SanaVideo(),
     Kandinsky5(),
+    LTX2(),
 )
 
 
