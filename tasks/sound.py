@@ -6,9 +6,12 @@ from __future__ import annotations
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # publishing, which encodes, runs where torch is not imported
+    import torch
 
 
 @dataclass(frozen=True)

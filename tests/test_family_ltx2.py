@@ -3,6 +3,7 @@ distilled preset's recipe, and its full-size architectures."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from tasks.keys import output_key
 from tasks.manifest import parse_manifest
 from tasks.presets import model_rules, resolve_model
 from tasks.render import RenderedVideo, render_batch
-from tests.factories import render_row
+from tests.factories import render_row, t2v
 from tests.mp4probe import Stream, decode_audio, probe_mp4
 
 FAMILY = LTX2()
@@ -109,3 +110,35 @@ def test_the_random_presets_are_the_published_architectures(
     assert pipe.connectors.config.caption_channels == text.hidden_size
     assert pipe.connectors.config.text_proj_in_factor == text.num_hidden_layers + 1
     assert (pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio) == (32, 8)
+
+
+MANIFEST = (
+    "id,prompt,num_frames,height,width,num_inference_steps,fps\nkite,a red kite,9,64,96,2,8\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["preset", "folder"])
+def test_t2v_stores_one_mp4_with_sound_and_records_it(
+    cli_env: dict[str, str], tmp_path: Path, source: str
+) -> None:
+    model = "tiny-ltx2"
+    if source == "folder":  # as saved with save_pretrained, found by its model_index.json
+        model = str(tmp_path / "tiny-ltx2")
+        get_pipeline(resolve_model("tiny-ltx2"), torch.device("cpu")).save_pretrained(model)
+    (tmp_path / "m.csv").write_text(MANIFEST)
+    out = tmp_path / "out"
+    done = t2v("render", str(tmp_path / "m.csv"), "--model", model, "--out", str(out), env=cli_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = csv.DictReader((out / "results.csv").read_text("utf-8-sig").splitlines())
+    assert (result["status"], result["audio"]) == ("ok", "yes")
+    key = Path(result["output"]).name
+    row = parse_manifest(MANIFEST.encode(), "m.csv", rules=model_rules(model)).rows[0]
+    assert key == output_key(row, resolve_model(model).identity)
+    probe = probe_mp4(out / key)
+    assert [stream.kind for stream in probe.streams] == ["Video", "Audio"]
+    assert probe.streams[1].codec == "aac"
+    assert f'<video src="{key}" controls loop playsinline' in (out / "index.html").read_text()
+    again = t2v("render", str(tmp_path / "m.csv"), "--model", model, "--out", str(out), env=cli_env)
+    (skipped,) = csv.DictReader((out / "results.csv").read_text("utf-8-sig").splitlines())
+    assert again.returncode == 0 and (skipped["status"], skipped["audio"]) == ("skipped", "yes")

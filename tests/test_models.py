@@ -278,6 +278,15 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path: Path) -> None:
             '{"_class_name": "TextToVideoSDPipeline", "text_encoder": ["transformers", "Nope"]}',
             "takes `text_encoder` as 'Nope' from transformers",
         ),
+        # save_pretrained names a model of diffusers' own pipeline package by the package.
+        (
+            '{"_class_name": "LTX2Pipeline", "vocoder": ["ltx2", "Nope"]}',
+            "takes `vocoder` as 'Nope' from diffusers.pipelines.ltx2 0.42.1, which has no such",
+        ),
+        (
+            '{"_class_name": "LTX2Pipeline", "vocoder": ["os", "system"]}',
+            "takes `vocoder` from 'os'",
+        ),
     ],
 )
 def test_a_bad_model_index_is_refused_before_anything_loads(
