@@ -156,3 +156,13 @@ def test_a_skipped_video_keeps_the_flags_and_score_its_render_recorded() -> None
     (video,) = merge_videos(run_videos([again], "2026-12-06"), earlier)
     # Dated when it was stored, not by the run that skipped it.
     assert (video["run"], video["flags"], video["score"]) == ("2026-12-05", "frozen", 12.0)
+
+
+def test_a_video_with_sound_plays_unmuted_and_one_without_stays_muted() -> None:
+    loud = ResultRow.for_row(replace(ROW, id="loud"), "ok", "m", output="loud-1.mp4", audio=True)
+    quiet = ResultRow.for_row(
+        replace(ROW, id="quiet"), "ok", "m", output="quiet-2.mp4", audio=False
+    )
+    page = gallery_html(run_videos([loud, quiet], "2026-12-06"), [loud, quiet], SUMMARY).decode()
+    assert '<video src="loud-1.mp4" controls loop playsinline' in page
+    assert '<video src="quiet-2.mp4" controls loop muted playsinline' in page

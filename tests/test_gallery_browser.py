@@ -13,6 +13,7 @@ import pytest
 
 from tasks.publish import ResultRow
 from tests.conftest import CHROMIUM_FLAGS
+from tests.factories import t2v
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +22,11 @@ pytestmark = pytest.mark.slow
 def served(rendered_demo: tuple[Path, list[ResultRow]]) -> Iterator[str]:
     """The destination folder over HTTP on a free loopback port, stopped afterwards."""
     folder, _ = rendered_demo
+    yield from serve(folder)
+
+
+def serve(folder: Path) -> Iterator[str]:
+    """`folder`'s index.html over HTTP on a free loopback port, stopped afterwards."""
     handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -119,3 +125,40 @@ def test_the_gallery_hides_flagged_videos_and_sorts_by_score_in_chromium(
             assert page.evaluate(shown) == ["top", "mid", "low"]
         finally:
             browser.close()
+
+
+# Chromium counts the audio bytes it decoded; audioTracks is behind a flag.
+HEARD = """() => [...document.querySelectorAll('video')].map((v) => (
+  {muted: v.muted, time: v.currentTime, audio: v.webkitAudioDecodedByteCount,
+   error: v.error && v.error.code}))"""
+
+
+def test_a_video_with_sound_plays_its_sound_in_chromium(
+    chromium: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "id,prompt,num_frames,height,width,num_inference_steps,fps\nkite,a red kite,17,64,96,2,8\n"
+    )
+    out = tmp_path / "out"
+    done = t2v("render", str(manifest), "--model", "tiny-ltx2", "--out", str(out), env=cli_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for url in serve(out):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                # A click is the user's gesture a browser asks for before playing sound.
+                page.locator("video").click()
+                page.evaluate(PLAY_ALL)
+                page.wait_for_function(ALL_PAST_THE_START, timeout=60_000)
+                page.wait_for_timeout(500)
+                (heard,) = page.evaluate(HEARD)
+            finally:
+                browser.close()
+    assert heard["error"] is None and heard["time"] > 0
+    assert heard["muted"] is False
+    assert heard["audio"] > 0
