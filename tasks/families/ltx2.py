@@ -58,8 +58,8 @@ class LTX2(Family):
     denoiser_name: ClassVar[str] = "transformer"
     has_sound: ClassVar[bool] = True
     # Its attention dispatches on diffusers' backends and it declares repeated blocks. Its
-    # blocks take video and audio streams, which diffusers' first-block cache does not
-    # know: no profile chooses a cache.
+    # joint video–audio blocks are missing from the registry of block outputs that diffusers'
+    # step caches read (diffusers/hooks/_helpers.py): no profile chooses a cache.
     speed: ClassVar[SpeedSupport] = SpeedSupport(
         step_caches=True,
         attention_backends=True,
@@ -80,7 +80,7 @@ class LTX2(Family):
             80.0,
             "LTX-2 Community License (read it on the repo)",
         ),
-        PresetInfo("tiny-ltx2", None, "~0.6 M", None, "none (random weights built in code)"),
+        PresetInfo("tiny-ltx2", None, "~0.5 M", None, "none (random weights built in code)"),
     )
 
     def rules_for(self, configs: Mapping[str, Mapping[str, Any]]) -> ManifestRules:
