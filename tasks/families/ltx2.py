@@ -24,9 +24,10 @@ LTX2_MAX_TOKENS = 1024  # LTX2Pipeline's `max_sequence_length` default
 # checkpoints were trained on, one sigma per step.
 DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
 # LTX2Pipeline's docstring: 121 frames of 512×768 at 24 fps, 30 steps, guidance 3. Its
-# check_inputs wants sizes divisible by 32; frames are 8k + 1 (the VAE's time grid). The
-# card's bound for one render: 20 s (481 frames at 24 fps) under 720×1280 pixels. At 32
-# pixels the latent is 1×1, which LTX-2.0's VAE decoder cannot reflect-pad: 64 at least.
+# check_inputs wants sizes divisible by 32; frames are 8k + 1 (the VAE's time grid), up to
+# the pipeline's longest duration (`max_seconds` 20: 481 frames at 24 fps). Frames × pixels
+# are capped as LTX-Video's card caps them (257 × 720 × 1280). At 32 pixels the latent is
+# 1×1, which LTX-2.0's VAE decoder cannot reflect-pad: 64 at least.
 LTX2_RULES = ManifestRules(
     family="LTX-2",
     num_frames=121,
