@@ -11,6 +11,7 @@ from bench.report import RESULTS_MD
 from tasks.families import Family
 from tasks.manifest import RenderRow
 from tasks.presets import PRESETS, preset_rules
+from tasks.rules import ManifestRules
 from tasks.speed.levers import COMPILE_MODES, SPEEDS, Speed
 
 # What `--model` takes: presets built in memory, full-size with random weights or tiny.
@@ -39,9 +40,14 @@ class Settings:
     def family(self) -> Family:
         return PRESETS[self.model].family
 
+    @property
+    def rules(self) -> ManifestRules:
+        """The requested preset's rules: a distilled preset's guidance is its own."""
+        return preset_rules(PRESETS[self.requested])
+
 
 def bench_rows(settings: Settings, count: int) -> list[RenderRow]:
-    rules = settings.family.rules
+    rules = settings.rules
     return [
         RenderRow(
             line=n + 1,

@@ -246,7 +246,7 @@ def _preamble(
         environment(torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"),
         f"{settings.model} ({family.name}), {settings.height}×{settings.width}, "
         f"{settings.frames} frames, {settings.steps} steps, guidance "
-        f"{family.rules.guidance_scale:g}. One video: {flops.total / 1e12:.3g} TFLOP "
+        f"{settings.rules.guidance_scale:g}. One video: {flops.total / 1e12:.3g} TFLOP "
         f"({flops.step / 1e12:.3g} per step with guidance; text encoding and decoding "
         f"{flops.rest / 1e12:.3g}); peak {MISSING if peak is None else f'{peak:g}'} TFLOP/s "
         "dense bf16.",

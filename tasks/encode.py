@@ -1,4 +1,5 @@
-"""Frames to a browser-playable H.264 MP4 (libx264, yuv420p, faststart) with imageio-ffmpeg.
+"""Frames to a browser-playable H.264 MP4 (libx264, yuv420p, faststart) with imageio-ffmpeg,
+and, for a family with sound, its AAC track beside them.
 
 ffmpeg is run here rather than through `imageio_ffmpeg.write_frames`: that generator ignores
 ffmpeg's exit status (a failed encode would be stored as a broken video) and
@@ -10,12 +11,14 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 
 from tasks.errors import EncodeError
+from tasks.sound import Sound, write_wav
 
 # Constant quality, visually lossless for these small clips; `fast` keeps encoding far
 # below the render time of a video.
@@ -25,11 +28,25 @@ SIGNAL_REASONS = {"SIGXFSZ": " (its output outgrew the file size limit)"}
 # million pixels a second on one core; the limit allows ten times less, and a minute at least.
 MIN_ENCODE_TIMEOUT_S = 60.0
 SLOWEST_PIXELS_PER_S = 500_000
+AAC_BITRATE = "128k"  # stereo speech and effects; browsers play AAC-LC in MP4 everywhere
 
 
-def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
+def encode_mp4(frames: np.ndarray, fps: int, path: Path, sound: Sound | None = None) -> None:
     """Write uint8 RGB frames (frames × height × width × 3) to `path`, a new file in a
-    scratch folder: a whole MP4, or no file at all. Storage publishes it atomically."""
+    scratch folder: a whole MP4, or no file at all. Storage publishes it atomically. With
+    `sound`, the MP4 also holds it as an AAC track; without, it holds no audio track."""
+    if sound is None:
+        _encode(frames, fps, path, ["-an"])
+        return
+    with tempfile.TemporaryDirectory(prefix="t2v-sound-") as folder:
+        wav = Path(folder) / "sound.wav"
+        write_wav(sound, wav)
+        audio = ["-i", str(wav), "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", AAC_BITRATE]
+        _encode(frames, fps, path, audio)
+
+
+def _encode(frames: np.ndarray, fps: int, path: Path, audio: list[str]) -> None:
+    """`encode_mp4` with ffmpeg's audio arguments: a second input and its codec, or `-an`."""
     # 1. Check inputs
     check_frames(frames)
     if fps < 1:
@@ -45,7 +62,7 @@ def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
         "-hide_banner", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
         "-i", "pipe:0",
-        "-an", "-c:v", "libx264", *X264_QUALITY, "-pix_fmt", "yuv420p",
+        *audio, "-c:v", "libx264", *X264_QUALITY, "-pix_fmt", "yuv420p",
         # The index (moov) goes first, so browsers start playing before the whole file arrives.
         "-movflags", "+faststart",
         "-f", "mp4", str(path),

@@ -24,7 +24,7 @@ logger = logging.getLogger("t2v")
 GALLERY_HTML = "index.html"
 GALLERY_RECORD = ".t2v/gallery.json"
 START_IMAGES = ".t2v/start-images"  # a thumbnail per start image, named by its sha256
-VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker")
+VIDEO_FIELDS = ("id", "prompt", "negative_prompt", *PARAMETER_COLUMNS, "model", "worker", "audio")
 # What the quality checks said of a video: known only from the run that rendered it, so a
 # run that skips the video keeps what the record has.
 QUALITY_FIELDS = ("flags", "score")

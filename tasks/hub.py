@@ -81,23 +81,30 @@ def _download(repo: str, revision: str, variant: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
     _quiet()
-    if variant:
-        weights, ignored = [f"*.{variant}.safetensors", f"*.{variant}-*.safetensors"], []
-    else:
-        weights = ["*.safetensors"]
-        ignored = [f"*.{half}{end}" for half in HALF_VARIANTS for end in (".*", "-*")]
+    allowed, ignored = snapshot_patterns(variant)
     try:
         return Path(
             snapshot_download(
                 repo,
                 revision=revision,
                 cache_dir=hub_cache(),
-                allow_patterns=[*HUB_CONFIG_PATTERNS, *weights],
+                allow_patterns=allowed,
                 ignore_patterns=ignored,
             )
         )
     except Exception as exc:  # authentication, a repo that does not exist, a dropped link...
         raise ModelLoadError(f"cannot download {repo} ({revision}): {first_line(exc)}") from exc
+
+
+def snapshot_patterns(variant: str | None) -> tuple[list[str], list[str]]:
+    """The files of a pipeline repo to fetch, and those not to: its configs and tokenizers,
+    and its components' safetensors of `variant`. Weights at the repo's top level are
+    single-file checkpoints that a pipeline never loads."""
+    if variant:
+        weights = [f"*/*.{variant}.safetensors", f"*/*.{variant}-*.safetensors"]
+        return [*HUB_CONFIG_PATTERNS, *weights], []
+    ignored = [f"*.{half}{end}" for half in HALF_VARIANTS for end in (".*", "-*")]
+    return [*HUB_CONFIG_PATTERNS, "*/*.safetensors"], ignored
 
 
 def _check_reachable(problem: str, name: str) -> None:

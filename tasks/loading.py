@@ -4,7 +4,9 @@ placing it on its device as memory allows. Fetching from the Hub is tasks/hub.py
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from tasks.families import Family, family_for_class
 # A model folder may name components of these libraries only (model_index.json), and
 # holds weights as safetensors: pickles run code when they load.
 LIBRARIES = ("diffusers", "transformers")
-COMPONENT_LIBRARIES = frozenset({*LIBRARIES, None})
+PACKAGE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -67,7 +69,7 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
             "`_class_name`): pass a folder saved with save_pretrained"
         )
     for name, entry in sorted(index.items()):
-        if isinstance(entry, list) and entry and entry[0] not in COMPONENT_LIBRARIES:
+        if isinstance(entry, list) and entry and entry[0] and component_module(entry[0]) is None:
             raise ModelLoadError(
                 f"{folder}/model_index.json takes `{name}` from {entry[0]!r}: t2v-batch loads "
                 "components from diffusers and transformers only"
@@ -87,16 +89,31 @@ def check_pipeline_folder(folder: Path) -> dict[str, Any]:
 def _check_component_class(folder: Path, name: str, entry: object) -> None:
     """A component's class must be one its library has: found out here, in a second, not
     after the other components have loaded."""
-    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in LIBRARIES):
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0]):
         return  # a pipeline setting, or a component saved as absent ([null, null])
-    library, class_name = entry
+    library, class_name = component_module(entry[0]), entry[1]
+    if library is None:
+        return
     module = importlib.import_module(library)
+    version = importlib.import_module(library.partition(".")[0]).__version__
     # Both libraries import lazily: dir() lists every class without importing its module.
     if class_name not in dir(module):
         raise ModelLoadError(
             f"{folder}/model_index.json takes `{name}` as {class_name!r} from {library} "
-            f"{module.__version__}, which has no such class: re-save the pipeline with it"
+            f"{version}, which has no such class: re-save the pipeline with it"
         )
+
+
+def component_module(library: object) -> str | None:
+    """The module a model_index.json entry loads its component from: diffusers,
+    transformers, or a pipeline package of diffusers' own, which save_pretrained names by
+    the package (`["ltx2", "LTX2Vocoder"]`, as diffusers loads it); None for anything else."""
+    if library in LIBRARIES:
+        return str(library)
+    if not (isinstance(library, str) and PACKAGE_NAME.fullmatch(library)):
+        return None
+    package = f"diffusers.pipelines.{library}"
+    return package if importlib.util.find_spec(package) is not None else None
 
 
 def folder_variant(folder: Path) -> str | None:

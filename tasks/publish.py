@@ -123,6 +123,7 @@ def plan_outputs(
                     output=storage.uri(key),
                     bytes=stored.bytes,
                     sha256=stored.sha256,
+                    audio=ref.family.has_sound,
                 )
             )
         else:
@@ -143,7 +144,7 @@ def publish_rendered(
     storage = open_storage(destination)
     with tempfile.TemporaryDirectory(prefix="t2v-encode-") as scratch:
         path = Path(scratch) / key
-        encode_mp4(video.frames, video.row.fps, path)
+        encode_mp4(video.frames, video.row.fps, path, video.sound)
         published = publish_video(storage, key, path, exclusive=exclusive)
         stored = inspect_key(storage, key) if published is None else None
         if stored is not None and stored.state in ("broken", "missing"):
@@ -157,6 +158,7 @@ def publish_rendered(
             warning=ALREADY_STORED,
             bytes=stored.bytes,
             sha256=stored.sha256,
+            audio=video.sound is not None,
         )
     if published is None:
         return ResultRow.for_row(video.row, "failed", model, error=foreign_error(storage.uri(key)))
@@ -172,6 +174,7 @@ def publish_rendered(
         flags=video.flags,
         score=video.score,
         candidates=video.candidates,
+        audio=video.sound is not None,
     )
 
 

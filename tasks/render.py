@@ -24,14 +24,15 @@ from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
 from tasks.quality import Candidate, inspect_video
 from tasks.scoring import Scorer, Scoring, get_scorer
+from tasks.sound import Sound, sound_tracks
 from tasks.speed import EXACT, Levers
 from tasks.speed.apply import reset_step_cache
 
 
 @dataclass(frozen=True)
 class RenderedVideo:
-    """One row's frames (uint8, frames × height × width × RGB), what rendering it cost, and
-    what the quality checks flagged."""
+    """One row's frames (uint8, frames × height × width × RGB), its sound where the family
+    makes one, what rendering it cost, and what the quality checks flagged."""
 
     row: RenderRow
     frames: np.ndarray
@@ -40,6 +41,7 @@ class RenderedVideo:
     flags: tuple[str, ...] = ()
     score: float | None = None  # when a scorer ran
     candidates: tuple[Candidate, ...] = ()  # every seed rendered, when the row asked for several
+    sound: Sound | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,7 @@ def render_batch(
         with torch.inference_mode():
             decoded = family.generate(pipe, rows, generators)
             videos, nonfinite = decoded.pixels.cpu().numpy(), decoded.nonfinite.tolist()
+            sounds = sound_tracks(decoded.sound, decoded.sample_rate, len(rows))
     except torch.cuda.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError) as exc:
@@ -257,7 +260,9 @@ def render_batch(
     elapsed = (time.perf_counter() - started) / len(rows)
     warnings = truncation_warnings(pipe, rows)
     outcomes: list[RenderOutcome] = []
-    for row, video, bad, warning in zip(rows, videos, nonfinite, warnings, strict=True):
+    for row, video, bad, warning, sound in zip(
+        rows, videos, nonfinite, warnings, sounds, strict=True
+    ):
         found = inspect_video(video, bad)
         if found.fault:
             outcomes.append(FailedRender(row, found.fault))
@@ -265,7 +270,9 @@ def render_batch(
         if scorer is not None:
             found = found.scored(scorer[0].score(row.prompt, video), scorer[1])
         warned = "; ".join(text for text in (warning, found.warning) if text)
-        outcomes.append(RenderedVideo(row, video, elapsed, warned, found.flags, found.score))
+        outcomes.append(
+            RenderedVideo(row, video, elapsed, warned, found.flags, found.score, sound=sound)
+        )
     return outcomes
 
 

@@ -54,6 +54,7 @@ class ResultRow:
     image_sha256: str = ""
     flags: str = ""  # what the quality checks found (tasks.quality), space-separated
     score: float | None = None  # the text–video score, when a scorer ran (tasks.scoring)
+    audio: str = ""  # `yes` when the stored video has a sound track, `no` when not
     extra: dict[str, str] = field(default_factory=dict)
     line: int = 0  # the manifest's data row; orders the results, not written as a column
     # Who rendered the row (WORKER_NAME, else the host) and in which flow run: in results.json,
@@ -79,6 +80,7 @@ class ResultRow:
         flags: tuple[str, ...] = (),
         score: float | None = None,
         candidates: Sequence[Candidate] = (),
+        audio: bool | None = None,
     ) -> ResultRow:
         return cls(
             id=row.id,
@@ -103,6 +105,7 @@ class ResultRow:
             image_sha256=row.image.sha256 if row.image else "",
             flags=" ".join(flags),
             score=score,
+            audio="" if audio is None else "yes" if audio else "no",
             candidates=[dataclasses.asdict(candidate) for candidate in candidates],
             extra=dict(row.extra),
             line=row.line,

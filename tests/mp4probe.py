@@ -13,6 +13,16 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Stream:
+    """One stream of a container as ffmpeg names it: `Video: h264`, `Audio: aac`."""
+
+    kind: str  # "Video", "Audio"
+    codec: str
+    sample_rate: int | None = None  # Hz, audio only
+    channels: str = ""  # "mono", "stereo", audio only
+
+
+@dataclass(frozen=True)
 class Probe:
     codec: str
     pix_fmt: str
@@ -21,6 +31,7 @@ class Probe:
     fps: float
     frame_count: int
     faststart: bool
+    streams: tuple[Stream, ...] = ()
 
 
 def probe_mp4(path: Path) -> Probe:
@@ -34,8 +45,30 @@ def probe_mp4(path: Path) -> Probe:
     assert stream and frames, info
     codec, pix_fmt, width, height, fps = stream.groups()
     return Probe(
-        codec, pix_fmt, int(width), int(height), float(fps), int(frames[-1]), _moov_first(path)
+        codec,
+        pix_fmt,
+        int(width),
+        int(height),
+        float(fps),
+        int(frames[-1]),
+        _moov_first(path),
+        _streams(info),
     )
+
+
+def _streams(info: str) -> tuple[Stream, ...]:
+    """The input's streams, from ffmpeg's `Stream #0:1[0x2](und): Audio: aac (LC) ..., 24000
+    Hz, stereo, ...` lines (its output's are listed after `Output #0`)."""
+    found = []
+    for kind, codec, rest in re.findall(
+        r"Stream #0:\d+\S*: (Video|Audio): (\w+)(.*)", info.split("Output #0")[0]
+    ):
+        rate = re.search(r", (\d+) Hz, (\w+)", rest)
+        if rate:
+            found.append(Stream(kind, codec, int(rate.group(1)), rate.group(2)))
+        else:
+            found.append(Stream(kind, codec))
+    return tuple(found)
 
 
 def decode_frames(path: Path, width: int, height: int) -> np.ndarray:
@@ -58,3 +91,13 @@ def _moov_first(path: Path) -> bool:
             break
         offset += size
     return "moov" in order and "mdat" in order and order.index("moov") < order.index("mdat")
+
+
+def decode_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """The MP4's sound track as float samples (channels × samples) at `sample_rate`."""
+    raw = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
+         "-map", "0:a", "-f", "s16le", "-ac", "2", "-ar", str(sample_rate), "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    return np.frombuffer(raw, "<i2").reshape(-1, 2).T / 32768.0

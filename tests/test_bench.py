@@ -18,7 +18,7 @@ from bench.bare_loop import render_manifest_bare
 from bench.card_baseline import export_like_diffusers
 from bench.cpu_overhead import Fit, Shape, write_manifest
 from bench.flops import count_video_flops
-from bench.gpu_settings import parse_settings
+from bench.gpu_settings import bench_rows, parse_settings
 from bench.gpu_speed import speeds_to_measure
 from bench.gpu_throughput import section_name
 from bench.manifest_scale import baseline_mib, measure, section
@@ -218,6 +218,14 @@ def test_gpu_benchmark_defaults_to_the_family_s_native_shape(model: str) -> None
     settings = parse_settings(["--model", model])
     assert (settings.model, settings.height, settings.width) == (model, rules.height, rules.width)
     assert (settings.frames, settings.steps) == (rules.num_frames, rules.num_inference_steps)
+
+
+def test_gpu_benchmark_of_a_distilled_preset_renders_its_card_s_steps_and_guidance() -> None:
+    settings = parse_settings(["--model", "ltx-2-distilled-random"])
+    (row,) = bench_rows(settings, 1)
+    assert (row.num_inference_steps, row.guidance_scale) == (8, 1.0)
+    (dry,) = bench_rows(parse_settings(["--model", "ltx-2-distilled-random", "--dry-run"]), 1)
+    assert (dry.num_inference_steps, dry.guidance_scale) == (2, 1.0)
 
 
 def test_gpu_benchmark_of_wan_runs_480x832_81_frames_50_steps() -> None:

@@ -243,3 +243,16 @@ def _count(counter: Counter[str]) -> Fault:
         counter[path] += 1
 
     return fault
+
+
+def test_a_video_with_sound_plays_unmuted_and_one_without_stays_muted() -> None:
+    loud = ResultRow.for_row(replace(ROW, id="loud"), "ok", "m", output="loud-1.mp4", audio=True)
+    quiet = ResultRow.for_row(
+        replace(ROW, id="quiet"), "ok", "m", output="quiet-2.mp4", audio=False
+    )
+    page = gallery_html(run_videos([loud, quiet], "2026-12-06"), [loud, quiet], SUMMARY).decode()
+    # The page's script mutes the players of videos without sound (the browser test plays one).
+    assert [(video["src"], video["audio"]) for video in gallery_videos(page)] == [
+        ("loud-1.mp4", "yes"),
+        ("quiet-2.mp4", "no"),
+    ]

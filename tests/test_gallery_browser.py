@@ -25,7 +25,7 @@ from tasks.gallery_page import gallery_html
 from tasks.images import StartImage
 from tasks.publish import ResultRow
 from tests.conftest import CHROMIUM_FLAGS
-from tests.factories import ROW, SUMMARY
+from tests.factories import ROW, SUMMARY, t2v
 
 pytestmark = pytest.mark.slow
 
@@ -206,3 +206,39 @@ def served_folder(folder: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# Chromium counts the audio bytes it decoded; audioTracks is behind a flag.
+HEARD = """() => [...document.querySelectorAll('video')].map((v) => (
+  {muted: v.muted, time: v.currentTime, audio: v.webkitAudioDecodedByteCount,
+   error: v.error && v.error.code}))"""
+
+
+def test_a_video_with_sound_plays_its_sound_in_chromium(
+    chromium: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "id,prompt,num_frames,height,width,num_inference_steps,fps\nkite,a red kite,17,64,96,2,8\n"
+    )
+    out = tmp_path / "out"
+    done = t2v("render", str(manifest), "--model", "tiny-ltx2", "--out", str(out), env=cli_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with served_folder(out) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/index.html")
+            # A click is the user's gesture a browser asks for before playing sound.
+            page.locator("video").click()
+            page.evaluate(PLAY_ALL)
+            page.wait_for_function(ALL_PAST_THE_START, timeout=60_000)
+            page.wait_for_timeout(500)
+            (heard,) = page.evaluate(HEARD)
+        finally:
+            browser.close()
+    assert heard["error"] is None and heard["time"] > 0
+    assert heard["muted"] is False
+    assert heard["audio"] > 0

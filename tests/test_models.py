@@ -278,6 +278,15 @@ def test_a_folder_without_model_index_is_not_a_pipeline(tmp_path: Path) -> None:
             '{"_class_name": "TextToVideoSDPipeline", "text_encoder": ["transformers", "Nope"]}',
             "takes `text_encoder` as 'Nope' from transformers",
         ),
+        # save_pretrained names a model of diffusers' own pipeline package by the package.
+        (
+            '{"_class_name": "LTX2Pipeline", "vocoder": ["ltx2", "Nope"]}',
+            "takes `vocoder` as 'Nope' from diffusers.pipelines.ltx2 0.42.1, which has no such",
+        ),
+        (
+            '{"_class_name": "LTX2Pipeline", "vocoder": ["os", "system"]}',
+            "takes `vocoder` from 'os'",
+        ),
     ],
 )
 def test_a_bad_model_index_is_refused_before_anything_loads(
@@ -416,3 +425,31 @@ def test_a_cpu_run_reports_its_device_without_a_placement(tiny_pipe: Any) -> Non
     model = resolve_model("tiny-random")
     assert load_model(model, "cpu") == "cpu"
     assert describe(model, "cpu") == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("variant", "path", "fetched"),
+    [
+        (None, "transformer/diffusion_pytorch_model-00001-of-00008.safetensors", True),
+        (None, "text_encoder/model.safetensors", True),
+        (None, "unet/diffusion_pytorch_model.fp16.safetensors", False),
+        ("fp16", "unet/diffusion_pytorch_model.fp16.safetensors", True),
+        ("fp16", "unet/diffusion_pytorch_model.safetensors", False),
+        # A repo that also ships single-file checkpoints beside its pipeline (Lightricks/LTX-2:
+        # tens of GB each): the pipeline never loads them.
+        (None, "ltx-2-19b-dev.safetensors", False),
+        ("fp16", "model.fp16.safetensors", False),
+        (None, "transformer/config.json", True),
+        (None, "unet/diffusion_pytorch_model.bin", False),
+    ],
+)
+def test_a_pull_fetches_the_pipelines_files_of_its_variant_only(
+    variant: str | None, path: str, fetched: bool
+) -> None:
+    from huggingface_hub.utils import filter_repo_objects
+
+    from tasks.hub import snapshot_patterns
+
+    allow, ignore = snapshot_patterns(variant)
+    kept = list(filter_repo_objects([path], allow_patterns=allow, ignore_patterns=ignore))
+    assert kept == ([path] if fetched else [])

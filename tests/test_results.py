@@ -34,7 +34,7 @@ def test_results_csv_columns_order_and_values() -> None:
         "id", "status", "output", "error", "warning", "prompt", "negative_prompt", "seed",
         "num_frames", "height", "width", "num_inference_steps", "guidance_scale", "fps",
         "model", "render_s", "bytes", "sha256", "speed", "image", "image_sha256", "flags",
-        "score",
+        "score", "audio",
     )  # fmt: skip
     ok = dict(zip(rows[0], rows[1], strict=True))
     assert ok["negative_prompt"] == 'line\nbreak, comma "quoted" 猫 🎬'

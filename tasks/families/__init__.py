@@ -9,6 +9,7 @@ from tasks.families.cogvideox import CogVideoX
 from tasks.families.hunyuanvideo15 import HunyuanVideo15
 from tasks.families.kandinsky5 import Kandinsky5
 from tasks.families.ltx import LTXVideo
+from tasks.families.ltx2 import LTX2
 from tasks.families.modelscope import ModelScope
 from tasks.families.sana_video import SanaVideo
 from tasks.families.wan import Wan
@@ -31,6 +32,7 @@ FAMILIES: tuple[Family, ...] = (
     SanaVideo(),
     Kandinsky5(),
     HunyuanVideo15(),
+    LTX2(),
 )
 
 

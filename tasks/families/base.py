@@ -36,10 +36,13 @@ class PresetInfo:
 @dataclass(frozen=True)
 class Decoded:
     """A batch's uint8 frames (batch, frames, h, w, 3) and, per video, whether the float
-    output they came from held NaN or infinity, which the conversion would hide."""
+    output they came from held NaN or infinity, which the conversion would hide; for a
+    family with sound, each video's waveform (batch, channels, samples) in [-1, 1]."""
 
     pixels: torch.Tensor
     nonfinite: torch.Tensor  # bool (batch,)
+    sound: torch.Tensor | None = None
+    sample_rate: int = 0  # of `sound`, in Hz
 
 
 class Family(ABC):
@@ -57,6 +60,7 @@ class Family(ABC):
     image_pipeline: ClassVar[str | None] = None
     card_fps: ClassVar[int]  # the frame rate its model card's example writes videos at
     legacy: ClassVar[str] = ""  # for a family deprecated upstream: why, and what to use instead
+    has_sound: ClassVar[bool] = False  # its pipeline returns a sound track with each video
 
     def rules_for(self, configs: Mapping[str, Mapping[str, Any]]) -> ManifestRules:
         """The rules of one checkpoint, from its components' config.json contents by

@@ -22,10 +22,13 @@ function element(tag, attributes, ...children) {
 }
 
 function card(video) {
+  // A video with a sound track starts unmuted, its volume in the player's controls.
+  const sound = video.audio === "yes";
   const player = element("video", {
-    src: video.src, controls: "", loop: "", muted: "", playsinline: "", preload: "metadata",
+    src: video.src, controls: "", loop: "", playsinline: "", preload: "metadata",
+    ...(sound ? {} : {muted: ""}),
   });
-  player.muted = true;  // the attribute mutes only a player parsed from HTML
+  player.muted = !sound;  // the attribute mutes only a player parsed from HTML
   const caption = element("figcaption", {},
     element("p", {}, element("b", {}, video.id), " ", video.prompt));
   if (video.negative_prompt) {
