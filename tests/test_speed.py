@@ -277,6 +277,24 @@ def test_int8_without_torchao_is_skipped_naming_the_package() -> None:
     assert report.skipped == {"quantize": "int8: torchao is not installed (pip install torchao)"}
 
 
+def test_a_torchao_that_cannot_be_imported_is_skipped_in_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torchao built for another torch fails at import with errors other than ImportError."""
+    pipe = _fresh("tiny-wan")
+    package = tmp_path / "torchao"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "quantization.py").write_text(
+        "raise RuntimeError('torchao 0.9 was built for torch 2.5\\nrebuild it')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    report = apply_levers(pipe, PRESETS["tiny-wan"].family, Levers(quantize="int8"))
+    assert report.skipped == {
+        "quantize": "int8: torchao cannot be imported (torchao 0.9 was built for torch 2.5)"
+    }
+
+
 def test_regional_compile_needs_repeated_blocks() -> None:
     family = PRESETS["tiny-cogvideox"].family
     report = apply_levers(_fresh("tiny-cogvideox"), family, Levers(compile="regional"))

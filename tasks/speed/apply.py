@@ -161,8 +161,10 @@ def _quantize(denoiser: torch.nn.Module, value: str, device: torch.device) -> st
         raise LeverSkipped("FP8 needs a CUDA GPU of compute capability 8.9 or newer")
     if importlib.util.find_spec("torchao") is None:
         raise LeverSkipped("torchao is not installed (pip install torchao)")
-    # Imported by name: torchao is optional and ships no type hints.
-    torchao = importlib.import_module("torchao.quantization")
+    try:  # by name: torchao is optional and ships no type hints
+        torchao = importlib.import_module("torchao.quantization")
+    except Exception as exc:  # one built for another torch fails in its own ways
+        raise LeverSkipped(f"torchao cannot be imported ({first_line(exc)})") from exc
     config = (
         torchao.Float8DynamicActivationFloat8WeightConfig()
         if value == "fp8"
