@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from flows.errors import CodeError
@@ -102,6 +103,21 @@ def pull_code(directory: str, repository: str = "", commit: str = "") -> dict[st
     for name in [name for name in sys.modules if name.partition(".")[0] in PROJECT_PACKAGES]:
         del sys.modules[name]
     return {"directory": directory}
+
+
+def refuse_relative_paths(paths: Mapping[str, str | None]) -> None:
+    """A run whose code is a cloned commit runs inside that clone, where a relative local
+    path would resolve: refuse one in a line naming the parameter (`name: value`)."""
+    clone = Path.cwd()
+    if clone.parent != code_cache().resolve():
+        return
+    for name, value in paths.items():
+        if value and not value.startswith("s3://") and not Path(value).expanduser().is_absolute():
+            raise CodeError(
+                f"{name} {value!r} is a relative path, and this run's code is commit "
+                f"{clone.name} cloned in {clone.parent}, where it would resolve: give an "
+                "absolute path (a folder every worker sees) or an s3:// URI"
+            )
 
 
 def main() -> int:

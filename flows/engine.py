@@ -21,6 +21,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from flows import prefect_tasks, progress
+from flows.deployed_code import refuse_relative_paths
 from flows.parameters import RenderRequest, request_from, variable_errors
 from flows.progress import RenderedBatch
 from storage import open_storage
@@ -50,10 +51,19 @@ RENDER_WINDOW = 3
 
 def flow_request(arguments: Mapping[str, Any]) -> RenderRequest:
     """The request a flow's arguments make. A `T2V_*` variable its signature could not take
-    (a bad value) is said once in the run's log."""
+    (a bad value) is said once in the run's log; a relative path, where it would resolve
+    inside a cloned commit, refuses the run."""
     for error in variable_errors():
         get_run_logger().warning("%s; this run does not use it", error)
-    return request_from(arguments)
+    request = request_from(arguments)
+    refuse_relative_paths(
+        {
+            "manifest": request.manifest,
+            "destination": request.destination,
+            "image_root": request.image_root,
+        }
+    )
+    return request
 
 
 @dataclass

@@ -142,6 +142,7 @@ def render_request_sharded(
         update={
             "manifest": shared_location(request.manifest),
             "destination": shared_location(request.destination),
+            "image_root": request.image_root and shared_location(request.image_root),
         }
     )
     pinned = manifest_sha256(request.manifest)  # before planning: shards check it

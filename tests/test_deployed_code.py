@@ -145,3 +145,28 @@ def test_the_pull_step_makes_the_flow_import_the_project_from_the_checkout(
         checkout_folder,
         "the deployed commit",
     ]
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+@pytest.mark.parametrize("name", ["destination", "manifest", "image_root"])
+def test_a_run_of_a_cloned_commit_refuses_a_relative_path_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    from flows.render_flow import render_manifest
+
+    clone = tmp_path / "xdg" / "t2v" / "code" / ("c0" * 20)  # where the pull step goes
+    clone.mkdir(parents=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(clone)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,num_frames,height,width,num_inference_steps\na boat,1,64,64,1\n")
+    paths = {"manifest": str(manifest), "destination": str(tmp_path / "out"), "image_root": None}
+    paths[name] = "relative/here"
+    state = render_manifest(**paths, model="tiny-random", return_state=True)
+    assert state.is_failed()
+    assert state.message.endswith(
+        f"CodeError: {name} 'relative/here' is a relative path, and this run's code is commit "
+        f"{clone.name} cloned in {clone.parent}, where it would resolve: give an absolute path "
+        "(a folder every worker sees) or an s3:// URI"
+    )
+    assert list(clone.iterdir()) == [] and not (tmp_path / "out").exists()

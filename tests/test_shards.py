@@ -153,20 +153,26 @@ def test_a_shard_that_reads_a_changed_manifest_refuses_it(tmp_path: Path) -> Non
     assert not list((tmp_path / "out").glob("*.mp4"))
 
 
-@pytest.mark.usefixtures("prefect_api_url")
-def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _shard_deployment_without_worker() -> None:
+    """The `shard` deployment on pool `gpu` of the session's test server, where no worker runs."""
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
     from flows.shard_flow import render_shard
-    from flows.sharded_flow import render_sharded
 
     # The pool may exist already, made by an earlier test of the session.
     with get_client(sync_client=True) as client, contextlib.suppress(Exception):
         client.create_work_pool(WorkPoolCreate(name="gpu", type="process"))
-    render_shard.to_deployment(name="shard", work_pool_name="gpu").apply()  # no worker runs
+    render_shard.to_deployment(name="shard", work_pool_name="gpu").apply()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.sharded_flow import render_sharded
+
+    _shard_deployment_without_worker()
     monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
     manifest, out = tmp_path / "m.csv", tmp_path / "out"
     manifest.write_text(_manifest(2))
@@ -185,6 +191,48 @@ def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(row["status"], row["error"]) for row in rows] == [
         ("failed", f"no gpu worker took shard {n} within 3 s") for n in (1, 2)
+    ]
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_relative_locations_reach_the_shards_as_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards run in their worker's folder (a cloned commit, with CODE_REPO): a relative path
+    means the parent's folder."""
+    from prefect import get_client
+
+    from flows.sharded_flow import render_sharded
+
+    _shard_deployment_without_worker()
+    monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    Path("m.csv").write_text(_manifest(1))
+    state = render_sharded(
+        manifest="m.csv",
+        destination="out",
+        image_root="images",
+        model="tiny-random",
+        shards=1,
+        shard_start_timeout=1,
+        return_state=True,
+    )
+    assert state.is_failed()  # no worker took the shard
+    parent = str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        shards = [
+            run for run in client.read_flow_runs() if run.parameters.get("parent_run") == parent
+        ]
+    assert [
+        {name: run.parameters[name] for name in ("manifest", "destination", "image_root")}
+        for run in shards
+    ] == [
+        {
+            "manifest": str(tmp_path / "m.csv"),
+            "destination": str(tmp_path / "out"),
+            "image_root": str(tmp_path / "images"),
+        }
     ]
 
 
