@@ -41,6 +41,7 @@ from tasks.render import (
 )
 from tasks.results import ResultRow, SpeedLevers
 from tasks.settings import settings
+from tasks.stored import StoredBy
 
 # Batches queued for the device at once: while batch k renders, the next two wait for
 # their turn, so one takes the device the moment k gives it back (with one queued, a task
@@ -286,6 +287,7 @@ class RenderWindow:
             plan.keys[rendered.row.line],
             plan.model.name,
             exclusive=not request.force,
+            by=StoredBy(self._claims.owner.run, self._claims.owner.worker),
         )
         self._publishing += 1
         future.add_done_callback(

@@ -399,6 +399,44 @@ def test_a_shard_the_user_cancels_is_not_started_again(stack: Stack) -> None:
     assert len(_shard_runs(server, since)) == 2, "the cancelled shard was started again"
 
 
+@pytest.mark.slow
+def test_rows_another_run_stored_meanwhile_are_skipped_naming_it_not_a_crashed_try(
+    stack: Stack,
+) -> None:
+    """A CLI run stores the rows while the shard waits for a worker; the shard's first run
+    then crashes and its next finds them stored, by that other run."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.states import Crashed
+
+    server = stack.server
+    bucket = _bucket(server, _manifest(2))
+    since = time.time()
+    frozen = set().union(*(sessions_of(worker.pid) for worker in stack.workers.values()))
+    signal_sessions(frozen, signal.SIGSTOP)  # no worker takes a shard yet
+    try:
+        render = _render(server, bucket, "--shards", "1")
+        wait_for(lambda: len(_shard_runs(server, since)) == 1, 60, "the shard's run")
+        other = _render(server, bucket)  # the other run, e.g. the nightly
+        code, output = _finish(other, 120)
+        assert code == EXIT_OK and "2 ok" in output, output
+        stored_by = {(row["flow_run"], row["worker"]) for row in _results(server, bucket)["rows"]}
+        (first,) = _shard_runs(server, since)
+        with SyncPrefectClient(server.api) as client:
+            client.set_flow_run_state(first.id, Crashed(message="its machine died"), force=True)
+        wait_for(lambda: len(_shard_runs(server, since)) == 2, 60, "the shard started again")
+    finally:
+        signal_sessions(frozen, signal.SIGCONT)
+    code, output = _finish(render, 180)
+    assert code == EXIT_OK, output
+    assert "2 rows: 0 ok, 2 skipped, 0 failed, 0 invalid" in output
+    ((run, worker),) = stored_by
+    rows = _results(server, bucket)["rows"]
+    assert [(row["status"], row["warning"], row["flow_run"]) for row in rows] == [
+        ("skipped", f"stored by run {run} on worker {worker} after this run planned it", run)
+    ] * 2
+    assert set(_video_puts(server, bucket).values()) == {1}
+
+
 def _stored_rows(server: Server, bucket: str) -> set[int]:
     """The row numbers whose video is stored (boat-N-<hash>.mp4)."""
     return {int(key.split("-")[1]) for key in _video_puts(server, bucket)}
