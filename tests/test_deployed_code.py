@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.deployed_code import CODE_REPO_ENV, checkout, record_code
+from flows.deployed_code import CODE_REPO_ENV, checkout, pull_code, record_code
 from flows.errors import CodeError
 from tests.conftest import REPO
 from tests.factories import commit_to_bare_repo, git
@@ -81,6 +81,28 @@ def test_a_bad_repository_is_one_line_naming_it(remote: tuple[str, str], tmp_pat
         checkout(f"http://deploy:tok3n-s3cret@{address}", commit, tmp_path / "cache")
     assert str(error.value).startswith(f"cannot clone http://***@{address}: fatal: ")
     assert "tok3n-s3cret" not in str(error.value)
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_pull_step_that_cannot_fetch_the_code_crashes_its_run_with_the_cause(
+    remote: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow, get_client
+
+    _, commit = remote
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(flow(name="pulled")(lambda: None))
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", str(run.id))  # as a worker starts a run
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    moved = (tmp_path / "moved.git").as_uri()
+    with pytest.raises(CodeError) as error:
+        pull_code("/unused", repository=moved, commit=commit)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    # The worker only says "Process exited with a general error"; a parent shows this.
+    assert state is not None and state.is_crashed()
+    assert state.message == str(error.value)
+    assert state.message.startswith(f"cannot clone {moved}: fatal: ")
 
 
 def test_a_commit_the_repository_lacks_is_named(remote: tuple[str, str], tmp_path: Path) -> None:
