@@ -45,7 +45,7 @@ def _render(args: argparse.Namespace) -> int:
     from flows import progress
     from flows.preflight import preflight
     from flows.progress_bar import ProgressBar
-    from flows.supervisor import run_supervised
+    from flows.supervisor import Supervised, run_supervised
 
     if args.shards is not None and not os.environ.get("PREFECT_API_URL"):
         print(
@@ -56,10 +56,12 @@ def _render(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     started = time.monotonic()
     request = request_from_options(args)
-    preflight(request, sharded=args.shards is not None)
+    manifest = preflight(request, sharded=args.shards is not None)
     _quiet_prefect_console()
     with ProgressBar() as bar, progress.listening(bar), _api() as (api_url, server):
-        outcome, stopped_by = run_supervised(request, api_url, server, bar, _sharding(args))
+        outcome, stopped_by = run_supervised(
+            Supervised(request, manifest, started), api_url, server, bar, _sharding(args)
+        )
     code = _report(outcome, stopped_by, time.monotonic() - started)
     if stopped_by is not None:
         # An abandoned render may still run in a daemon thread inside torch; shutting the

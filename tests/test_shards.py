@@ -34,6 +34,7 @@ from tests.prefect_stack import (
     running_worker,
     sessions_of,
     signal_sessions,
+    stop,
     wait_for,
 )
 
@@ -481,7 +482,7 @@ def _kill_mid_shard(
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) -> None:
-    """Runs last: it kills one of the module's workers."""
+    """Runs after the others but the last: it kills one of the module's workers."""
     server, rows_count = stack.server, 12
     # About 4 s a row on one thread: slow enough to kill a shard between its videos.
     bucket = _bucket(server, _manifest(rows_count, frames=16, steps=30, size=128))
@@ -516,3 +517,32 @@ def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) 
     assert all(row["worker"] not in ("", killed) for row in rendered_again)
     puts = _video_puts(server, bucket)
     assert len(puts) == rows_count and set(puts.values()) == {1}, puts
+
+
+@pytest.mark.slow
+def test_a_server_that_stops_mid_run_ends_the_parent_in_seconds_with_its_results(
+    stack: Stack,
+) -> None:
+    """Runs last: it stops the module's server."""
+    server = stack.server
+    bucket = _bucket(server, _manifest(6, frames=16, steps=30, size=128))
+    render = _render(server, bucket, "--shards", "2", "--batch-size", "1")
+    wait_for(lambda: len(_stored_rows(server, bucket)) >= 1, 180, "a first video")
+    stop(server.process)  # `make server` stopped
+    stopped = time.monotonic()
+    _, stderr = render.communicate(timeout=120)
+    took = time.monotonic() - stopped
+    print(f"\nthe server stopped; the parent exited {took:.1f} s later")
+    assert render.returncode == EXIT_ROWS_FAILED, stderr
+    assert took < 15
+    gone = f"the Prefect server at {server.api} stopped answering during the run"
+    assert stderr.strip().splitlines()[-1] == (
+        f"t2v: {gone}; results of the rows that finished: s3://{bucket}/out/results.csv (the "
+        "others failed); videos already stored are kept: rerun the same command to resume"
+    ), stderr
+    assert "Traceback" not in stderr
+    rows = _results(server, bucket)["rows"]
+    assert len(rows) == 6
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and {row["error"] for row in failed} == {f"not rendered: {gone}; rerun to resume"}
+    assert {row["status"] for row in rows} <= {"ok", "failed"}
