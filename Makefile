@@ -107,14 +107,16 @@ deploy: deploy-code pool crash-detection
 WORKER_RUNS ?= 1
 WORKER_NAME ?= $(shell hostname)$(if $(CUDA_VISIBLE_DEVICES),-gpu$(CUDA_VISIBLE_DEVICES))
 
+# `flows.worker` runs `prefect worker start`; the first Ctrl-C or SIGTERM ends its runs (marked
+# Crashed: a rerun resumes) and stops it within seconds, where Prefect's waits for them.
 worker: export WORKER_NAME := $(WORKER_NAME)
 worker: $(STAMP)
-	$(PREFECT) worker start --pool gpu --name $(WORKER_NAME) --limit $(WORKER_RUNS)
+	$(PY) -m flows.worker --pool gpu --name $(WORKER_NAME) --limit $(WORKER_RUNS)
 
 # The parents of sharded runs (`nightly-sharded`): they wait on their shards, so they must
 # not take a `gpu` worker's only slot.
 control-worker: $(STAMP)
-	$(PREFECT) worker start --pool control
+	$(PY) -m flows.worker --pool control
 
 # Benchmarks write their sections of bench/RESULTS.md (see README, "Benchmarks").
 bench-cpu: $(STAMP)

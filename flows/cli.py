@@ -48,7 +48,7 @@ def _render(args: argparse.Namespace) -> int:
     from flows import progress
     from flows.preflight import preflight
     from flows.progress_bar import ProgressBar
-    from flows.supervisor import run_supervised
+    from flows.supervisor import Supervised, run_supervised
 
     if args.shards is not None and not os.environ.get("PREFECT_API_URL"):
         print(
@@ -60,12 +60,14 @@ def _render(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with _api() as ready:  # a temporary server boots while t2v checks its input
         request = request_from_options(args)
-        model = preflight(request, sharded=args.shards is not None)
+        manifest, model = preflight(request, sharded=args.shards is not None)
         _quiet_prefect_console()
         importing = _warm_up(model.family)
         with ProgressBar() as bar, progress.listening(bar):
             api_url, server = ready()
-            outcome, stopped_by = run_supervised(request, api_url, server, bar, _sharding(args))
+            outcome, stopped_by = run_supervised(
+                Supervised(request, manifest, started), api_url, server, bar, _sharding(args)
+            )
     code = _report(outcome, stopped_by, time.monotonic() - started)
     if stopped_by is not None:
         # An abandoned render may still run in a daemon thread inside torch; shutting the

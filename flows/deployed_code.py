@@ -13,7 +13,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from uuid import UUID
 
 from flows.errors import CodeError
 from tasks.errors import T2VError
@@ -94,7 +96,11 @@ def pull_code(directory: str, repository: str = "", commit: str = "") -> dict[st
     """Pull step: change to the run's code, `directory` or the cached clone of `commit`, and
     make the flow import the project from there."""
     if repository:
-        directory = str(checkout(repository, commit, code_cache()))
+        try:
+            directory = str(checkout(repository, commit, code_cache()))
+        except CodeError as exc:
+            _crash_this_run(str(exc))
+            raise
     os.chdir(directory)
     # A process worker starts the flow in a fresh process with this folder first on its path;
     # `prefect flow-run execute` (container workers' command) imports it in this process,
@@ -102,6 +108,38 @@ def pull_code(directory: str, repository: str = "", commit: str = "") -> dict[st
     for name in [name for name in sys.modules if name.partition(".")[0] in PROJECT_PACKAGES]:
         del sys.modules[name]
     return {"directory": directory}
+
+
+def _crash_this_run(cause: str) -> None:
+    """Mark the flow run this pull step serves `Crashed` with `cause`: its worker would say
+    only that the process exited with an error, and a sharded run's parent shows the
+    message of a shard's state. The worker's own crash report then finds it ended."""
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    run = os.environ.get("PREFECT__FLOW_RUN_ID")
+    if not run:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(UUID(run), Crashed(message=cause))
+    except Exception:  # the worker's report stands; the cause is in the run's log too
+        return
+
+
+def refuse_relative_paths(paths: Mapping[str, str | None]) -> None:
+    """A run whose code is a cloned commit runs inside that clone, where a relative local
+    path would resolve: refuse one in a line naming the parameter (`name: value`)."""
+    clone = Path.cwd()
+    if clone.parent != code_cache().resolve():
+        return
+    for name, value in paths.items():
+        if value and not value.startswith("s3://") and not Path(value).expanduser().is_absolute():
+            raise CodeError(
+                f"{name} {value!r} is a relative path, and this run's code is commit "
+                f"{clone.name} cloned in {clone.parent}, where it would resolve: give an "
+                "absolute path (a folder every worker sees) or an s3:// URI"
+            )
 
 
 def main() -> int:

@@ -21,6 +21,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from flows import prefect_tasks, progress
+from flows.deployed_code import refuse_relative_paths
 from flows.parameters import RenderRequest, request_from, variable_errors
 from flows.progress import RenderedBatch
 from storage import open_storage
@@ -40,6 +41,7 @@ from tasks.render import (
 )
 from tasks.results import ResultRow, SpeedLevers
 from tasks.settings import settings
+from tasks.stored import StoredBy
 
 # Batches queued for the device at once: while batch k renders, the next two wait for
 # their turn, so one takes the device the moment k gives it back (with one queued, a task
@@ -50,10 +52,19 @@ RENDER_WINDOW = 3
 
 def flow_request(arguments: Mapping[str, Any]) -> RenderRequest:
     """The request a flow's arguments make. A `T2V_*` variable its signature could not take
-    (a bad value) is said once in the run's log."""
+    (a bad value) is said once in the run's log; a relative path, where it would resolve
+    inside a cloned commit, refuses the run."""
     for error in variable_errors():
         get_run_logger().warning("%s; this run does not use it", error)
-    return request_from(arguments)
+    request = request_from(arguments)
+    refuse_relative_paths(
+        {
+            "manifest": request.manifest,
+            "destination": request.destination,
+            "image_root": request.image_root,
+        }
+    )
+    return request
 
 
 @dataclass
@@ -276,6 +287,7 @@ class RenderWindow:
             plan.keys[rendered.row.line],
             plan.model.name,
             exclusive=not request.force,
+            by=StoredBy(self._claims.owner.run, self._claims.owner.worker),
         )
         self._publishing += 1
         future.add_done_callback(

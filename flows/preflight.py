@@ -11,16 +11,16 @@ from flows.prefect_api import check_api
 from tasks.budget import check_budget
 from tasks.columns import carried_notice
 from tasks.destination import check_destination, first_batch_bytes
-from tasks.manifest import read_header, read_manifest
+from tasks.manifest import Manifest, read_header, read_manifest
 from tasks.presets import ModelRef, model_rules, resolve_model
 from tasks.shards import shared_location
 
 
-def preflight(request: RenderRequest, sharded: bool) -> ModelRef:
+def preflight(request: RenderRequest, sharded: bool) -> tuple[Manifest, ModelRef]:
     """What can be refused in seconds is refused before Prefect starts: the manifest's
     header and rows, the run's budget, the model's name, folder or weights, a configured
     API, then the destination (last: checking it creates the folder); for a sharded run,
-    locations the workers cannot share. Returns the resolved model."""
+    locations the workers cannot share. Returns the manifest as read and the model."""
     configured = os.environ.get("PREFECT_API_URL")
     if configured and request.aws_credentials_block:
         check_api(configured)  # before the block's keys are read through it
@@ -45,4 +45,4 @@ def preflight(request: RenderRequest, sharded: bool) -> ModelRef:
     )
     if notice := carried_notice(manifest.extra_columns):
         print(f"t2v: {notice}", file=sys.stderr)
-    return model
+    return manifest, model

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from tasks.manifest import RenderRow
-from tasks.publish import OutputPlan
+from tasks.publish import OutputPlan, stored_meanwhile
 from tasks.results import ResultRow, SpeedLevers
 from tasks.shards import ShardRecord
+from tasks.stored import StoredBy
 
 if TYPE_CHECKING:  # Prefect itself only where a flow runs
     from prefect.client.schemas.objects import State
@@ -51,17 +52,22 @@ class ShardRun:
         lines = {row.line for row in self.rows}
         for row in rows:
             if row.line in lines and row.line not in self.results:
-                if row.status == "skipped" and self._stored_by_earlier_run(row):
-                    row = dataclasses.replace(row, status="ok", warning=EARLIER_TRY)
+                if row.status == "skipped":
+                    row = self._stored_meanwhile(row)
                 self.results[row.line] = row
                 yield row
 
-    def _stored_by_earlier_run(self, row: ResultRow) -> bool:
-        """Whether a row the parent planned as missing, but found stored, was stored by a
-        crashed run of this shard: found at once, or after waiting out that run's claim."""
-        if self.tries < 2:
-            return False
-        return not row.warning or row.flow_run in {str(run) for run in self.earlier}
+    def _stored_meanwhile(self, row: ResultRow) -> ResultRow:
+        """A row the parent planned as missing but a run of the shard found stored, worded by
+        the run that stored it (as its video records it): a crashed earlier run of this shard
+        rendered it for this run; another run's video is skipped, naming that run."""
+        if row.flow_run in {str(run) for run in self.earlier}:
+            return dataclasses.replace(row, status="ok", warning=EARLIER_TRY)
+        if row.warning:  # worded where it was found: the shard waited for the run storing it
+            return row
+        return dataclasses.replace(
+            row, warning=stored_meanwhile(StoredBy(row.flow_run, row.worker))
+        )
 
     def give_up(self, plan: OutputPlan, error: str) -> Iterator[ResultRow]:
         self.finished = True

@@ -12,19 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
-from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun, State
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
-from prefect.states import Cancelling
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
-from flows import artifacts, progress
+from flows import artifacts, progress, shard_api
 from flows.credentials import use_s3_access
 from flows.engine import flow_request
 from flows.form_schema import OpensOnValue, with_bounds
@@ -73,8 +70,6 @@ from tasks.shards import (
 
 SHARD_DEPLOYMENT = "render-shard/shard"  # prefect.yaml's `shard` deployment, on pool `gpu`
 FOLLOW_EVERY_S = 1.5
-# The API's page size: one request reads the states of this many shard runs.
-STATES_PER_REQUEST = 200
 
 SHARDS_HELP = "Split the rows to render into this many shards; else by shard_rows."
 SHARD_ROWS_HELP = "Rows a shard renders at most (minutes of GPU work), when shards is unset."
@@ -142,6 +137,7 @@ def render_request_sharded(
         update={
             "manifest": shared_location(request.manifest),
             "destination": shared_location(request.destination),
+            "image_root": request.image_root and shared_location(request.image_root),
         }
     )
     pinned = manifest_sha256(request.manifest)  # before planning: shards check it
@@ -205,7 +201,7 @@ def follow_shards(
                 _report(run.give_up(plan, interrupt.INTERRUPTED))
             return stop
         time.sleep(FOLLOW_EVERY_S)
-        states = _states([run.flow_run for run in active if run.flow_run is not None])
+        states = shard_api.states([run.flow_run for run in active if run.flow_run is not None])
         if (line := waiting_line(list(states.values()))) != shown:
             progress.phase(line)
             get_run_logger().info(line)
@@ -277,23 +273,5 @@ def _start(
     run.flow_run = child.id
 
 
-def _states(ids: list[UUID]) -> dict[UUID, State[Any]]:
-    """The current state of each run, a page of runs per request."""
-    states: dict[UUID, State[Any]] = {}
-    with get_client(sync_client=True) as client:
-        for start in range(0, len(ids), STATES_PER_REQUEST):
-            page = ids[start : start + STATES_PER_REQUEST]
-            found = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)),
-                limit=STATES_PER_REQUEST,
-            )
-            states.update({run.id: run.state for run in found if run.state is not None})
-    return states
-
-
 def _cancel(runs: list[ShardRun]) -> None:
-    """Ask the shards' runs to stop: their workers cancel them; stored videos stay."""
-    with get_client(sync_client=True) as client:
-        for run in runs:
-            if run.flow_run is not None:
-                client.set_flow_run_state(run.flow_run, Cancelling(), force=True)
+    shard_api.cancel([run.flow_run for run in runs if run.flow_run is not None])

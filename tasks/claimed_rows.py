@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from storage import StorageError
 from tasks.claims import Claims
 from tasks.manifest import RenderRow
-from tasks.owner import Owner
-from tasks.publish import OutputPlan
+from tasks.publish import OutputPlan, skipped_row, stored_meanwhile
 from tasks.results import ResultRow
-from tasks.stored import inspect_key
+from tasks.stored import StoredBy, inspect_key
 
 
 @dataclass(frozen=True)
@@ -45,22 +44,10 @@ def take_rows(claims: Claims, plan: OutputPlan, rows: list[RenderRow], force: bo
             continue
         claims.release(key)
         holder = claims.holder(key)
-        result = ResultRow.for_row(
-            row,
-            "skipped",
-            model,
-            output=storage.uri(key),
-            warning=stored_elsewhere(holder),
-            bytes=stored.bytes,
-            sha256=stored.sha256,
-        )
-        if holder is not None:
-            result = dataclasses.replace(result, worker=holder.worker, flow_run=holder.run)
-        settled.append(result)
+        if holder is None:
+            warning = stored_meanwhile(stored.by)
+        else:
+            warning = f"rendered by {holder.describe()} while this run waited for it"
+            stored = dataclasses.replace(stored, by=StoredBy(holder.run, holder.worker))
+        settled.append(skipped_row(row, model, storage.uri(key), stored, warning))
     return Taken(render, settled, held)
-
-
-def stored_elsewhere(holder: Owner | None) -> str:
-    if holder is None:
-        return "stored by another run after this run planned it"
-    return f"rendered by {holder.describe()} while this run waited for it"

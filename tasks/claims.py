@@ -34,7 +34,7 @@ from tasks import interrupt
 from tasks.litter import remove_dead_claims
 from tasks.owner import CLAIMS, CLOCK_TOLERANCE_S, Owner, claim_key, claim_record, parse_claim
 
-__all__ = ["CLAIMS", "Claims", "Owner", "claim_key"]
+__all__ = ["CLAIMS", "Claims", "Owner", "claim_key", "release_every_claim"]
 
 logger = logging.getLogger("t2v")
 
@@ -48,6 +48,20 @@ ATTEMPTS = 3
 GIVE_UP_SHARE = 2 / 3
 
 T = TypeVar("T")
+
+
+# Every Claims entered and not yet left in this process, for `release_every_claim`.
+_open: set[Claims] = set()
+_open_lock = threading.Lock()
+
+
+def release_every_claim() -> None:
+    """Release every claim this process holds: for a process about to end without
+    unwinding the runs that hold them."""
+    with _open_lock:
+        entered = list(_open)
+    for claims in entered:
+        claims.close()
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class Claims:
     def __enter__(self) -> Claims:
         remove_dead_claims(self.storage)
         self._renewer.start()
+        with _open_lock:
+            _open.add(self)
         return self
 
     def __exit__(
@@ -91,6 +107,12 @@ class Claims:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop renewing and release every claim held."""
+        with _open_lock:
+            _open.discard(self)
         self._closed.set()
         self._renewer.join()
         for key in list(self._held):

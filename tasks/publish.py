@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import tempfile
@@ -34,7 +35,14 @@ from tasks.results import (
     results_json,
 )
 from tasks.speed.levers import EXACT, Levers, key_settings
-from tasks.stored import foreign_error, inspect_key, video_metadata
+from tasks.stored import (
+    UNKNOWN,
+    StoredBy,
+    StoredKey,
+    foreign_error,
+    inspect_key,
+    video_metadata,
+)
 
 if TYPE_CHECKING:
     from tasks.presets import ModelRef
@@ -54,16 +62,17 @@ class PublishedVideo:
 
 
 def publish_video(
-    storage: Storage, key: str, source: Path, *, exclusive: bool = False
+    storage: Storage, key: str, source: Path, *, exclusive: bool = False, by: StoredBy = UNKNOWN
 ) -> PublishedVideo | None:
-    """Store a finished local MP4 under `key` with its size and sha256 recorded, returning
-    its location, size and digest; None when `exclusive` and the key holds something."""
+    """Store a finished local MP4 under `key` with its size, sha256 and storing run `by`
+    recorded, returning its location, size and digest; None when `exclusive` and the key
+    holds something."""
     digest, size = hashlib.sha256(), 0
     with source.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
             size += len(block)
-    metadata = video_metadata(size, digest.hexdigest())
+    metadata = video_metadata(size, digest.hexdigest(), by)
     if not storage.write_file(key, source, exclusive=exclusive, metadata=metadata):
         return None
     return PublishedVideo(storage.uri(key), size, digest.hexdigest())
@@ -116,15 +125,7 @@ def plan_outputs(
             )
         elif stored.state == "video" and not force:
             done.append(
-                ResultRow.for_row(
-                    row,
-                    "skipped",
-                    model,
-                    output=storage.uri(key),
-                    bytes=stored.bytes,
-                    sha256=stored.sha256,
-                    audio=ref.family.has_sound,
-                )
+                skipped_row(row, model, storage.uri(key), stored, audio=ref.family.has_sound)
             )
         else:
             to_render.append(row)
@@ -132,10 +133,46 @@ def plan_outputs(
     return OutputPlan(ref, keys, to_render, done, total, levers, scoring)
 
 
-def publish_rendered(
-    destination: str, video: RenderedVideo, key: str, model: str, *, exclusive: bool
+def skipped_row(
+    row: RenderRow,
+    model: str,
+    output: str,
+    stored: StoredKey,
+    warning: str = "",
+    audio: bool | None = None,
 ) -> ResultRow:
-    """Encode a rendered row to MP4 in a scratch folder, store it under `key`, report it.
+    """A row whose video is stored at `output`, naming the run and worker that stored it."""
+    skipped = ResultRow.for_row(
+        row,
+        "skipped",
+        model,
+        output=output,
+        warning=warning,
+        bytes=stored.bytes,
+        sha256=stored.sha256,
+        audio=audio,
+    )
+    return dataclasses.replace(skipped, worker=stored.by.worker, flow_run=stored.by.run)
+
+
+def stored_meanwhile(by: StoredBy) -> str:
+    """Why a row this run planned to render is skipped: another run stored it meanwhile."""
+    if not by.run:
+        return "stored by another run after this run planned it"
+    return f"stored by run {by.run} on worker {by.worker or '(unknown)'} after this run planned it"
+
+
+def publish_rendered(
+    destination: str,
+    video: RenderedVideo,
+    key: str,
+    model: str,
+    *,
+    exclusive: bool,
+    by: StoredBy = UNKNOWN,
+) -> ResultRow:
+    """Encode a rendered row to MP4 in a scratch folder, store it under `key` as stored `by`
+    this run, report it.
 
     `exclusive` (every run but `--force`) only creates the key. When the key was taken
     while this row rendered: by a sound video, the row is `skipped` and points at it; by
@@ -145,20 +182,13 @@ def publish_rendered(
     with tempfile.TemporaryDirectory(prefix="t2v-encode-") as scratch:
         path = Path(scratch) / key
         encode_mp4(video.frames, video.row.fps, path, video.sound)
-        published = publish_video(storage, key, path, exclusive=exclusive)
+        published = publish_video(storage, key, path, exclusive=exclusive, by=by)
         stored = inspect_key(storage, key) if published is None else None
         if stored is not None and stored.state in ("broken", "missing"):
-            published = publish_video(storage, key, path)
+            published = publish_video(storage, key, path, by=by)
     if stored is not None and stored.state == "video":
-        return ResultRow.for_row(
-            video.row,
-            "skipped",
-            model,
-            output=storage.uri(key),
-            warning=ALREADY_STORED,
-            bytes=stored.bytes,
-            sha256=stored.sha256,
-            audio=video.sound is not None,
+        return skipped_row(
+            video.row, model, storage.uri(key), stored, ALREADY_STORED, video.sound is not None
         )
     if published is None:
         return ResultRow.for_row(video.row, "failed", model, error=foreign_error(storage.uri(key)))

@@ -1,7 +1,8 @@
 """What an output key holds: a video t2v stored and can vouch for, or something else.
 
-A video counts as done only when t2v recorded it when storing it (its size and sha256:
-S3 object metadata, or a local `.t2v/<key>.json`), its size still matches, and its MP4
+A video counts as done only when t2v recorded it when storing it (its size and sha256, and
+the run that stored it: S3 object metadata, or a local `.t2v/<key>.json`), its size still
+matches, and its MP4
 boxes are sound (read from their headers alone). A recorded video that fails is t2v's
 own, broken: rendered and replaced. Anything t2v did not record (a foreign file, a link,
 a folder) is never replaced and never taken for a video.
@@ -12,10 +13,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import quote, unquote
 
 from storage import Storage
 
 SHA256, SIZE = "t2v-sha256", "t2v-bytes"
+# The flow run and worker that stored it; S3 metadata is ASCII, so the worker is %-quoted.
+RUN, WORKER = "t2v-run", "t2v-worker"
 # Enough for the ftyp and moov boxes of a faststart MP4: usually one read covers every
 # box header but mdat's.
 HEAD_BYTES = 64 * 1024
@@ -25,17 +29,32 @@ State = Literal["missing", "video", "broken", "foreign"]
 
 
 @dataclass(frozen=True)
+class StoredBy:
+    """The flow run and worker that store a video; empty where unknown (a video stored by a
+    version that did not record them, or outside a flow run)."""
+
+    run: str = ""
+    worker: str = ""
+
+
+UNKNOWN = StoredBy()
+
+
+@dataclass(frozen=True)
 class StoredKey:
-    """What a key holds; `bytes` and `sha256` as recorded, for a sound `video`."""
+    """What a key holds; `bytes`, `sha256` and who stored it as recorded, for a sound
+    `video`."""
 
     state: State
     bytes: int | None = None
     sha256: str = ""
+    by: StoredBy = UNKNOWN
 
 
-def video_metadata(size: int, sha256: str) -> dict[str, str]:
+def video_metadata(size: int, sha256: str, by: StoredBy) -> dict[str, str]:
     """What t2v records with each video it stores."""
-    return {SHA256: sha256, SIZE: str(size)}
+    recorded = {SHA256: sha256, SIZE: str(size), RUN: by.run, WORKER: quote(by.worker)}
+    return {name: value for name, value in recorded.items() if value}
 
 
 def inspect_key(storage: Storage, key: str) -> StoredKey:
@@ -47,7 +66,8 @@ def inspect_key(storage: Storage, key: str) -> StoredKey:
         return StoredKey("foreign")
     if size != str(found.size) or not mp4_boxes_sound(storage, key, found.size):
         return StoredKey("broken")
-    return StoredKey("video", found.size, sha256)
+    by = StoredBy(found.metadata.get(RUN, ""), unquote(found.metadata.get(WORKER, "")))
+    return StoredKey("video", found.size, sha256, by)
 
 
 def foreign_error(location: str) -> str:

@@ -30,6 +30,7 @@ class Server:
     url: str  # the UI; the API is under /api
     env: dict[str, str]
     project: Path
+    process: subprocess.Popen[bytes]  # `make server`: stop() it to stop the server
 
     @property
     def api(self) -> str:
@@ -125,7 +126,7 @@ def running_server(tmp_path: Path, extra_env: dict[str, str] | None = None) -> I
         wait_for(lambda: healthy(url), 120, f"the Prefect server at {url}")
         # `make server` listens on loopback only: nobody else can reach the API.
         assert listening_addresses(port) == {"127.0.0.1"}
-        yield Server(url, env, project)
+        yield Server(url, env, project, process)
     finally:
         assert not alive_in(stop(process)), "the Prefect server left processes behind"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.deployed_code import CODE_REPO_ENV, checkout, record_code
+from flows.deployed_code import CODE_REPO_ENV, checkout, pull_code, record_code
 from flows.errors import CodeError
 from tests.conftest import REPO
 from tests.factories import commit_to_bare_repo, git
@@ -83,6 +83,28 @@ def test_a_bad_repository_is_one_line_naming_it(remote: tuple[str, str], tmp_pat
     assert "tok3n-s3cret" not in str(error.value)
 
 
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_pull_step_that_cannot_fetch_the_code_crashes_its_run_with_the_cause(
+    remote: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow, get_client
+
+    _, commit = remote
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(flow(name="pulled")(lambda: None))
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", str(run.id))  # as a worker starts a run
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    moved = (tmp_path / "moved.git").as_uri()
+    with pytest.raises(CodeError) as error:
+        pull_code("/unused", repository=moved, commit=commit)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    # The worker only says "Process exited with a general error"; a parent shows this.
+    assert state is not None and state.is_crashed()
+    assert state.message == str(error.value)
+    assert state.message.startswith(f"cannot clone {moved}: fatal: ")
+
+
 def test_a_commit_the_repository_lacks_is_named(remote: tuple[str, str], tmp_path: Path) -> None:
     url, _ = remote
     unpushed = "0123456789abcdef0123456789abcdef01234567"
@@ -145,3 +167,28 @@ def test_the_pull_step_makes_the_flow_import_the_project_from_the_checkout(
         checkout_folder,
         "the deployed commit",
     ]
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+@pytest.mark.parametrize("name", ["destination", "manifest", "image_root"])
+def test_a_run_of_a_cloned_commit_refuses_a_relative_path_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    from flows.render_flow import render_manifest
+
+    clone = tmp_path / "xdg" / "t2v" / "code" / ("c0" * 20)  # where the pull step goes
+    clone.mkdir(parents=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(clone)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("prompt,num_frames,height,width,num_inference_steps\na boat,1,64,64,1\n")
+    paths = {"manifest": str(manifest), "destination": str(tmp_path / "out"), "image_root": None}
+    paths[name] = "relative/here"
+    state = render_manifest(**paths, model="tiny-random", return_state=True)
+    assert state.is_failed()
+    assert state.message.endswith(
+        f"CodeError: {name} 'relative/here' is a relative path, and this run's code is commit "
+        f"{clone.name} cloned in {clone.parent}, where it would resolve: give an absolute path "
+        "(a folder every worker sees) or an s3:// URI"
+    )
+    assert list(clone.iterdir()) == [] and not (tmp_path / "out").exists()

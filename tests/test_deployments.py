@@ -7,6 +7,7 @@ against a copy of the project, as if freshly cloned; the browser is Debian's Chr
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -153,7 +154,7 @@ def test_ui_started_run_renders_and_shows_artifacts(
         "model": "tiny-random",
         "batch_size": 3,
     }
-    wait_for(lambda: _state(server, by_cli.id) == "COMPLETED", 240, "the --param run")
+    wait_for(lambda: _state(server, by_cli.id)[0] == "COMPLETED", 240, "the --param run")
     assert len(list((server.project / "out").glob("*.mp4"))) == 8
 
     (destination,) = (tmp_path / "renders").iterdir()
@@ -207,24 +208,66 @@ def test_a_worker_elsewhere_runs_the_deployed_commit_from_its_own_clone(
 
     # The worker runs in another folder (server.project, not a git repository).
     cache, imported_from = tmp_path / "worker-cache", tmp_path / "imported-from"
-    env = {"XDG_CACHE_HOME": str(cache), "T2V_IMPORTED_FROM": str(imported_from)}
-    with running_worker(server, tmp_path / "w.log", env=env):
-        run = run_deployment(server, "on-demand", {})
-        ended = {"COMPLETED", "FAILED", "CRASHED"}
-        wait_for(lambda: _state(server, run) in ended, 300, "the on-demand run")
-    assert _state(server, run) == "COMPLETED"
-
     checkout = cache / "t2v" / "code" / commit
+    env = {"XDG_CACHE_HOME": str(cache), "T2V_IMPORTED_FROM": str(imported_from)}
+    ended = {"COMPLETED", "FAILED", "CRASHED"}
+    with running_worker(server, tmp_path / "w.log", env=env):
+        # The demo's relative `out` would land inside the clone: refused in one line.
+        relative = run_deployment(server, "on-demand", {})
+        wait_for(lambda: _state(server, relative)[0] in ended, 300, "the relative run")
+        absolute = {"manifest": str(checkout / "examples" / "prompts.csv")}
+        absolute["destination"] = str(tmp_path / "out")
+        run = run_deployment(server, "on-demand", absolute)
+        wait_for(lambda: _state(server, run)[0] in ended, 300, "the on-demand run")
+    refused, message = _state(server, relative)
+    assert refused == "FAILED"
+    assert message.endswith(
+        "CodeError: manifest 'examples/prompts.csv' is a relative path, and this run's code is "
+        f"commit {commit} cloned in {checkout.parent}, where it would resolve: give an absolute "
+        "path (a folder every worker sees) or an s3:// URI"
+    )
+    assert _state(server, run)[0] == "COMPLETED"
+
     assert imported_from.read_text() == str(checkout / "flows" / "__init__.py")
-    videos = sorted(path.name.split("-")[0:2] for path in (checkout / "out").glob("*.mp4"))
+    videos = sorted(path.name.split("-")[0:2] for path in (tmp_path / "out").glob("*.mp4"))
     assert videos == [["ui", str(n)] for n in range(3)]
+    assert not (checkout / "out").exists()
     assert not (server.project / "out").exists()
     assert not (deployer / "out").exists()
 
 
-def _state(server: Server, run_id: Any) -> str:
+def test_a_shard_whose_worker_cannot_fetch_the_code_fails_with_the_workers_cause(
+    server: Server, tmp_path: Path
+) -> None:
+    commit_to_bare_repo(copy_project(tmp_path / "source"), tmp_path / "t2v.git")
+    deployer = tmp_path / "deployer"
+    url = (tmp_path / "t2v.git").as_uri()
+    git(tmp_path, "clone", "--quiet", url, str(deployer))
+    deploy = make(deployer, "deploy", "CODE_REPO=origin", "CRASH_AFTER_S=45")
+    subprocess.run(deploy, env=server.env, check=True, capture_output=True)
+    (tmp_path / "t2v.git").rename(tmp_path / "moved.git")  # the repository moved away
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(MANIFEST)
+    env = {**server.env, "T2V_SHARED_FOLDER": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    with running_worker(server, tmp_path / "w.log", env=env):
+        command = [sys.executable, "-m", "flows.cli", "render", str(manifest), "--shards", "1"]
+        command += ["--out", str(tmp_path / "out"), "--model", "tiny-random"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    errors = {row["error"] for row in rows}
+    assert len(errors) == 1, errors
+    (error,) = errors
+    assert error.startswith(
+        f"shard 1's run ended Crashed 3 times, last: cannot clone {url}: fatal: "
+    ), error
+    assert "\n" not in error
+
+
+def _state(server: Server, run_id: Any) -> tuple[str, str]:
+    """The run's state type and message."""
     from prefect.client.orchestration import SyncPrefectClient
 
     with SyncPrefectClient(server.api) as client:
         state = client.read_flow_run(run_id).state
-    return state.type.value if state else ""
+    return (state.type.value, state.message or "") if state else ("", "")

@@ -195,11 +195,33 @@ def test_a_shard_that_refused_its_rows_is_not_started_again() -> None:
 
 
 def test_rows_a_crashed_run_stored_count_as_rendered_when_the_next_run_finds_them() -> None:
-    run = ShardRun(1, [render_row(1)], tries=2, flow_run=uuid4())
+    crashed = uuid4()
+    run = ShardRun(1, [render_row(1)], tries=2, flow_run=uuid4(), earlier=[crashed])
     found = ResultRow.for_row(run.rows[0], "skipped", "m", output="x.mp4")
+    found = dataclasses.replace(found, worker="w1", flow_run=str(crashed))  # as its video records
     (taken,) = run.take([found])
-    assert (taken.status, taken.output) == ("ok", "x.mp4")
+    assert (taken.status, taken.output, taken.warning) == ("ok", "x.mp4", EARLIER_TRY)
     assert list(run.take([found])) == [], "a row is reported once"
+
+
+@pytest.mark.parametrize("tries", [1, 2])
+def test_a_row_another_run_stored_meanwhile_is_skipped_naming_that_run(tries: int) -> None:
+    # A nightly stored it after this run planned it: not this shard's earlier (crashed) try.
+    run = ShardRun(1, [render_row(1), render_row(2)], tries=tries, flow_run=uuid4())
+    run.earlier = [uuid4()] * (tries - 1)
+    found = ResultRow.for_row(run.rows[0], "skipped", "m", output="x.mp4")
+    by_nightly = dataclasses.replace(found, worker="w9", flow_run="nightly-run-id")
+    by_unknown = dataclasses.replace(found, line=2, id="2")  # a video recording no run
+    first, second = run.take([by_nightly, by_unknown])
+    assert (first.status, first.warning, first.flow_run) == (
+        "skipped",
+        "stored by run nightly-run-id on worker w9 after this run planned it",
+        "nightly-run-id",
+    )
+    assert (second.status, second.warning) == (
+        "skipped",
+        "stored by another run after this run planned it",
+    )
 
 
 def test_rows_a_crashed_run_stored_but_still_held_count_as_rendered_by_it() -> None:

@@ -34,6 +34,7 @@ from tests.prefect_stack import (
     running_worker,
     sessions_of,
     signal_sessions,
+    stop,
     wait_for,
 )
 
@@ -153,20 +154,26 @@ def test_a_shard_that_reads_a_changed_manifest_refuses_it(tmp_path: Path) -> Non
     assert not list((tmp_path / "out").glob("*.mp4"))
 
 
-@pytest.mark.usefixtures("prefect_api_url")
-def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _shard_deployment_without_worker() -> None:
+    """The `shard` deployment on pool `gpu` of the session's test server, where no worker runs."""
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
     from flows.shard_flow import render_shard
-    from flows.sharded_flow import render_sharded
 
     # The pool may exist already, made by an earlier test of the session.
     with get_client(sync_client=True) as client, contextlib.suppress(Exception):
         client.create_work_pool(WorkPoolCreate(name="gpu", type="process"))
-    render_shard.to_deployment(name="shard", work_pool_name="gpu").apply()  # no worker runs
+    render_shard.to_deployment(name="shard", work_pool_name="gpu").apply()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.sharded_flow import render_sharded
+
+    _shard_deployment_without_worker()
     monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
     manifest, out = tmp_path / "m.csv", tmp_path / "out"
     manifest.write_text(_manifest(2))
@@ -185,6 +192,48 @@ def test_shards_no_worker_takes_end_failed_within_the_start_timeout(
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(row["status"], row["error"]) for row in rows] == [
         ("failed", f"no gpu worker took shard {n} within 3 s") for n in (1, 2)
+    ]
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_relative_locations_reach_the_shards_as_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards run in their worker's folder (a cloned commit, with CODE_REPO): a relative path
+    means the parent's folder."""
+    from prefect import get_client
+
+    from flows.sharded_flow import render_sharded
+
+    _shard_deployment_without_worker()
+    monkeypatch.setenv("T2V_SHARED_FOLDER", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "images").mkdir()
+    Path("m.csv").write_text(_manifest(1))
+    state = render_sharded(
+        manifest="m.csv",
+        destination="out",
+        image_root="images",
+        model="tiny-random",
+        shards=1,
+        shard_start_timeout=1,
+        return_state=True,
+    )
+    assert state.is_failed()  # no worker took the shard
+    parent = str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        shards = [
+            run for run in client.read_flow_runs() if run.parameters.get("parent_run") == parent
+        ]
+    assert [
+        {name: run.parameters[name] for name in ("manifest", "destination", "image_root")}
+        for run in shards
+    ] == [
+        {
+            "manifest": str(tmp_path / "m.csv"),
+            "destination": str(tmp_path / "out"),
+            "image_root": str(tmp_path / "images"),
+        }
     ]
 
 
@@ -351,6 +400,44 @@ def test_a_shard_the_user_cancels_is_not_started_again(stack: Stack) -> None:
     assert len(_shard_runs(server, since)) == 2, "the cancelled shard was started again"
 
 
+@pytest.mark.slow
+def test_rows_another_run_stored_meanwhile_are_skipped_naming_it_not_a_crashed_try(
+    stack: Stack,
+) -> None:
+    """A CLI run stores the rows while the shard waits for a worker; the shard's first run
+    then crashes and its next finds them stored, by that other run."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.states import Crashed
+
+    server = stack.server
+    bucket = _bucket(server, _manifest(2))
+    since = time.time()
+    frozen = set().union(*(sessions_of(worker.pid) for worker in stack.workers.values()))
+    signal_sessions(frozen, signal.SIGSTOP)  # no worker takes a shard yet
+    try:
+        render = _render(server, bucket, "--shards", "1")
+        wait_for(lambda: len(_shard_runs(server, since)) == 1, 60, "the shard's run")
+        other = _render(server, bucket)  # the other run, e.g. the nightly
+        code, output = _finish(other, 120)
+        assert code == EXIT_OK and "2 ok" in output, output
+        stored_by = {(row["flow_run"], row["worker"]) for row in _results(server, bucket)["rows"]}
+        (first,) = _shard_runs(server, since)
+        with SyncPrefectClient(server.api) as client:
+            client.set_flow_run_state(first.id, Crashed(message="its machine died"), force=True)
+        wait_for(lambda: len(_shard_runs(server, since)) == 2, 60, "the shard started again")
+    finally:
+        signal_sessions(frozen, signal.SIGCONT)
+    code, output = _finish(render, 180)
+    assert code == EXIT_OK, output
+    assert "2 rows: 0 ok, 2 skipped, 0 failed, 0 invalid" in output
+    ((run, worker),) = stored_by
+    rows = _results(server, bucket)["rows"]
+    assert [(row["status"], row["warning"], row["flow_run"]) for row in rows] == [
+        ("skipped", f"stored by run {run} on worker {worker} after this run planned it", run)
+    ] * 2
+    assert set(_video_puts(server, bucket).values()) == {1}
+
+
 def _stored_rows(server: Server, bucket: str) -> set[int]:
     """The row numbers whose video is stored (boat-N-<hash>.mp4)."""
     return {int(key.split("-")[1]) for key in _video_puts(server, bucket)}
@@ -395,7 +482,7 @@ def _kill_mid_shard(
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) -> None:
-    """Runs last: it kills one of the module's workers."""
+    """Runs after the others but the last: it kills one of the module's workers."""
     server, rows_count = stack.server, 12
     # About 4 s a row on one thread: slow enough to kill a shard between its videos.
     bucket = _bucket(server, _manifest(rows_count, frames=16, steps=30, size=128))
@@ -430,3 +517,32 @@ def test_a_worker_killed_mid_shard_its_rows_render_elsewhere_once(stack: Stack) 
     assert all(row["worker"] not in ("", killed) for row in rendered_again)
     puts = _video_puts(server, bucket)
     assert len(puts) == rows_count and set(puts.values()) == {1}, puts
+
+
+@pytest.mark.slow
+def test_a_server_that_stops_mid_run_ends_the_parent_in_seconds_with_its_results(
+    stack: Stack,
+) -> None:
+    """Runs last: it stops the module's server."""
+    server = stack.server
+    bucket = _bucket(server, _manifest(6, frames=16, steps=30, size=128))
+    render = _render(server, bucket, "--shards", "2", "--batch-size", "1")
+    wait_for(lambda: len(_stored_rows(server, bucket)) >= 1, 180, "a first video")
+    stop(server.process)  # `make server` stopped
+    stopped = time.monotonic()
+    _, stderr = render.communicate(timeout=120)
+    took = time.monotonic() - stopped
+    print(f"\nthe server stopped; the parent exited {took:.1f} s later")
+    assert render.returncode == EXIT_ROWS_FAILED, stderr
+    assert took < 15
+    gone = f"the Prefect server at {server.api} stopped answering during the run"
+    assert stderr.strip().splitlines()[-1] == (
+        f"t2v: {gone}; results of the rows that finished: s3://{bucket}/out/results.csv (the "
+        "others failed); videos already stored are kept: rerun the same command to resume"
+    ), stderr
+    assert "Traceback" not in stderr
+    rows = _results(server, bucket)["rows"]
+    assert len(rows) == 6
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and {row["error"] for row in failed} == {f"not rendered: {gone}; rerun to resume"}
+    assert {row["status"] for row in rows} <= {"ok", "failed"}

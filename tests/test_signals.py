@@ -1,4 +1,5 @@
-"""Ctrl-C, SIGTERM and SIGKILL of a real `t2v render` with its temporary Prefect server.
+"""Ctrl-C, SIGTERM and SIGKILL of a real `t2v render` with its temporary Prefect server, and
+servers that die under a run.
 
 Each test starts `t2v` in a process group of its own and signals the whole group, as a
 terminal's Ctrl-C does; the temporary server must survive that, finish the run, and die
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.prefect_stack import running_server, stop
 from tests.processes import alive, child_running, wait_for
 
 pytestmark = pytest.mark.slow
@@ -33,11 +35,14 @@ def _manifest(tmp_path: Path) -> Path:
     return path
 
 
-def _start(tmp_path: Path) -> subprocess.Popen[str]:
+def _start(tmp_path: Path, api: str | None = None) -> subprocess.Popen[str]:
+    """`t2v render` of slow rows, on the Prefect server at `api`, else a temporary one."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(
         PREFECT_HOME=str(tmp_path / "prefect-home"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"
     )
+    if api is not None:
+        env["PREFECT_API_URL"] = api
     command = [*T2V, "render", str(_manifest(tmp_path)), "--model", "tiny-random",
                "--batch-size", "1", "--out", str(tmp_path / "out")]  # fmt: skip
     return subprocess.Popen(
@@ -116,3 +121,38 @@ def test_a_dead_temporary_server_ends_the_run_in_seconds_with_one_line(tmp_path:
         stderr.strip().splitlines() == [stderr.strip().splitlines()[-1]]
         and "temporary Prefect server exited" in stderr
     ), stderr
+
+
+def test_a_configured_server_that_stops_ends_the_run_in_seconds_with_its_results(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path / "server") as server:
+        t2v = _start(tmp_path, server.api)
+        try:
+            wait_for(lambda: _rendering(tmp_path), 300, "the first video")
+            stop(server.process)  # `make server` stopped: SIGTERM, as Ctrl-C in its terminal
+            stopped = time.monotonic()
+            _, stderr = t2v.communicate(timeout=120)
+            took = time.monotonic() - stopped
+        finally:
+            if t2v.poll() is None:
+                os.killpg(t2v.pid, signal.SIGKILL)
+    print(f"\nthe server stopped; t2v exited {took:.1f} s later")
+    assert t2v.returncode == 1
+    assert took < 15, f"{took:.1f} s to notice"
+    lines = stderr.strip().splitlines()
+    gone = f"the Prefect server at {server.api} stopped answering during the run"
+    assert lines[-1] == (
+        f"t2v: {gone}; results of the rows that finished: {tmp_path / 'out' / 'results.csv'} "
+        "(the others failed); videos already stored are kept: rerun the same command to resume"
+    ), stderr
+    assert "Traceback" not in stderr
+    with (tmp_path / "out" / "results.csv").open(encoding="utf-8-sig") as results:
+        rows = list(csv.DictReader(results))
+    assert len(rows) == SLOW_ROWS
+    stored = {path.name for path in (tmp_path / "out").glob("*.mp4")}
+    ok = {Path(row["output"]).name for row in rows if row["status"] == "ok"}
+    assert ok and ok <= stored
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and {row["error"] for row in failed} == {f"not rendered: {gone}; rerun to resume"}
+    assert not list((tmp_path / "out" / ".t2v" / "claims").glob("*.json")), "claims left"

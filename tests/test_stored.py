@@ -14,7 +14,7 @@ from storage import LocalStorage, S3Storage, Storage
 from storage.s3 import s3_client
 from tasks.encode import encode_mp4
 from tasks.publish import publish_video
-from tasks.stored import StoredKey, inspect_key, mp4_boxes_sound
+from tasks.stored import StoredBy, StoredKey, inspect_key, mp4_boxes_sound
 from tests.s3faults import mocked_s3
 
 KEY = "clip-0123456789ab.mp4"
@@ -48,6 +48,12 @@ def test_a_video_t2v_stored_is_done_with_its_recorded_digest(store: Storage, mp4
     assert published is not None
     assert inspect_key(store, KEY) == StoredKey("video", published.bytes, published.sha256)
     assert inspect_key(store, "other.mp4") == StoredKey("missing")
+
+
+def test_a_video_records_the_run_and_worker_that_stored_it(store: Storage, mp4: Path) -> None:
+    by = StoredBy("0b8f7c1e-run", "gpu-box ü 1")  # S3 metadata is ASCII: the name is quoted
+    assert publish_video(store, KEY, mp4, exclusive=True, by=by) is not None
+    assert inspect_key(store, KEY).by == by
 
 
 def test_a_recorded_video_cut_short_is_broken(store: Storage, mp4: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""A worker's machine dies mid-run: the run ends Crashed, its `gpu` slot comes back, a new run
-resumes. The README's set-up for real (`make server`, `make deploy`, `make worker`) on a copy of
-the project; the machine "dies" by SIGKILL to every process the worker started.
+"""A worker's machine dies mid-run, or its worker is stopped: the run ends Crashed, its `gpu`
+slot comes back, a new run resumes. The README's set-up for real (`make server`, `make deploy`,
+`make worker`) on a copy of the project; the machine "dies" by SIGKILL to every process the
+worker started.
 """
 
 from __future__ import annotations
@@ -234,3 +235,36 @@ def test_a_killed_cli_run_on_a_configured_server_ends_crashed(
     (run,) = runs
     wait_for(lambda: _state(deployed, run.id).is_crashed(), CRASH_AFTER_S + 45, "Crashed")
     print(f"\nthe killed CLI run was Crashed {time.monotonic() - killed:.0f} s after the kill")
+
+
+@pytest.mark.parametrize("how", ["SIGINT to its process group", "SIGTERM to make"])
+def test_a_stopped_worker_ends_in_seconds_and_a_rerun_resumes(
+    deployed: Server, tmp_path: Path, how: str
+) -> None:
+    request = _request(tmp_path)
+    destination = Path(request["destination"])
+    with running_worker(deployed, tmp_path / "w.log") as worker:
+        run_id = run_deployment(deployed, "on-demand", request)
+        wait_for(lambda: len(_videos(destination)) >= 1, 180, "a first video")
+        sessions = sessions_of(worker.pid)
+        signalled = time.monotonic()
+        if how.startswith("SIGINT"):
+            os.killpg(worker.pid, signal.SIGINT)  # a terminal's Ctrl-C
+        else:
+            os.kill(worker.pid, signal.SIGTERM)
+        wait_for(lambda: worker.poll() is not None, 60, "the worker to stop", poll=0.1)
+        stopped_s = time.monotonic() - signalled
+        wait_for(lambda: not alive_in(sessions), 10, "its flow run's processes to end")
+    print(f"\n{how}: the worker stopped {stopped_s:.1f} s after the signal")
+    assert stopped_s < 10
+    assert _state(deployed, run_id).type.value == "CRASHED"
+    kept = _videos(destination)
+    assert 0 < len(kept) < ROWS
+
+    with running_worker(deployed, tmp_path / "w2.log"):
+        again = run_deployment(deployed, "on-demand", request)
+        wait_for(lambda: _state(deployed, again).is_final(), 300, "the rerun")
+    assert _state(deployed, again).is_completed()
+    videos = _videos(destination)
+    assert len(videos) == ROWS
+    assert {name: videos[name] for name in kept} == kept, "a stored video was written again"
