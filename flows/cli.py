@@ -12,7 +12,6 @@ import atexit
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -62,9 +61,8 @@ def _render(args: argparse.Namespace) -> int:
         request = request_from_options(args)
         manifest, model = preflight(request, sharded=args.shards is not None)
         _quiet_prefect_console()
-        importing = _warm_up(model.family)
         with ProgressBar() as bar, progress.listening(bar):
-            api_url, server = ready()
+            api_url, server = ready(model.family)
             outcome, stopped_by = run_supervised(
                 Supervised(request, manifest, started), api_url, server, bar, _sharding(args)
             )
@@ -75,24 +73,7 @@ def _render(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    importing.join()  # a rerun with nothing to render may end before the imports do
     return code
-
-
-def _warm_up(family: Family) -> threading.Thread:
-    """Import the flows and the model's pipeline code in the background: seconds a cold
-    start would otherwise spend after the server is up."""
-
-    def imports() -> None:
-        import flows.render_flow
-        import flows.sharded_flow  # noqa: F401
-        from tasks.loading import import_pipeline_code
-
-        import_pipeline_code(family)
-
-    thread = threading.Thread(target=imports, name="t2v-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 def _sharding(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -103,28 +84,41 @@ def _sharding(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"shards": args.shards, **{k: v for k, v in given.items() if v is not None}}
 
 
-Api = Callable[[], tuple[str, "TemporaryServer | None"]]
+Api = Callable[["Family"], tuple[str, "TemporaryServer | None"]]
 
 
 @contextmanager
 def _api() -> Iterator[Api]:
     """The configured Prefect API (checked by `preflight`), else a temporary server,
-    launched now; calling what this yields waits until the API is ready."""
+    launched now; calling what this yields with the model's family waits until the API
+    is ready."""
     from flows import progress
     from flows.temporary_server import temporary_server
 
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
-        yield lambda: (configured, None)
+        yield lambda family: (configured, None)
         return
     with temporary_server() as server:
 
-        def ready() -> tuple[str, TemporaryServer | None]:
+        def ready(family: Family) -> tuple[str, TemporaryServer | None]:
             progress.phase("starting a temporary Prefect server")
+            _import_while_waiting(family)
             server.wait_until_ready()
             return server.url, server
 
         yield ready
+
+
+def _import_while_waiting(family: Family) -> None:
+    """Import the flows and the model's pipeline code while the server boots: seconds a
+    cold start would otherwise spend after it is up. Here, before the flow's thread
+    starts: diffusers' lazy imports fail when two threads run them at once."""
+    import flows.render_flow
+    import flows.sharded_flow  # noqa: F401
+    from tasks.loading import import_pipeline_code
+
+    import_pipeline_code(family)
 
 
 def _report(outcome: Any, stopped_by: int | None, command_s: float) -> int:
