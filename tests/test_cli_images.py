@@ -49,6 +49,24 @@ def test_the_example_image_manifests_are_checked_against_what_each_model_takes(
     assert out.splitlines()[-1] == f"{path}: {valid}"
 
 
+def test_models_says_which_presets_take_start_images(capfd: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = t2v_main(capfd, "models")
+    lines = out.splitlines()
+    images = {
+        lines[n - 3].split()[0]: line.strip()
+        for n, line in enumerate(lines)
+        if line.strip().startswith("images: ")
+    }
+    assert code == 0
+    assert images["tiny-ltx"] == "images: takes `image`; rows without one render as text"
+    assert images["wan2.2-5b"] == images["tiny-ltx"]
+    assert images["cogvideox-5b-i2v"] == "images: takes `image`; every row needs `image`"
+    assert images["tiny-wan-flf2v"] == (
+        "images: takes `image`, `last_image`; every row needs `image`, `last_image`"
+    )
+    assert "wan2.1-14b" not in images and "tiny-random" not in images
+
+
 @pytest.mark.slow
 def test_the_first_last_frame_example_renders_offline(
     cli_env: dict[str, str], tmp_path: Path

@@ -52,7 +52,7 @@ class CogVideoXI2V(Family):
             "CogVideoX licence (custom; commercial use needs registration)",
         ),
         PresetInfo(
-            "tiny-cogvideox-i2v", None, "~0.1 M", None, "none (random weights built in code)"
+            "tiny-cogvideox-i2v", None, "~0.12 M", None, "none (random weights built in code)"
         ),
     )
 

@@ -79,7 +79,7 @@ class Wan(WanImageRows):
             "wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "2 × 14 B", 80.0, "Apache-2.0"
         ),
         PresetInfo("tiny-wan", None, "~0.06 M", None, "built in code"),
-        PresetInfo(TI2V_TINY, None, "~0.06 M", None, "built in code"),
+        PresetInfo(TI2V_TINY, None, "~0.07 M", None, "built in code"),
     )
 
     def rules_for(self, configs: Mapping[str, Mapping[str, Any]]) -> ManifestRules:
