@@ -17,7 +17,7 @@ from tasks.devices import get_pipeline
 from tasks.families.wan_i2v import FLF2V, FLF2V_TINY, WanI2V
 from tasks.images import StartImage
 from tasks.presets import PRESETS, model_family, model_rules, resolve_model
-from tasks.render import RenderedVideo, render_batch
+from tasks.render import RenderedVideo, render_batch, render_rows
 from tests.factories import render_row
 
 FAMILY = WanI2V()
@@ -73,3 +73,25 @@ def test_the_last_frame_reaches_the_video(tmp_path: Path) -> None:
     assert isinstance(dark, RenderedVideo) and isinstance(light, RenderedVideo)
     # One seed and start image: the last frame alone tells the two apart.
     assert not np.array_equal(dark.frames, light.frames)
+
+
+def test_a_folder_without_image_encoder_takes_a_last_frame_through_the_latents(
+    tmp_path: Path,
+) -> None:
+    """Wan 2.2 I2V's layout: no CLIP image encoder, a transformer without image tokens."""
+    from diffusers import WanImageToVideoPipeline, WanTransformer3DModel
+
+    tiny = FAMILY.build_tiny(seed=0)
+    config = {**tiny.transformer.config, "image_dim": None, "added_kv_proj_dim": None}
+    transformer = WanTransformer3DModel.from_config(config).eval()
+    shared = ("tokenizer", "text_encoder", "vae", "scheduler")
+    parts = {name: getattr(tiny, name) for name in shared}
+    WanImageToVideoPipeline(**parts, transformer=transformer).save_pretrained(tmp_path / "wan22")
+    ref = resolve_model(str(tmp_path / "wan22"))
+    assert ref.rules.required_images == ("image",)
+    path = tmp_path / "first.png"
+    Image.new("RGB", (96, 64), (200, 40, 40)).save(path)
+    image = StartImage(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    row = render_row(1, height=64, width=96, image=image, last_image=image)
+    (video,) = render_rows(ref, "cpu", [row]).outcomes
+    assert isinstance(video, RenderedVideo), video
