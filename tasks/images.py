@@ -246,13 +246,11 @@ def _picture(image: StartImage) -> Image.Image:
 
 def thumbnail(uri: str, sha256: str) -> str:
     """A start image as a small JPEG `data:` URI, for a page that must not link to files
-    outside DEST; "" when it cannot be read or is no longer the image that was rendered."""
+    outside DEST, from the picture its render took if the process still keeps it; "" when
+    it cannot be read or is no longer the image that was rendered."""
     try:
-        data = read_image_bytes(uri)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            return ""
-        picture = check_image_bytes("image", uri, data)
-    except (StorageError, RowError):
+        picture = _picture(StartImage(uri, sha256)).copy()  # thumbnail() shrinks in place
+    except (RenderError, RowError):
         return ""
     picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     out = io.BytesIO()
