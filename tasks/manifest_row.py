@@ -140,6 +140,8 @@ def parse_row(
         errors.check("num_frames × height × width", check_voxels, *shape, rules)
     # 3. Read and check the images, the row's only file reads
     start = _images(cells, rules, images, errors)
+    if start["last_image"] is not None and "num_frames" in values:
+        errors.check("num_frames", _check_frames_between, int(values["num_frames"]), rules)
     image_fit = errors.check("image_fit", check_fit, cells.get("image_fit", ""))
     if errors:
         return None
@@ -205,6 +207,15 @@ def _check_image_columns(filled: frozenset[str], rules: ManifestRules) -> bool:
             f"{presets})."
         )
     return True
+
+
+def _check_frames_between(frames: int, rules: ManifestRules) -> None:
+    """A video from a first to a last frame has both: the fewest frames past one."""
+    least = rules.frame_step + 1
+    if frames < least:
+        raise RowError(
+            f"`num_frames` must be at least {least} for a row with a `last_image`, got {frames}."
+        )
 
 
 def _named(columns: Sequence[str]) -> str:

@@ -176,13 +176,19 @@ def assert_each_as_alone(pipe: Any, batched: list[RenderOutcome]) -> None:
 
 def _extreme_rows(preset: str) -> list[str]:
     """Manifest rows at the edges of what the preset's rules accept, with its fewest steps:
-    the most frames at the smallest size, and the largest height and width each at one frame."""
+    the most frames at the smallest size, and the largest height and width each at the fewest."""
     rules = preset_rules(PRESETS[preset])
     step = rules.size_multiple
     low, high = -(-rules.min_size // step) * step, rules.max_size // step * step
     most = rules.max_frames - (rules.max_frames - 1) % rules.frame_step
+    # A video between a first and a last frame has at least the frame after the first.
+    few = rules.frame_step + 1 if "last_image" in rules.required_images else 1
     steps = rules.min_inference_steps
-    return [f"{most},{low},{low},{steps}", f"1,{low},{high},{steps}", f"1,{high},{low},{steps}"]
+    return [
+        f"{most},{low},{low},{steps}",
+        f"{few},{low},{high},{steps}",
+        f"{few},{high},{low},{steps}",
+    ]
 
 
 @pytest.mark.slow

@@ -363,6 +363,21 @@ def test_a_first_last_frame_model_needs_both_and_a_one_image_model_takes_no_last
         "a last frame only (presets that render the row as it is: wan2.2-5b, tiny-wan2.2-ti2v, "
         "wan2.1-i2v-14b-480p, wan2.1-i2v-14b-720p, tiny-wan-i2v)."
     ]
+    (tmp_path / "m.csv").write_text(
+        table(
+            ["prompt", "image", "last_image", "num_frames"],
+            ["p", "a.png", "a.png", "1"],
+            ["p", "a.png", "a.png", "5"],
+        )
+    )
+    frames = read_manifest(str(tmp_path / "m.csv"), rules=model_rules("wan2.1-flf2v-14b-720p"))
+    assert [row.line for row in frames.rows] == [2]
+    assert [row.error for row in frames.invalid] == [
+        "`num_frames` must be at least 5 for a row with a `last_image`, got 1."
+    ]
+    (tmp_path / "m.csv").write_text(
+        table(["prompt", "image", "last_image"], ["p", "a.png", ""], ["p", "a.png", "a.png"])
+    )
     one = read_manifest(str(tmp_path / "m.csv"), rules=model_rules("wan2.1-i2v-14b-720p"))
     assert [row.line for row in one.rows] == [1]
     assert [row.error for row in one.invalid] == [
