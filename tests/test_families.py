@@ -42,13 +42,13 @@ MANIFEST = (
 
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, StartImage]:
-    """Two start images of another size than the rows', each a ramp that crops show."""
+    """Two start images wider than the rows (12:5), each a ramp that crops show."""
     folder = tmp_path_factory.mktemp("images")
     found = {}
     for name, colour in (("red", (200, 30, 30)), ("blue", (30, 60, 200))):
         ramp = np.linspace(0.3, 1.0, 120)[None, :, None] * np.array(colour)[None, None, :]
         path = folder / f"{name}.png"
-        Image.fromarray(np.repeat(ramp, 80, axis=0).astype(np.uint8), "RGB").save(path)
+        Image.fromarray(np.repeat(ramp, 50, axis=0).astype(np.uint8), "RGB").save(path)
         found[name] = StartImage(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
     return found
 

@@ -1,5 +1,5 @@
 """How Wan's image-to-video pipeline takes start images: one image (and last frame) per
-call, so that a batch of rows goes through one call per image its rows share."""
+call, so that a batch of rows goes through one call per picture its rows share."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ class WanImageRows(Family):
     ) -> Decoded:
         if rows[0].image is None:
             return super().generate(pipe, rows, generators)
-        groups: dict[tuple[StartImage | None, StartImage | None], list[int]] = {}
+        groups: dict[tuple[StartImage | None, StartImage | None, str], list[int]] = {}
         for index, row in enumerate(rows):
-            groups.setdefault((row.image, row.last_image), []).append(index)
+            groups.setdefault((row.image, row.last_image, row.image_fit), []).append(index)
         parts = [
             super(WanImageRows, self).generate(
                 pipe, [rows[i] for i in group], [generators[i] for i in group]
@@ -39,7 +39,7 @@ class WanImageRows(Family):
         return Decoded(pixels[order.to(pixels.device)], nonfinite[order.to(nonfinite.device)])
 
     def image_arguments(self, rows: Sequence[RenderRow]) -> dict[str, Any]:
-        """The start image and last frame the rows share, at their size."""
+        """The start image and last frame the rows share, at their size and fit."""
         first = rows[0]
         pictures = {"image": first.image, "last_image": first.last_image}
         return {
