@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from bench.report import RESULTS_MD
 from tasks.families import Family
+from tasks.images import StartImage
 from tasks.manifest import RenderRow
 from tasks.presets import PRESETS, preset_rules
 from tasks.rules import ManifestRules
@@ -47,7 +54,11 @@ class Settings:
 
 
 def bench_rows(settings: Settings, count: int) -> list[RenderRow]:
+    """`count` rows of the settings' shape, with a start image where the model needs one."""
     rules = settings.rules
+    required = preset_rules(PRESETS[settings.model]).required_images
+    image = bench_image() if "image" in required else None
+    last_image = bench_image() if "last_image" in required else None
     return [
         RenderRow(
             line=n + 1,
@@ -61,9 +72,21 @@ def bench_rows(settings: Settings, count: int) -> list[RenderRow]:
             num_inference_steps=settings.steps,
             guidance_scale=rules.guidance_scale,
             fps=rules.fps,
+            image=image,
+            last_image=last_image,
         )
         for n in range(count)
     ]
+
+
+@cache
+def bench_image() -> StartImage:
+    """A start image for models that render from images only: a colour ramp, written once."""
+    path = Path(tempfile.mkdtemp(prefix="t2v-bench-")) / "start.png"
+    ramp = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
+    pixels = np.stack([ramp, ramp.T, np.full_like(ramp, 128)], axis=-1)
+    Image.fromarray(pixels, "RGB").save(path)
+    return StartImage(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def batched_rows(settings: Settings, batch_size: int) -> list[RenderRow]:

@@ -117,7 +117,10 @@ def measure_baseline(settings: Settings, device: torch.device, scratch: Path) ->
 
     def render(batch: Sequence[RenderRow]) -> list[np.ndarray]:
         # The pipeline's own output type: float arrays (ModelScope, Wan) or PIL images.
-        video = pipe(**family.call_arguments(batch[:1])).frames[0]
+        call = family.call_arguments(batch[:1])
+        if batch[0].image is not None:  # a model that renders from images only
+            call |= family.image_arguments(batch[:1])
+        video = pipe(**call).frames[0]
         return [
             video if isinstance(video, np.ndarray) else np.stack([np.asarray(f) for f in video])
         ]

@@ -10,6 +10,11 @@ between one batch giving the device back and the next taking it.
 
     python -m bench.slot_handoff          # updates the slot_handoff section of bench/RESULTS.md
     python -m bench.slot_handoff --rows 4 --no-write
+    python -m bench.slot_handoff --images 4 --slot-wait 1   # rows with start images (tiny-ltx)
+
+With `--images N` the rows name N start images in turn (4032×3024 JPEGs, a phone's photo),
+rendered by tiny-ltx: each batch's images are read and fitted while the batch before it
+holds the device.
 """
 
 from __future__ import annotations
@@ -27,18 +32,22 @@ from typing import Any
 from bench.report import environment, markdown_table, publish_section
 
 FRAMES, SIZE, STEPS = 16, 64, 20
+IMAGE_MODEL, IMAGE_FRAMES = "tiny-ltx", 17  # LTX-Video takes 8k+1 frames
 
 # One fresh process per slot wait: the server reads its settings when it starts.
 RUN = """
 import json, sys, tempfile, time
 from pathlib import Path
+import numpy as np
+from PIL import Image
 from prefect import get_client
 from prefect.testing.utilities import prefect_test_harness
 from flows import progress
 from flows.parameters import RenderRequest
 from flows.render_flow import render_manifest
 
-rows, batch_size, frames, size, steps = (int(arg) for arg in sys.argv[1:6])
+rows, batch_size, frames, size, steps, images = (int(arg) for arg in sys.argv[1:7])
+model = sys.argv[7]
 
 
 class Timeline:
@@ -61,13 +70,20 @@ class Timeline:
 
 folder = Path(tempfile.mkdtemp(prefix="t2v-slot-"))
 manifest = folder / "m.csv"
-manifest.write_text("id,prompt,seed,num_frames,height,width,num_inference_steps,fps\\n" + "".join(
-    f"c{n},a small scene {n},{n},{frames},{size},{size},{steps},8\\n" for n in range(rows)))
+for n in range(images):  # smooth gradients under noise compress as a photo does
+    y, x = np.mgrid[0:3024, 0:4032].astype(np.float32)
+    base = np.stack([x / 4032, y / 3024, np.full_like(x, n / max(images, 1))], axis=-1) * 200
+    noisy = base + np.random.default_rng(n).normal(0, 12, base.shape)
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(folder / f"shot{n}.jpg", quality=90)
+image_column = ",image" if images else ""
+manifest.write_text(f"id,prompt,seed,num_frames,height,width,num_inference_steps,fps{image_column}\\n"
+    + "".join(f"c{n},a small scene {n},{n},{frames},{size},{size},{steps},8"
+              + (f",shot{n % images}.jpg" if images else "") + "\\n" for n in range(rows)))
 with prefect_test_harness(server_startup_timeout=60):
     def run(name):
         timeline = Timeline()
         request = RenderRequest(
-            manifest=str(manifest), destination=str(folder / name), model="tiny-random",
+            manifest=str(manifest), destination=str(folder / name), model=model,
             batch_size=batch_size)
         started = time.time()
         with progress.listening(timeline):
@@ -114,7 +130,7 @@ class Measured:
     gpu_limit: Run
 
 
-def measure(slot_wait: float, rows: int, batch_size: int) -> Measured:
+def measure(slot_wait: float, rows: int, batch_size: int, images: int = 0) -> Measured:
     """The flow's runs without a tag limit and with a `gpu` limit of one slot."""
     env = {
         **os.environ,
@@ -125,7 +141,8 @@ def measure(slot_wait: float, rows: int, batch_size: int) -> Measured:
         "PREFECT_LOGGING_LEVEL": "ERROR",
     }
     env.pop("PREFECT_API_URL", None)
-    arguments = [str(value) for value in (rows, batch_size, FRAMES, SIZE, STEPS)]
+    frames, model = (IMAGE_FRAMES, IMAGE_MODEL) if images else (FRAMES, "tiny-random")
+    arguments = [str(value) for value in (rows, batch_size, frames, SIZE, STEPS, images, model)]
     done = subprocess.run(
         [sys.executable, "-c", RUN, *arguments],
         env=env, capture_output=True, text=True, check=True, timeout=600,
@@ -139,8 +156,16 @@ def _run(measured: dict[str, Any]) -> Run:
     return Run(measured["wall_s"], measured["idle_s"], batches)
 
 
-def section(results: Sequence[Measured], rows: int, batch_size: int) -> str:
+def section(results: Sequence[Measured], rows: int, batch_size: int, images: int = 0) -> str:
     batches = -(-rows // batch_size)
+    what = f"tiny-random ({SIZE}×{SIZE}, {FRAMES} frames, {STEPS} steps)"
+    title = ""
+    if images:
+        what = (
+            f"{IMAGE_MODEL} ({SIZE}×{SIZE}, {IMAGE_FRAMES} frames, {STEPS} steps), each row "
+            f"from one of {images} start images (4032×3024 JPEGs) in turn,"
+        )
+        title = " with image rows"
     per_gpu = "per GPU: a worker per GPU, a device lock per process"
     table = markdown_table(
         ["exclusivity", "slot wait cap s", "flow wall s", "device idle per batch s", "max s"],
@@ -160,10 +185,10 @@ def section(results: Sequence[Measured], rows: int, batch_size: int) -> str:
         ],
     )
     return (
-        "## GPU exclusivity: the device's idle time between batches (measured)\n\n"
+        f"## GPU exclusivity: the device's idle time between batches{title} (measured)\n\n"
         f"{environment('CPU')}\n\n"
-        f"The flow renders {rows} rows of tiny-random ({SIZE}×{SIZE}, {FRAMES} frames, "
-        f"{STEPS} steps) in {batches} batches of {batch_size} on a temporary Prefect "
+        f"The flow renders {rows} rows of {what} in {batches} batches of {batch_size} on a "
+        "temporary Prefect "
         "server; the model is loaded by an uncounted first run. A progress listener records "
         "each batch's hold on the device: idle is the gap between a batch giving the device "
         "back and the next taking it.\n\n"
@@ -184,11 +209,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--slot-wait", type=float, nargs="+", default=[10.0, 1.0])
+    parser.add_argument("--images", type=int, default=0, help="start images the rows name")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating")
     args = parser.parse_args(argv)
-    results = [measure(wait, args.rows, args.batch_size) for wait in args.slot_wait]
-    text = section(results, args.rows, args.batch_size)
-    publish_section("slot_handoff", text, print_only=args.no_write)
+    results = [measure(wait, args.rows, args.batch_size, args.images) for wait in args.slot_wait]
+    text = section(results, args.rows, args.batch_size, args.images)
+    name = "slot_handoff_images" if args.images else "slot_handoff"
+    publish_section(name, text, print_only=args.no_write)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,13 @@ def _models(args: argparse.Namespace) -> int:
             f"at {rules.fps} fps; {preset.description}"
         )
         print(f"{'':<{width}}  weights: {preset.weights}")
+        if rules.image_columns:
+            needed = ", ".join(f"`{column}`" for column in rules.required_images)
+            print(
+                f"{'':<{width}}  images: takes "
+                f"{', '.join(f'`{column}`' for column in rules.image_columns)}; "
+                f"{f'every row needs {needed}' if needed else 'rows without one render as text'}"
+            )
         if preset.family.legacy:
             print(f"{'':<{width}}  legacy: {preset.family.legacy}")
         speed = preset.family.speed

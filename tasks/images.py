@@ -7,7 +7,10 @@ import hashlib
 import io
 import os
 import stat
+import threading
 import warnings
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +27,8 @@ MAX_IMAGE_PIXELS = 50_000_000
 FORMATS = ("PNG", "JPEG", "WEBP")
 FITS = ("cover", "contain")
 THUMBNAIL_SIZE = 160  # the gallery's start images at most this wide
+# Decoded pictures a process keeps for renders: a 12-megapixel photo is 36 MB.
+PICTURE_CACHE_BYTES = 256 * 1024 * 1024
 # What a broken file raises while Pillow decodes it.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
 
@@ -59,8 +64,9 @@ class ImageSources:
         uri = self._resolve(column, cell)
         if uri not in self._checked:
             data = self._read(column, cell, uri)
-            check_image_bytes(column, cell, data)
+            picture = check_image_bytes(column, cell, data)
             self._checked[uri] = StartImage(uri, hashlib.sha256(data).hexdigest())
+            PICTURES.put(self._checked[uri].sha256, picture)
         return self._checked[uri]
 
     def _resolve(self, column: str, cell: str) -> str:
@@ -172,26 +178,78 @@ def fit_image(image: Image.Image, width: int, height: int, fit: str) -> Image.Im
     return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
 
 
+class PictureCache:
+    """Pictures by key, least recently used out first past a budget of bytes; shared by the
+    threads that check manifests and prepare renders."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._pictures: OrderedDict[Hashable, Image.Image] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> Image.Image | None:
+        with self._lock:
+            picture = self._pictures.get(key)
+            if picture is not None:
+                self._pictures.move_to_end(key)
+            return picture
+
+    def put(self, key: Hashable, picture: Image.Image) -> None:
+        size = picture.width * picture.height * len(picture.getbands())
+        with self._lock:
+            if key in self._pictures or size > self.budget:
+                return
+            self._pictures[key] = picture
+            self._bytes += size
+            while self._bytes > self.budget:
+                _, old = self._pictures.popitem(last=False)
+                self._bytes -= old.width * old.height * len(old.getbands())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pictures.clear()
+            self._bytes = 0
+
+
+# A checked image's picture by the sha256 of its bytes, and fitted by (sha256, width,
+# height, fit): rows sharing an image read and decode it once, when the manifest is checked.
+PICTURES = PictureCache(PICTURE_CACHE_BYTES)
+
+
 def load_image(image: StartImage, width: int, height: int, fit: str) -> Image.Image:
-    """A checked image read again for its render; `RenderError` if it changed since."""
+    """A checked image at a row's size, as its bytes were checked: from the process's cache,
+    else read again; `RenderError` if it can no longer be read or its bytes changed."""
+    key = (image.sha256, width, height, fit)
+    fitted = PICTURES.get(key)
+    if fitted is None:
+        fitted = fit_image(_picture(image), width, height, fit)
+        PICTURES.put(key, fitted)
+    return fitted
+
+
+def _picture(image: StartImage) -> Image.Image:
+    picture = PICTURES.get(image.sha256)
+    if picture is not None:
+        return picture
     try:
         data = read_image_bytes(image.uri)
     except StorageError as exc:
         raise RenderError(f"the start image could not be read again: {exc}") from exc
     if hashlib.sha256(data).hexdigest() != image.sha256:
         raise RenderError(f"the start image {image.uri} changed since the manifest was checked")
-    return fit_image(check_image_bytes("image", image.uri, data), width, height, fit)
+    picture = check_image_bytes("image", image.uri, data)
+    PICTURES.put(image.sha256, picture)
+    return picture
 
 
 def thumbnail(uri: str, sha256: str) -> bytes | None:
-    """A start image as a small JPEG, for the gallery to show from DEST; None when it cannot
-    be read or is no longer the image that was rendered."""
+    """A start image as a small JPEG, for the gallery to show from DEST, from the picture
+    its render took if the process still keeps it; None when it cannot be read or is no
+    longer the image that was rendered."""
     try:
-        data = read_image_bytes(uri)
-        if hashlib.sha256(data).hexdigest() != sha256:
-            return None
-        picture = check_image_bytes("image", uri, data)
-    except (StorageError, RowError):
+        picture = _picture(StartImage(uri, sha256)).copy()  # thumbnail() shrinks in place
+    except (RenderError, RowError):
         return None
     picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     out = io.BytesIO()

@@ -171,7 +171,8 @@ def place(pipe: Any, family: Family, device: torch.device, dtype: torch.dtype) -
     CUDA, as `memory_plan` decides from the free memory. Returns how it was placed."""
     pipe.to(dtype=dtype)
     for name, component_dtype in family.component_dtypes(dtype).items():
-        getattr(pipe, name).to(dtype=component_dtype)
+        if getattr(pipe, name, None) is not None:  # a checkpoint may leave one out
+            getattr(pipe, name).to(dtype=component_dtype)
     pipe.set_progress_bar_config(disable=True)
     placement = RESIDENT
     if device.type == "cuda":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,6 +16,8 @@ from tasks.images import ImageSources, StartImage, check_fit
 from tasks.rules import ManifestRules, NumberColumn, check_voxels
 
 MAX_TEXT = 2_000
+IMAGE_COLUMNS = ("image", "last_image")
+IMAGE_NOUNS = {"image": "a start image", "last_image": "a last frame"}
 # ASCII only, no separator, no leading '.': an id is a safe file name and S3 key as it is.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # Derived seeds stay below 10**15, the 15 significant digits a spreadsheet keeps, so a
@@ -137,7 +139,9 @@ def parse_row(
         shape = (int(values["num_frames"]), int(values["height"]), int(values["width"]))
         errors.check("num_frames × height × width", check_voxels, *shape, rules)
     # 3. Read and check the images, the row's only file reads
-    start = {name: _image(name, cells, rules, images, errors) for name in ("image", "last_image")}
+    start = _images(cells, rules, images, errors)
+    if start["last_image"] is not None and "num_frames" in values:
+        errors.check("num_frames", _check_frames_between, int(values["num_frames"]), rules)
     image_fit = errors.check("image_fit", check_fit, cells.get("image_fit", ""))
     if errors:
         return None
@@ -162,30 +166,64 @@ def parse_row(
     )
 
 
-def _image(
-    column: str,
-    cells: dict[str, str],
-    rules: ManifestRules,
-    images: ImageSources,
-    errors: RowErrors,
-) -> StartImage | None:
-    """The checked image a column names, None when its cell is empty or the image is bad."""
-    cell = cells.get(column, "").strip()
-    if not cell:
-        return None
-    if column not in rules.image_columns:
-        # Families import the manifest's rows; the presets that take images are theirs.
-        from tasks.families import image_presets
+def _images(
+    cells: dict[str, str], rules: ManifestRules, images: ImageSources, errors: RowErrors
+) -> dict[str, StartImage | None]:
+    """The checked image of each image column, None where its cell is empty or it is bad.
+    Image columns the model cannot take, or leaves empty where it needs them, are one
+    sentence naming the presets that render the row, and no file is read."""
+    start: dict[str, StartImage | None] = dict.fromkeys(IMAGE_COLUMNS)
+    cell = {column: cells.get(column, "").strip() for column in IMAGE_COLUMNS}
+    filled = frozenset(column for column in IMAGE_COLUMNS if cell[column])
+    if errors.check("image", _check_image_columns, filled, rules) is None:
+        return start
+    for column in sorted(filled, key=IMAGE_COLUMNS.index):
+        start[column] = errors.check(column, images.check, column, cell[column])
+    return start
 
-        presets = ", ".join(image_presets(column))
-        errors.add(
-            column,
-            f"`{column}` needs a model that takes one, and {rules.family or 'this model'} "
-            "does not "
-            f"({f'presets that do: {presets}' if presets else 'no preset does yet'}).",
+
+def _check_image_columns(filled: frozenset[str], rules: ManifestRules) -> bool:
+    """Whether the model takes the row's image columns as filled; `RowError` if not."""
+    # Families import the manifest's rows; the presets are theirs.
+    from tasks.presets import presets_rendering
+
+    if "last_image" in filled and "image" not in filled:
+        raise RowError("`last_image` is the video's last frame and needs a start image in `image`.")
+    model = f"this {rules.family} model" if rules.family else "this model"
+    refused = [column for column in IMAGE_COLUMNS if column in filled - set(rules.image_columns)]
+    if refused:
+        presets = ", ".join(presets_rendering(filled))
+        raise RowError(
+            f"{_named(refused)} {'needs' if len(refused) == 1 else 'need'} a model that takes "
+            f"{_nouns(refused)}, and {model} does not "
+            f"({f'presets that do: {presets}' if presets else 'no preset does'})."
         )
-        return None
-    return errors.check(column, images.check, column, cell)
+    missing = [column for column in rules.required_images if column not in filled]
+    if missing:
+        presets = ", ".join(presets_rendering(filled, rules.family))
+        raise RowError(
+            f"{_named(missing)} must name {_nouns(missing)}: {model} renders from "
+            f"{_nouns(rules.required_images)} only (presets that render the row as it is: "
+            f"{presets})."
+        )
+    return True
+
+
+def _check_frames_between(frames: int, rules: ManifestRules) -> None:
+    """A video from a first to a last frame has both: the fewest frames past one."""
+    least = rules.frame_step + 1
+    if frames < least:
+        raise RowError(
+            f"`num_frames` must be at least {least} for a row with a `last_image`, got {frames}."
+        )
+
+
+def _named(columns: Sequence[str]) -> str:
+    return " and ".join(f"`{column}`" for column in columns)
+
+
+def _nouns(columns: Sequence[str]) -> str:
+    return " and ".join(IMAGE_NOUNS[column] for column in columns)
 
 
 def _check_prompt(prompt: str, cell: str) -> None:

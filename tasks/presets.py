@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -169,6 +170,23 @@ def preset_rules(preset: Preset) -> ManifestRules:
     return preset.family.rules_for(preset.family.preset_configs(preset.info.name))
 
 
+@cache  # asked once per invalid row, of a manifest that may hold thousands
+def presets_rendering(images: frozenset[str], family_name: str | None = None) -> tuple[str, ...]:
+    """The presets that render a row filling these image columns (`image`, `last_image`):
+    of every family, or of `family_name` and the family rendering its rows without images."""
+    related = None
+    if family_name is not None:
+        related = {family_name, family_named(family_name).text_family}
+    return tuple(
+        name
+        for name, preset in PRESETS.items()
+        if not preset.random
+        and (related is None or preset.family.name in related)
+        and set(preset_rules(preset).required_images) <= images
+        and images <= set(preset_rules(preset).image_columns)
+    )
+
+
 def _unknown(model: str) -> NoReturn:
     raise ModelLoadError(
         f"unknown model {model!r}: use one of {', '.join(PRESETS)}, "
@@ -198,4 +216,4 @@ def build_in_memory(model: ModelRef, device: torch.device, dtype: torch.dtype) -
     preset = PRESETS[model.name]
     if preset.random:
         return preset.family.build_random(preset.info.name, device, dtype)
-    return preset.family.build_tiny()
+    return preset.family.build_tiny_preset(preset.info.name)

@@ -27,6 +27,7 @@ from tasks.scoring import Scorer, Scoring, get_scorer
 from tasks.sound import Sound, sound_tracks
 from tasks.speed import EXACT, Levers
 from tasks.speed.apply import reset_step_cache
+from tasks.start_images import read_start_images
 
 
 @dataclass(frozen=True)
@@ -96,16 +97,24 @@ def render_rows(
         pipe = get_pipeline(model, torch.device(device), levers)
         target = device_of(pipe)
         scorer = None if scoring is None else (get_scorer(scoring.name, target), scoring.threshold)
-        timeout_s = render_timeout(rows, target.type, timeout_scale)
+        unreadable = [FailedRender(row, error) for row, error in read_start_images(rows)]
+        ready = [row for row in rows if row.line not in {f.row.line for f in unreadable}]
+        if not ready:
+            return BatchResult(list(unreadable))
+        timeout_s = render_timeout(ready, target.type, timeout_scale)
         with device_turns(target).turn(ticket):
             started = time.time()
             if (reason := device_failure(target)) is not None:
-                result = _device_failed(not_rendered(reason), reason, rows, [])
+                result = _device_failed(not_rendered(reason), reason, ready, [])
             elif stop_requested():  # asked while this batch waited for the device
-                result = _interrupted(rows, [])
+                result = _interrupted(ready, [])
             else:
-                result = _render_watched(pipe, rows, timeout_s, scorer)
-            return dataclasses.replace(result, started=started, ended=time.time())
+                result = _render_watched(pipe, ready, timeout_s, scorer)
+            position = {row.line: n for n, row in enumerate(rows)}
+            outcomes = sorted([*result.outcomes, *unreadable], key=lambda o: position[o.row.line])
+            return dataclasses.replace(
+                result, outcomes=outcomes, started=started, ended=time.time()
+            )
     finally:
         if ticket is not None:  # a render that never took its turn lets the later ones go
             device_turns(device).leave(ticket)

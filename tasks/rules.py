@@ -47,6 +47,9 @@ class ManifestRules:
     max_voxels: int = 64 * 512 * 512
     max_voxels_shape: tuple[int, int, int] | None = None
     image_columns: tuple[str, ...] = ()  # the start-image columns a row may fill
+    required_images: tuple[str, ...] = ()  # those a row must fill (image-to-video-only models)
+    # (height, width) of a model that renders one size only (learned positional embeddings)
+    fixed_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.max_voxels_shape is not None and math.prod(self.max_voxels_shape) != (
@@ -79,6 +82,8 @@ class NumberColumn:
     family: str = ""
 
     def rule(self) -> str:
+        if self.low == self.high:
+            return str(self.low)
         noun = "an integer" if self.kind is int else "a number"
         if self.multiple_of > 1:
             noun = f"a multiple of {self.multiple_of}"
@@ -106,6 +111,8 @@ class NumberColumn:
         rule = f"`{self.name}` must be {self.rule()} for {self.family}"
         if value is None:
             return f"{rule}, got {show(text)}."
+        if self.low == self.high:
+            return f"{rule}, got {int(value)}."
         if self.frame_step > 1:
             return f"{rule} ({self._nearest_steps(int(value))}), got {int(value)}."
         return f"{rule}, got {int(value)} (nearest: {self._nearest_multiples(int(value))})."
@@ -134,10 +141,12 @@ def number_columns(rules: ManifestRules) -> tuple[NumberColumn, ...]:
     """The numeric columns, in the documented order, with `rules`' defaults and bounds."""
     family = rules.family
 
-    def size(name: str, default: int) -> NumberColumn:
-        low, high, multiple = rules.min_size, rules.max_size, rules.size_multiple
+    def size(name: str, default: int, fixed: int | None) -> NumberColumn:
+        low, high = (fixed, fixed) if fixed else (rules.min_size, rules.max_size)
+        multiple = rules.size_multiple
         return NumberColumn(name, int, default, low, high, multiple_of=multiple, family=family)
 
+    height, width = rules.fixed_size or (None, None)
     return (
         NumberColumn("seed", int, -1, 0, MAX_SEED),  # default -1: derived from the id
         NumberColumn(
@@ -149,8 +158,8 @@ def number_columns(rules: ManifestRules) -> tuple[NumberColumn, ...]:
             frame_step=rules.frame_step,
             family=family,
         ),
-        size("height", rules.height),
-        size("width", rules.width),
+        size("height", rules.height, height),
+        size("width", rules.width, width),
         NumberColumn(
             "num_inference_steps",
             int,

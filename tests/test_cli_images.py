@@ -29,7 +29,53 @@ def test_the_example_image_manifest_is_valid_for_tiny_ltx_and_not_for_modelscope
     code, out, _ = t2v_main(capfd, "check", example, "--model", "tiny-ltx")
     assert (code, out.splitlines()[-1]) == (0, f"{example}: 3 valid, 0 invalid for LTX-Video")
     code, out, _ = t2v_main(capfd, "check", example, "--model", "tiny-random")
-    assert code == 1 and "(presets that do: ltx-video, tiny-ltx)" in out
+    assert code == 1 and "ltx-video, tiny-ltx, cogvideox-5b-i2v, tiny-cogvideox-i2v)" in out
+
+
+@pytest.mark.parametrize(
+    ("example", "model", "valid"),
+    [
+        ("image_prompts.csv", "tiny-wan2.2-ti2v", "3 valid, 0 invalid for Wan"),
+        ("image_prompts.csv", "tiny-cogvideox-i2v", "2 valid, 1 invalid for CogVideoX I2V"),
+        ("first_last_frames.csv", "tiny-wan-flf2v", "2 valid, 0 invalid for Wan I2V"),
+        ("first_last_frames.csv", "tiny-wan-i2v", "0 valid, 2 invalid for Wan I2V"),
+    ],
+)
+def test_the_example_image_manifests_are_checked_against_what_each_model_takes(
+    capfd: pytest.CaptureFixture[str], example: str, model: str, valid: str
+) -> None:
+    path = str(REPO / "examples" / example)
+    _, out, _ = t2v_main(capfd, "check", path, "--model", model)
+    assert out.splitlines()[-1] == f"{path}: {valid}"
+
+
+def test_models_says_which_presets_take_start_images(capfd: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = t2v_main(capfd, "models")
+    lines = out.splitlines()
+    images = {
+        lines[n - 3].split()[0]: line.strip()
+        for n, line in enumerate(lines)
+        if line.strip().startswith("images: ")
+    }
+    assert code == 0
+    assert images["tiny-ltx"] == "images: takes `image`; rows without one render as text"
+    assert images["wan2.2-5b"] == images["tiny-ltx"]
+    assert images["cogvideox-5b-i2v"] == "images: takes `image`; every row needs `image`"
+    assert images["tiny-wan-flf2v"] == (
+        "images: takes `image`, `last_image`; every row needs `image`, `last_image`"
+    )
+    assert "wan2.1-14b" not in images and "tiny-random" not in images
+
+
+@pytest.mark.slow
+def test_the_first_last_frame_example_renders_offline(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    example = str(REPO / "examples" / "first_last_frames.csv")
+    done = t2v("render", example, "--model", "tiny-wan-flf2v", "--out", str(tmp_path), env=cli_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 ok, 0 skipped, 0 failed, 0 invalid" in done.stdout
+    assert len(list(tmp_path.glob("*.mp4"))) == 2
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Wan's rules per checkpoint: a Wan 2.2 TI2V-5B-shaped VAE (16×, patch 2) takes sizes in
-multiples of 32 and its own native video, read from the saved folder's configs."""
+multiples of 32, its own native video and start images, read from the saved folder's
+configs; its image rows go through WanImageToVideoPipeline over the same components."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.families.wan import Wan
+from tasks.families.wan import TI2V_TINY, Wan
 from tasks.manifest import parse_manifest
 from tasks.presets import model_rules, resolve_model
 from tasks.render import FailedRender, RenderedVideo, render_rows
@@ -19,35 +20,10 @@ from tests.factories import render_row
 FAMILY = Wan()
 
 
-def wan22_5b_shaped(seed: int = 0) -> Any:
-    """tiny-wan with a VAE laid out as Wan 2.2 TI2V-5B's: residual, 2×2 patches, 16× in space."""
-    from diffusers import AutoencoderKLWan, WanPipeline
-
-    tiny = FAMILY.build_tiny(seed)
-    torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3,
-        decoder_base_dim=4,
-        z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        is_residual=True,
-        in_channels=12,
-        out_channels=12,
-        patch_size=2,
-        scale_factor_spatial=16,
-        latents_mean=[0.0] * 16,
-        latents_std=[1.0] * 16,
-    )
-    components = {**tiny.components, "vae": vae.eval()}
-    return WanPipeline(**components, expand_timesteps=True)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("wan22-5b")
-    wan22_5b_shaped().save_pretrained(path)
+    FAMILY.build_tiny_preset(TI2V_TINY).save_pretrained(path)
     return path
 
 
@@ -128,3 +104,18 @@ def test_the_a14b_preset_is_two_14b_experts_with_the_boundary() -> None:
         # The model card's "A14B": 14 B active per step, as counted for wan2.1-14b.
         assert round(sum(p.numel() for p in expert.parameters()) / 1e9, 2) == 14.29
     assert pipe.config.boundary_ratio == 0.875
+
+
+def test_a_5b_shaped_folder_takes_start_images_and_wan21_refuses_them(folder: Path) -> None:
+    assert model_rules(str(folder)).image_columns == ("image",)
+    assert model_rules("wan2.2-5b").image_columns == ("image",)
+    assert model_rules("wan2.1-14b").image_columns == model_rules("tiny-wan").image_columns == ()
+
+
+def test_image_rows_render_through_the_loaded_components_without_a_copy() -> None:
+    pipe = FAMILY.build_tiny_preset(TI2V_TINY)
+    image_pipe = FAMILY.image_pipe(pipe)
+    assert type(image_pipe).__name__ == "WanImageToVideoPipeline"
+    assert image_pipe.config.expand_timesteps is True
+    for name in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert getattr(image_pipe, name) is getattr(pipe, name), name

@@ -19,13 +19,18 @@ from tasks.errors import RenderError, RowError
 from tasks.families.ltx import LTXVideo
 from tasks.images import (
     MAX_IMAGE_BYTES,
+    PICTURES,
     ImageSources,
+    PictureCache,
     StartImage,
     check_image_bytes,
     fit_image,
     load_image,
+    thumbnail,
 )
 from tasks.manifest import InvalidRow, RenderRow, read_manifest
+from tasks.presets import model_rules
+from tasks.start_images import read_start_images
 from tests.factories import table
 
 LTX = LTXVideo.rules
@@ -241,14 +246,55 @@ def test_keys_of_an_s3_manifest_resolve_against_its_prefix_and_never_reach_local
     assert invalid["gone"].startswith("`image` 'shots/none.png' could not be read: ")
 
 
-def test_a_checked_image_is_refused_at_render_once_its_bytes_changed(tmp_path: Path) -> None:
+def test_a_render_takes_the_bytes_checked_and_refuses_changed_ones_read_again(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(encoded(gradient(), "PNG"))
     image = StartImage(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
-    assert load_image(image, 32, 16, "cover").size == (32, 16)
+    first = load_image(image, 32, 16, "cover")
+    assert first.size == (32, 16)
     path.write_bytes(encoded(gradient(30, 30), "PNG"))
+    # Kept by the process: the picture of the bytes whose sha256 the key holds.
+    assert load_image(image, 32, 16, "cover") is first
+    PICTURES.clear()
     with pytest.raises(RenderError, match="changed since the manifest was checked"):
         load_image(image, 32, 16, "cover")
+
+
+def test_the_cache_keeps_the_latest_pictures_within_its_budget() -> None:
+    cache = PictureCache(budget=3 * 40 * 24 * 2)
+    pictures = {n: gradient() for n in range(3)}
+    for n, picture in pictures.items():
+        cache.put(n, picture)
+    assert cache.get(0) is None and cache.get(2) is pictures[2]
+    cache.get(1)  # used last: the next one in pushes 2 out
+    cache.put(3, gradient())
+    assert (cache.get(1), cache.get(2)) == (pictures[1], None)
+    cache.put("huge", gradient(200, 200))
+    assert cache.get("huge") is None
+
+
+def test_rows_sharing_an_s3_image_render_from_the_one_read_of_their_check(
+    s3_bucket: str,
+) -> None:
+    client = s3_client()
+    client.put_object(Bucket=s3_bucket, Key="jobs/shot.png", Body=encoded(gradient(), "PNG"))
+    rows = [["p", f"r{n}", "shot.png"] for n in range(3)]
+    client.put_object(
+        Bucket=s3_bucket, Key="jobs/m.csv", Body=table(["prompt", "id", "image"], *rows).encode()
+    )
+    PICTURES.clear()
+    manifest = read_manifest(f"s3://{s3_bucket}/jobs/m.csv", rules=LTX)
+    client.delete_object(Bucket=s3_bucket, Key="jobs/shot.png")
+    assert read_start_images(manifest.rows) == []
+    pictures = {id(load_image(row.image, 96, 64, "cover")) for row in manifest.rows if row.image}
+    assert len(pictures) == 1
+    shot = manifest.rows[0].image
+    assert shot is not None and thumbnail(shot.uri, shot.sha256).startswith("data:image/jpeg")
+    PICTURES.clear()
+    ((row, error),) = read_start_images(manifest.rows[:1])
+    assert row.id == "r0" and error.startswith("the start image could not be read again: ")
 
 
 def test_a_model_that_takes_no_image_refuses_image_rows_naming_the_presets_that_do(
@@ -260,15 +306,83 @@ def test_a_model_that_takes_no_image_refuses_image_rows_naming_the_presets_that_
             ["prompt", "image", "last_image"],
             ["text", "", ""],
             ["p", "a.png", ""],
+            ["p", "a.png", "a.png"],
             ["p", "", "a.png"],
         )
     )
     manifest = read_manifest(str(tmp_path / "m.csv"))
     assert [row.line for row in manifest.rows] == [1]
     assert [row.error for row in manifest.invalid] == [
-        "`image` needs a model that takes one, and this model does not "
-        "(presets that do: ltx-video, tiny-ltx).",
-        "`last_image` needs a model that takes one, and this model does not (no preset does yet).",
+        "`image` needs a model that takes a start image, and this model does not (presets "
+        "that do: wan2.2-5b, tiny-wan2.2-ti2v, wan2.1-i2v-14b-480p, wan2.1-i2v-14b-720p, "
+        "tiny-wan-i2v, ltx-video, tiny-ltx, cogvideox-5b-i2v, tiny-cogvideox-i2v).",
+        "`image` and `last_image` need a model that takes a start image and a last frame, and "
+        "this model does not (presets that do: wan2.1-flf2v-14b-720p, tiny-wan-flf2v).",
+        "`last_image` is the video's last frame and needs a start image in `image`.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "error"),
+    [
+        (
+            "wan2.1-i2v-14b-480p",
+            "`image` must name a start image: this Wan I2V model renders from a start image "
+            "only (presets that render the row as it is: wan2.1-1.3b, wan2.1-14b, wan2.2-5b, "
+            "wan2.2-a14b, tiny-wan, tiny-wan2.2-ti2v).",
+        ),
+        (
+            "cogvideox-5b-i2v",
+            "`image` must name a start image: this CogVideoX I2V model renders from a start "
+            "image only (presets that render the row as it is: cogvideox-2b, cogvideox-5b, "
+            "tiny-cogvideox).",
+        ),
+    ],
+)
+def test_an_image_only_model_refuses_rows_without_an_image_naming_the_presets_that_render_them(
+    model: str, error: str, tmp_path: Path
+) -> None:
+    (tmp_path / "a.png").write_bytes(encoded(gradient(), "PNG"))
+    (tmp_path / "m.csv").write_text(table(["prompt", "image"], ["text", ""], ["p", "a.png"]))
+    manifest = read_manifest(str(tmp_path / "m.csv"), rules=model_rules(model))
+    assert [row.line for row in manifest.rows] == [2]
+    assert [row.error for row in manifest.invalid] == [error]
+
+
+def test_a_first_last_frame_model_needs_both_and_a_one_image_model_takes_no_last_frame(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.png").write_bytes(encoded(gradient(), "PNG"))
+    (tmp_path / "m.csv").write_text(
+        table(["prompt", "image", "last_image"], ["p", "a.png", ""], ["p", "a.png", "a.png"])
+    )
+    both = read_manifest(str(tmp_path / "m.csv"), rules=model_rules("wan2.1-flf2v-14b-720p"))
+    assert [row.line for row in both.rows] == [2]
+    assert [row.error for row in both.invalid] == [
+        "`last_image` must name a last frame: this Wan I2V model renders from a start image and "
+        "a last frame only (presets that render the row as it is: wan2.2-5b, tiny-wan2.2-ti2v, "
+        "wan2.1-i2v-14b-480p, wan2.1-i2v-14b-720p, tiny-wan-i2v)."
+    ]
+    (tmp_path / "m.csv").write_text(
+        table(
+            ["prompt", "image", "last_image", "num_frames"],
+            ["p", "a.png", "a.png", "1"],
+            ["p", "a.png", "a.png", "5"],
+        )
+    )
+    frames = read_manifest(str(tmp_path / "m.csv"), rules=model_rules("wan2.1-flf2v-14b-720p"))
+    assert [row.line for row in frames.rows] == [2]
+    assert [row.error for row in frames.invalid] == [
+        "`num_frames` must be at least 5 for a row with a `last_image`, got 1."
+    ]
+    (tmp_path / "m.csv").write_text(
+        table(["prompt", "image", "last_image"], ["p", "a.png", ""], ["p", "a.png", "a.png"])
+    )
+    one = read_manifest(str(tmp_path / "m.csv"), rules=model_rules("wan2.1-i2v-14b-720p"))
+    assert [row.line for row in one.rows] == [1]
+    assert [row.error for row in one.invalid] == [
+        "`last_image` needs a model that takes a last frame, and this Wan I2V model does not "
+        "(presets that do: wan2.1-flf2v-14b-720p, tiny-wan-flf2v)."
     ]
 
 

@@ -6,6 +6,7 @@ from tasks.errors import ModelLoadError
 from tasks.families.anyflow import AnyFlow
 from tasks.families.base import Family
 from tasks.families.cogvideox import CogVideoX
+from tasks.families.cogvideox_i2v import CogVideoXI2V
 from tasks.families.hunyuanvideo15 import HunyuanVideo15
 from tasks.families.kandinsky5 import Kandinsky5
 from tasks.families.ltx import LTXVideo
@@ -13,6 +14,7 @@ from tasks.families.ltx2 import LTX2
 from tasks.families.modelscope import ModelScope
 from tasks.families.sana_video import SanaVideo
 from tasks.families.wan import Wan
+from tasks.families.wan_i2v import WanI2V
 
 __all__ = [
     "FAMILIES",
@@ -20,15 +22,16 @@ __all__ = [
     "family_for_class",
     "family_named",
     "family_of",
-    "image_presets",
 ]
 
 FAMILIES: tuple[Family, ...] = (
     ModelScope(),
     Wan(),
+    WanI2V(),
     AnyFlow(),
     LTXVideo(),
     CogVideoX(),
+    CogVideoXI2V(),
     SanaVideo(),
     Kandinsky5(),
     HunyuanVideo15(),
@@ -47,16 +50,6 @@ def family_for_class(class_name: str, source: str) -> Family:
         f"{source} is a {class_name!r}, which t2v-batch does not render: "
         f"it renders {', '.join(supported)}"
     )
-
-
-def image_presets(column: str) -> list[str]:
-    """The presets whose rows may fill `column` (`image`, `last_image`)."""
-    return [
-        preset.name
-        for family in FAMILIES
-        if column in family.rules.image_columns
-        for preset in family.presets
-    ]
 
 
 def family_of(pipe: object) -> Family:

@@ -58,6 +58,9 @@ class Family(ABC):
     # The diffusers class that renders rows with a start image over the same loaded
     # components; None where the family takes none (its rules' `image_columns` are empty).
     image_pipeline: ClassVar[str | None] = None
+    # An image-to-video-only family (its rules' `required_images`): the family whose presets
+    # render rows without an image, named in those rows' errors.
+    text_family: ClassVar[str] = ""
     card_fps: ClassVar[int]  # the frame rate its model card's example writes videos at
     legacy: ClassVar[str] = ""  # for a family deprecated upstream: why, and what to use instead
     has_sound: ClassVar[bool] = False  # its pipeline returns a sound track with each video
@@ -94,6 +97,10 @@ class Family(ABC):
     def build_tiny(self, seed: int = 0) -> Any:
         """A few-MB pipeline of real diffusers/transformers classes, on CPU in fp32."""
 
+    def build_tiny_preset(self, preset: str, seed: int = 0) -> Any:
+        """The tiny pipeline of `preset`, a tiny preset of this family."""
+        return self.build_tiny(seed)
+
     @abstractmethod
     def build_random(
         self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
@@ -127,16 +134,22 @@ class Family(ABC):
         return to_uint8(pipe(**call, generator=generators, output_type="pt").frames)
 
     def image_pipe(self, pipe: Any) -> Any:
-        """`image_pipeline` over `pipe`'s own components, as `from_pipe` builds it but
-        leaving each component's dtype as loaded (`from_pipe` casts all to one dtype)."""
+        """`image_pipeline` over `pipe`'s own components and settings (`pipe` itself when it
+        is one), as `from_pipe` builds it but leaving each component's dtype as loaded
+        (`from_pipe` casts all to one dtype)."""
         import diffusers
 
         if self.image_pipeline is None:
             raise ValueError(f"`rows` have start images, which {self.name} cannot render.")
+        if type(pipe).__name__ == self.image_pipeline:
+            return pipe
         cls = getattr(diffusers, self.image_pipeline)
         expected, optional = cls._get_signature_keys(cls)
         shared = {name: getattr(pipe, name, None) for name in expected}
-        image_pipe = cls(**{n: v for n, v in shared.items() if v is not None or n in optional})
+        settings = {name: pipe.config[name] for name in optional if name in pipe.config}
+        image_pipe = cls(
+            **{n: v for n, v in shared.items() if v is not None or n in optional}, **settings
+        )
         image_pipe.set_progress_bar_config(disable=True)
         return image_pipe
 

@@ -1,4 +1,5 @@
-"""Wan 2.1 / 2.2 (WanPipeline): a flow-matching DiT, a UMT5 text encoder, a causal 3D VAE."""
+"""Wan 2.1 / 2.2 (WanPipeline): a flow-matching DiT, a UMT5 text encoder, a causal 3D VAE;
+Wan 2.2 TI2V-5B's weights also render rows with a start image."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tasks.families.base import Family, PresetInfo
+from tasks.families.base import PresetInfo
 from tasks.families.parts import (
     UMT5_MAX_TOKENS,
     UMT5_XXL_CONFIG,
@@ -18,6 +19,7 @@ from tasks.families.parts import (
     tiny_umt5_encoder,
     tiny_wan_vae,
 )
+from tasks.families.wan_images import WanImageRows
 from tasks.rules import ManifestRules
 from tasks.speed.levers import Levers, SpeedSupport
 
@@ -40,11 +42,13 @@ WAN_RULES = ManifestRules(
     max_voxels=81 * 720 * 1280,
 )
 # A VAE compressing 16x in space is Wan 2.2 TI2V-5B's; its card renders 121 frames of
-# 1280x704 at 24 fps, which the cap above (Wan 2.1 14B's 720p) would refuse.
+# 1280x704 at 24 fps, which the cap above (Wan 2.1 14B's 720p) would refuse. Its
+# transformer also takes a start image as the first latent frame (`expand_timesteps`).
 WAN22_5B_VIDEO = (121, 704, 1280)
+TI2V_TINY = "tiny-wan2.2-ti2v"
 
 
-class Wan(Family):
+class Wan(WanImageRows):
     name = "Wan"
     pipeline_classes = frozenset({"WanPipeline"})
     rules: ClassVar[ManifestRules] = WAN_RULES
@@ -75,6 +79,7 @@ class Wan(Family):
             "wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "2 × 14 B", 80.0, "Apache-2.0"
         ),
         PresetInfo("tiny-wan", None, "~0.06 M", None, "built in code"),
+        PresetInfo(TI2V_TINY, None, "~0.07 M", None, "built in code"),
     )
 
     def rules_for(self, configs: Mapping[str, Mapping[str, Any]]) -> ManifestRules:
@@ -97,10 +102,11 @@ class Wan(Family):
             fps=24,
             max_voxels=frames * height * width,
             max_voxels_shape=WAN22_5B_VIDEO,
+            image_columns=("image",),
         )
 
     def preset_configs(self, preset: str) -> dict[str, dict[str, Any]]:
-        if preset == "wan2.2-5b":  # vae/config.json of Wan-AI/Wan2.2-TI2V-5B-Diffusers
+        if preset in ("wan2.2-5b", TI2V_TINY):  # vae/config.json of Wan2.2-TI2V-5B-Diffusers
             return {"vae": {"scale_factor_spatial": 16}}
         return {}
 
@@ -137,6 +143,31 @@ class Wan(Family):
             vae=vae.eval(),
             scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
         )
+
+    def build_tiny_preset(self, preset: str, seed: int = 0) -> Any:
+        """`tiny-wan`, or for `tiny-wan2.2-ti2v` the same with Wan 2.2 TI2V-5B's layout: a
+        residual VAE of 2×2 patches, 16× in space, and start images as the first latent."""
+        from diffusers import AutoencoderKLWan, WanPipeline
+
+        tiny = self.build_tiny(seed)
+        if preset != TI2V_TINY:
+            return tiny
+        vae: Any = AutoencoderKLWan(
+            base_dim=3,
+            decoder_base_dim=4,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+            is_residual=True,
+            in_channels=12,
+            out_channels=12,
+            patch_size=2,
+            scale_factor_spatial=16,
+            latents_mean=[0.0] * 16,
+            latents_std=[1.0] * 16,
+        )
+        return WanPipeline(**{**tiny.components, "vae": vae.eval()}, expand_timesteps=True)
 
     def build_random(
         self, preset: str, device: torch.device, dtype: torch.dtype, blocks: int | None = None
