@@ -12,6 +12,7 @@ import argparse
 import copy
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -42,6 +43,8 @@ BLOCKS = 2
 TAYLORSEER = "taylorseer:5"
 ROUNDS = 2
 COMPILES = ("regional", "full")
+# A block's attention and feed-forward, by their names in it (`attn1.to_q`, `ff.net.0.proj`).
+WORK = r"(attn\d?|ffn?)\."
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ def profile_caches(supports: Sequence[SpeedSupport]) -> list[str]:
 class BlockCalls:
     """Calls of one transformer block, computed or skipped: a step cache answers a skipped
     call from its cache (first-block) or a prediction of its attention and feed-forward
-    (TaylorSeer) without running any of the block's linear layers. The counts are tensors
+    (TaylorSeer) without running its attention's or feed-forward's linear layers. The
+    counts are tensors
     changed in place: a compiled block would guard on a Python number's value and recompile
     at every call."""
 
@@ -93,8 +97,10 @@ class BlockCalls:
         self.ran = torch.zeros((), dtype=torch.int64)
         self.counts = torch.zeros(2, dtype=torch.int64)  # computed, skipped
         block.register_forward_pre_hook(self._enter)
-        for layer in block.modules():
-            if isinstance(layer, torch.nn.Linear):
+        for name, layer in block.named_modules():
+            # Of its attention and feed-forward: an adaptive norm's linear layers run on
+            # every call (CogVideoX's), computed or predicted.
+            if isinstance(layer, torch.nn.Linear) and re.match(WORK, name):
                 layer.register_forward_hook(self._layer_ran)
         block.register_forward_hook(self._leave)
 
@@ -295,7 +301,8 @@ here. *wall s*: the whole pipeline call (text encoder, denoising, VAE decode) th
 `tasks.render.render_batch`. *CPU s*: the CPU time of this process in that call (its
 threads, not inductor's compile workers), which other work on the cores hardly moves:
 under load, its ratio is the steadier one. *computed / skipped*: calls of the block during the video
-(forward hooks on the block and its linear layers: a skipped call runs none of them;
+(forward hooks on the block and its attention's and feed-forward's linear layers: a
+skipped call runs none of them;
 guidance makes 2 calls per step unless the family batches them). *compile s*: the first
 call minus the fastest warm one, with an empty inductor cache; a later contender of the
 same family reuses graphs an earlier one compiled. A contender whose levers all skip here

@@ -69,20 +69,46 @@ def test_gpu_benchmark_imports_no_prefect_boto3_or_pydantic() -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("model", "tiny"), DRY_RUNS.items())
-def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(
-    tmp_path: Path, model: str, tiny: str
-) -> None:
-    out = tmp_path / "RESULTS.md"
-    out.write_text("# Results\n\n<!-- cpu_overhead: begin -->\nkept\n<!-- cpu_overhead: end -->\n")
-    done = _python(
-        "from bench.gpu_throughput import main; "
+@pytest.fixture(scope="module")
+def throughput_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each family's GPU throughput dry run, in one interpreter without Prefect: the
+    RESULTS.md each wrote, by model."""
+    return _dry_runs(
+        tmp_path_factory.mktemp("throughput"),
         # A peak so low that any FLOPs counted show in the MFU column, however slow the CPU.
-        f"main(['--dry-run', '--model', {model!r}, '--out', {str(out)!r}, '--peak-tflops', '1e-9'])"
+        "['--peak-tflops', '1e-9']",
+        "# Results\n\n<!-- cpu_overhead: begin -->\nkept\n<!-- cpu_overhead: end -->\n",
+    )
+
+
+@pytest.fixture(scope="module")
+def speed_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each family's GPU speed-profile dry run, in one interpreter without Prefect."""
+    return _dry_runs(tmp_path_factory.mktemp("speed"), "['--speed', 'fastest', 'fast']", "")
+
+
+def _dry_runs(folder: Path, arguments: str, results_md: str) -> dict[str, str]:
+    outs = {model: folder / f"{model}.md" for model in DRY_RUNS}
+    for out in outs.values():
+        out.write_text(results_md)
+    done = _python(
+        "from bench.gpu_throughput import main\n"
+        f"for model, out in { ({m: str(o) for m, o in outs.items()})!r}.items():\n"
+        f"    main(['--dry-run', '--model', model, '--out', out, *{arguments}])",
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr
-    text = out.read_text()
+    return {model: out.read_text() for model, out in outs.items()}
+
+
+# The dry runs of every family share one interpreter: one test process runs them all.
+@pytest.mark.slow
+@pytest.mark.xdist_group("gpu_dry_runs")
+@pytest.mark.parametrize(("model", "tiny"), DRY_RUNS.items())
+def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(
+    throughput_dry_runs: dict[str, str], model: str, tiny: str
+) -> None:
+    text = throughput_dry_runs[model]
     assert f"<!-- {section_name(parse_settings(['--model', model]))}: begin -->" in text
     assert f"## GPU throughput: {model} — DRY RUN on CPU with {tiny}, not a result" in text
     assert "The GPU table has not been measured yet" in text
@@ -104,18 +130,12 @@ def test_gpu_benchmark_dry_run_writes_the_table_without_prefect(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("gpu_dry_runs")
 @pytest.mark.parametrize(("model", "tiny"), DRY_RUNS.items())
 def test_gpu_speed_dry_run_compares_each_profile_with_exact(
-    tmp_path: Path, model: str, tiny: str
+    speed_dry_runs: dict[str, str], model: str, tiny: str
 ) -> None:
-    out = tmp_path / "RESULTS.md"
-    done = _python(
-        "from bench.gpu_throughput import main; "
-        f"main(['--dry-run', '--model', {model!r}, '--out', {str(out)!r}, "
-        "'--speed', 'fastest', 'fast'])"
-    )
-    assert done.returncode == 0, done.stderr
-    text = out.read_text()
+    text = speed_dry_runs[model]
     assert f"<!-- gpu_speed/{model}: begin -->" in text
     assert f"## GPU speed profiles: {model} — DRY RUN on CPU with {tiny}, not a result" in text
     assert f"`make bench-gpu-speed BENCH_MODEL={model}`" in text

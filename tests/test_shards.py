@@ -38,6 +38,8 @@ from tests.prefect_stack import (
     wait_for,
 )
 
+# One server, workers and S3 for the module (`stack`): its tests share one process under xdist.
+pytestmark = pytest.mark.xdist_group("shards")
 HEADER = "id,prompt,num_frames,height,width,num_inference_steps\n"
 CRASH_AFTER_S = 45
 

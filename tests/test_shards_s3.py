@@ -19,7 +19,8 @@ from tests.conftest import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY
 from tests.prefect_stack import Server, make, running_server, running_worker
 from tests.test_shards import _manifest
 
-pytestmark = pytest.mark.slow
+# One server, workers and S3 for the module: its tests share one process under xdist.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("shards_s3")]
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 

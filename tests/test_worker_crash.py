@@ -31,7 +31,8 @@ from tests.prefect_stack import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+# One server and deployment for the module: its tests share one process under xdist.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("worker_crash")]
 
 ROWS = 6
 # About 2 s a row on one CPU thread: slow enough to kill between videos, fast enough to resume.
