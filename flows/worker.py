@@ -25,6 +25,7 @@ from uuid import UUID
 
 STOP_GRACE_S = 3.0  # for a run to unwind (and release its claims) before SIGKILL
 POLL_S = 0.1
+SCAN_S = 1.0
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
@@ -47,13 +48,18 @@ def main(arguments: list[str]) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    # The runs below as of the last poll: a Ctrl-C reaches the terminal's whole process
+    # group, so a run may be gone before the stop below could read its id.
+    running: set[str] = set()
+    scanned = 0.0
     while worker.poll() is None and not stopping.wait(POLL_S):
-        pass
+        if time.monotonic() - scanned >= SCAN_S:  # a walk of /proc: not ten times a second
+            running, scanned = flow_runs(), time.monotonic()
     if not received:
         return worker.returncode
     name = signal.Signals(received[0]).name
     print(f"worker: stopping on {name}: ending its flow runs", file=sys.stderr, flush=True)
-    runs = flow_runs()
+    runs = running | flow_runs()
     _end([pid for pid in _descendants() if pid != worker.pid], STOP_GRACE_S)
     mark_crashed(sorted(runs), f"its worker was stopped by {name}; rerun to resume")
     if worker.poll() is None:
