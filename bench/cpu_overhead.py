@@ -107,9 +107,10 @@ def measure(sizes: tuple[int, int], shape: Shape, repeats: int) -> dict[str, lis
         for rows in sizes:
             write_manifest(folder / f"{rows}.csv", rows, shape)
         best: dict[tuple[str, int], Run] = {}
-        for _ in range(repeats):
+        for repeat in range(repeats):
             for rows in sizes:
-                for label, command in commands(folder / f"{rows}.csv", folder, shape).items():
+                out = folder / f"out-{rows}-{repeat}"  # videos are written create-only
+                for label, command in commands(folder / f"{rows}.csv", out, shape).items():
                     run = timed(command, env)
                     if (label, rows) not in best or run.wall_s < best[label, rows].wall_s:
                         best[label, rows] = run
