@@ -20,10 +20,10 @@ def free_port() -> int:
 
 
 def processes() -> list[tuple[int, int, int, str, str]]:
-    """(pid, ppid, sid, stat, args) of every process on the machine."""
-    listing = subprocess.run(
-        ["ps", "-eo", "pid=,ppid=,sid=,stat=,args="], capture_output=True, text=True, check=True
-    ).stdout
+    """(pid, ppid, sid, stat, args) of every process on the machine; `-ww`: whole command
+    lines, whatever COLUMNS says."""
+    command = ["ps", "-ww", "-eo", "pid=,ppid=,sid=,stat=,args="]
+    listing = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rows = []
     for line in listing.splitlines():
         pid, ppid, sid, stat, *args = line.split(maxsplit=4)

@@ -17,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import imageio_ffmpeg
 import pytest
@@ -36,9 +36,12 @@ pytestmark = pytest.mark.slow
 HEADER = "id,prompt,seed,num_frames,height,width,num_inference_steps,fps\n"
 
 
-def _manifest(path: Path, rows: int, frames: int, steps: int) -> Path:
+def _manifest(path: Path, rows: int, frames: int, steps: int | list[int]) -> Path:
+    """`rows` rows; `steps` is every row's count, or each row's."""
+    counts = steps if isinstance(steps, list) else [steps] * rows
     lines = [
-        f"clip-{n},a tiny scene number {n},{n},{frames},64,64,{steps},8\n" for n in range(rows)
+        f"clip-{n},a tiny scene number {n},{n},{frames},64,64,{counts[n]},8\n"
+        for n in range(rows)
     ]
     path.write_text(HEADER + "".join(lines))
     return path
@@ -83,10 +86,17 @@ class S3Destination:
     def __init__(self, bucket: str, prefix: str = "renders") -> None:
         self.bucket, self.prefix = bucket, prefix
         self.uri = f"s3://{bucket}/{prefix}"
+        self._client: Any = None
+
+    def client(self) -> Any:
+        """One client for every poll: a new one costs a busy machine a second or more."""
+        if self._client is None:
+            self._client = s3_client()
+        return self._client
 
     def videos(self) -> dict[str, tuple[object, ...]]:
         pages = (
-            s3_client()
+            self.client()
             .get_paginator("list_object_versions")
             .paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/")
         )
@@ -101,20 +111,20 @@ class S3Destination:
     def fetch(self, name: str, into: Path) -> Path:
         key = f"{self.prefix}/{name}"
         (into / name).write_bytes(
-            s3_client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
         )
         return into / name
 
     def results(self) -> list[list[dict[str, str]]]:
         key = f"{self.prefix}/results.csv"
-        listed = s3_client().list_object_versions(Bucket=self.bucket, Prefix=key)
+        listed = self.client().list_object_versions(Bucket=self.bucket, Prefix=key)
         versions = sorted(listed.get("Versions", []), key=lambda v: v["LastModified"])
         return [
             list(csv.DictReader(io.StringIO(self._read(key, v["VersionId"])))) for v in versions
         ]
 
     def _read(self, key: str, version: str) -> str:
-        body = s3_client().get_object(Bucket=self.bucket, Key=key, VersionId=version)["Body"]
+        body = self.client().get_object(Bucket=self.bucket, Key=key, VersionId=version)["Body"]
         return str(body.read().decode("utf-8-sig"))
 
 
@@ -181,7 +191,10 @@ def test_a_run_killed_mid_way_resumes_without_rewriting_a_video(
     destination: Destination, env: dict[str, str], tmp_path: Path
 ) -> None:
     rows, frames = 6, 8
-    manifest = _manifest(tmp_path / "m.csv", rows, frames, steps=6)  # ~0.4 s a row here
+    # ~0.4 s for each of the first two rows, seconds for each of the rest: the kill lands
+    # mid-run even when a busy machine is slow to see the second video.
+    steps = [6, 6, 40, 40, 40, 40]
+    manifest = _manifest(tmp_path / "m.csv", rows, frames, steps)
     first = _start_render(manifest, destination, env, "--batch-size", "1")
     try:
         deadline = time.monotonic() + 240
