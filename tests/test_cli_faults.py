@@ -40,8 +40,7 @@ def _manifest(path: Path, rows: int, frames: int, steps: int | list[int]) -> Pat
     """`rows` rows; `steps` is every row's count, or each row's."""
     counts = steps if isinstance(steps, list) else [steps] * rows
     lines = [
-        f"clip-{n},a tiny scene number {n},{n},{frames},64,64,{counts[n]},8\n"
-        for n in range(rows)
+        f"clip-{n},a tiny scene number {n},{n},{frames},64,64,{counts[n]},8\n" for n in range(rows)
     ]
     path.write_text(HEADER + "".join(lines))
     return path
