@@ -17,7 +17,7 @@ from tasks.devices import get_pipeline
 from tasks.encode import encode_mp4
 from tasks.manifest import read_manifest
 from tasks.presets import resolve_model
-from tasks.render import RenderedVideo, render_batch
+from tasks.render_call import RenderedVideo, render_batch
 
 
 def render_manifest_bare(manifest: str, out: Path, batch_size: int, device: str) -> int:

@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tasks.families import family_of
 from tasks.manifest import RenderRow
-from tasks.render import device_of
+from tasks.render_call import device_of
 
 # Dense (no sparsity) bf16/fp16 tensor-core peaks in TFLOP/s, from the vendor data sheets;
 # matched in this order against the CUDA device name.

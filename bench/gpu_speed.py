@@ -18,7 +18,8 @@ from bench.similarity import psnr, ssim
 from tasks.devices import speed_report
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
-from tasks.render import FailedRender, render_rows
+from tasks.render import render_rows
+from tasks.render_call import FailedRender
 from tasks.speed import Levers, Speed, resolve_levers
 from tasks.speed.apply import SpeedReport
 

@@ -51,7 +51,8 @@ from tasks.encode import encode_mp4
 from tasks.families import family_of
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef, resolve_model
-from tasks.render import FailedRender, RenderOutcome, render_rows
+from tasks.render import render_rows
+from tasks.render_call import FailedRender, RenderOutcome
 
 
 @dataclass(frozen=True)

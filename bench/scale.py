@@ -52,7 +52,7 @@ from tasks.batching import plan_batches
 from tasks.devices import get_pipeline
 from tasks.manifest import read_manifest
 from tasks.presets import resolve_model
-from tasks.render import render_batch
+from tasks.render_call import render_batch
 pipe = get_pipeline(resolve_model("tiny-random"), torch.device("cpu"))
 batches = list(plan_batches(read_manifest(sys.argv[1]).rows, int(sys.argv[2])))
 list(render_batch(pipe, batches[0]))

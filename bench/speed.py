@@ -29,7 +29,7 @@ from tasks.families import Family
 from tasks.loading import place, quiet_libraries
 from tasks.manifest import RenderRow
 from tasks.presets import PRESETS
-from tasks.render import FailedRender, render_batch
+from tasks.render_call import FailedRender, render_batch
 from tasks.speed import EXACT, Levers, SpeedSupport
 from tasks.speed.apply import SpeedReport, apply_levers
 from tasks.speed.compile_cache import INDUCTOR_CACHE_ENV
@@ -298,7 +298,7 @@ not at all, so its skips and PSNR here say nothing of a trained model's; a fixed
 cache (TaylorSeer) skips the same calls on any weights, so its ratio is a fair proxy. The
 thresholds are the family's profile settings, chosen from published guidance, never tuned
 here. *wall s*: the whole pipeline call (text encoder, denoising, VAE decode) through
-`tasks.render.render_batch`. *CPU s*: the CPU time of this process in that call (its
+`tasks.render_call.render_batch`. *CPU s*: the CPU time of this process in that call (its
 threads, not inductor's compile workers), which other work on the cores hardly moves:
 under load, its ratio is the steadier one. *computed / skipped*: calls of the block during the video
 (forward hooks on the block and its attention's and feed-forward's linear layers: a

@@ -13,7 +13,8 @@ from storage.errors import RETRY_DELAYS_S, StorageError
 from tasks import candidates, destination, devices, manifest, presets, publish
 from tasks.manifest import RenderRow
 from tasks.presets import ModelRef
-from tasks.render import BatchResult, FailedRender
+from tasks.render import BatchResult
+from tasks.render_call import FailedRender
 from tasks.scoring import Scoring
 from tasks.speed import EXACT, Levers
 

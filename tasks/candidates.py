@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from tasks.manifest_row import MAX_DERIVED_SEED, RenderRow
 from tasks.quality import BLACK_OR_NAN, Candidate
-from tasks.render import BatchResult, FailedRender, RenderedVideo, RenderOutcome, render_rows
+from tasks.render import BatchResult, render_rows
+from tasks.render_call import FailedRender, RenderedVideo, RenderOutcome
 from tasks.rules import MAX_CANDIDATES
 from tasks.speed import EXACT, Levers
 

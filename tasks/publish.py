@@ -46,7 +46,7 @@ from tasks.stored import (
 
 if TYPE_CHECKING:
     from tasks.presets import ModelRef
-    from tasks.render import RenderedVideo
+    from tasks.render_call import RenderedVideo
     from tasks.scoring import Scoring
 
 # A create-only write found the key taken: by another run over the same destination, or

@@ -24,13 +24,8 @@ from tasks import devices, interrupt
 from tasks.batching import RENDER_TIMEOUTS, render_timeout
 from tasks.interrupt import INTERRUPTED
 from tasks.presets import resolve_model
-from tasks.render import (
-    FailedRender,
-    RenderedVideo,
-    not_rendered,
-    render_batch,
-    render_rows,
-)
+from tasks.render import not_rendered, render_rows
+from tasks.render_call import FailedRender, RenderedVideo, render_batch
 from tests.conftest import REPO
 from tests.devicefaults import (
     ILLEGAL_ACCESS,

@@ -24,7 +24,8 @@ from tasks.families import FAMILIES
 from tasks.images import StartImage
 from tasks.manifest import RenderRow, parse_manifest, read_manifest
 from tasks.presets import PRESETS, preset_rules, resolve_model
-from tasks.render import FailedRender, RenderedVideo, RenderOutcome, render_batch, render_rows
+from tasks.render import render_rows
+from tasks.render_call import FailedRender, RenderedVideo, RenderOutcome, render_batch
 from tests.factories import render_row
 from tests.mp4probe import probe_mp4
 

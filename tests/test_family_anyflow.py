@@ -7,7 +7,8 @@ import torch
 from tasks.families.anyflow import AnyFlow
 from tasks.manifest import parse_manifest
 from tasks.presets import model_rules, resolve_model
-from tasks.render import RenderedVideo, render_rows
+from tasks.render import render_rows
+from tasks.render_call import RenderedVideo
 from tests.factories import render_row
 
 FAMILY = AnyFlow()

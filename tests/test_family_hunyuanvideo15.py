@@ -15,7 +15,7 @@ import torch
 from tasks.families.hunyuanvideo15 import TEMPLATE_TOKENS, HunyuanVideo15
 from tasks.manifest import parse_manifest
 from tasks.presets import model_rules
-from tasks.render import render_batch, truncation_warnings
+from tasks.render_call import render_batch, truncation_warnings
 from tasks.speed import Levers
 from tasks.speed.apply import apply_levers
 from tests.factories import render_row, t2v

@@ -16,7 +16,7 @@ from tasks.families.ltx2 import DISTILLED_SIGMAS, LTX2
 from tasks.keys import output_key
 from tasks.manifest import parse_manifest
 from tasks.presets import model_rules, resolve_model
-from tasks.render import RenderedVideo, render_batch
+from tasks.render_call import RenderedVideo, render_batch
 from tests.factories import gallery_videos, render_row, t2v
 from tests.mp4probe import Stream, decode_audio, probe_mp4
 

@@ -14,7 +14,8 @@ import torch
 from tasks.families.wan import TI2V_TINY, Wan
 from tasks.manifest import parse_manifest
 from tasks.presets import model_rules, resolve_model
-from tasks.render import FailedRender, RenderedVideo, render_rows
+from tasks.render import render_rows
+from tasks.render_call import FailedRender, RenderedVideo
 from tests.factories import render_row
 
 FAMILY = Wan()

@@ -17,7 +17,8 @@ from tasks.devices import get_pipeline
 from tasks.families.wan_i2v import FLF2V, FLF2V_TINY, WanI2V
 from tasks.images import StartImage
 from tasks.presets import PRESETS, model_family, model_rules, resolve_model
-from tasks.render import RenderedVideo, render_batch, render_rows
+from tasks.render import render_rows
+from tasks.render_call import RenderedVideo, render_batch
 from tests.factories import render_row
 
 FAMILY = WanI2V()

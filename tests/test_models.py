@@ -19,7 +19,7 @@ from tasks.errors import ModelLoadError, RenderError
 from tasks.families import FAMILIES
 from tasks.families.modelscope import MS_17B_REPO, ModelScope, ms17b_components
 from tasks.presets import ModelRef, resolve_model
-from tasks.render import render_batch
+from tasks.render_call import render_batch
 from tasks.speed import Levers
 from tasks.speed.levers import parse_compile
 from tests.factories import small_row

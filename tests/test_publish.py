@@ -27,7 +27,7 @@ from tasks.publish import (
     publish_video,
     write_results,
 )
-from tasks.render import RenderedVideo
+from tasks.render_call import RenderedVideo
 from tasks.results import ResultRow
 from tests.factories import ROW, SUMMARY, gallery_videos
 

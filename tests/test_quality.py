@@ -22,7 +22,7 @@ from tasks.quality import (
     UNIFORM_STD,
     inspect_video,
 )
-from tasks.render import RenderedVideo, render_batch
+from tasks.render_call import RenderedVideo, render_batch
 from tasks.scoring import Scoring, get_scorer
 from tests.factories import broken_tiny, small_row, t2v
 

@@ -10,12 +10,7 @@ from tasks.batching import batch_shape, plan_batches
 from tasks.devices import get_pipeline
 from tasks.images import StartImage
 from tasks.presets import resolve_model
-from tasks.render import (
-    FailedRender,
-    RenderedVideo,
-    render_batch,
-    truncation_warnings,
-)
+from tasks.render_call import FailedRender, RenderedVideo, render_batch, truncation_warnings
 from tests.factories import broken_tiny, render_row, small_row
 
 
@@ -37,7 +32,7 @@ def test_plan_batches_refuses_a_zero_batch_size() -> None:
         plan_batches([small_row(1)], batch_size=0)
 
 
-# Each family's tiny preset, a small shape it accepts, and tasks/render.py's measured
+# Each family's tiny preset, a small shape it accepts, and tasks/render_call.py's measured
 # tolerance (max levels of 255, fraction of values differing), with a margin.
 FAMILY_CASES = {
     "tiny-random": (dict(num_frames=8, height=64, width=64), 1, 0.001),

@@ -21,7 +21,8 @@ from tasks.encode import encode_mp4
 from tasks.families import FAMILIES
 from tasks.keys import output_key
 from tasks.presets import PRESETS, preset_rules, resolve_model
-from tasks.render import RenderedVideo, render_batch, render_rows
+from tasks.render import render_rows
+from tasks.render_call import RenderedVideo, render_batch
 from tasks.speed import EXACT, Levers, key_settings, parse_levers, resolve_levers
 from tasks.speed.apply import apply_levers
 from tasks.speed.levers import parse_attention, parse_cache, parse_compile, parse_quantize
