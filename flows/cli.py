@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -17,19 +18,28 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from flows.cli_options import parser, request_from_options
-from tasks.errors import T2VError
+from flows.temporary_server import TemporaryServer, server_for, temporary_server
 
 if TYPE_CHECKING:
-    from flows.temporary_server import TemporaryServer
     from tasks.families import Family
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else list(argv)
+    # The server boots while this process imports torch, diffusers and Prefect (seconds).
+    with server_for(given) as launched:
+        return _main(given, launched)
+
+
+def _main(argv: list[str], launched: TemporaryServer | None) -> int:
+    from flows.cli_options import parser
+    from tasks.errors import T2VError
+
     try:
         args = parser(render=_render, check=_check, models=_models, pull=_pull).parse_args(argv)
+        args.launched = launched
         if getattr(args, "s3_endpoint", None):
             # Every S3 client t2v makes, in this process, reads its endpoint from here.
             os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
@@ -45,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from flows import progress
+    from flows.cli_options import request_from_options
     from flows.preflight import preflight
     from flows.progress_bar import ProgressBar
     from flows.supervisor import Supervised, run_supervised
@@ -57,7 +68,7 @@ def _render(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     started = time.monotonic()
-    with _api() as ready:  # a temporary server boots while t2v checks its input
+    with _api(args.launched) as ready:  # a temporary server boots while t2v checks its input
         request = request_from_options(args)
         manifest, model = preflight(request, sharded=args.shards is not None)
         _quiet_prefect_console()
@@ -88,18 +99,18 @@ Api = Callable[["Family"], tuple[str, "TemporaryServer | None"]]
 
 
 @contextmanager
-def _api() -> Iterator[Api]:
-    """The configured Prefect API (checked by `preflight`), else a temporary server,
-    launched now; calling what this yields with the model's family waits until the API
-    is ready."""
+def _api(launched: TemporaryServer | None) -> Iterator[Api]:
+    """The configured Prefect API (checked by `preflight`), else the temporary server
+    `main` launched (or one launched now); calling what this yields with the model's
+    family waits until the API is ready."""
     from flows import progress
-    from flows.temporary_server import temporary_server
 
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
         yield lambda family: (configured, None)
         return
-    with temporary_server() as server:
+    with contextlib.ExitStack() as stack:
+        server = launched or stack.enter_context(temporary_server())
 
         def ready(family: Family) -> tuple[str, TemporaryServer | None]:
             progress.phase("starting a temporary Prefect server")
@@ -123,6 +134,7 @@ def _import_while_waiting(family: Family) -> None:
 
 def _report(outcome: Any, stopped_by: int | None, command_s: float) -> int:
     from flows.errors import RowsFailedError
+    from tasks.errors import T2VError
 
     if isinstance(outcome, RowsFailedError):
         print(outcome.summary.one_line(command_s))

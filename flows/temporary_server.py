@@ -1,7 +1,8 @@
 """The temporary Prefect server of a `t2v render` with no PREFECT_API_URL.
 
-It is launched first thing, so that it boots while t2v checks its input and imports its
-model code, and is waited for only when the run needs it.
+It is launched first thing, before t2v imports torch, so that it boots while t2v imports
+its code and checks its input, and is waited for only when the run needs it. Hence this
+module imports nothing but the standard library until then.
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
-
-import httpx
-
-from flows.errors import PrefectApiError
 
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 5.0
@@ -77,6 +74,10 @@ class TemporaryServer:
 
     def wait_until_ready(self) -> None:
         """Wait until the server answers; then signals go back to their handlers."""
+        import httpx
+
+        from flows.errors import PrefectApiError
+
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             with httpx.Client(timeout=2.0) as client:
@@ -149,6 +150,19 @@ def temporary_server() -> Iterator[TemporaryServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def server_for(argv: Sequence[str]) -> Iterator[TemporaryServer | None]:
+    """The temporary server a `t2v` command line will run on, launched now; None for any
+    other command, or with PREFECT_API_URL set. Used before the command line is parsed: an
+    option that turns out invalid stops the server again, a second after its launch."""
+    commands = [word for word in argv if not word.startswith("-")]
+    if commands[:1] != ["render"] or os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    with temporary_server() as server:
+        yield server
 
 
 def _free_port() -> int:

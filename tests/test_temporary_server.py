@@ -119,3 +119,43 @@ def _servers_of(home: Path) -> list[int]:
             if f"PREFECT_HOME={home}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
                 found.append(pid)
     return found
+
+
+def test_the_server_is_launched_before_t2v_imports_torch(tmp_path: Path) -> None:
+    """The server's boot (seconds) overlaps t2v's imports of torch, diffusers and Prefect
+    (seconds): `flows.cli` and the launch import neither."""
+    probe = (
+        "import sys; from flows.cli import main; from flows.temporary_server import server_for\n"
+        "with server_for(['render', 'x.csv']) as launched:\n"
+        "    print(launched is not None and launched.exit_code() is None,\n"
+        "          sorted(m for m in ('torch', 'diffusers', 'prefect') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"))
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "[]"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "api"),
+    [
+        (["check", "m.csv"], None),
+        (["models"], None),
+        (["render", "m.csv"], "http://127.0.0.1:9/api"),
+    ],
+)
+def test_no_server_is_launched_for_other_commands_or_a_configured_api(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], api: str | None
+) -> None:
+    from flows.temporary_server import server_for
+
+    if api is None:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    else:
+        monkeypatch.setenv("PREFECT_API_URL", api)
+    with server_for(argv) as launched:
+        assert launched is None
