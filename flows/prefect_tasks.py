@@ -9,6 +9,7 @@ from prefect import State, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
+from flows.gpu_slot import gpu_slot
 from storage.errors import RETRY_DELAYS_S, StorageError
 from tasks import candidates, destination, devices, manifest, presets, publish
 from tasks.manifest import RenderRow
@@ -50,13 +51,13 @@ resolve_model = task(name="resolve-model", cache_policy=NO_CACHE)(presets.resolv
 load_model = task(name="load-model", cache_policy=NO_CACHE)(devices.load_model)
 
 
-# Only this task holds the GPU: the `gpu` tag lets a Prefect concurrency limit
-# share GPUs across workers; inside a process a per-device lock does the same.
+# Only this task holds the GPU: a slot of the `gpu` tag's Prefect concurrency limit, where
+# one exists, shares GPUs across workers (flows.gpu_slot); inside a process, the device's
+# turns do the same.
 # The render's own timeout (tasks.batching.render_timeout), not Prefect's timeout_seconds,
 # ends a hung render: Prefect's cannot interrupt a worker thread blocked in C code.
 @task(
     name="render",
-    tags=["gpu"],
     retries=1,
     cache_policy=NO_CACHE,
 )
@@ -74,7 +75,9 @@ def render_rows(
 
     A device that fails (a fatal CUDA error, a hung render) is in the result, not raised:
     retrying in this process is futile, only a rerun in a fresh one can render the rows."""
-    result = candidates.render_best(model, device, rows, timeout_scale, levers, ticket, scoring)
+    result = candidates.render_best(
+        model, device, rows, timeout_scale, levers, ticket, scoring, gpu_slot
+    )
     first = rows[0]
     failed = sum(isinstance(outcome, FailedRender) for outcome in result.outcomes)
     get_run_logger().info(

@@ -9,6 +9,7 @@ finished, fails the row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from tasks.manifest_row import MAX_DERIVED_SEED, RenderRow
 from tasks.quality import BLACK_OR_NAN, Candidate
-from tasks.render import BatchResult, render_rows
+from tasks.render import BatchResult, Slot, render_rows
 from tasks.render_call import FailedRender, RenderedVideo, RenderOutcome
 from tasks.rules import MAX_CANDIDATES
 from tasks.speed import EXACT, Levers
@@ -63,17 +64,20 @@ def render_best(
     levers: Levers = EXACT,
     ticket: int | None = None,
     scoring: Scoring | None = None,
+    slot: Slot = contextlib.nullcontext,
 ) -> BatchResult:
     """`render.render_rows` of every candidate of `rows`, as many per pipeline call as
     `rows`; one outcome per row: its best video, or why it failed. The first call takes
-    the device at `ticket`'s turn, the others queue after it."""
+    the device at `ticket`'s turn, the others queue after it; each holds `slot` with it."""
     expansion = expand(rows)
     outcomes: list[RenderOutcome] = []
     results: list[BatchResult] = []
     for start in range(0, len(expansion.rows), len(rows)):
         chunk = expansion.rows[start : start + len(rows)]
         turn = ticket if start == 0 else None
-        results.append(render_rows(model, device, chunk, timeout_scale, levers, turn, scoring))
+        results.append(
+            render_rows(model, device, chunk, timeout_scale, levers, turn, scoring, slot)
+        )
         outcomes += results[-1].outcomes
     failure = next((r.device_failure for r in results if r.device_failure), None)
     best = [_best(row, outcomes, expansion) for row in rows]

@@ -4,10 +4,12 @@ marking the device failed after a fatal error (`tasks.render_call` makes the cal
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +51,8 @@ def not_rendered(reason: str) -> str:
     return f"not rendered: the device failed earlier in this process ({reason}); rerun to resume"
 
 
+# What else a render holds while it holds the device: a context manager's factory.
+Slot = Callable[[], AbstractContextManager[object]]
 # How often a render's watcher looks for a stop request.
 STOP_POLL_S = 0.1
 
@@ -61,9 +65,13 @@ def render_rows(
     levers: Levers = EXACT,
     ticket: int | None = None,
     scoring: Scoring | None = None,
+    slot: Slot = contextlib.nullcontext,
 ) -> BatchResult:
     """Render one micro-batch of `model` on `device`, holding the device only while rendering,
     once the renders queued before `ticket` (tasks.devices.DeviceTurns) have had their turn.
+    `slot` is held with the device and asked for only on this render's turn: a slot asked
+    for earlier (a Prefect `gpu` limit's) could be taken by a render queued later, which
+    would then wait for the turn of one waiting for that slot, for good.
 
     A fatal CUDA error or a hung render leaves the device unusable by this process: the
     result says why, and every later call renders nothing. Once a stop is requested
@@ -80,7 +88,7 @@ def render_rows(
         if not ready:
             return BatchResult(list(unreadable))
         timeout_s = render_timeout(ready, target.type, timeout_scale)
-        with device_turns(target).turn(ticket):
+        with device_turns(target).turn(ticket), slot():
             started = time.time()
             if (reason := device_failure(target)) is not None:
                 result = _device_failed(not_rendered(reason), reason, ready, [])

@@ -174,3 +174,19 @@ def prefect_records() -> list[str]:
         documents = client.read_block_documents(include_secrets=False)
         records.extend(document.model_dump_json() for document in documents)
     return records
+
+
+@pytest.fixture
+def gpu_slot(prefect_api_url: str) -> Iterator[Any]:
+    """A Prefect tag concurrency limit `gpu` of one slot, for one test only."""
+    from prefect import get_client
+    from prefect.concurrency.services import _no_limits_cache
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
+        # Prefect 3.9 remembers for 5 s that a tag had no limit when a task last ran here.
+        _no_limits_cache.clear()
+        try:
+            yield client
+        finally:
+            client.delete_concurrency_limit_by_tag("gpu")

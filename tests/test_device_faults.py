@@ -283,22 +283,6 @@ def test_t2v_render_exits_after_a_fatal_cuda_error(cli_env: dict[str, str], tmp_
 
 
 @pytest.fixture
-def gpu_slot(prefect_api_url: str) -> Any:
-    """A Prefect tag concurrency limit `gpu` of one slot, for one test only."""
-    from prefect import get_client
-    from prefect.concurrency.services import _no_limits_cache
-
-    with get_client(sync_client=True) as client:
-        client.create_concurrency_limit(tag="gpu", concurrency_limit=1)
-        # Prefect 3.9 remembers for 5 s that a tag had no limit when a task last ran here.
-        _no_limits_cache.clear()
-        try:
-            yield client
-        finally:
-            client.delete_concurrency_limit_by_tag("gpu")
-
-
-@pytest.fixture
 def release() -> Any:
     """Releases hung renders at the end of a test and waits until they are gone."""
     event = threading.Event()

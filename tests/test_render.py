@@ -112,3 +112,45 @@ def test_a_nan_row_fails_and_its_batch_mates_render() -> None:
     assert isinstance(fine, RenderedVideo) and fine.flags == ()
     assert isinstance(poisoned, FailedRender)
     assert poisoned.error == "the render produced black/NaN frames"
+
+
+def test_a_render_asks_for_its_gpu_slot_only_once_it_has_its_device_turn(tiny_pipe: Any) -> None:
+    """Renders queued 1, 2, 3 whose threads start 3, 2, 1 ask for the slot (a Prefect
+    `gpu` limit) in the order 1, 2, 3. Were it asked for first, 2 could hold the slot while
+    waiting for 1's turn, and 1 wait for the slot: a run hung for good."""
+    import contextlib
+    import threading
+    import time
+    from collections.abc import Iterator
+
+    from tasks.devices import device_turns
+    from tasks.render import render_rows
+
+    model = resolve_model("tiny-random")
+    asked: list[int] = []
+
+    def slot_for(ticket: int) -> Any:
+        @contextlib.contextmanager
+        def slot() -> Iterator[None]:
+            asked.append(ticket)
+            yield
+
+        return slot
+
+    turns = device_turns("cpu")
+    tickets = [turns.queue() for _ in range(3)]
+    rows = [small_row(n, num_frames=2, num_inference_steps=1) for n in range(3)]
+    threads = [
+        threading.Thread(
+            target=render_rows,
+            args=(model, "cpu", [rows[n]]),
+            kwargs={"ticket": tickets[n], "slot": slot_for(tickets[n])},
+        )
+        for n in (2, 1, 0)
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(60)
+    assert asked == tickets

@@ -1,0 +1,44 @@
+"""A slot of the `gpu` tag's Prefect concurrency limit (`make gpu-limit`), held by a render
+while it holds its device.
+
+The render task does not carry the tag: Prefect's task engine would take the slot before
+the task starts, in whatever order the queued batches' threads reach the server. A batch
+queued later could then hold the slot while it waits for the device turn of one queued
+earlier, which waits for that slot: a run hung for good. Taken on the device turn instead
+(`tasks.render.render_rows`'s `slot`), the slot goes to the batches in manifest order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+
+# The call Prefect's task engine makes for a tagged task (prefect 3.9), so that a slot
+# looks, and expires, the same: held by the task run, leased for 60 s and renewed while it
+# renders, given back when its lease runs out if its machine dies. Unlike the public
+# `prefect.concurrency.sync.concurrency`, it says nothing when no `gpu` limit exists, as
+# for a run that needs none.
+from prefect.concurrency._sync import concurrency
+from prefect.context import TaskRunContext
+
+GPU_TAG = "gpu"
+LEASE_S = 60
+
+
+@contextmanager
+def gpu_slot() -> Iterator[None]:
+    """Hold a slot of the `gpu` tag's limit, where one exists; its holder is this task run."""
+    context = TaskRunContext.get()
+    holder = (
+        None if context is None else ConcurrencyLeaseHolder(type="task_run", id=context.task_run.id)
+    )
+    with concurrency(
+        names=[f"tag:{GPU_TAG}"],
+        occupy=1,
+        holder=holder,
+        lease_duration=LEASE_S,
+        suppress_warnings=True,
+    ):
+        yield

@@ -1,0 +1,63 @@
+"""A `gpu` concurrency limit (`make gpu-limit`) on a real Prefect server: a run's batches
+queued while the slot is taken elsewhere wait, then each takes it on its device turn and
+gives it back. (That a batch asks for the slot only on its turn, so that the run cannot
+hang, is `test_render`'s, with the order forced.)"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from flows.parameters import RenderRequest
+from flows.render_flow import render_manifest
+from tests.factories import tiny_manifest
+from tests.processes import wait_for
+
+
+def _waiting_renders(client: Any) -> int:
+    """Render task runs not yet final: the run's queued batches."""
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterState
+    from prefect.client.schemas.filters import TaskRunFilterStateType as StateType
+    from prefect.client.schemas.objects import StateType as Type
+
+    runs = client.read_task_runs(
+        task_run_filter=TaskRunFilter(
+            state=TaskRunFilterState(type=StateType(any_=[Type.PENDING, Type.RUNNING]))
+        )
+    )
+    return sum(run.name.startswith("render-") for run in runs)
+
+
+def test_batches_queued_behind_a_taken_gpu_slot_render_once_it_frees(
+    tmp_path: Path, gpu_slot: Any
+) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    taken, free = threading.Event(), threading.Event()
+
+    def another_worker_renders() -> None:
+        with concurrency("tag:gpu", occupy=1, strict=True):
+            taken.set()
+            free.wait(120)
+
+    elsewhere = threading.Thread(target=another_worker_renders, daemon=True)
+    elsewhere.start()
+    assert taken.wait(30)
+    out = tmp_path / "out"
+    request = RenderRequest(
+        manifest=str(tiny_manifest(tmp_path, rows=4)), destination=str(out), batch_size=1
+    )
+    outcome: list[Any] = []
+    run = threading.Thread(
+        target=lambda: outcome.append(render_manifest(**request.parameters())), daemon=True
+    )
+    run.start()
+    try:
+        wait_for(lambda: _waiting_renders(gpu_slot) >= 3, 120, "three queued batches")
+    finally:
+        free.set()
+    run.join(120)
+    assert not run.is_alive(), "the run hung once the slot was free"
+    assert outcome[0].counts == {"ok": 4, "skipped": 0, "failed": 0, "invalid": 0}
+    assert gpu_slot.read_concurrency_limit_by_tag("gpu").active_slots == []
