@@ -94,9 +94,12 @@ class RenderRequest(BaseSettings):
             raise ValueError("presigned links need an s3:// destination")
         return value
 
-    def on_date(self, day: dt.date) -> RenderRequest:
-        """This request with every {date} in the manifest and destination filled in."""
-        stamp = day.isoformat()
+    def on_date(self, day: Callable[[], dt.date]) -> RenderRequest:
+        """This request with every {date} in the manifest and destination filled in with
+        `day()`, asked for only where there is one."""
+        if DATE_PLACEHOLDER not in self.manifest + self.destination:
+            return self
+        stamp = day().isoformat()
         return self.model_copy(
             update={
                 "manifest": self.manifest.replace(DATE_PLACEHOLDER, stamp),

@@ -81,7 +81,7 @@ def render_manifest(
     score_threshold: ScoreThreshold = DEFAULTS.score_threshold,
 ) -> RunSummary:
     """Render every valid row of a prompt manifest to MP4 and write the results manifest."""
-    request = flow_request(locals()).on_date(scheduled_date())
+    request = flow_request(locals()).on_date(scheduled_date)
     return render_request(request)
 
 

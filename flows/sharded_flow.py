@@ -121,7 +121,7 @@ def render_sharded(
     shard_start_timeout: ShardStartTimeout = DEFAULT_SHARD_START_TIMEOUT_S,
 ) -> RunSummary:
     """Render a prompt manifest over the `gpu` pool's workers, one run per shard of rows."""
-    request = flow_request(locals()).on_date(scheduled_date())
+    request = flow_request(locals()).on_date(scheduled_date)
     return render_request_sharded(request, shards, shard_rows, shard_start_timeout)
 
 

@@ -60,7 +60,9 @@ def run_supervised(
     outcome: list[Any] = []
     thread = threading.Thread(
         target=_run_flow,
-        args=(run.request, api_url, sharding, outcome),
+        # A temporary server dies with t2v: no crash detection watches it, and Prefect's
+        # default heartbeat (every 180 s) would only delay the end by up to a second.
+        args=(run.request, api_url, sharding, outcome, server is None),
         name="t2v-flow",
         daemon=True,
     )
@@ -128,7 +130,11 @@ def _server_gone(
 
 
 def _run_flow(
-    request: Any, api_url: str, sharding: dict[str, Any] | None, outcome: list[Any]
+    request: Any,
+    api_url: str,
+    sharding: dict[str, Any] | None,
+    outcome: list[Any],
+    heartbeats: bool,
 ) -> None:
     from prefect import tags
     from prefect.settings import (
@@ -143,7 +149,10 @@ def _run_flow(
 
     # Heartbeats and the tag crash detection watches, as deployed runs have: a killed t2v's
     # run then ends Crashed on a configured server, instead of showing Running for good.
-    settings = {PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS}
+    settings = {
+        PREFECT_API_URL: api_url,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_SECONDS if heartbeats else None,
+    }
     with temporary_settings(updates=settings), tags(RUN_TAG):
         try:
             state: Any = (

@@ -17,16 +17,19 @@ def test_date_fills_manifest_and_destination_only() -> None:
     request = RenderRequest(
         manifest="s3://bucket/prompts/{date}.csv", destination="renders/{date}", model="{date}"
     )
-    dated = request.on_date(dt.date(2026, 11, 28))
+    dated = request.on_date(lambda: dt.date(2026, 11, 28))
     assert dated.manifest == "s3://bucket/prompts/2026-11-28.csv"
     assert dated.destination == "renders/2026-11-28"
     assert dated.model == "{date}"
     assert request.manifest == "s3://bucket/prompts/{date}.csv"
 
 
-def test_paths_without_a_date_are_unchanged() -> None:
+def test_paths_without_a_date_are_unchanged_and_never_ask_for_it() -> None:
+    """The run's date is one more API call (its scheduled start, its schedule's zone)."""
     request = RenderRequest(manifest="examples/prompts.csv")
-    assert request.on_date(dt.date(2026, 11, 28)) == request
+    asked: list[bool] = []
+    assert request.on_date(lambda: asked.append(True) or dt.date(2026, 11, 28)) == request
+    assert asked == []
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -52,6 +53,12 @@ def test_temporary_runs_keep_out_of_the_database_make_server_serves(tmp_path: Pa
     # not a team's run, and shows up in no team's UI.
     assert not (home / "prefect.db").exists()
     assert (home / "t2v-temporary.db").is_file()
+    # No crash detection watches a server that dies with t2v: its run sends no heartbeat,
+    # whose thread would hold up the run's end by up to a second.
+    with contextlib.closing(sqlite3.connect(home / "t2v-temporary.db")) as db:
+        events = dict(db.execute("SELECT event, count(*) FROM events GROUP BY event").fetchall())
+    assert events.get("prefect.flow-run.Completed") == 1, events
+    assert "prefect.flow-run.heartbeat" not in events, events
 
 
 def test_two_first_runs_at_once_both_render(tmp_path: Path) -> None:
