@@ -36,12 +36,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Two test processes: most tests wait on servers, workers and `t2v` processes, so two
-# keep both cores busy. A module whose tests share one server stack stays in one process
+# Three test processes on two cores: most tests wait on servers, workers, heartbeats and
+# leases, so a third keeps the cores busy while two wait; torch gets one thread in each, as
+# more would only contend. A module whose tests share one server stack stays in one process
 # (its xdist_group). The slowest tests are listed at the end.
-TEST_PROCESSES ?= 2
+TEST_PROCESSES ?= 3
 test: lint browser $(PG_PACKAGE)
-	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadgroup --durations=15
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadgroup --durations=15
 
 # A server that many workers share keeps its state in PostgreSQL: SQLite, Prefect's default,
 # takes one writer at a time ("database is locked" under a few workers and a parent).
