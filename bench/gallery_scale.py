@@ -129,10 +129,10 @@ def open_in_chromium(folder: Path, cards: int, repeats: int) -> Opened:
     from playwright.sync_api import sync_playwright
 
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-    with served(folder) as url, sync_playwright() as playwright:
+    with served_folder(folder) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=flags)
         try:
-            runs = [open_once(browser, url, cards) for _ in range(repeats)]
+            runs = [open_once(browser, f"{url}/index.html", cards) for _ in range(repeats)]
         finally:
             browser.close()
     return min(runs, key=lambda run: run.players_s)
@@ -158,13 +158,15 @@ def open_once(browser: Browser, url: str, cards: int) -> Opened:
 
 
 @contextmanager
-def served(folder: Path) -> Iterator[str]:
+def served_folder(folder: Path) -> Iterator[str]:
+    """`folder` over HTTP on a free loopback port, as a browser opens a gallery; stopped
+    afterwards. Yields its address."""
     handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -9,7 +9,7 @@ from prefect import State, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 
-from flows.gpu_slot import gpu_slot
+from flows.gpu_slot import slot_for
 from storage.errors import RETRY_DELAYS_S, StorageError
 from tasks import candidates, destination, devices, manifest, presets, publish
 from tasks.manifest import RenderRow
@@ -69,14 +69,16 @@ def render_rows(
     levers: Levers = EXACT,
     ticket: int | None = None,
     scoring: Scoring | None = None,
+    gpu_limited: bool = False,
 ) -> BatchResult:
     """`candidates.render_best` (render.render_rows of every candidate), and one log line
-    that says what the batch was and cost, from taking the device to giving it back.
+    that says what the batch was and cost, from taking the device to giving it back. With
+    `gpu_limited` (flows.gpu_slot), each pipeline call holds a `gpu` slot with the device.
 
     A device that fails (a fatal CUDA error, a hung render) is in the result, not raised:
     retrying in this process is futile, only a rerun in a fresh one can render the rows."""
     result = candidates.render_best(
-        model, device, rows, timeout_scale, levers, ticket, scoring, gpu_slot
+        model, device, rows, timeout_scale, levers, ticket, scoring, slot_for(gpu_limited)
     )
     first = rows[0]
     failed = sum(isinstance(outcome, FailedRender) for outcome in result.outcomes)

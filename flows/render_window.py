@@ -12,6 +12,7 @@ from functools import partial
 from prefect.futures import PrefectFuture
 
 from flows import prefect_tasks, progress
+from flows.gpu_slot import gpu_limited
 from flows.parameters import RenderRequest
 from flows.progress import RenderedBatch
 from tasks import devices, interrupt
@@ -69,6 +70,7 @@ class RenderWindow:
     ) -> None:
         self._request, self._device, self._plan, self._stop = request, device, plan, stop
         self._batches, self._claims = batches, claims
+        self._gpu_limited = gpu_limited()  # asked once, before the batches queue
         self.rendering: deque[int] = deque()  # the numbers of the batches queued, in order
         self._publishing = 0
         # What to do about each task that ended, in the order they ended.
@@ -88,6 +90,7 @@ class RenderWindow:
             self._plan.levers,
             ticket,
             self._plan.scoring,
+            self._gpu_limited,
         )
         future.add_done_callback(
             lambda done: self._ended.put(partial(self._rendered, number, rows, done))

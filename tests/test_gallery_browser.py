@@ -3,13 +3,9 @@ and a page of thousands opens a page of cards at a time."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import shutil
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.gallery_scale import served_folder
 from storage import LocalStorage
 from tasks.encode import encode_mp4
 from tasks.gallery import run_videos, store_start_images
@@ -36,11 +33,6 @@ def served(rendered_demo: tuple[Path, list[ResultRow]]) -> Iterator[str]:
     folder, _ = rendered_demo
     with served_folder(folder) as url:
         yield f"{url}/index.html"
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 PLAY_ALL = """async () => {
@@ -191,21 +183,6 @@ def test_thousands_of_videos_open_a_page_at_a_time_in_chromium(
             assert page.evaluate(cards) == best[:PAGE]
         finally:
             browser.close()
-
-
-@contextmanager
-def served_folder(folder: Path) -> Iterator[str]:
-    """`folder` over HTTP on a free loopback port, stopped afterwards."""
-    handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # Chromium counts the audio bytes it decoded; audioTracks is behind a flag.

@@ -61,3 +61,16 @@ def test_batches_queued_behind_a_taken_gpu_slot_render_once_it_frees(
     assert not run.is_alive(), "the run hung once the slot was free"
     assert outcome[0].counts == {"ok": 4, "skipped": 0, "failed": 0, "invalid": 0}
     assert gpu_slot.read_concurrency_limit_by_tag("gpu").active_slots == []
+
+
+def test_a_run_asks_for_slots_only_where_a_gpu_limit_exists(
+    prefect_api_url: str, gpu_slot: Any
+) -> None:
+    """Each slot asked for is a server round trip between batches, the device idle meanwhile:
+    without a limit (`make deploy` creates none) a run asks for none."""
+    from flows.gpu_slot import gpu_limited
+
+    assert gpu_limited()
+    gpu_slot.delete_concurrency_limit_by_tag("gpu")
+    assert not gpu_limited()
+    gpu_slot.create_concurrency_limit(tag="gpu", concurrency_limit=1)  # the fixture deletes it
