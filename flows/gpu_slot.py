@@ -15,42 +15,85 @@ once, before its batches queue, and its renders ask for slots only if it does.
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from uuid import UUID
 
+import httpx
 from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-
-# The call Prefect's task engine makes for a tagged task (prefect 3.9), so that a slot
-# looks, and expires, the same: held by the task run, leased for 60 s and renewed while it
-# renders, given back when its lease runs out if its machine dies. Unlike the public
-# `prefect.concurrency.sync.concurrency`, it says nothing when no `gpu` limit exists, as
-# for a run that needs none.
-from prefect.concurrency._sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 
 from tasks.render import Slot
 
 GPU_TAG = "gpu"
-LEASE_S = 60
+LIMIT = f"tag:{GPU_TAG}"  # the name Prefect gives a tag's limit (`make gpu-limit`)
+# As Prefect's task engine leases a tagged task's slot: 60 s, renewed while it renders, so
+# that a dead machine's slot comes back within a minute.
+LEASE_S = 60.0
+RENEW_EVERY_S = LEASE_S * 0.75
+LOCKED = 423  # the server's answer while every slot is taken, with a Retry-After
+log = logging.getLogger(__name__)
 
 
 @contextmanager
 def gpu_slot() -> Iterator[None]:
-    """Hold a slot of the `gpu` tag's limit, where one exists; its holder is this task run."""
+    """Hold a slot of the `gpu` tag's limit, waiting for one if all are taken; its holder
+    is this task run, as for a tagged task. Given back at once on the way out: the lease's
+    renewals run in a thread nobody waits for (Prefect's own context manager joins its
+    thread, which held the device idle up to 2 s after short renders)."""
     context = TaskRunContext.get()
     holder = (
         None if context is None else ConcurrencyLeaseHolder(type="task_run", id=context.task_run.id)
     )
-    with concurrency(
-        names=[f"tag:{GPU_TAG}"],
-        occupy=1,
-        holder=holder,
-        lease_duration=LEASE_S,
-        suppress_warnings=True,
-    ):
-        yield
+    with get_client(sync_client=True) as client:
+        lease = _acquire(client, holder)
+        if lease is None:  # the limit was deleted since the run looked
+            yield
+            return
+        stop = threading.Event()
+        threading.Thread(
+            target=_renew, args=(lease, stop), name="t2v-gpu-slot", daemon=True
+        ).start()
+        try:
+            yield
+        finally:
+            stop.set()
+            # A server gone meanwhile: the lease runs out by itself.
+            with contextlib.suppress(httpx.HTTPError):
+                client.release_concurrency_slots_with_lease(lease)
+
+
+def _acquire(client: SyncPrefectClient, holder: ConcurrencyLeaseHolder | None) -> UUID | None:
+    """A lease on one slot, once one is free; None where the limit does not exist."""
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[LIMIT], slots=1, mode="concurrency", lease_duration=LEASE_S, holder=holder
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != LOCKED:
+                raise
+            time.sleep(float(exc.response.headers.get("Retry-After", 1.0)))
+            continue
+        answer = response.json()
+        return UUID(answer["lease_id"]) if answer.get("limits") else None
+
+
+def _renew(lease: UUID, stop: threading.Event) -> None:
+    """Renew the lease until `stop`; a failed renewal is tried again at the next one."""
+    with get_client(sync_client=True) as client:
+        while not stop.wait(RENEW_EVERY_S):
+            try:
+                client.renew_concurrency_lease(lease, LEASE_S)
+            except httpx.HTTPError as exc:
+                if not stop.is_set():
+                    log.warning("could not renew the gpu slot's lease %s: %s", lease, exc)
 
 
 def gpu_limited() -> bool:
@@ -58,7 +101,7 @@ def gpu_limited() -> bool:
     from the next run on."""
     with get_client(sync_client=True) as client:
         try:
-            limit = client.read_global_concurrency_limit_by_name(f"tag:{GPU_TAG}")
+            limit = client.read_global_concurrency_limit_by_name(LIMIT)
         except ObjectNotFound:
             return False
     return bool(limit.active)
