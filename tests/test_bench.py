@@ -69,7 +69,9 @@ def test_gpu_benchmark_imports_no_prefect_boto3_or_pydantic() -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: xdist sends this group to one process but interleaves other modules' tests
+# with it there, and a module fixture would be built again after each interleaving.
+@pytest.fixture(scope="session")
 def throughput_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Each family's GPU throughput dry run, in one interpreter without Prefect: the
     RESULTS.md each wrote, by model."""
@@ -81,7 +83,7 @@ def throughput_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def speed_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Each family's GPU speed-profile dry run, in one interpreter without Prefect."""
     return _dry_runs(tmp_path_factory.mktemp("speed"), "['--speed', 'fastest', 'fast']", "")
