@@ -70,7 +70,7 @@ def test_gpu_benchmark_imports_no_prefect_boto3_or_pydantic() -> None:
 
 
 # Session-scoped: xdist sends this group to one process but interleaves other modules' tests
-# with it there, and a module fixture would be built again after each interleaving.
+# with it there, and a module fixture would run every dry run again after each interleaving.
 @pytest.fixture(scope="session")
 def throughput_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Each family's GPU throughput dry run, in one interpreter without Prefect: the

@@ -256,9 +256,7 @@ class Stack:
     workers: dict[str, subprocess.Popen[bytes]]
 
 
-# Session-scoped: xdist sends this group to one process but interleaves other modules' tests
-# with it there, and a module fixture would be built again after each interleaving.
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, s3_server: str) -> Iterator[Stack]:
     """A deployed server (`gpu` pool, crash detection, the `shard` deployment) whose
     environment reaches moto's S3, with three `gpu` workers, w1, w2 and w3."""

@@ -24,9 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("shards_s3")]
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-# Session-scoped: xdist sends this group to one process but interleaves other modules' tests
-# with it there, and a module fixture would be built again after each interleaving.
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def bare_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A deployed server and one gpu worker whose environment holds no AWS keys, endpoint
     or config; the server's environment (and so the parent's) holds none either."""

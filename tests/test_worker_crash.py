@@ -43,9 +43,7 @@ MANIFEST = "id,prompt,num_frames,height,width,num_inference_steps\n" + "".join(
 CRASH_AFTER_S = 45
 
 
-# Session-scoped: xdist sends this group to one process but interleaves other modules' tests
-# with it there, and a module fixture would be built again after each interleaving.
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with the README's set-up: the `gpu` pool, limit, crash detection, deployments."""
     with running_server(tmp_path_factory.mktemp("prefect")) as server:
