@@ -69,8 +69,9 @@ def test_gpu_benchmark_imports_no_prefect_boto3_or_pydantic() -> None:
     assert done.returncode == 0, done.stderr
 
 
-# Session-scoped: xdist sends this group to one process but interleaves other modules' tests
-# with it there, and a module fixture would run every dry run again after each interleaving.
+# Session-scoped: a test process builds it once, however its tests interleave with other
+# modules'. (pytest 9.2 ignores pytest-xdist 3.8's xdist_group, which sets a node id it no
+# longer reads, so the group's tests still spread over the processes.)
 @pytest.fixture(scope="session")
 def throughput_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Each family's GPU throughput dry run, in one interpreter without Prefect: the
