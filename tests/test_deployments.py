@@ -103,9 +103,17 @@ def test_ui_started_run_renders_and_shows_artifacts(
             expect(page.get_by_text("0 is less than the minimum of 1").first).to_be_visible()
             assert flow_runs(server, "on-demand") == []
 
-            # A fresh form for the real run: the UI can fail to resubmit after a refusal. Each
+            # A fresh form for the real run, in a browser context of its own: after a
+            # refusal, the UI can submit the refused value again, even past a reload. Each
             # value is checked before submitting: a loading form can drop what was typed.
-            page.reload()
+            page.close()
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(30_000)
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(f"{server.url}/deployments")
+            page.get_by_role("link", name="on-demand").first.click()
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_text("Custom run").click()
             values = {
                 "batch_size (Optional)": "2",
                 "manifest (Optional)": str(tmp_path / "prompts-{date}.csv"),
