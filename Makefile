@@ -38,9 +38,9 @@ lint: $(STAMP)
 
 # Three test processes on two cores: most tests wait on servers, workers, heartbeats and
 # leases, so a third keeps the cores busy while two wait; torch gets one thread in each, as
-# more would only contend. The slowest tests are listed at the end. (The xdist_group marks
-# that would keep a module's server stack in one process take no effect with pytest 9.2:
-# pytest-xdist 3.8 sets a node id pytest no longer reads.)
+# more would only contend. A module whose tests share a server stack marks them with one
+# xdist_group, so one process builds it once and runs them in order. The slowest tests are
+# listed at the end.
 TEST_PROCESSES ?= 3
 test: lint browser $(PG_PACKAGE)
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadgroup --durations=15

@@ -69,9 +69,7 @@ def test_gpu_benchmark_imports_no_prefect_boto3_or_pydantic() -> None:
     assert done.returncode == 0, done.stderr
 
 
-# Session-scoped: a test process builds it once, however its tests interleave with other
-# modules'. (pytest 9.2 ignores pytest-xdist 3.8's xdist_group, which sets a node id it no
-# longer reads, so the group's tests still spread over the processes.)
+# Built once: the tests that read them share one xdist_group, so one process runs them all.
 @pytest.fixture(scope="session")
 def throughput_dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Each family's GPU throughput dry run, in one interpreter without Prefect: the
