@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
@@ -29,6 +28,7 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 
+from tasks import interrupt
 from tasks.render import Slot
 
 GPU_TAG = "gpu"
@@ -53,7 +53,7 @@ def gpu_slot() -> Iterator[None]:
     )
     with get_client(sync_client=True) as client:
         lease = _acquire(client, holder)
-        if lease is None:  # the limit was deleted since the run looked
+        if lease is None:  # the limit was deleted since the run looked, or a stop came
             yield
             return
         stop = threading.Event()
@@ -70,7 +70,8 @@ def gpu_slot() -> Iterator[None]:
 
 
 def _acquire(client: SyncPrefectClient, holder: ConcurrencyLeaseHolder | None) -> UUID | None:
-    """A lease on one slot, once one is free; None where the limit does not exist."""
+    """A lease on one slot, once one is free; None where the limit does not exist or a stop
+    is requested (tasks.interrupt) meanwhile: the render then sees the stop and starts none."""
     while True:
         try:
             response = client.increment_concurrency_slots_with_lease(
@@ -79,7 +80,8 @@ def _acquire(client: SyncPrefectClient, holder: ConcurrencyLeaseHolder | None) -
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != LOCKED:
                 raise
-            time.sleep(float(exc.response.headers.get("Retry-After", 1.0)))
+            if interrupt.wait_for_stop(float(exc.response.headers.get("Retry-After", 1.0))):
+                return None
             continue
         answer = response.json()
         return UUID(answer["lease_id"]) if answer.get("limits") else None

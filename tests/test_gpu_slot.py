@@ -74,3 +74,44 @@ def test_a_run_asks_for_slots_only_where_a_gpu_limit_exists(
     gpu_slot.delete_concurrency_limit_by_tag("gpu")
     assert not gpu_limited()
     gpu_slot.create_concurrency_limit(tag="gpu", concurrency_limit=1)  # the fixture deletes it
+
+
+def test_a_stop_ends_the_wait_for_a_slot_taken_elsewhere(gpu_slot: Any) -> None:
+    """A worker asked to stop (SIGTERM) while its render waits for a slot another machine
+    holds stops waiting: its rows end `interrupted`, not once that machine is done."""
+    from prefect.concurrency.sync import concurrency
+
+    from flows.gpu_slot import gpu_slot as slot
+    from tasks import interrupt
+
+    taken, free = threading.Event(), threading.Event()
+
+    def another_worker_renders() -> None:
+        with concurrency("tag:gpu", occupy=1, strict=True):
+            taken.set()
+            free.wait(120)
+
+    elsewhere = threading.Thread(target=another_worker_renders, daemon=True)
+    elsewhere.start()
+    assert taken.wait(30)
+    entered = threading.Event()
+
+    def wait_for_the_slot() -> None:
+        with slot():
+            entered.set()
+
+    waiting = threading.Thread(target=wait_for_the_slot, daemon=True)
+    try:
+        waiting.start()
+        waiting.join(3)
+        assert waiting.is_alive(), "the slot was not taken elsewhere"
+        interrupt.request_stop("stop requested (test)")
+        waiting.join(10)
+        assert not waiting.is_alive(), "a stop did not end the wait for the gpu slot"
+        assert entered.is_set()
+    finally:
+        interrupt.clear()
+        free.set()
+        elsewhere.join(30)
+    # The stopped wait holds no slot: only the other worker's was ever taken, and it is back.
+    assert gpu_slot.read_concurrency_limit_by_tag("gpu").active_slots == []
