@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 from collections.abc import Callable
 from importlib import metadata
 
 from flows.form_schema import with_bounds
 from flows.parameters import ENV_PREFIX, RenderRequest, build_request, defaults
+from tasks.columns import KNOWN_COLUMNS
 from tasks.shards import DEFAULT_SHARD_START_TIMEOUT_S, MAX_SHARD_START_TIMEOUT_S, MAX_SHARDS
 
 Command = Callable[[argparse.Namespace], int]
@@ -35,14 +37,19 @@ METAVARS = {
     "quantize": "SETTING",
 }
 
-EPILOG = """\
+COLUMNS = textwrap.fill(
+    f"{', '.join(KNOWN_COLUMNS)}; other columns are carried to the results",
+    width=80,
+    initial_indent="  ",
+    subsequent_indent="  ",
+)
+EPILOG = f"""\
 example:
   t2v render examples/prompts.csv --model tiny-random --out out
   t2v check prompts.csv --model wan2.1-1.3b
 
 manifest columns (UTF-8 CSV with a header; only `prompt` is required):
-  prompt, id, negative_prompt, seed, num_frames, height, width,
-  num_inference_steps, guidance_scale, fps; other columns are carried to the results
+{COLUMNS}
 
 exit codes:
   0  every row ok or skipped

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from flows.cli import main
+from tasks.columns import KNOWN_COLUMNS
 from tests.conftest import REPO
 from tests.factories import t2v_main
 from tests.processes import free_port
@@ -21,11 +23,22 @@ def test_help_shows_an_example_the_columns_and_the_exit_codes(
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert "t2v render examples/prompts.csv --model tiny-random" in text
-    for column in ("prompt", "negative_prompt", "num_inference_steps", "guidance_scale"):
-        assert column in text
+    listed = text.split("manifest columns")[1].split("exit codes")[0]
+    for column in KNOWN_COLUMNS:  # image rows' and candidates' columns too
+        assert re.search(rf"\b{column}\b", listed), column
     for code in ("0  every row", "1  at least one row", "2  nothing rendered", "130"):
         assert code in text
     assert "$T2V_BATCH_SIZE" in text
+
+
+def test_the_readme_synopsis_names_every_render_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["render", "--help"])
+    options = set(re.findall(r"--[a-z0-9-]+", capsys.readouterr().out)) - {"--help"}
+    synopsis = (REPO / "README.md").read_text().split("## Command line")[1].split("```")[1]
+    assert options <= set(re.findall(r"--[a-z0-9-]+", synopsis)), options
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
