@@ -183,8 +183,9 @@ class Run:
 
     @property
     def compile_s(self) -> float | None:
-        """The first call (which compiles) minus the fastest warm one."""
-        return self.walls[0] - self.best_s if self.compiled else None
+        """The first call (which compiles) minus the fastest warm one; 0 where it reused
+        graphs an earlier contender compiled and only noise is left."""
+        return max(0.0, self.walls[0] - self.best_s) if self.compiled else None
 
 
 def prepare(pipe: Any, family: Family, contender: Contender) -> Run:
