@@ -75,23 +75,32 @@ def test_ui_started_run_renders_and_shows_artifacts(
         (tmp_path / f"prompts-{day.isoformat()}.csv").write_text(MANIFEST)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
         problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on(
-            "response",
-            lambda r: (
-                problems.append(f"{r.status} {r.url}: {r.text()[:500]}")
-                if r.status >= 400
-                else None
-            ),
-        )
-        try:
+
+        def new_page() -> Any:
+            """A page in a browser context of its own that records errors in `problems`."""
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(30_000)
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on(
+                "response",
+                lambda r: (
+                    problems.append(f"{r.status} {r.url}: {r.text()[:500]}")
+                    if r.status >= 400
+                    else None
+                ),
+            )
+            return page
+
+        def open_custom_run_form(page: Any) -> None:
             page.goto(f"{server.url}/deployments")
             page.get_by_role("link", name="on-demand").first.click()
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").click()
+
+        page = new_page()
+        try:
+            open_custom_run_form(page)
 
             def field(label: str) -> Any:
                 labelled = page.locator(".p-label", has=page.get_by_text(label, exact=True))
@@ -107,13 +116,8 @@ def test_ui_started_run_renders_and_shows_artifacts(
             # refusal, the UI can submit the refused value again, even past a reload. Each
             # value is checked before submitting: a loading form can drop what was typed.
             page.close()
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-            page.set_default_timeout(30_000)
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.goto(f"{server.url}/deployments")
-            page.get_by_role("link", name="on-demand").first.click()
-            page.get_by_role("button", name="Run", exact=True).click()
-            page.get_by_text("Custom run").click()
+            page = new_page()
+            open_custom_run_form(page)
             values = {
                 "batch_size (Optional)": "2",
                 "manifest (Optional)": str(tmp_path / "prompts-{date}.csv"),
